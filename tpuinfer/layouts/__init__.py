@@ -1,0 +1,31 @@
+"""The paper's partitionings. One file per layout; this module names them and dispatches.
+
+Feed-forward layouts (`ffn`): ws1d, ws2d, wg-x, wg-xy, wg-xyz.
+Attention layouts (`attention`): heads, batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FFN_LAYOUTS = ("ws1d", "ws2d", "wg-x", "wg-xy", "wg-xyz")
+ATTENTION_LAYOUTS = ("heads", "batch")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one phase (prefill or decode) is partitioned: a feed-forward layout, an attention
+    layout, and whether collectives run as Looped CollectiveEinsum."""
+    ffn: str = "ws2d"
+    attention: str = "heads"
+    looped: bool = False
+
+    def __post_init__(self):
+        if self.ffn not in FFN_LAYOUTS:
+            raise ValueError(f"unknown feed-forward layout {self.ffn!r}; choose one of "
+                             f"{', '.join(FFN_LAYOUTS)}")
+        if self.attention not in ATTENTION_LAYOUTS:
+            raise ValueError(f"unknown attention layout {self.attention!r}; choose one of "
+                             f"{', '.join(ATTENTION_LAYOUTS)}")
+
+    def __str__(self):
+        return f"{self.ffn}/{self.attention}" + ("/looped" if self.looped else "")

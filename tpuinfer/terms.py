@@ -1,0 +1,51 @@
+"""What one step costs, in named terms, before any hardware is chosen.
+
+Each layout file computes its own `StepTerms` next to its `shard_map` body (one formula, beside
+the code it predicts); the cost model (`tpuinfer.cost`) turns terms into times on a hardware
+profile, and measurement (`tpuinfer.measure`) reads the same quantities from the compiled step.
+
+Byte convention for collectives (PAPER.md; the same in measurement): `bytes` is per chip and is
+the size of the larger side of the operation on that chip:
+- all-gather: its output (the gathered tensor each chip ends with);
+- reduce-scatter: its input (the unreduced tensor each chip starts with);
+- all-reduce, all-to-all, collective-permute: its input (= its output).
+`group` is the number of chips in one group; `axes` the mesh axes the group spans.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+
+
+@dataclass(frozen=True)
+class Collective:
+    kind: str  # one of KINDS
+    axes: tuple[str, ...]  # mesh axes the group spans, e.g. ('y', 'z')
+    group: int  # chips per group
+    bytes: float  # per chip, under the convention above
+    count: int = 1  # how many times the step runs it (e.g. once per layer)
+    what: str = ""  # which tensor, in PAPER.md notation, e.g. "BLE_xyz -> BLE_x"
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown collective kind {self.kind!r}; one of {KINDS}")
+
+
+@dataclass(frozen=True)
+class StepTerms:
+    """Per-chip work of one step (a prefill of `tokens` tokens per sequence, or one decode
+    step with tokens=1), all layers, embedding and output projection included."""
+    flops: float  # weight-matmul FLOPs per chip (2·N·tokens / chips for a balanced layout)
+    attention_flops: float  # QK^T and PV FLOPs per chip (not part of 2·N; reported apart)
+    weight_bytes: float  # weight bytes each chip's matmuls read (a gathered layout reads more
+    #                      than it stores: the weights it received)
+    kv_bytes: float  # KV-cache bytes each chip reads this step
+    stored_weight_bytes: float  # weight bytes each chip holds (memory fit)
+    stored_kv_bytes: float  # KV-cache bytes each chip holds, at the step's full context
+    activation_bytes: float  # the largest activation a chip holds during the step
+    collectives: tuple[Collective, ...] = field(default_factory=tuple)
+
+    @property
+    def comm_bytes(self) -> float:
+        return sum(c.bytes * c.count for c in self.collectives)
