@@ -1,0 +1,21 @@
+"""tpuinfer: the partitioning of "Efficiently Scaling Transformer Inference" (Pope et al., 2022)
+as real JAX code on an emulated mesh, with the analytical cost model that predicts it.
+
+    import tpuinfer as ti
+    ti.emulate(256)                      # before JAX starts its backend
+    cfg = ti.MODELS["tiny"]
+    params = ti.init_params(cfg, seed=0)
+    mesh = ti.make_mesh((4, 8, 8))
+    out = ti.generate(params, cfg, prompt_BL, steps=8, mesh=mesh,
+                      prefill=ti.Layout("ws2d", "heads"), decode=ti.Layout("ws2d", "batch"))
+"""
+from .config import MODELS, ModelConfig, get_model
+from .generate import Generation, generate
+from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
+from .mesh import EmulationError, emulate, make_mesh
+from .model import init_params
+from .terms import Collective, StepTerms
+
+__all__ = ["MODELS", "ModelConfig", "get_model", "Generation", "generate", "ATTENTION_LAYOUTS",
+           "FFN_LAYOUTS", "Layout", "EmulationError", "emulate", "make_mesh", "init_params",
+           "Collective", "StepTerms"]

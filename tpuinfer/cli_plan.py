@@ -1,0 +1,190 @@
+"""`tpuinfer plan`, `pareto`, `max-context` and `paper`: the cost model on the command line.
+
+Each command's function returns (json_object, readable_text); bad input raises ValueError with
+a message naming the problem and what would work (`cli.main` turns it into exit code 2).
+"""
+from __future__ import annotations
+
+import argparse
+
+from .cli import add_json_flag
+from .hardware import get_hardware
+
+
+def register(sub) -> None:
+    p = sub.add_parser("plan", help="choose mesh and layouts for a request, per phase")
+    _model_flags(p)
+    p.add_argument("--chips", type=int, default=64)
+    p.add_argument("--batch", type=int, default=1)
+    _request_flags(p)
+    p.add_argument("--mesh", type=_mesh, default=None,
+                   help="fix the mesh, e.g. 4x4x4 (default: weigh every factorisation)")
+    p.set_defaults(func=run_plan)
+
+    p = sub.add_parser("pareto", help="latency against cost over chips, batches and layouts")
+    _model_flags(p)
+    p.add_argument("--chips", type=_ints, default=None,
+                   help="comma-separated chip counts (default: every count up to 256)")
+    p.add_argument("--batches", type=_ints, default=None,
+                   help="comma-separated batch sizes (default: 1,2,4,...,1024)")
+    _request_flags(p)
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.set_defaults(func=run_pareto)
+
+    p = sub.add_parser("max-context", help="longest context whose KV cache fits")
+    p.add_argument("--model", required=True)
+    p.add_argument("--hardware", default="tpu-v4")
+    p.add_argument("--chips", type=int, default=64)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--attention-variant", default="multiquery-batch",
+                   help="multihead | multiquery-heads | multiquery-batch")
+    p.add_argument("--kv-fraction", type=float, default=0.3,
+                   help="fraction of each chip's HBM given to the KV cache (paper: 0.3)")
+    add_json_flag(p)
+    p.set_defaults(func=run_max_context)
+
+    p = sub.add_parser("paper", help="the paper's results beside the cost model's")
+    add_json_flag(p)
+    p.set_defaults(func=run_paper)
+
+
+def _model_flags(p):
+    p.add_argument("--model", required=True)
+    p.add_argument("--hardware", default="tpu-v4")
+    add_json_flag(p)
+
+
+def _request_flags(p):
+    p.add_argument("--input-len", type=int, default=2048, help="new tokens per sequence")
+    p.add_argument("--history-len", type=int, default=0, help="tokens already cached")
+    p.add_argument("--gen-len", type=int, default=64, help="tokens to generate")
+    p.add_argument("--weights", default="bf16", help="bf16 | int8")
+    p.add_argument("--ffn", default="auto", help="auto | ws1d | ws2d | wg-x | wg-xy | wg-xyz")
+    p.add_argument("--attention", default="auto", help="auto | heads | batch")
+    p.add_argument("--rule", default=None, choices=("sum", "overlap"),
+                   help="how terms combine (default: the hardware profile's)")
+
+
+def _mesh(text: str) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(s) for s in text.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3:
+        raise argparse.ArgumentTypeError(f"a mesh is XxYxZ, e.g. 4x4x4; got {text!r}")
+    return shape
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+
+
+# ---- formatting -----------------------------------------------------------------------------
+def seconds(s: float) -> str:
+    if s >= 1:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+def gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [header] + rows)
+
+
+def mesh_text(m) -> str:
+    return "x".join(map(str, m))
+
+
+# ---- commands -------------------------------------------------------------------------------
+def run_plan(args):
+    from .planner import plan
+    p = plan(args.model, args.hardware, args.chips, args.batch, args.input_len,
+             args.history_len, args.gen_len, args.weights, args.ffn, args.attention,
+             rule=args.rule, mesh=args.mesh)
+    rows, notes = [], []
+    for name, ph in (("prefill", p.prefill), ("decode", p.decode)):
+        if ph is None:
+            continue
+        b = ph.best
+        rows.append([name, mesh_text(b.mesh_shape), b.layout.ffn, b.layout.attention,
+                     seconds(b.latency_s),
+                     seconds(b.per_token_s) if name == "decode" else "-",
+                     f"{b.mfu:.0%}", gib(b.memory_per_chip_bytes), "yes" if b.fits else "NO",
+                     seconds(b.compute_s), seconds(b.weights_s), seconds(b.kv_s),
+                     seconds(b.comm_s)])
+        if ph.runner_up is not None:
+            r = ph.runner_up
+            notes.append(f"{name} runner-up: {r.layout.ffn}/{r.layout.attention} on "
+                         f"{mesh_text(r.mesh_shape)}, {seconds(r.latency_s)} (compute "
+                         f"{seconds(r.compute_s)}, weights {seconds(r.weights_s)}, kv "
+                         f"{seconds(r.kv_s)}, comm {seconds(r.comm_s)}); "
+                         f"{ph.considered} configurations weighed")
+    text = "\n".join([
+        f"{p.model} on {p.chips} {p.hardware} chips, batch {p.batch}, {p.weights} weights, "
+        f"rule {p.rule}",
+        table(["phase", "mesh", "ffn", "attention", "latency", "per token", "MFU",
+               "memory/chip", "fits", "compute", "weights", "kv", "comm"], rows),
+        f"total latency {seconds(p.total_latency_s)}, MFU {p.mfu:.0%}, "
+        f"fits {'yes' if p.fits else 'no'}", *notes])
+    return p.to_json(), text
+
+
+def run_pareto(args):
+    from .planner import pareto
+    res = pareto(args.model, args.hardware, chips=args.chips, batches=args.batches,
+                 input_len=args.input_len, history_len=args.history_len,
+                 gen_len=args.gen_len, weights=args.weights, ffn=args.ffn,
+                 attention=args.attention, rule=args.rule, progress=not args.no_progress)
+    parts = [f"{res['model']} on {res['hardware']}, {res['weights']} weights: "
+             f"{res['considered']} configurations, the latency/cost frontier per phase"]
+    for phase, what in (("prefill", "latency"), ("decode", "latency per token")):
+        rows = [[pt["chips"], pt["batch"], mesh_text(pt["mesh"]), pt["ffn"], pt["attention"],
+                 seconds(pt["latency_s"]), f"{pt['cost_chip_s_per_token'] * 1e3:.3g}",
+                 f"{pt['mfu']:.0%}"] for pt in res[phase]]
+        if rows:
+            parts += [f"\n{phase}", table(["chips", "batch", "mesh", "ffn", "attention", what,
+                                           "chip-ms/token", "MFU"], rows)]
+    return res, "\n".join(parts)
+
+
+def run_max_context(args):
+    from .planner import kv_bytes_per_chip, max_context
+    hw = get_hardware(args.hardware)
+    n = max_context(args.model, args.chips, args.batch, args.attention_variant,
+                    args.kv_fraction, hw)
+    per_token = kv_bytes_per_chip(args.model, args.attention_variant, args.chips, args.batch, 1)
+    obj = {"model": args.model, "hardware": hw.name, "chips": args.chips, "batch": args.batch,
+           "attention_variant": args.attention_variant, "kv_fraction": args.kv_fraction,
+           "kv_bytes_per_position_per_chip": per_token, "max_context": n}
+    text = (f"{args.model}, {args.attention_variant}, batch {args.batch} on {args.chips} "
+            f"{hw.name} chips, {args.kv_fraction:.0%} of {gib(hw.hbm_bytes)} for the KV cache "
+            f"({per_token / 2**10:.1f} KiB per position per chip): max context {n} tokens")
+    return obj, text
+
+
+def run_paper(args):
+    from .paper import PROFILES, paper
+    rows = paper()
+
+    def show(v, unit):
+        if isinstance(v, str):
+            return v
+        return seconds(v) if unit == "s" else (f"{v:.0%}" if unit == "" else f"{v:.3g}{unit}")
+
+    body = [[r["result"], show(r["paper"], r["unit"])]
+            + sum([[show(r[hw], r["unit"]), f"{r[f'{hw}_ratio']:.2f}"] for hw in PROFILES], [])
+            for r in rows]
+    header = ["result", "paper"] + sum([[hw, "ratio"] for hw in PROFILES], [])
+    text = ("PaLM 540B (heads padded to 64) on 64 TPU v4 chips; ratio = model / paper "
+            "(layouts: 1 = the paper's)\n" + table(header, body))
+    return {"rows": rows}, text

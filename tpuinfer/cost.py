@@ -1,0 +1,175 @@
+"""The analytical cost model: a layout's `StepTerms` on a hardware profile, as named times.
+
+The terms (FLOPs, bytes, collectives) come from the layout files, one formula each, beside the
+code they predict; this module only prices them on a chip:
+
+- compute_s = (weight-matmul + attention FLOPs) / (peak · flops_efficiency)
+- weights_s, kv_s = bytes read / (HBM bandwidth · hbm_efficiency)
+- each collective (V = its bytes per chip, K its group, W the group's bandwidth from
+  `hardware.group_links`), per call, PAPER.md's formulas:
+    all-gather, reduce-scatter   V·(K−1)/K / W              + steps hops
+    all-reduce                   2·V·(K−1)/K / W            + 2·steps hops
+    all-to-all                   V·a2a_distance / W         + steps hops
+                                 (one ring: ≈ a quarter of an all-gather of the K·V tensor)
+    collective-permute           V / W                      + 1 hop
+  plus the profile's fixed `collective_overhead_s` per call.
+
+The step time under a rule (stated, never implicit):
+- `sum`: compute + weights + kv + comm. Nothing overlaps.
+- `overlap`: max(compute, weights + kv, hideable) + exposed. HBM streams while the matrix
+  units run, so a step takes the longer of the two; Looped CollectiveEinsum (PAPER.md) runs the
+  transfer of each all-gather, reduce-scatter and collective-permute inside the matmul it
+  feeds, so their bandwidth time (`hideable`) hides up to the matmul's length. All-reduces,
+  all-to-alls and every collective's hop latency and overhead (`exposed`) stay on the critical
+  path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ModelConfig, get_model
+from .hardware import HardwareProfile, get_hardware, group_links
+from .layouts import Layout
+from .terms import Collective, StepTerms
+
+HIDEABLE = ("all-gather", "reduce-scatter", "collective-permute")
+
+
+@dataclass(frozen=True)
+class CollectiveTime:
+    collective: Collective
+    bandwidth_s: float  # one call's transfer time
+    latency_s: float  # one call's hops and fixed overhead
+
+    @property
+    def total_s(self) -> float:
+        return self.collective.count * (self.bandwidth_s + self.latency_s)
+
+
+def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> CollectiveTime:
+    hw = get_hardware(hw)
+    link = group_links(hw, mesh_shape, c.axes)
+    if link.chips != c.group:
+        raise ValueError(f"collective {c.kind} over {c.axes} says {c.group} chips, but those "
+                         f"axes of mesh {mesh_shape} hold {link.chips}")
+    if link.chips == 1:
+        return CollectiveTime(c, 0.0, 0.0)
+    spread = c.bytes * (c.group - 1) / c.group / link.bandwidth
+    hop = link.step_latency_s
+    bandwidth_s, latency_s = {
+        "all-gather": (spread, link.steps * hop),
+        "reduce-scatter": (spread, link.steps * hop),
+        "all-reduce": (2 * spread, 2 * link.steps * hop),
+        "all-to-all": (c.bytes * link.a2a_distance / link.bandwidth, link.steps * hop),
+        "collective-permute": (c.bytes / link.bandwidth, hop),
+    }[c.kind]
+    return CollectiveTime(c, bandwidth_s, latency_s + hw.collective_overhead_s)
+
+
+def combine(rule: str, compute_s, memory_s, hideable_s, exposed_s):
+    """The step time from its parts under `rule` (works on numpy arrays of steps too)."""
+    if rule == "sum":
+        return compute_s + memory_s + hideable_s + exposed_s
+    if rule == "overlap":
+        return np.maximum(np.maximum(compute_s, memory_s), hideable_s) + exposed_s
+    raise ValueError(f"unknown rule {rule!r}; choose 'sum' (no overlap) or 'overlap'")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One step on one hardware profile: the terms and every time derived from them."""
+    model: str
+    layout: Layout
+    mesh_shape: tuple[int, int, int]
+    hardware: str
+    batch: int
+    tokens: int  # per sequence this step (1 in decode)
+    context: int  # positions attended over
+    weights: str
+    rule: str
+    terms: StepTerms
+    collectives: tuple[CollectiveTime, ...]
+    compute_s: float
+    weights_s: float
+    kv_s: float
+    comm_s: float  # every collective, bandwidth and latency, as if nothing overlapped
+    hideable_s: float  # the part of comm_s the overlap rule may hide behind the matmuls
+    step_s: float
+    mfu: float
+    memory_per_chip_bytes: float
+    hbm_bytes: float
+
+    @property
+    def chips(self) -> int:
+        return self.mesh_shape[0] * self.mesh_shape[1] * self.mesh_shape[2]
+
+    @property
+    def memory_s(self) -> float:
+        return self.weights_s + self.kv_s
+
+    @property
+    def exposed_s(self) -> float:
+        return self.comm_s - self.hideable_s
+
+    @property
+    def fits(self) -> bool:
+        return self.memory_per_chip_bytes <= self.hbm_bytes
+
+    def times(self) -> dict:
+        return {"compute_s": self.compute_s, "weights_s": self.weights_s, "kv_s": self.kv_s,
+                "comm_s": self.comm_s}
+
+
+def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, tokens: int,
+             context: int, weights: str = "bf16", hardware: HardwareProfile | str = "tpu-v4",
+             rule: str | None = None, terms: StepTerms | None = None) -> Estimate:
+    """Price one step. `terms` defaults to the layout's own `step_terms`; pass hand-made terms
+    to price something the layouts do not build. `rule` defaults to the profile's."""
+    cfg, hw = get_model(cfg), get_hardware(hardware)
+    mesh_shape = tuple(int(s) for s in mesh_shape)
+    rule = rule or hw.rule
+    if terms is None:
+        from .layouts import step_terms
+        # activations are bf16 on real chips (f32 only for the reference comparisons)
+        terms = step_terms(cfg, layout, mesh_shape, batch=batch, tokens=tokens,
+                           context=context, weights=weights, act_bytes=2)
+    flops_per_s = hw.peak_flops * hw.flops_efficiency
+    hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency
+    coll = tuple(collective_time(c, hw, mesh_shape) for c in terms.collectives)
+    comm_s = sum(t.total_s for t in coll)
+    hideable_s = sum(t.collective.count * t.bandwidth_s for t in coll
+                     if t.collective.kind in HIDEABLE)
+    compute_s = (terms.flops + terms.attention_flops) / flops_per_s
+    weights_s = terms.weight_bytes / hbm_per_s
+    kv_s = terms.kv_bytes / hbm_per_s
+    step_s = float(combine(rule, compute_s, weights_s + kv_s, hideable_s, comm_s - hideable_s))
+    chips = mesh_shape[0] * mesh_shape[1] * mesh_shape[2]
+    return Estimate(
+        model=cfg.name, layout=layout, mesh_shape=mesh_shape, hardware=hw.name, batch=batch,
+        tokens=tokens, context=context, weights=weights, rule=rule, terms=terms,
+        collectives=coll, compute_s=compute_s, weights_s=weights_s, kv_s=kv_s, comm_s=comm_s,
+        hideable_s=hideable_s, step_s=step_s,
+        mfu=mfu(cfg, batch * tokens, chips, hw, step_s),
+        memory_per_chip_bytes=memory_per_chip(terms), hbm_bytes=hw.hbm_bytes)
+
+
+def memory_per_chip(terms: StepTerms) -> float:
+    """What a chip holds at the step's peak: its weights, its KV cache, the largest
+    activation."""
+    return terms.stored_weight_bytes + terms.stored_kv_bytes + terms.activation_bytes
+
+
+def mfu(cfg: ModelConfig | str, tokens: float, chips: int, hardware, time_s: float) -> float:
+    """PAPER.md: MFU = 2·N·tokens / (chips · peak · time), against the datasheet peak (a
+    calibrated profile's efficiency is what MFU measures, not a lower peak)."""
+    if time_s <= 0:
+        return 0.0
+    return (get_model(cfg).mfu_flops_per_token() * tokens
+            / (chips * get_hardware(hardware).peak_flops * time_s))
+
+
+def cost_per_token(chips: int, time_s: float, tokens: float) -> float:
+    """PAPER.md: cost = chip-seconds per token."""
+    return chips * time_s / tokens

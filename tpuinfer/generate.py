@@ -1,0 +1,143 @@
+"""`generate`: prefill a batch of prompts, then decode, each phase in its own layout.
+
+Arrays are global from the start: prompts are built from per-process pieces and the KV cache
+is created in its shards, so the same code runs on one process or on many (a multi-host
+slice). Between the phases the weights, the cache and the next tokens are resharded to the
+decode layout when it differs from prefill's.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+
+from . import engine
+from .config import ModelConfig
+from .layouts import Layout
+from .quant import format_of, prepare
+
+
+@dataclass
+class Generation:
+    """What `generate` returns. Arrays are host numpy, gathered from every process."""
+    tokens: np.ndarray  # [B, steps] the generated tokens
+    prefill_logits: np.ndarray  # [B, L, V] the prompt's logits
+    step_logits: np.ndarray  # [B, steps, V] logits each generated token was sampled from
+    cache: list = field(repr=False)  # the final KV cache (global arrays)
+    timings: dict = field(default_factory=dict)  # per phase: compile_s, step_s (median), steps
+
+
+def to_host(x) -> np.ndarray:
+    """A global array as numpy on every process (an all-gather when it spans processes)."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def global_array(host_array: np.ndarray, mesh, spec):
+    """A global array from a host array every process holds, each process placing only the
+    pieces its own devices need."""
+    if mesh is None:
+        return jnp.asarray(host_array)
+    sharding = NamedSharding(mesh, spec)
+    return jax.make_array_from_callback(host_array.shape, sharding, lambda idx: host_array[idx])
+
+
+def _sample(logits_BV, key, temperature: float):
+    if temperature == 0.0:
+        return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
+    return jax.random.categorical(key, logits_BV.astype(jnp.float32) / temperature,
+                                  axis=-1).astype(jnp.int32)
+
+
+_sample_jit = jax.jit(_sample, static_argnames="temperature")
+
+
+class _Phase:
+    """One phase's compiled step, run and timed."""
+
+    def __init__(self, name, cfg, layout, mesh, weights):
+        self.name, self.cfg, self.layout, self.mesh, self.weights = name, cfg, layout, mesh, weights
+        self.compile_s, self.step_s = 0.0, []
+
+    def __call__(self, params, tokens_BL, cache, pos):
+        pos = jnp.int32(pos)
+        exe, compile_s = engine.compiled_step(self.cfg, self.layout, self.mesh, self.weights,
+                                              params, tokens_BL, cache, pos)
+        self.compile_s += compile_s
+        t0 = time.perf_counter()
+        logits_BLV, cache = exe(params, tokens_BL, cache, pos)
+        jax.block_until_ready((logits_BLV, cache))
+        self.step_s.append(time.perf_counter() - t0)
+        return logits_BLV, cache
+
+    def timing(self):
+        return {"layout": str(self.layout) if self.mesh is not None else "reference",
+                "compile_s": self.compile_s, "steps": len(self.step_s),
+                "step_s": float(np.median(self.step_s)) if self.step_s else 0.0}
+
+
+def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
+             prefill: Layout = Layout("ws2d", "heads"), decode: Layout = Layout("ws2d", "batch"),
+             weights: str | None = None, temperature: float = 0.0, seed: int = 0) -> Generation:
+    """Prefill `prompt_BL` (host ints [B, L]) and generate `steps` tokens per sequence.
+
+    `mesh=None` runs the unsharded reference; otherwise the prefill and decode layouts run on
+    `mesh`. `weights` is None (as the parameters are), "f32", "bf16" or "int8".
+    Greedy when temperature is 0; otherwise sampled with a key from `seed`.
+    """
+    prompt_BL = np.asarray(prompt_BL, dtype=np.int32)
+    if prompt_BL.ndim != 2 or prompt_BL.shape[1] < 1:
+        raise ValueError(f"prompt must be [batch, length] token ids, got shape {prompt_BL.shape}")
+    if prompt_BL.min() < 0 or prompt_BL.max() >= cfg.V:
+        raise ValueError(f"prompt token ids must lie in [0, {cfg.V}) for model {cfg.name}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    B, L = prompt_BL.shape
+    fmt = weights or format_of(params)
+    params = prepare(params, weights)
+    max_len = L + steps
+    if mesh is not None:
+        from .mesh import mesh_shape
+        for layout in (prefill, decode):
+            engine.check(cfg, layout, mesh_shape(mesh), B)
+    pre, dec = (_Phase(n, cfg, lay, mesh, fmt) for n, lay in (("prefill", prefill),
+                                                               ("decode", decode)))
+    key = jax.random.key(seed)
+
+    # Prefill: all L prompt tokens at positions 0..L-1 fill the cache.
+    if mesh is not None:
+        params = engine.place(params, mesh, engine.param_specs(cfg, prefill, fmt))
+    cache = engine.init_cache(cfg, prefill, mesh, B, max_len, fmt)
+    tokens_BL = global_array(prompt_BL, mesh, engine.token_spec(prefill) if mesh else None)
+    logits_BLV, cache = pre(params, tokens_BL, cache, 0)
+    prefill_logits = to_host(logits_BLV)
+
+    # Decode: one token per step against the growing cache, in the decode layout.
+    if mesh is not None and decode != prefill:
+        params = engine.place(params, mesh, engine.param_specs(cfg, decode, fmt))
+        cache = engine.place(cache, mesh, engine.cache_specs(cfg, decode))
+    tokens, step_logits = [], []
+    last_BV = logits_BLV[:, -1]
+    for t in range(steps):
+        step_logits.append(to_host(last_BV))
+        next_B = _sample_jit(last_BV, jax.random.fold_in(key, t), temperature=float(temperature))
+        host_next = to_host(next_B)
+        tokens.append(host_next)
+        if t == steps - 1:
+            break  # the last token needs no forward pass of its own
+        next_B1 = global_array(host_next[:, None], mesh,
+                               engine.token_spec(decode) if mesh else None)
+        logits_B1V, cache = dec(params, next_B1, cache, L + t)
+        last_BV = logits_B1V[:, -1]
+    timings = {"prefill": pre.timing(), "decode": dec.timing()}
+    return Generation(tokens=np.stack(tokens, 1) if tokens else np.zeros((B, 0), np.int32),
+                      prefill_logits=prefill_logits,
+                      step_logits=np.stack(step_logits, 1) if step_logits else
+                      np.zeros((B, 0, cfg.V), np.float32),
+                      cache=cache, timings=timings)

@@ -1,0 +1,336 @@
+"""Hardware profiles: one table, every constant with its source.
+
+A profile says how fast a chip computes and reads its HBM, and how the mesh axes (x, y, z) map
+onto its links, so that the cost model can price a collective over any group of axes:
+
+- TPU (`interconnect="torus"`): mesh axis x, y, z is physical torus dimension 0, 1, 2 (a 2D torus
+  has no third dimension: z must be 1). A side of at least `wrap_min` chips closes into a ring
+  (PAPER.md: on TPU v4 only sides of 4+ chips have wraparound); a shorter side is a line.
+- GPU (`interconnect="switch"`): devices are numbered row-major over (x, y, z), z fastest, as
+  `jax.make_mesh` numbers them, and each run of `node_size` consecutive devices is one node on
+  an NVLink switch (all-to-all at full per-GPU bandwidth). A group that leaves its node is
+  bounded by the per-GPU InfiniBand bandwidth between nodes: every ring through it crosses a
+  NIC. Beyond one node, GPU counts are whole nodes.
+
+`tpu-v4-calibrated` is the one profile fitted to the paper: the same chip with three named
+efficiencies fitted to Table 2 by `benchmarks/fit_calibrated.py`. Nothing else is tuned.
+A `host` profile (this machine's emulated mesh) is written by `tpuinfer calibrate` to
+`$TPUINFER_CACHE/host.json` (default `~/.cache/tpuinfer/host.json`) and read from there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+AXES = ("x", "y", "z")
+RULES = ("sum", "overlap")
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    name: str
+    description: str
+    peak_flops: float  # dense bf16 matmul FLOP/s per chip
+    hbm_bytes: float  # HBM per chip
+    hbm_bandwidth: float  # HBM bytes/s per chip
+    interconnect: str  # "torus" (TPU ICI) or "switch" (NVLink inside a node)
+    link_bandwidth: float  # torus: bytes/s per link per direction; switch: per GPU per direction
+    hop_latency_s: float  # one neighbour step of a collective
+    torus_dims: int = 3  # torus: physical dimensions; mesh axes beyond them must be 1
+    max_side: int = 16  # torus: longest side of a slice (chips)
+    wrap_min: int = 4  # torus: a side of at least this many chips is a ring
+    node_size: int = 8  # switch: GPUs per NVLink node
+    network_bandwidth: float = 0.0  # switch: bytes/s per GPU per direction between nodes
+    network_latency_s: float = 0.0  # switch: one step between nodes
+    max_chips: int = 4096  # the largest single slice / cluster the planner considers
+    # Efficiencies: achieved fraction of each datasheet figure (1.0 on a datasheet profile).
+    flops_efficiency: float = 1.0
+    hbm_efficiency: float = 1.0
+    collective_overhead_s: float = 0.0  # fixed cost of launching one collective
+    rule: str = "overlap"  # how the cost model combines terms on this chip (cost.estimate)
+
+    def __post_init__(self):
+        if self.interconnect not in ("torus", "switch"):
+            raise ValueError(f"{self.name}: interconnect {self.interconnect!r} is not "
+                             "'torus' or 'switch'")
+        if self.rule not in RULES:
+            raise ValueError(f"{self.name}: rule {self.rule!r}; choose one of {RULES}")
+
+    def replace(self, **changes) -> "HardwareProfile":
+        return dataclasses.replace(self, **changes)
+
+
+_TPU_V4 = HardwareProfile(
+    name="tpu-v4",
+    description="TPU v4, datasheet (PAPER.md): the paper's chip",
+    peak_flops=275e12,  # source: PAPER.md, Hardware (TPU v4 peak bf16 matmul)
+    hbm_bytes=32 * 2**30,  # source: PAPER.md, Hardware (32 GiB per chip)
+    hbm_bandwidth=1.2e12,  # source: PAPER.md, Hardware
+    interconnect="torus",  # source: PAPER.md, Hardware (3D torus, 6 links per chip)
+    link_bandwidth=4.5e10,  # source: PAPER.md, Hardware (per link per direction)
+    hop_latency_s=1e-6,  # source: PAPER.md, collective costs (about 1 µs per hop)
+    torus_dims=3,
+    max_side=16,  # source: TPU v4 pod is 4096 chips, 16x16x16 (Jouppi et al., ISCA 2023)
+    wrap_min=4,  # source: PAPER.md, Hardware (smallest torus axis is 4 chips)
+    max_chips=4096,  # source: as max_side
+)
+
+PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
+    _TPU_V4,
+    # The datasheet chip with three fitted efficiencies and the rule they were fitted under.
+    _TPU_V4.replace(
+        name="tpu-v4-calibrated",
+        description="TPU v4 with efficiencies fitted to the paper's Table 2",
+        flops_efficiency=0.807,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
+        hbm_efficiency=0.566,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
+        collective_overhead_s=9.9e-6,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
+        rule="sum",  # source: benchmarks/fit_calibrated.py (the rule with the smaller residuals)
+    ),
+    HardwareProfile(
+        name="tpu-v5e",
+        description="TPU v5e, datasheet",
+        peak_flops=197e12,  # source: cloud.google.com/tpu/docs/v5e (peak bf16 per chip)
+        hbm_bytes=16e9,  # source: cloud.google.com/tpu/docs/v5e (16 GB HBM2)
+        hbm_bandwidth=819e9,  # source: cloud.google.com/tpu/docs/v5e (819 GBps)
+        interconnect="torus",  # source: cloud.google.com/tpu/docs/v5e (2D torus)
+        # source: cloud.google.com/tpu/docs/v5e: 400 GB/s bidirectional per chip over 4 links
+        link_bandwidth=400e9 / 4 / 2,
+        hop_latency_s=1e-6,  # source: PAPER.md's ICI figure (no v5e figure is published)
+        torus_dims=2,  # source: cloud.google.com/tpu/docs/v5e (2D slices up to 16x16)
+        max_side=16,  # source: cloud.google.com/tpu/docs/v5e (largest slice 16x16)
+        wrap_min=16,  # source: jax-ml scaling book, "How to think about TPUs" (wraparound
+        #              only on full 16-chip sides of v5e)
+        max_chips=256,  # source: cloud.google.com/tpu/docs/v5e (pod of 256 chips)
+    ),
+    HardwareProfile(
+        name="tpu-v5p",
+        description="TPU v5p, datasheet",
+        peak_flops=459e12,  # source: cloud.google.com/tpu/docs/v5p (peak bf16 per chip)
+        hbm_bytes=95 * 2**30,  # source: cloud.google.com/tpu/docs/v5p (95 GiB per chip)
+        hbm_bandwidth=2765e9,  # source: cloud.google.com/tpu/docs/v5p (2765 GBps)
+        interconnect="torus",  # source: cloud.google.com/tpu/docs/v5p (3D torus)
+        # source: cloud.google.com/tpu/docs/v5p: 1200 GB/s bidirectional per chip, 6 links
+        link_bandwidth=1200e9 / 6 / 2,
+        hop_latency_s=1e-6,  # source: PAPER.md's ICI figure (no v5p figure is published)
+        torus_dims=3,
+        max_side=16,  # source: cloud.google.com/tpu/docs/v5p (slices up to 16x16x16; the
+        #              16x16x24 shape is left out: its 24 side is not a power of two)
+        wrap_min=4,  # source: cloud.google.com/tpu/docs/v5p (cubes of 4x4x4 joined by OCS)
+        max_chips=4096,  # source: as max_side
+    ),
+    HardwareProfile(
+        name="a100-80g",
+        description="NVIDIA A100 80GB SXM in 8-GPU HGX/DGX nodes, datasheet",
+        peak_flops=312e12,  # source: NVIDIA A100 datasheet (BF16 tensor core, dense)
+        hbm_bytes=80e9,  # source: NVIDIA A100 datasheet (80 GB HBM2e)
+        hbm_bandwidth=2039e9,  # source: NVIDIA A100 datasheet (2,039 GB/s, SXM)
+        interconnect="switch",  # source: NVIDIA DGX A100 (NVSwitch, all-to-all in a node)
+        link_bandwidth=600e9 / 2,  # source: NVIDIA A100 datasheet (NVLink 600 GB/s, both ways)
+        hop_latency_s=1e-6,  # source: order of one NCCL ring step inside a node (~1 µs)
+        node_size=8,  # source: NVIDIA DGX A100 (8 GPUs per node)
+        network_bandwidth=200e9 / 8,  # source: NVIDIA DGX A100 (one 200 Gb/s HDR NIC per GPU)
+        network_latency_s=5e-6,  # source: order of an InfiniBand RDMA round trip (~µs)
+        max_chips=4096,
+    ),
+    HardwareProfile(
+        name="h100-sxm",
+        description="NVIDIA H100 SXM5 in 8-GPU HGX/DGX nodes, datasheet",
+        peak_flops=989e12,  # source: NVIDIA H100 datasheet (BF16 tensor core, dense)
+        hbm_bytes=80e9,  # source: NVIDIA H100 datasheet (80 GB HBM3)
+        hbm_bandwidth=3.35e12,  # source: NVIDIA H100 datasheet (3.35 TB/s, SXM)
+        interconnect="switch",  # source: NVIDIA DGX H100 (NVSwitch, all-to-all in a node)
+        link_bandwidth=900e9 / 2,  # source: NVIDIA H100 datasheet (NVLink 900 GB/s, both ways)
+        hop_latency_s=1e-6,  # source: order of one NCCL ring step inside a node (~1 µs)
+        node_size=8,  # source: NVIDIA DGX H100 (8 GPUs per node)
+        network_bandwidth=400e9 / 8,  # source: NVIDIA DGX H100 (one 400 Gb/s NDR NIC per GPU)
+        network_latency_s=5e-6,  # source: order of an InfiniBand RDMA round trip (~µs)
+        max_chips=4096,
+    ),
+]}
+
+# The meshes the paper ran for each chip count (PAPER.md, Hardware); the planner still weighs
+# every factorisation, these are what the book and `tpuinfer paper` show beside its choice.
+PAPER_MESHES = {8: (2, 2, 2), 16: (2, 4, 2), 32: (4, 2, 4), 64: (4, 4, 4), 128: (8, 4, 4),
+                256: (4, 8, 8)}
+
+
+# ---- the host profile ---------------------------------------------------------------------
+def cache_dir() -> Path:
+    return Path(os.environ.get("TPUINFER_CACHE") or Path.home() / ".cache" / "tpuinfer")
+
+
+def host_profile_path() -> Path:
+    return cache_dir() / "host.json"
+
+
+def save_host_profile(profile: HardwareProfile) -> Path:
+    """Write `profile` as the `host` profile (what `tpuinfer calibrate` calls)."""
+    path = host_profile_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dataclasses.asdict(profile.replace(name="host")), indent=1))
+    return path
+
+
+def load_profile(path: Path) -> HardwareProfile:
+    try:
+        fields = json.loads(Path(path).read_text())
+        return HardwareProfile(**fields)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"cannot read the hardware profile {path}: {err}; run `tpuinfer "
+                         "calibrate` to write it again") from None
+
+
+def get_hardware(name: str | HardwareProfile = "tpu-v4") -> HardwareProfile:
+    if isinstance(name, HardwareProfile):
+        return name
+    if name in PROFILES:
+        return PROFILES[name]
+    if name == "host":
+        path = host_profile_path()
+        if not path.exists():
+            raise ValueError(f"no host profile at {path}: run `tpuinfer calibrate` to measure "
+                             "this machine (or set TPUINFER_CACHE to where one was written)")
+        return load_profile(path)
+    raise ValueError(f"unknown hardware {name!r}; choose one of {', '.join(hardware_names())}")
+
+
+def hardware_names() -> list[str]:
+    return list(PROFILES) + ["host"]
+
+
+# ---- meshes -------------------------------------------------------------------------------
+def _factorisations(n: int):
+    for x in range(1, n + 1):
+        if n % x == 0:
+            for y in range(1, n // x + 1):
+                if (n // x) % y == 0:
+                    yield (x, y, n // x // y)
+
+
+def _mesh_allowed(hw: HardwareProfile, shape) -> bool:
+    if hw.interconnect == "switch":
+        return True
+    if any(s & (s - 1) or s > hw.max_side for s in shape):  # sides are powers of two
+        return False
+    return all(s == 1 for s in shape[hw.torus_dims:])
+
+
+def _chips_allowed(hw: HardwareProfile, n: int) -> bool:
+    if n < 1 or n > hw.max_chips:
+        return False
+    if hw.interconnect == "switch":
+        return n <= hw.node_size or n % hw.node_size == 0  # beyond a node: whole nodes
+    return any(_mesh_allowed(hw, s) for s in _factorisations(n))
+
+
+def chip_counts(hw: HardwareProfile | str, lo: int = 1, hi: int | None = None) -> list[int]:
+    """Every chip count from lo to hi that some mesh of `hw` allows."""
+    hw = get_hardware(hw)
+    hi = min(hi or hw.max_chips, hw.max_chips)
+    if hw.interconnect == "torus":  # powers of two only: skip the rest quickly
+        return [n for n in (2**k for k in range(hi.bit_length())) if lo <= n <= hi
+                and _chips_allowed(hw, n)]
+    return [n for n in range(lo, hi + 1) if _chips_allowed(hw, n)]
+
+
+def mesh_shapes(hw: HardwareProfile | str, chips: int) -> list[tuple[int, int, int]]:
+    """Every (X, Y, Z) with X·Y·Z = chips that `hw` can run; a clear error if none."""
+    hw = get_hardware(hw)
+    shapes = [s for s in _factorisations(chips) if _mesh_allowed(hw, s)] \
+        if _chips_allowed(hw, chips) else []
+    if not shapes:
+        allowed = chip_counts(hw)
+        near = [n for n in (max((a for a in allowed if a < chips), default=None),
+                            min((a for a in allowed if a > chips), default=None)) if n]
+        if hw.interconnect == "torus":
+            why = (f"its slices have power-of-two sides of at most {hw.max_side} chips "
+                   f"({hw.torus_dims}D torus), {hw.max_chips} chips at most")
+        else:
+            why = (f"beyond one node of {hw.node_size} it takes whole nodes, "
+                   f"{hw.max_chips} GPUs at most")
+        raise ValueError(f"{hw.name} has no mesh of {chips} chips: {why}; try "
+                         f"{' or '.join(str(n) for n in near)} chips")
+    return shapes
+
+
+def check_mesh(hw: HardwareProfile | str, mesh_shape) -> tuple[int, int, int]:
+    hw = get_hardware(hw)
+    shape = tuple(int(s) for s in mesh_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"a mesh is three positive sizes (X, Y, Z), got {mesh_shape!r}")
+    if shape not in mesh_shapes(hw, math.prod(shape)):
+        raise ValueError(f"{hw.name} cannot run the mesh {'x'.join(map(str, shape))}; its "
+                         f"meshes of {math.prod(shape)} chips are "
+                         f"{', '.join('x'.join(map(str, s)) for s in mesh_shapes(hw, math.prod(shape)))}")
+    return shape
+
+
+# ---- links available to a collective group ------------------------------------------------
+@dataclass(frozen=True)
+class GroupLinks:
+    """What a group of chips spanning some mesh axes has to communicate with.
+
+    bandwidth: bytes/s each chip can send into the group (both directions of every link the
+      group uses); an all-gather of V output bytes takes V·(K−1)/K / bandwidth.
+    a2a_distance: mean hops a byte of an all-to-all travels (its own chunk counted as 0), so
+      an all-to-all of V input bytes takes V·a2a_distance / bandwidth; on one ring of K chips it
+      is about K/4: a quarter of an all-gather of the K·V-byte tensor (PAPER.md).
+    steps, step_latency_s: neighbour steps of a ring collective and the latency of each.
+    """
+    chips: int
+    bandwidth: float
+    a2a_distance: float
+    steps: int
+    step_latency_s: float
+
+
+def group_links(hw: HardwareProfile | str, mesh_shape, axes) -> GroupLinks:
+    hw = get_hardware(hw)
+    return _group_links(hw, tuple(mesh_shape), tuple(sorted(set(axes), key=AXES.index)))
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_links(hw: HardwareProfile, mesh_shape, axes) -> GroupLinks:
+    sides = [mesh_shape[AXES.index(a)] for a in axes]
+    k = math.prod(sides)
+    if k == 1:
+        return GroupLinks(1, math.inf, 0.0, 0, 0.0)
+    if hw.interconnect == "torus":
+        return _torus_links(hw, [s for s in sides if s > 1])
+    return _switch_links(hw, mesh_shape, axes, k)
+
+
+def _torus_links(hw: HardwareProfile, sides) -> GroupLinks:
+    # Dimension-parallel collectives use every axis the group spans at once, so bandwidth adds
+    # over axes (jax-ml scaling book, "sharded matmuls": multi-axis all-gathers).
+    bandwidth = distance = steps = 0
+    for s in sides:
+        if s >= hw.wrap_min:  # a bidirectional ring: both directions of both neighbours' links
+            bandwidth += 2 * hw.link_bandwidth
+            distance += (s * s // 4) / s  # mean ring distance, own chip included
+            steps += s // 2  # each shard travels both ways: half the ring
+        else:  # a line: its middle link carries half of every shard each way
+            bandwidth += 2 * hw.link_bandwidth * (s - 1) / s
+            distance += (s * s - 1) / (3 * s)  # mean line distance, own chip included
+            steps += s - 1  # the end chips' shards cross the whole line
+    return GroupLinks(math.prod(sides), bandwidth, distance, steps, hw.hop_latency_s)
+
+
+def _switch_links(hw: HardwareProfile, mesh_shape, axes, k) -> GroupLinks:
+    # The groups are the index sets that vary only along `axes` (row-major device order).
+    ids = np.arange(math.prod(mesh_shape)).reshape(mesh_shape)
+    keep = [i for i, a in enumerate(AXES) if a not in axes]
+    groups = np.transpose(ids, keep + [AXES.index(a) for a in axes]).reshape(-1, k)
+    nodes = groups // hw.node_size
+    inside = bool(np.all(nodes == nodes[:, :1]))
+    bandwidth = hw.link_bandwidth if inside else hw.network_bandwidth
+    latency = hw.hop_latency_s if inside else hw.network_latency_s
+    # a switch delivers every chunk in one hop; a ring collective still takes K−1 steps
+    return GroupLinks(k, bandwidth, (k - 1) / k, k - 1, latency)

@@ -1,0 +1,172 @@
+"""What every layout shares: where the axes are, the collectives as the paper names them, the
+bytes a partition spec leaves on each chip, and the divisibility checks.
+
+Collectives over a group of one chip are skipped here, in one place, both in the code and in
+the terms, so a mesh axis of size 1 costs nothing and emits nothing.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from ..terms import Collective
+
+AXES = ("x", "y", "z")
+
+
+@dataclass(frozen=True)
+class Axes:
+    """Where a feed-forward layout puts things, as mesh-axis tuples (order = linearisation).
+
+    batch: the residual's B is split over these (weight-gathered layouts).
+    embed: the residual's E is split over these (between layers).
+    heads: F and the attention heads are split over these at the nonlinearity / attention.
+    """
+    batch: tuple[str, ...]
+    embed: tuple[str, ...]
+    heads: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """Static facts a `shard_map` body needs: the model, the mesh sizes, the layouts."""
+    cfg: object
+    mesh_shape: tuple[int, int, int]
+    axes: Axes
+    attention: object  # the attention layout module (attn_heads or attn_batch)
+    ffn: object  # the feed-forward layout module
+
+    def size(self, axes: tuple[str, ...]) -> int:
+        return group_size(self.mesh_shape, axes)
+
+
+def group_size(mesh_shape, axes) -> int:
+    return math.prod(mesh_shape[AXES.index(a)] for a in axes)
+
+
+def spec_axes(entry) -> tuple[str, ...]:
+    """The axes one PartitionSpec entry splits over: None, 'x' or ('z', 'y')."""
+    if entry is None:
+        return ()
+    return (entry,) if isinstance(entry, str) else tuple(entry)
+
+
+def entry(axes: tuple[str, ...]):
+    """The PartitionSpec entry for splitting over `axes` (None when over none)."""
+    return tuple(axes) if axes else None
+
+
+def local_shape(shape, spec: P, mesh_shape) -> tuple[int, ...]:
+    entries = tuple(spec) + (None,) * (len(shape) - len(spec))
+    return tuple(d // group_size(mesh_shape, spec_axes(e)) for d, e in zip(shape, entries))
+
+
+# ---- collectives (code) ---------------------------------------------------------------------
+def all_gather(ctx: Ctx, x, axes, axis: int):
+    return jax.lax.all_gather(x, axes, axis=axis, tiled=True) if ctx.size(axes) > 1 else x
+
+
+def reduce_scatter(ctx: Ctx, x, axes, axis: int):
+    return (jax.lax.psum_scatter(x, axes, scatter_dimension=axis, tiled=True)
+            if ctx.size(axes) > 1 else x)
+
+
+def all_reduce(ctx: Ctx, x, axes):
+    return jax.lax.psum(x, axes) if ctx.size(axes) > 1 else x
+
+
+def fused_reduce_scatter(ctx: Ctx, xs_BLN: list, axes):
+    """One reduce-scatter for several [B, L, N_i] partial sums: chip k of the group receives
+    chunk k of every tensor (so each tensor ends split over `axes`, minor to what it was)."""
+    k = ctx.size(axes)
+    if k == 1:
+        return xs_BLN
+    B, L = xs_BLN[0].shape[:2]
+    widths = [x.shape[-1] // k for x in xs_BLN]
+    stacked_BLKN = jnp.concatenate([x.reshape(B, L, k, w) for x, w in zip(xs_BLN, widths)], -1)
+    out_BLN = jax.lax.psum_scatter(stacked_BLKN, axes, scatter_dimension=2, tiled=False)
+    return jnp.split(out_BLN, list(_offsets(widths)), axis=-1)
+
+
+def fused_all_gather(ctx: Ctx, xs_BLN: list, axes):
+    """One all-gather for several [B, L, N_i] tensors: the inverse of `fused_reduce_scatter`'s
+    placement (chunk k comes from chip k of the group)."""
+    k = ctx.size(axes)
+    if k == 1:
+        return xs_BLN
+    B, L = xs_BLN[0].shape[:2]
+    widths = [x.shape[-1] for x in xs_BLN]
+    gathered_BLKN = jax.lax.all_gather(jnp.concatenate(xs_BLN, -1), axes, axis=2, tiled=False)
+    parts = jnp.split(gathered_BLKN, list(_offsets(widths)), axis=-1)
+    return [p.reshape(B, L, k * w) for p, w in zip(parts, widths)]
+
+
+def _offsets(widths):
+    total = 0
+    for w in widths[:-1]:
+        total += w
+        yield total
+
+
+def gathered_axes(spec: P, gather_axes, mesh_shape) -> tuple[str, ...]:
+    """The axes of `gather_axes` that actually split an array stored with `spec`."""
+    return tuple(a for a in AXES if a in gather_axes and group_size(mesh_shape, (a,)) > 1
+                 and any(a in spec_axes(e) for e in spec))
+
+
+def drop_axes(spec: P, axes) -> P:
+    """`spec` once the array has been gathered over `axes`."""
+    return P(*[entry(tuple(a for a in spec_axes(e) if a not in axes)) for e in spec])
+
+
+def gather_weight(ctx: Ctx, w, spec: P, gather_axes: tuple[str, ...]):
+    """All-gather a stored weight shard over `gather_axes` (the weight-gathered layouts), in one
+    collective however many of its dimensions those axes split. Each dimension's gathered
+    axes are the minor end of its split, so the result is again a contiguous block."""
+    axes = gathered_axes(spec, gather_axes, ctx.mesh_shape)
+    if not axes:
+        return w
+    g = jax.lax.all_gather(w, axes, axis=0, tiled=False)  # [prod(sizes of axes), *local]
+    g = g.reshape(tuple(ctx.size((a,)) for a in axes) + w.shape)
+    # Move each gathered axis in front of the dimension it splits, then merge the two.
+    ndim = w.ndim
+    order, merged = [], []
+    for d, e in enumerate(tuple(spec) + (None,) * (ndim - len(spec))):
+        lead = [axes.index(a) for a in spec_axes(e) if a in axes]
+        order += lead + [len(axes) + d]
+        merged.append(w.shape[d] * math.prod(ctx.size((axes[i],)) for i in lead))
+    return jnp.transpose(g, order).reshape(merged)
+
+
+# ---- collectives (terms) --------------------------------------------------------------------
+def collective(kind: str, axes, mesh_shape, nbytes: float, count: int, what: str):
+    """A term for one collective, or none when its group is a single chip."""
+    k = group_size(mesh_shape, axes)
+    return [Collective(kind, tuple(axes), k, float(nbytes), count, what)] if k > 1 else []
+
+
+# ---- checks ---------------------------------------------------------------------------------
+def require_divides(what: str, size: int, axes, mesh_shape, layout: str, hint: str = ""):
+    """Raise a ValueError naming the dimension, the axes and what would work."""
+    k = group_size(mesh_shape, axes)
+    if size % k:
+        from ..mesh import format_shape
+        names = "·".join(a.upper() for a in axes)
+        raise ValueError(
+            f"{what}={size} does not divide by {names}={k} on mesh {format_shape(mesh_shape)} "
+            f"(layout {layout} splits it over {', '.join(axes)}); choose a mesh whose "
+            f"{'·'.join(axes)} divides {size}" + (f", {hint}" if hint else ""))
+
+
+def require_batch(batch: int, axes, mesh_shape, layout: str, why: str = "its batch sharding"):
+    k = group_size(mesh_shape, axes)
+    if batch < k or batch % k:
+        from ..mesh import format_shape
+        raise ValueError(
+            f"batch B={batch} cannot be split over {'·'.join(axes)}={k} chips on mesh "
+            f"{format_shape(mesh_shape)} ({layout} needs B to be a multiple of {k}, "
+            f"{why}); use a batch of {k}, {2 * k}, ... or a layout that shards the batch less")

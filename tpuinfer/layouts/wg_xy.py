@@ -1,0 +1,40 @@
+"""XY-weight-gathered feed-forward layout, with attention fused into it.
+
+Weights stored `E_xF_yz`, all-gathered over x and y before use: each chip holds `EF_z`.
+Activations `B_xyLE_z`: the batch is split over x and y, and z acts as 1D weight-stationary.
+
+0. all-gather(xy) of each weight matrix: `E_xF_yz` -> `EF_z`
+1. all-gather(z): `B_xyLE_z` -> `B_xyLE`
+2. ·`EF_z` (and ·`EH_zD`) -> `B_xyLF_z`, `B_xyLH_zD`; attention on the local heads
+3. nonlinearity; ·`F_zE` + ·`H_zDE` -> `B_xyLE` partial-sum over z
+4. reduce-scatter(z) -> `B_xyLE_z`
+
+With N = XY chips the weights are gathered over, communication per layer is
+≈ 2·E·F·N/n (weights) + 2·B·L·E/N (activations), optimal at N = √(B·L·n/F): for large B·L
+the activations outweigh the weights, so the weights move instead (`tpuinfer.cost`).
+"""
+from __future__ import annotations
+
+from . import _one_dim
+from ._common import Axes
+
+NAME = "wg-xy"
+AXES = Axes(batch=('x', 'y'), embed=('z',), heads=('z',))
+GATHER = AXES.batch  # the weights are all-gathered over the batch axes
+
+
+def layer_specs(cfg) -> dict:
+    return _one_dim.gathered_specs(cfg)
+
+
+def block(ctx, x_BLE, w, cache, pos):
+    return _one_dim.block(ctx, x_BLE, w, cache, pos, layer_specs(ctx.cfg))
+
+
+def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention) -> list:
+    return _one_dim.collectives(cfg, AXES, layer_specs(cfg), GATHER, mesh_shape, batch, tokens,
+                                a, weights, attention)
+
+
+def check(cfg, mesh_shape, batch):
+    _one_dim.check_gathered(cfg, mesh_shape, batch, AXES, NAME)

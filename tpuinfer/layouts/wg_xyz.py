@@ -1,0 +1,39 @@
+"""XYZ-weight-gathered feed-forward layout, with attention fused into it.
+
+Weights stored `E_xF_yz`, all-gathered over x, y and z before use: every chip holds whole
+matrices. Activations `B_xyzLE`: the batch is split over every chip, and activations never
+move (attention by heads and by batch coincide: each chip owns whole sequences).
+
+0. all-gather(xyz) of each weight matrix: `E_xF_yz` -> `EF`
+1. ·`EF` (and ·`EHD`) -> `B_xyzLF`, `B_xyzLHD`; attention on all heads of its sequences
+2. nonlinearity; ·`FE` + ·`HDE` -> `B_xyzLE`, complete: no reduce-scatter
+
+With N = XYZ chips the weights are gathered over, communication per layer is
+≈ 2·E·F·N/n (weights) + 2·B·L·E/N (activations), optimal at N = √(B·L·n/F): for large B·L
+the activations outweigh the weights, so the weights move instead (`tpuinfer.cost`).
+"""
+from __future__ import annotations
+
+from . import _one_dim
+from ._common import Axes
+
+NAME = "wg-xyz"
+AXES = Axes(batch=('x', 'y', 'z'), embed=(), heads=())
+GATHER = AXES.batch  # the weights are all-gathered over the batch axes
+
+
+def layer_specs(cfg) -> dict:
+    return _one_dim.gathered_specs(cfg)
+
+
+def block(ctx, x_BLE, w, cache, pos):
+    return _one_dim.block(ctx, x_BLE, w, cache, pos, layer_specs(ctx.cfg))
+
+
+def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention) -> list:
+    return _one_dim.collectives(cfg, AXES, layer_specs(cfg), GATHER, mesh_shape, batch, tokens,
+                                a, weights, attention)
+
+
+def check(cfg, mesh_shape, batch):
+    _one_dim.check_gathered(cfg, mesh_shape, batch, AXES, NAME)

@@ -1,0 +1,51 @@
+"""1D weight-stationary feed-forward layout (Megatron), with attention fused into it.
+
+Weights `EF_xyz`, `F_xyzE` (and `EH_xyzD`, `H_xyzDE`; multiquery W_k, W_v whole on every chip);
+activations between layers `BLE_xyz`.
+
+1. all-gather(xyz): `BLE_xyz` -> `BLE`
+2. ·`EF_xyz` (and ·`EH_xyzD`) -> `BLF_xyz`, `BLH_xyzD`; attention on H/n heads per chip
+3. nonlinearity; ·`F_xyzE` + ·`H_xyzDE` -> `BLE` partial-sum over xyz
+4. reduce-scatter(xyz) -> `BLE_xyz`                (one for the FFN and attention together)
+
+Communication per layer 2·B·L·E elements, independent of n: adding chips stops helping once
+communication dominates (2D weight-stationary fixes that).
+"""
+from __future__ import annotations
+
+from jax.sharding import PartitionSpec as P
+
+from . import _common as c
+from . import _one_dim
+from ._common import Axes
+
+NAME = "ws1d"
+XYZ = ("x", "y", "z")
+AXES = Axes(batch=(), embed=XYZ, heads=XYZ)
+GATHER: tuple[str, ...] = ()
+
+
+def layer_specs(cfg) -> dict:
+    kv = P() if cfg.multiquery else P(None, XYZ, None)
+    specs = {"w_q": P(None, XYZ, None), "w_k": kv, "w_v": kv, "w_o": P(XYZ, None, None),
+             "w_up": P(None, XYZ), "w_down": P(XYZ, None)}
+    if cfg.gated_ffn:
+        specs["w_gate"] = P(None, XYZ)
+    norms = ["norm"] if cfg.parallel_block else ["norm_attn", "norm_ffn"]
+    return specs | {n: P() for n in norms}  # the norm runs on the gathered BLE
+
+
+def block(ctx, x_BLE, w, cache, pos):
+    return _one_dim.block(ctx, x_BLE, w, cache, pos, layer_specs(ctx.cfg))
+
+
+def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention) -> list:
+    return _one_dim.collectives(cfg, AXES, layer_specs(cfg), GATHER, mesh_shape, batch, tokens,
+                                a, weights, attention)
+
+
+def check(cfg, mesh_shape, batch):
+    pad = "or pad the heads as the paper pads PaLM 540B's 48 to 64 (palm-540b-64heads)"
+    c.require_divides("E", cfg.E, XYZ, mesh_shape, NAME)
+    c.require_divides("F", cfg.F, XYZ, mesh_shape, NAME, "or pad F")
+    c.require_divides("H", cfg.H, XYZ, mesh_shape, NAME, pad)

@@ -1,0 +1,182 @@
+"""The reference model: plain, unsharded JAX. The truth every layout is checked against.
+
+A PaLM parallel block (one RMS-norm feeding attention and a SwiGLU feed-forward, summed into the
+residual) or, for MT-NLG, a serial block; multiquery (K = 1) or multihead attention; RoPE; no
+biases; the input embedding shared with the output projection; a KV cache.
+
+The per-chip math of every layout calls the local functions here (`rms_norm`, `rope`,
+`attend`, `ffn_act`, `mm`), so a layout differs from the reference only in its collectives.
+Layers run as a Python loop over per-layer weights (DESIGN.md: `scan` read weights at a third
+of HBM bandwidth on an H200).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .config import ModelConfig
+from .quant import QWeight
+
+EPS = 1e-6
+ROPE_BASE = 10_000.0
+
+
+# ---- parameters ---------------------------------------------------------------------------
+def param_shapes(cfg: ModelConfig) -> dict:
+    """Shapes of every parameter, keyed as `init_params` returns them."""
+    E, F, H, K, D = cfg.E, cfg.F, cfg.H, cfg.K, cfg.D
+    layer = {"w_q": (E, H, D), "w_k": (E, K, D), "w_v": (E, K, D), "w_o": (H, D, E),
+             "w_up": (E, F), "w_down": (F, E)}
+    if cfg.gated_ffn:
+        layer["w_gate"] = (E, F)
+    if cfg.parallel_block:
+        layer["norm"] = (E,)
+    else:
+        layer["norm_attn"], layer["norm_ffn"] = (E,), (E,)
+    return {"embed": (cfg.V, E), "final_norm": (E,),
+            "layers": [dict(layer) for _ in range(cfg.n_layers)]}
+
+
+def _init_one(key, name: str, shape, dtype):
+    if "norm" in name:
+        # around 1 rather than exactly 1, so a mis-sharded scale shows in the comparison
+        return (1.0 + 0.1 * jax.random.normal(key, shape)).astype(dtype)
+    fan_in = shape[0] if name != "w_o" else shape[0] * shape[1]
+    if name == "embed":
+        fan_in = shape[1]
+    return (jax.random.normal(key, shape) / jnp.sqrt(fan_in)).astype(dtype)
+
+
+def init_params(cfg: ModelConfig, seed: int = 0, dtype=jnp.float32, shardings=None) -> dict:
+    """Random parameters. With `shardings` (a pytree of `NamedSharding`s matching
+    `param_shapes`, e.g. from `tpuinfer.engine.param_shardings`) each array is created
+    directly in its shards: no host ever holds a whole matrix, as on a multi-host slice."""
+    shapes = param_shapes(cfg)
+    root = jax.random.key(seed)
+
+    def make(path_key, name, shape, sharding):
+        fn = lambda k: _init_one(k, name, shape, dtype)
+        if sharding is None:
+            return jax.jit(fn)(path_key)
+        return jax.jit(fn, out_shardings=sharding)(path_key)
+
+    sh = shardings or {"embed": None, "final_norm": None,
+                       "layers": [{k: None for k in l} for l in shapes["layers"]]}
+    params = {"embed": make(jax.random.fold_in(root, 10**6), "embed", shapes["embed"],
+                            sh["embed"]),
+              "final_norm": make(jax.random.fold_in(root, 10**6 + 1), "final_norm",
+                                 shapes["final_norm"], sh["final_norm"]),
+              "layers": []}
+    for i, layer in enumerate(shapes["layers"]):
+        params["layers"].append({
+            name: make(jax.random.fold_in(root, 100 * i + j), name, shape, sh["layers"][i][name])
+            for j, (name, shape) in enumerate(sorted(layer.items()))})
+    return params
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> list:
+    """One {'k', 'v'} pair of [B, S, K, D] arrays per layer, zeros."""
+    shape = (batch, max_len, cfg.K, cfg.D)
+    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+            for _ in range(cfg.n_layers)]
+
+
+# ---- local math, shared by the reference and every layout ---------------------------------
+def mm(eq: str, x, w):
+    """einsum with a weight that may be int8: the bf16 scale per output channel is applied
+    after the matmul, as in the paper, so the matmul itself reads int8 weights."""
+    if isinstance(w, QWeight):
+        return jnp.einsum(eq, x, w.q.astype(x.dtype)) * w.scale.astype(x.dtype)
+    return jnp.einsum(eq, x, w.astype(x.dtype))
+
+
+def rms_norm(x_BLE, scale_E, d_model: int, psum_axes: tuple[str, ...] = ()):
+    """RMS-norm over E. When E is split over `psum_axes` (inside a layout), the sum of squares
+    is all-reduced over them: B·L numbers, a small latency-bound collective."""
+    ss_BL = jnp.sum(jnp.square(x_BLE.astype(jnp.float32)), axis=-1, keepdims=True)
+    if psum_axes:
+        ss_BL = jax.lax.psum(ss_BL, psum_axes)
+    inv = jax.lax.rsqrt(ss_BL / d_model + EPS)
+    return (x_BLE * inv).astype(x_BLE.dtype) * scale_E.astype(x_BLE.dtype)
+
+
+def rope(x_BLHD, pos_L):
+    """Rotary position embedding (rotate-half form) at absolute positions `pos_L`."""
+    D = x_BLHD.shape[-1]
+    freq = ROPE_BASE ** (-jnp.arange(0, D, 2, dtype=jnp.float32) / D)
+    angle_LD = pos_L.astype(jnp.float32)[:, None] * freq[None, :]
+    cos, sin = jnp.cos(angle_LD)[None, :, None, :], jnp.sin(angle_LD)[None, :, None, :]
+    x1, x2 = jnp.split(x_BLHD.astype(jnp.float32), 2, axis=-1)
+    out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return out.astype(x_BLHD.dtype)
+
+
+def write_cache(cache_BSKD, new_BLKD, pos):
+    return jax.lax.dynamic_update_slice(cache_BSKD, new_BLKD.astype(cache_BSKD.dtype),
+                                        (0, pos, 0, 0))
+
+
+def attend(q_BLHD, k_BSKD, v_BSKD, pos):
+    """Causal attention of L queries at positions pos.. against a cache of S positions.
+    K is 1 (multiquery: every query head reads the one K/V head) or equals H."""
+    B, L, H, D = q_BLHD.shape
+    S, K = k_BSKD.shape[1], k_BSKD.shape[2]
+    q_BLKGD = q_BLHD.reshape(B, L, K, H // K, D)
+    s_BKGLS = jnp.einsum("BLKGD,BSKD->BKGLS", q_BLKGD, k_BSKD.astype(q_BLHD.dtype))
+    s_BKGLS = s_BKGLS.astype(jnp.float32) / jnp.sqrt(jnp.float32(D))
+    q_pos_L = pos + jnp.arange(L)
+    visible_LS = jnp.arange(S)[None, :] <= q_pos_L[:, None]
+    s_BKGLS = jnp.where(visible_LS, s_BKGLS, -jnp.inf)
+    p_BKGLS = jax.nn.softmax(s_BKGLS, axis=-1).astype(q_BLHD.dtype)
+    o_BLKGD = jnp.einsum("BKGLS,BSKD->BLKGD", p_BKGLS, v_BSKD.astype(q_BLHD.dtype))
+    return o_BLKGD.reshape(B, L, H, D)
+
+
+def ffn_act(cfg: ModelConfig, gate_BLF, up_BLF):
+    """SwiGLU (swish(x·W_gate) * x·W_up) for PaLM; GELU(x·W_up) for a non-gated MLP."""
+    if cfg.gated_ffn:
+        return jax.nn.silu(gate_BLF) * up_BLF
+    return jax.nn.gelu(up_BLF)
+
+
+def embed_lookup(embed_VE, tokens_BL, dtype):
+    if isinstance(embed_VE, QWeight):
+        return embed_VE.q[tokens_BL].astype(dtype) * embed_VE.scale[tokens_BL][..., None].astype(dtype)
+    return embed_VE[tokens_BL].astype(dtype)
+
+
+# ---- the reference forward ----------------------------------------------------------------
+def _attention(cfg, w, h_BLE, cache, pos):
+    L = h_BLE.shape[1]
+    pos_L = pos + jnp.arange(L)
+    q_BLHD = rope(mm("BLE,EHD->BLHD", h_BLE, w["w_q"]), pos_L)
+    k_BLKD = rope(mm("BLE,EKD->BLKD", h_BLE, w["w_k"]), pos_L)
+    v_BLKD = mm("BLE,EKD->BLKD", h_BLE, w["w_v"])
+    cache = {"k": write_cache(cache["k"], k_BLKD, pos), "v": write_cache(cache["v"], v_BLKD, pos)}
+    o_BLHD = attend(q_BLHD, cache["k"], cache["v"], pos)
+    return mm("BLHD,HDE->BLE", o_BLHD, w["w_o"]), cache
+
+
+def _ffn(cfg, w, h_BLE):
+    gate_BLF = mm("BLE,EF->BLF", h_BLE, w["w_gate"]) if cfg.gated_ffn else None
+    up_BLF = mm("BLE,EF->BLF", h_BLE, w["w_up"])
+    return mm("BLF,FE->BLE", ffn_act(cfg, gate_BLF, up_BLF), w["w_down"])
+
+
+def forward(params, cfg: ModelConfig, tokens_BL, cache, pos, dtype=jnp.float32):
+    """Reference step: L tokens per sequence at positions pos.. (prefill: L = prompt length;
+    decode: L = 1). Returns logits [B, L, V] and the updated cache."""
+    x_BLE = embed_lookup(params["embed"], tokens_BL, dtype)
+    new_cache = []
+    for w, c in zip(params["layers"], cache):
+        if cfg.parallel_block:
+            h_BLE = rms_norm(x_BLE, w["norm"], cfg.E)
+            attn_BLE, c = _attention(cfg, w, h_BLE, c, pos)
+            x_BLE = x_BLE + attn_BLE + _ffn(cfg, w, h_BLE)
+        else:
+            attn_BLE, c = _attention(cfg, w, rms_norm(x_BLE, w["norm_attn"], cfg.E), c, pos)
+            x_BLE = x_BLE + attn_BLE
+            x_BLE = x_BLE + _ffn(cfg, w, rms_norm(x_BLE, w["norm_ffn"], cfg.E))
+        new_cache.append(c)
+    h_BLE = rms_norm(x_BLE, params["final_norm"], cfg.E)
+    return mm("BLE,VE->BLV", h_BLE, params["embed"]), new_cache

@@ -1,0 +1,421 @@
+"""The planner: for a model, a chip and a request, which mesh and layouts each phase should use.
+
+A request is `input_len` new tokens per sequence on top of `history_len` already cached, then
+`gen_len` generated tokens, for a batch of B sequences:
+- prefill: one step of L = input_len tokens attending over history_len + input_len positions;
+- decode: gen_len steps of one token, step i attending over S0 + i positions
+  (S0 = history_len + input_len, i = 1..gen_len).
+
+Every term of a decode step is affine in its context (KV bytes and attention FLOPs grow with S,
+nothing else changes), so the planner prices the first and the last step and interpolates each
+step between them; every step is then combined under the rule and summed, which is the exact
+sum over the growing context without pricing each step (`phase_estimate`, checked against the
+step-by-step sum in tests/test_planner.py).
+
+Choice: every mesh factorisation the hardware allows times every allowed layout; lowest phase
+latency among those that fit in HBM, ties broken by the no-overlap (`sum`) time. Each phase
+chooses independently (the paper too stores one weight layout and runs weight-gathered prefill
+and weight-stationary decode from it).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ModelConfig, get_model
+from .cost import Estimate, combine, cost_per_token, estimate, mfu
+from .hardware import HardwareProfile, get_hardware, mesh_shapes
+from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
+from .quant import check_format
+
+PHASES = ("prefill", "decode")
+
+
+@dataclass(frozen=True)
+class PhaseEstimate:
+    """A whole phase (all of prefill; all generated tokens of decode) on one configuration."""
+    phase: str
+    layout: Layout
+    mesh_shape: tuple[int, int, int]
+    batch: int
+    steps: int
+    tokens: int  # tokens the phase processes (B·input_len) or generates (B·gen_len)
+    first: Estimate  # the first step (the only one in prefill)
+    last: Estimate  # the last step: the longest context, the most memory
+    latency_s: float
+    compute_s: float  # each term summed over the phase's steps
+    weights_s: float
+    kv_s: float
+    comm_s: float
+    mfu: float
+
+    @property
+    def chips(self) -> int:
+        return math.prod(self.mesh_shape)
+
+    @property
+    def memory_per_chip_bytes(self) -> float:
+        return self.last.memory_per_chip_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.last.fits
+
+    @property
+    def per_token_s(self) -> float:
+        """Decode: time per generated token (per step); prefill: per input token of a
+        sequence."""
+        return self.latency_s / (self.tokens / self.batch)
+
+    @property
+    def sum_s(self) -> float:
+        """The phase with nothing overlapped: the tie-breaker between equal latencies."""
+        return self.compute_s + self.weights_s + self.kv_s + self.comm_s
+
+    @property
+    def cost(self) -> float:
+        return cost_per_token(self.chips, self.latency_s, self.tokens)
+
+    def times(self) -> dict:
+        return {"compute_s": self.compute_s, "weights_s": self.weights_s, "kv_s": self.kv_s,
+                "comm_s": self.comm_s}
+
+    def to_json(self) -> dict:
+        out = {"mesh": list(self.mesh_shape), "ffn": self.layout.ffn,
+               "attention": self.layout.attention, "latency_s": self.latency_s,
+               "mfu": self.mfu, "memory_per_chip_bytes": self.memory_per_chip_bytes,
+               "fits": self.fits, "terms": self.times(),
+               "cost_chip_s_per_token": self.cost}
+        if self.phase == "decode":
+            out["per_token_s"] = self.per_token_s
+        return out
+
+
+def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: str, *,
+                   batch: int, input_len: int, history_len: int = 0, gen_len: int = 0,
+                   weights: str = "bf16", hardware: HardwareProfile | str = "tpu-v4",
+                   rule: str | None = None) -> PhaseEstimate:
+    cfg, hw = get_model(cfg), get_hardware(hardware)
+    rule = rule or hw.rule
+    run = dict(batch=batch, weights=weights, hardware=hw, rule=rule)
+    if phase == "prefill":
+        first = last = estimate(cfg, layout, mesh_shape, tokens=input_len,
+                                context=history_len + input_len, **run)
+        steps, tokens = 1, batch * input_len
+    elif phase == "decode":
+        s0 = history_len + input_len
+        first = estimate(cfg, layout, mesh_shape, tokens=1, context=s0 + 1, **run)
+        last = first if gen_len == 1 else estimate(cfg, layout, mesh_shape, tokens=1,
+                                                   context=s0 + gen_len, **run)
+        steps, tokens = gen_len, batch * gen_len
+    else:
+        raise ValueError(f"unknown phase {phase!r}; one of {PHASES}")
+    # Each part of step i, interpolated between the first and the last step (exact: affine).
+    frac = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
+    part = {k: getattr(first, k) + (getattr(last, k) - getattr(first, k)) * frac
+            for k in ("compute_s", "weights_s", "kv_s", "comm_s", "hideable_s")}
+    step_s = combine(rule, part["compute_s"], part["weights_s"] + part["kv_s"],
+                     part["hideable_s"], part["comm_s"] - part["hideable_s"])
+    latency = float(np.sum(step_s))
+    total = {k: float(np.sum(v)) for k, v in part.items()}
+    return PhaseEstimate(
+        phase=phase, layout=layout, mesh_shape=tuple(mesh_shape), batch=batch, steps=steps,
+        tokens=tokens, first=first, last=last, latency_s=latency,
+        compute_s=total["compute_s"], weights_s=total["weights_s"], kv_s=total["kv_s"],
+        comm_s=total["comm_s"], mfu=mfu(cfg, tokens, math.prod(mesh_shape), hw, latency))
+
+
+# ---- choosing -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PhasePlan:
+    best: PhaseEstimate
+    runner_up: PhaseEstimate | None  # the best fitting configuration with another layout
+    considered: int  # configurations priced
+    rejected: tuple[str, ...]  # why the others were not candidates (distinct reasons)
+
+    def to_json(self) -> dict:
+        out = self.best.to_json()
+        if self.runner_up is not None:
+            r = self.runner_up
+            out["runner_up"] = {"mesh": list(r.mesh_shape), "ffn": r.layout.ffn,
+                                "attention": r.layout.attention, "latency_s": r.latency_s,
+                                "terms": r.times()}
+        return out
+
+
+def _layouts(ffn: str, attention: str) -> list[Layout]:
+    ffns = FFN_LAYOUTS if ffn == "auto" else (ffn,)
+    attns = ATTENTION_LAYOUTS if attention == "auto" else (attention,)
+    return [Layout(f, a) for f, a in itertools.product(ffns, attns)]
+
+
+def candidates(cfg, hw, chips, phase, *, ffn="auto", attention="auto", mesh=None, **request):
+    """Every (layout, mesh) priced for one phase: a PhaseEstimate, or the reason it cannot
+    run (a mesh that does not divide a dimension, a batch smaller than its sharding)."""
+    meshes = [tuple(mesh)] if mesh is not None else mesh_shapes(hw, chips)
+    for m, layout in itertools.product(meshes, _layouts(ffn, attention)):
+        try:
+            yield layout, m, phase_estimate(cfg, layout, m, phase, hardware=hw, **request)
+        except ValueError as err:
+            yield layout, m, str(err)
+
+
+def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
+    priced, reasons, considered = [], [], 0
+    for layout, m, result in candidates(cfg, hw, chips, phase, **kw):
+        considered += 1
+        if isinstance(result, str):
+            reasons.append(result)
+        elif result.fits or allow_unfit:
+            priced.append(result)
+        else:
+            reasons.append(_unfit_reason(result, hw))
+    if not priced:
+        raise ValueError(_nothing_runs(cfg, hw, chips, phase, kw, reasons))
+    priced.sort(key=lambda p: (p.latency_s, p.sum_s))
+    best = priced[0]
+    runner = next((p for p in priced[1:] if p.layout != best.layout), None)
+    return PhasePlan(best, runner, considered, tuple(dict.fromkeys(reasons)))
+
+
+def _unfit_reason(p: PhaseEstimate, hw) -> str:
+    return (f"{p.layout} on {'x'.join(map(str, p.mesh_shape))} needs "
+            f"{p.memory_per_chip_bytes / 2**30:.1f} GiB per chip, {hw.name} has "
+            f"{hw.hbm_bytes / 2**30:.1f} GiB")
+
+
+def _nothing_runs(cfg, hw, chips, phase, kw, reasons) -> str:
+    head = (f"no configuration of {cfg.name} on {chips} {hw.name} chips runs the {phase} "
+            f"(batch {kw['batch']}, {kw['weights']} weights"
+            + (f", ffn {kw['ffn']}" if kw.get("ffn", "auto") != "auto" else "")
+            + (f", attention {kw['attention']}" if kw.get("attention", "auto") != "auto" else "")
+            + ")")
+    unfit = [r for r in reasons if "GiB per chip" in r]
+    if unfit:
+        least = min(unfit, key=lambda r: float(r.split(" needs ")[1].split(" GiB")[0]))
+        return (f"{head}: nothing fits in memory; the smallest, {least}. Use more chips, "
+                "int8 weights, a smaller batch or a shorter context")
+    shown = list(dict.fromkeys(reasons))[:3]
+    return f"{head}: " + "; ".join(shown)
+
+
+# ---- the plan -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    model: str
+    hardware: str
+    chips: int
+    batch: int
+    weights: str
+    input_len: int
+    history_len: int
+    gen_len: int
+    rule: str
+    prefill: PhasePlan | None
+    decode: PhasePlan | None
+    mfu_flops_per_token: float
+    peak_flops: float
+
+    @property
+    def phases(self) -> list[PhasePlan]:
+        return [p for p in (self.prefill, self.decode) if p is not None]
+
+    @property
+    def total_latency_s(self) -> float:
+        return sum(p.best.latency_s for p in self.phases)
+
+    @property
+    def mfu(self) -> float:
+        """PAPER.md's MFU over the whole request: all input and generated tokens."""
+        tokens = self.batch * (self.input_len + self.gen_len)
+        return (self.mfu_flops_per_token * tokens
+                / (self.chips * self.peak_flops * self.total_latency_s))
+
+    @property
+    def fits(self) -> bool:
+        return all(p.best.fits for p in self.phases)
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "hardware": self.hardware, "chips": self.chips,
+                "batch": self.batch, "weights": self.weights, "input_len": self.input_len,
+                "history_len": self.history_len, "gen_len": self.gen_len, "rule": self.rule,
+                "prefill": self.prefill.to_json() if self.prefill else None,
+                "decode": self.decode.to_json() if self.decode else None,
+                "total_latency_s": self.total_latency_s, "mfu": self.mfu, "fits": self.fits}
+
+
+def plan(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", chips: int = 64,
+         batch: int = 1, input_len: int = 2048, history_len: int = 0, gen_len: int = 64,
+         weights: str = "bf16", ffn: str = "auto", attention: str = "auto", *,
+         rule: str | None = None, mesh=None, allow_unfit: bool = False) -> Plan:
+    """Choose mesh and layouts per phase (see the module docstring). Raises ValueError naming
+    the problem when nothing runs or nothing fits (`allow_unfit` keeps unfitting ones)."""
+    cfg, hw = get_model(model), get_hardware(hardware)
+    check_format(weights)
+    _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention)
+    if mesh is not None and math.prod(mesh) != chips:
+        raise ValueError(f"mesh {'x'.join(map(str, mesh))} has {math.prod(mesh)} chips, not "
+                         f"{chips}")
+    rule = rule or hw.rule
+    kw = dict(batch=batch, input_len=input_len, history_len=history_len, gen_len=gen_len,
+              weights=weights, rule=rule, ffn=ffn, attention=attention, mesh=mesh,
+              allow_unfit=allow_unfit)
+    mesh_shapes(hw, chips)  # a chip count no mesh allows fails here, before any pricing
+    return Plan(cfg.name, hw.name, chips, batch, weights, input_len, history_len, gen_len,
+                rule,
+                prefill=choose(cfg, hw, chips, "prefill", **kw) if input_len else None,
+                decode=choose(cfg, hw, chips, "decode", **kw) if gen_len else None,
+                mfu_flops_per_token=cfg.mfu_flops_per_token(), peak_flops=hw.peak_flops)
+
+
+def _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention):
+    for name, v in (("chips", chips), ("batch", batch)):
+        if v < 1:
+            raise ValueError(f"{name} must be at least 1, got {v}")
+    for name, v in (("input_len", input_len), ("history_len", history_len),
+                    ("gen_len", gen_len)):
+        if v < 0:
+            raise ValueError(f"{name} must be 0 or more, got {v}")
+    if input_len == 0 and gen_len == 0:
+        raise ValueError("nothing to run: input_len and gen_len are both 0; give input tokens "
+                         "to prefill or tokens to generate")
+    if ffn != "auto" and ffn not in FFN_LAYOUTS:
+        raise ValueError(f"unknown ffn layout {ffn!r}; choose auto or one of "
+                         f"{', '.join(FFN_LAYOUTS)}")
+    if attention != "auto" and attention not in ATTENTION_LAYOUTS:
+        raise ValueError(f"unknown attention layout {attention!r}; choose auto or one of "
+                         f"{', '.join(ATTENTION_LAYOUTS)}")
+
+
+# ---- the Pareto frontier (the paper's Figure 1) -------------------------------------------
+class Progress:
+    """A plain-text progress line on stderr, redrawn at most every 0.2 s."""
+
+    def __init__(self, total: int, label: str, enabled: bool = True):
+        self.total, self.label, self.enabled = total, label, enabled
+        self.done, self._shown, self._start = 0, 0.0, time.monotonic()
+
+    def step(self, n: int = 1):
+        self.done += n
+        now = time.monotonic()
+        if self.enabled and (now - self._shown > 0.2 or self.done == self.total):
+            self._shown = now
+            pct = 100 * self.done / max(self.total, 1)
+            print(f"\r{self.label}: {self.done}/{self.total} ({pct:3.0f}%) "
+                  f"{now - self._start:5.1f} s", end="", file=sys.stderr, flush=True)
+
+    def close(self):
+        if self.enabled:
+            print(file=sys.stderr, flush=True)
+
+
+def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", *,
+           chips: list[int] | None = None, batches: list[int] | None = None,
+           input_len: int = 2048, history_len: int = 0, gen_len: int = 64,
+           weights: str = "bf16", ffn: str = "auto", attention: str = "auto",
+           rule: str | None = None, progress: bool = True) -> dict:
+    """Latency against cost (chip-seconds per token) over chip counts, batches, meshes and
+    layouts; per phase, the points no other point beats on both. Prefill latency is the whole
+    prefill; decode latency is per generated token (as the paper's Figure 1 plots them)."""
+    from .hardware import chip_counts
+    cfg, hw = get_model(model), get_hardware(hardware)
+    check_format(weights)
+    chips = chips or chip_counts(hw, 1, 256)
+    batches = batches or [2**k for k in range(11)]  # 1 .. 1024
+    for n in chips:
+        mesh_shapes(hw, n)
+    # No layout stores less than its share of the weights: skip chip counts that cannot fit.
+    chips = [n for n in chips if cfg.weight_bytes(weights) / n <= hw.hbm_bytes]
+    if not chips:
+        raise ValueError(f"{cfg.name} ({weights}) does not fit on any of those chip counts of "
+                         f"{hw.name}; use more chips or int8 weights")
+    work = [(n, b, m) for n in chips for b in batches for m in mesh_shapes(hw, n)]
+    layouts = _layouts(ffn, attention)
+    bar = Progress(len(work) * len(layouts), "pareto", enabled=progress)
+    points = {"prefill": [], "decode": []}
+    request = dict(input_len=input_len, history_len=history_len, gen_len=gen_len,
+                   weights=weights, hardware=hw, rule=rule)
+    for (n, b, m), layout in itertools.product(work, layouts):
+        for phase in PHASES:
+            if (phase == "prefill" and not input_len) or (phase == "decode" and not gen_len):
+                continue
+            try:
+                p = phase_estimate(cfg, layout, m, phase, batch=b, **request)
+            except ValueError:
+                continue
+            if p.fits:
+                latency = p.per_token_s if phase == "decode" else p.latency_s
+                points[phase].append((latency, p.cost, p))
+        bar.step()
+    bar.close()
+    return {"model": cfg.name, "hardware": hw.name, "weights": weights,
+            "input_len": input_len, "history_len": history_len, "gen_len": gen_len,
+            "considered": len(work) * len(layouts),
+            **{ph: [_point(p, lat) for lat, _, p in frontier(points[ph])] for ph in PHASES}}
+
+
+def frontier(points: list[tuple]) -> list[tuple]:
+    """The (latency, cost, ...) points that no other point beats in both, by latency."""
+    out = []
+    for pt in sorted(points, key=lambda t: (t[0], t[1])):
+        if not out or pt[1] < out[-1][1]:
+            out.append(pt)
+    return out
+
+
+def _point(p: PhaseEstimate, latency: float) -> dict:
+    return {"chips": p.chips, "batch": p.batch, "mesh": list(p.mesh_shape),
+            "ffn": p.layout.ffn, "attention": p.layout.attention, "latency_s": latency,
+            "cost_chip_s_per_token": p.cost, "mfu": p.mfu}
+
+
+# ---- maximum context (PAPER.md, Attention layouts) ----------------------------------------
+ATTENTION_VARIANTS = ("multihead", "multiquery-heads", "multiquery-batch")
+
+
+def variant_config(cfg: ModelConfig | str, variant: str) -> ModelConfig:
+    """The model under an attention variant. A multiquery model's multihead baseline halves
+    d_head, as the paper's comparison does (PaLM: multiquery D=256 against multihead D=128)."""
+    cfg = get_model(cfg)
+    if variant == "multihead":
+        return cfg if not cfg.multiquery else cfg.replace(n_kv_heads=cfg.H, d_head=cfg.D // 2)
+    if variant in ("multiquery-heads", "multiquery-batch"):
+        return cfg if cfg.multiquery else cfg.replace(n_kv_heads=1)
+    raise ValueError(f"unknown attention variant {variant!r}; choose one of "
+                     f"{', '.join(ATTENTION_VARIANTS)}")
+
+
+def kv_bytes_per_chip(cfg: ModelConfig | str, variant: str, chips: int, batch: int,
+                      context: int, bytes_per_elem: float = 2) -> float:
+    """The whole cache (`ModelConfig.kv_bytes`) divided as each variant shards it: by heads
+    over all chips (⌈K/n⌉ heads each: a chip holds at least one), replicated (multiquery's one
+    head cannot split by heads), or by batch over all chips (B/n sequences each)."""
+    v = variant_config(cfg, variant)
+    total = v.kv_bytes(batch, context, bytes_per_elem)
+    if variant == "multihead":
+        return total * math.ceil(v.K / chips) / v.K
+    if variant == "multiquery-heads":
+        return total
+    if batch % chips:
+        raise ValueError(f"multiquery-batch shards the batch over all {chips} chips: batch "
+                         f"{batch} must be a multiple of {chips}; use batch {chips}, "
+                         f"{2 * chips}, ... or multiquery-heads")
+    return total / chips
+
+
+def max_context(model: ModelConfig | str, chips: int, batch: int, attention_variant: str,
+                kv_fraction: float = 0.3, hardware: HardwareProfile | str = "tpu-v4") -> int:
+    """The longest context whose KV cache fits in `kv_fraction` of each chip's HBM (the paper
+    reserves 30%)."""
+    hw = get_hardware(hardware)
+    if not 0 < kv_fraction <= 1:
+        raise ValueError(f"kv_fraction must be in (0, 1], got {kv_fraction}")
+    if chips < 1 or batch < 1:
+        raise ValueError(f"chips and batch must be at least 1, got {chips} and {batch}")
+    per_position = kv_bytes_per_chip(model, attention_variant, chips, batch, 1)
+    return int(kv_fraction * hw.hbm_bytes // per_position)

@@ -1,0 +1,126 @@
+"""Weight formats: f32 (exact comparisons), bf16, and int8 with a bf16 scale per output channel.
+
+int8 follows the paper: symmetric per-output-channel quantization, the scale applied after the
+matmul, activations and the matmul itself in bf16. A quantized matrix is a `QWeight(q, scale)`
+pytree, so sharding specs, all-gathers and `device_put` treat weights and scales alike.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+WEIGHT_FORMATS = ("f32", "bf16", "int8")
+BYTES = {"f32": 4, "bf16": 2, "int8": 1}
+SCALE_BYTES = 2  # bf16 scales
+
+
+def check_format(weights: str) -> str:
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"unknown weight format {weights!r}; choose one of "
+                         f"{', '.join(WEIGHT_FORMATS)}")
+    return weights
+
+
+class QWeight(NamedTuple):
+    q: jax.Array  # int8, the matrix's shape
+    scale: jax.Array  # bf16, the shape of its output dimensions (contracting dims dropped)
+
+
+# The contracting (input) dimensions of each weight; the rest are output channels.
+CONTRACT = {"w_q": (0,), "w_k": (0,), "w_v": (0,), "w_o": (0, 1), "w_gate": (0,), "w_up": (0,),
+            "w_down": (0,), "embed": (1,)}
+
+
+def is_matrix(name: str) -> bool:
+    return name in CONTRACT
+
+
+def scale_spec(name: str, spec):
+    """A scale vector is split like its matrix's output dimensions."""
+    entries = tuple(spec) + (None,) * (3 - len(spec))
+    from jax.sharding import PartitionSpec
+    ndim = {"w_q": 3, "w_k": 3, "w_v": 3, "w_o": 3}.get(name, 2)
+    return PartitionSpec(*[e for d, e in enumerate(entries[:ndim]) if d not in CONTRACT[name]])
+
+
+def stored_arrays(name: str, shape, spec, weights: str):
+    """The arrays one parameter is stored as, each (label, shape, spec, bytes per element):
+    the matrix, plus for int8 its bf16 scale vector. Norm scales are never quantized."""
+    if weights != "int8" or not is_matrix(name):
+        yield name, tuple(shape), spec, (BYTES[weights] if weights != "int8" else SCALE_BYTES)
+        return
+    yield name, tuple(shape), spec, 1
+    out_shape = tuple(d for i, d in enumerate(shape) if i not in CONTRACT[name])
+    yield name + ".scale", out_shape, scale_spec(name, spec), SCALE_BYTES
+
+
+def output_channels(cfg, name: str) -> int:
+    """Output channels of each weight matrix: one int8 scale each."""
+    return {"w_q": cfg.H * cfg.D, "w_k": cfg.K * cfg.D, "w_v": cfg.K * cfg.D, "w_o": cfg.E,
+            "w_gate": cfg.F, "w_up": cfg.F, "w_down": cfg.E, "embed": cfg.V}[name]
+
+
+def matrix_sizes(cfg) -> dict[str, int]:
+    """Elements of each weight matrix of one layer (plus the embedding, once)."""
+    E, F, H, K, D = cfg.E, cfg.F, cfg.H, cfg.K, cfg.D
+    sizes = {"w_q": E * H * D, "w_k": E * K * D, "w_v": E * K * D, "w_o": H * D * E,
+             "w_up": E * F, "w_down": F * E}
+    if cfg.gated_ffn:
+        sizes["w_gate"] = E * F
+    return sizes
+
+
+def weight_bytes(cfg, weights: str = "bf16") -> float:
+    """Bytes of the whole model in a weight format (int8: matrices int8, one bf16 scale per
+    output channel, norm scales bf16)."""
+    check_format(weights)
+    norms = cfg.n_layers * cfg.norm_params_per_layer() + cfg.E
+    matrices = cfg.matmul_params()
+    if weights != "int8":
+        return (matrices + norms) * BYTES[weights]
+    scales = cfg.n_layers * sum(output_channels(cfg, n) for n in matrix_sizes(cfg))
+    scales += output_channels(cfg, "embed")
+    return matrices * 1 + (scales + norms) * SCALE_BYTES
+
+
+def quantize(w: jax.Array, contract_axes: tuple[int, ...]) -> QWeight:
+    """Symmetric int8 over the contracting axes: one scale per output channel."""
+    w32 = w.astype(jnp.float32)
+    amax = jnp.max(jnp.abs(w32), axis=contract_axes, keepdims=True)
+    scale = jnp.where(amax > 0, amax / 127.0, 1.0)
+    q = jnp.clip(jnp.round(w32 / scale), -127, 127).astype(jnp.int8)
+    return QWeight(q, jnp.squeeze(scale, axis=contract_axes).astype(jnp.bfloat16))
+
+
+def prepare(params: dict, weights: str | None) -> dict:
+    """Parameters in a weight format: None keeps them as they are; 'f32'/'bf16' cast;
+    'int8' quantizes every matrix (norm scales become bf16)."""
+    if weights is None:
+        return params
+    check_format(weights)
+
+    def one(name, w):
+        if isinstance(w, QWeight):
+            raise ValueError("parameters are already int8; pass the unquantized parameters")
+        if weights == "int8":
+            return quantize(w, CONTRACT[name]) if is_matrix(name) else w.astype(jnp.bfloat16)
+        return w.astype(jnp.float32 if weights == "f32" else jnp.bfloat16)
+
+    return {"embed": one("embed", params["embed"]),
+            "final_norm": one("final_norm", params["final_norm"]),
+            "layers": [{n: one(n, w) for n, w in layer.items()} for layer in params["layers"]]}
+
+
+def format_of(params: dict) -> str:
+    """The weight format parameters are in."""
+    e = params["embed"]
+    if isinstance(e, QWeight):
+        return "int8"
+    return {jnp.dtype(jnp.float32): "f32", jnp.dtype(jnp.bfloat16): "bf16"}[jnp.dtype(e.dtype)]
+
+
+def activation_dtype(weights: str):
+    """f32 weights compute in f32 (exact comparisons); bf16 and int8 compute in bf16."""
+    return jnp.float32 if weights == "f32" else jnp.bfloat16
