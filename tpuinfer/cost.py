@@ -25,6 +25,7 @@ The step time under a rule (stated, never implicit):
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -131,10 +132,7 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     mesh_shape = tuple(int(s) for s in mesh_shape)
     rule = rule or hw.rule
     if terms is None:
-        from .layouts import step_terms
-        # activations are bf16 on real chips (f32 only for the reference comparisons)
-        terms = step_terms(cfg, layout, mesh_shape, batch=batch, tokens=tokens,
-                           context=context, weights=weights, act_bytes=2)
+        terms = _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights)
     flops_per_s = hw.peak_flops * hw.flops_efficiency
     hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency
     coll = tuple(collective_time(c, hw, mesh_shape) for c in terms.collectives)
@@ -153,6 +151,16 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
         hideable_s=hideable_s, step_s=step_s,
         mfu=mfu(cfg, batch * tokens, chips, hw, step_s),
         memory_per_chip_bytes=memory_per_chip(terms), hbm_bytes=hw.hbm_bytes)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights) -> StepTerms:
+    # The planner, the Pareto sweep and `paper` price the same steps under several profiles
+    # and rules; the terms do not depend on either, so each is built once.
+    from .layouts import step_terms
+    # activations are bf16 on real chips (f32 only for the reference comparisons)
+    return step_terms(cfg, layout, mesh_shape, batch=batch, tokens=tokens, context=context,
+                      weights=weights, act_bytes=2)
 
 
 def memory_per_chip(terms: StepTerms) -> float:

@@ -12,63 +12,18 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from . import model
 from .config import ModelConfig
-from .layouts import Layout, attn_batch, attn_heads, wg_x, wg_xy, wg_xyz, ws1d, ws2d
+from .layouts import Layout
 from .layouts import _common as c
+from .layouts.registry import (cache_specs, check, context, logits_spec, param_specs,
+                               token_spec)
 from .mesh import mesh_shape as shape_of
-from .quant import QWeight, activation_dtype, scale_spec
-
-FFN = {"ws1d": ws1d, "ws2d": ws2d, "wg-x": wg_x, "wg-xy": wg_xy, "wg-xyz": wg_xyz}
-ATTENTION = {"heads": attn_heads, "batch": attn_batch}
-
-
-def context(cfg: ModelConfig, layout: Layout, mesh_shape) -> c.Ctx:
-    ffn = FFN[layout.ffn]
-    return c.Ctx(cfg, tuple(mesh_shape), ffn.AXES, ATTENTION[layout.attention], ffn)
-
-
-def check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
-    """Raise a ValueError naming the first dimension the mesh does not divide, or a batch
-    smaller than its sharding, with what would work instead."""
-    ctx = context(cfg, layout, mesh_shape)
-    ctx.ffn.check(cfg, ctx.mesh_shape, batch)
-    c.require_batch(batch, ctx.axes.batch, ctx.mesh_shape, layout.ffn)
-    ctx.attention.check(cfg, ctx.axes, ctx.mesh_shape, batch, layout.ffn)
-    c.require_divides("V", cfg.V, ctx.axes.embed, ctx.mesh_shape, layout.ffn, "or pad the vocabulary")
-
-
-# ---- specs ----------------------------------------------------------------------------------
-def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32") -> dict:
-    """PartitionSpecs matching `init_params`' pytree (int8: a QWeight of specs)."""
-    ffn = FFN[layout.ffn]
-    e = c.entry(ffn.AXES.embed)
-
-    def with_scale(name, spec):
-        return QWeight(spec, scale_spec(name, spec)) if weights == "int8" and "norm" not in name \
-            else spec
-
-    layer = {n: with_scale(n, s) for n, s in ffn.layer_specs(cfg).items()}
-    return {"embed": with_scale("embed", P(None, e)), "final_norm": P(e),
-            "layers": [dict(layer) for _ in range(cfg.n_layers)]}
-
-
-def cache_specs(cfg: ModelConfig, layout: Layout) -> list:
-    spec = ATTENTION[layout.attention].cache_spec(cfg, FFN[layout.ffn].AXES)
-    return [{"k": spec, "v": spec} for _ in range(cfg.n_layers)]
-
-
-def token_spec(layout: Layout) -> P:
-    return P(c.entry(FFN[layout.ffn].AXES.batch), None)
-
-
-def logits_spec(layout: Layout) -> P:
-    axes = FFN[layout.ffn].AXES
-    return P(c.entry(axes.batch), None, c.entry(axes.embed))
-
+from .quant import activation_dtype
 
 def shardings(mesh, specs):
     return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
@@ -80,8 +35,19 @@ def param_shardings(cfg, layout, mesh, weights="f32"):
 
 
 def place(tree, mesh, specs):
-    """Move (reshard) a pytree onto the mesh: used between phases when layouts differ."""
-    return jax.device_put(tree, shardings(mesh, specs))
+    """Move (reshard) a pytree onto the mesh: parameters onto it, and between phases when the
+    layouts differ. On one process the arrays go through the host: on 256 CPU devices that
+    takes milliseconds, where XLA's resharding programs take seconds each to compile. Across
+    processes (no host holds everything) XLA reshards."""
+    target = shardings(mesh, specs)
+    if not all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
+        return jax.jit(lambda t: t, out_shardings=target)(tree)
+
+    def one(x, sharding):
+        host = np.asarray(x)
+        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+    return jax.tree.map(one, tree, target)
 
 
 # ---- the step -------------------------------------------------------------------------------

@@ -29,3 +29,6 @@ class Layout:
 
     def __str__(self):
         return f"{self.ffn}/{self.attention}" + ("/looped" if self.looped else "")
+
+
+from .step_terms import step_terms  # noqa: E402  (needs Layout, defined above)

@@ -1,0 +1,59 @@
+"""Which module implements each layout name, and the partition specs of everything a step
+touches (parameters, KV cache, tokens, logits), derived from the layout files."""
+from __future__ import annotations
+
+from jax.sharding import PartitionSpec as P
+
+from ..config import ModelConfig
+from ..quant import QWeight, scale_spec
+from . import Layout, attn_batch, attn_heads, wg_x, wg_xy, wg_xyz, ws1d, ws2d
+from . import _common as c
+
+FFN = {"ws1d": ws1d, "ws2d": ws2d, "wg-x": wg_x, "wg-xy": wg_xy, "wg-xyz": wg_xyz}
+ATTENTION = {"heads": attn_heads, "batch": attn_batch}
+
+
+def context(cfg: ModelConfig, layout: Layout, mesh_shape) -> c.Ctx:
+    ffn = FFN[layout.ffn]
+    return c.Ctx(cfg, tuple(mesh_shape), ffn.AXES, ATTENTION[layout.attention], ffn)
+
+
+def check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
+    """Raise a ValueError naming the first dimension the mesh does not divide, or a batch
+    smaller than its sharding, with what would work instead."""
+    ctx = context(cfg, layout, mesh_shape)
+    ctx.ffn.check(cfg, ctx.mesh_shape, batch)
+    c.require_batch(batch, ctx.axes.batch, ctx.mesh_shape, layout.ffn)
+    ctx.attention.check(cfg, ctx.axes, ctx.mesh_shape, batch, layout.ffn)
+    c.require_divides("V", cfg.V, ctx.axes.embed, ctx.mesh_shape, layout.ffn, "or pad the vocabulary")
+
+
+# ---- specs ----------------------------------------------------------------------------------
+def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32") -> dict:
+    """PartitionSpecs matching `init_params`' pytree (int8: a QWeight of specs)."""
+    ffn = FFN[layout.ffn]
+    e = c.entry(ffn.AXES.embed)
+
+    def with_scale(name, spec):
+        return QWeight(spec, scale_spec(name, spec)) if weights == "int8" and "norm" not in name \
+            else spec
+
+    layer = {n: with_scale(n, s) for n, s in ffn.layer_specs(cfg).items()}
+    return {"embed": with_scale("embed", P(None, e)), "final_norm": P(e),
+            "layers": [dict(layer) for _ in range(cfg.n_layers)]}
+
+
+def cache_specs(cfg: ModelConfig, layout: Layout) -> list:
+    spec = ATTENTION[layout.attention].cache_spec(cfg, FFN[layout.ffn].AXES)
+    return [{"k": spec, "v": spec} for _ in range(cfg.n_layers)]
+
+
+def token_spec(layout: Layout) -> P:
+    return P(c.entry(FFN[layout.ffn].AXES.batch), None)
+
+
+def logits_spec(layout: Layout) -> P:
+    axes = FFN[layout.ffn].AXES
+    return P(c.entry(axes.batch), None, c.entry(axes.embed))
+
+

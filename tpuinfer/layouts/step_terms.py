@@ -1,0 +1,99 @@
+"""`step_terms`: what one step of a layout costs each chip, before any hardware is chosen.
+
+The collectives come from each layout file's `collectives()`, written beside the body they
+predict. FLOPs, weight bytes and KV bytes follow from the partition specs themselves: a chip's
+weight matmuls read exactly its (gathered) shard of each matrix, for each of its tokens.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from ..config import ModelConfig
+from ..model import param_shapes
+from ..quant import check_format, stored_arrays
+from ..terms import StepTerms
+from . import Layout
+from . import _common as c
+from .registry import cache_specs, check, param_specs
+from .registry import context as layout_context
+
+
+def _weights_per_chip(cfg, layout, mesh_shape, weights, gather):
+    """(bytes stored, bytes read, matmul elements read) per chip over every parameter."""
+    shapes, specs = param_shapes(cfg), param_specs(cfg, layout, "bf16")
+    named = [("embed", shapes["embed"], specs["embed"]),
+             ("final_norm", shapes["final_norm"], specs["final_norm"])]
+    for layer_shapes, layer_specs in zip(shapes["layers"], specs["layers"]):
+        named += [(n, layer_shapes[n], layer_specs[n]) for n in sorted(layer_shapes)]
+    stored = read = matmul_elements = 0.0
+    for name, shape, spec in named:
+        g = () if name == "embed" else gather  # the table stays put in every layout
+        for label, arr_shape, arr_spec, nbytes in stored_arrays(name, shape, spec, weights):
+            held = math.prod(c.local_shape(arr_shape, arr_spec, mesh_shape))
+            used = math.prod(c.local_shape(arr_shape, c.drop_axes(arr_spec, g), mesh_shape))
+            stored += held * nbytes
+            read += used * nbytes
+            if label == name and "norm" not in name:
+                matmul_elements += used
+    return stored, read, matmul_elements
+
+
+def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, tokens: int,
+               context: int, weights: str = "bf16", act_bytes: float = 2) -> StepTerms:
+    """Per-chip terms of one step: a prefill of `tokens` tokens per sequence, or a decode step
+    (tokens=1), attending over a KV cache of `context` positions (history + this step's).
+    `act_bytes`: 2 for bf16 activations on real hardware; 4 for the f32 emulated engine."""
+    check_format(weights)
+    mesh_shape = tuple(mesh_shape)
+    if tokens < 1 or context < tokens:
+        raise ValueError(f"a step needs tokens >= 1 and context >= tokens, got tokens={tokens}, "
+                         f"context={context}")
+    check(cfg, layout, mesh_shape, batch)
+    ctx = layout_context(cfg, layout, mesh_shape)
+    ffn, attention, axes = ctx.ffn, ctx.attention, ctx.axes
+    n_b = c.group_size(mesh_shape, axes.batch)
+    rows = batch // n_b * tokens  # tokens each chip processes: B/|b|·L
+    a = act_bytes
+
+    per_layer = ffn.collectives(cfg, mesh_shape, batch, tokens, a, weights, attention)
+    collectives = [dataclasses.replace(x, count=x.count * cfg.n_layers) for x in per_layer]
+    e = axes.embed
+    collectives += c.collective("all-reduce", e, mesh_shape, rows * 4, 1,
+                                "final RMS-norm sum of squares, B·L f32")
+    collectives += c.collective("reduce-scatter", e, mesh_shape, rows * cfg.V * a, 1,
+                                "output projection BLV partial-sum(e) -> BLV_e")
+
+    stored_w, read_w, matmul_elements = _weights_per_chip(cfg, layout, mesh_shape, weights,
+                                                          ffn.GATHER)
+    kv_spec = cache_specs(cfg, layout)[0]["k"]
+    kv_local = c.local_shape((batch, context, cfg.K, cfg.D), kv_spec, mesh_shape)
+    kv_bytes = 2 * cfg.n_layers * math.prod(kv_local) * a
+
+    # Attention runs on (sequences, heads) per chip: by heads (B/|b|, H/|h|); by batch
+    # (B/(|b||h|), H). Score and value matmuls over the whole cache of `context` positions.
+    n_h = c.group_size(mesh_shape, axes.heads)
+    att_b, att_h = (batch // n_b, cfg.H // n_h) if layout.attention == "heads" else \
+        (batch // (n_b * n_h), cfg.H)
+    attention_flops = 4.0 * cfg.n_layers * att_b * tokens * context * att_h * cfg.D
+
+    return StepTerms(
+        flops=2.0 * rows * matmul_elements,
+        attention_flops=attention_flops,
+        weight_bytes=read_w, kv_bytes=kv_bytes,
+        stored_weight_bytes=stored_w, stored_kv_bytes=kv_bytes,
+        activation_bytes=_largest_activation(cfg, ctx, rows, att_b, att_h, tokens, context, a),
+        collectives=tuple(collectives))
+
+
+def _largest_activation(cfg, ctx, rows, att_b, att_h, tokens, context, a) -> float:
+    """The largest single activation a chip holds: the gathered input, the FFN hidden
+    activations, the attention scores (f32) or the output projection's partial sums."""
+    n_h = ctx.size(ctx.axes.heads)
+    gathered_e = cfg.E // ctx.size(("x",)) if ctx.ffn.NAME == "ws2d" else cfg.E
+    f_local = cfg.F // n_h * (ctx.size(("x",)) if ctx.ffn.NAME == "ws2d" else 1)
+    return max(rows * gathered_e * a,
+               rows * f_local * (2 if cfg.gated_ffn else 1) * a,
+               att_b * att_h * tokens * context * 4,
+               rows * cfg.V * a)
+
