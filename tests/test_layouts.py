@@ -1,0 +1,139 @@
+"""Every layout against the unsharded reference, in prefill and decode, on several meshes
+(the full 4x8x8 among them); every layout's partition specs pinned."""
+import functools
+
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import tpuinfer as ti
+from tpuinfer.layouts import registry
+
+CFG = ti.MODELS["tiny"]
+MESHES = [(2, 2, 2), (1, 4, 2), (4, 8, 8)]  # cubic, non-cubic with a size-1 axis, the full mesh
+PROMPT_LEN, STEPS = 4, 3  # prefill, then two decode steps through the cache
+LAYOUTS = [ti.Layout(f, a) for f in ti.FFN_LAYOUTS for a in ti.ATTENTION_LAYOUTS]
+
+
+@functools.lru_cache(maxsize=None)
+def params():
+    return ti.init_params(CFG, seed=0)
+
+
+@functools.lru_cache(maxsize=None)
+def prompt(batch):
+    return np.random.default_rng(batch).integers(0, CFG.V, (batch, PROMPT_LEN))
+
+
+@functools.lru_cache(maxsize=None)
+def reference(batch):
+    return ti.generate(params(), CFG, prompt(batch), STEPS)
+
+
+def assert_matches_reference(out, ref):
+    # logits within 1e-4 relative (f32): the layouts only reorder sums
+    for got, want in [(out.prefill_logits, ref.prefill_logits), (out.step_logits, ref.step_logits)]:
+        rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert rel < 1e-4, rel
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # the KV cache equal to f32 rounding, every layer, every position
+    for layer_out, layer_ref in zip(out.cache, ref.cache):
+        for t in "kv":
+            np.testing.assert_allclose(np.asarray(layer_out[t]), np.asarray(layer_ref[t]),
+                                       rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)  # greedy tokens identical
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", MESHES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("layout", LAYOUTS, ids=str)
+def test_layout_matches_reference(layout, shape):
+    batch = int(np.prod(shape))  # the smallest batch every layout accepts on this mesh
+    out = ti.generate(params(), CFG, prompt(batch), STEPS, mesh=ti.make_mesh(shape),
+                      prefill=layout, decode=layout)
+    assert_matches_reference(out, reference(batch))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("prefill, decode", [
+    (ti.Layout("ws2d", "heads"), ti.Layout("ws2d", "batch")),  # the paper's low-latency pair
+    (ti.Layout("wg-xyz", "batch"), ti.Layout("ws2d", "batch")),  # its high-throughput pair
+    (ti.Layout("wg-x", "heads"), ti.Layout("ws1d", "heads")),
+], ids=str)
+def test_phase_pair_matches_reference(prefill, decode):
+    """Prefill and decode in different layouts: generate reshards weights and cache between."""
+    shape = (4, 8, 8)
+    out = ti.generate(params(), CFG, prompt(256), STEPS, mesh=ti.make_mesh(shape),
+                      prefill=prefill, decode=decode)
+    assert_matches_reference(out, reference(256))
+
+
+# ---- partition specs, pinned ---------------------------------------------------------------
+XYZ, ZY = ("x", "y", "z"), ("z", "y")
+STORED_2D = {"w_q": P("x", ZY, None), "w_k": P("x", None, None), "w_v": P("x", None, None),
+             "w_o": P(ZY, None, "x"), "w_gate": P("x", ZY), "w_up": P("x", ZY),
+             "w_down": P(ZY, "x")}
+SPECS = {
+    "ws1d": ({"w_q": P(None, XYZ, None), "w_k": P(), "w_v": P(), "w_o": P(XYZ, None, None),
+              "w_gate": P(None, XYZ), "w_up": P(None, XYZ), "w_down": P(XYZ, None),
+              "norm": P()}, P(None, XYZ)),
+    "ws2d": (STORED_2D | {"norm": P("x")}, P(None, XYZ)),
+    "wg-x": (STORED_2D | {"norm": P()}, P(None, ZY)),
+    "wg-xy": (STORED_2D | {"norm": P()}, P(None, ("z",))),
+    "wg-xyz": (STORED_2D | {"norm": P()}, P(None, None)),
+}
+CACHE = {  # (heads, batch) cache specs of [B, S, K, D]
+    "ws1d": (P(None, None, None, None), P(XYZ, None, None, None)),
+    "ws2d": (P(None, None, None, None), P(("z", "y", "x"), None, None, None)),
+    "wg-x": (P(("x",), None, None, None), P(("x", "z", "y"), None, None, None)),
+    "wg-xy": (P(("x", "y"), None, None, None), P(("x", "y", "z"), None, None, None)),
+    "wg-xyz": (P(XYZ, None, None, None), P(XYZ, None, None, None)),
+}
+
+
+@pytest.mark.parametrize("ffn", ti.FFN_LAYOUTS)
+def test_partition_specs_are_pinned(ffn):
+    layer, embed = SPECS[ffn]
+    specs = registry.param_specs(CFG, ti.Layout(ffn, "heads"))
+    assert specs["layers"][0] == layer
+    assert specs["embed"] == embed
+    heads, batch = CACHE[ffn]
+    assert registry.cache_specs(CFG, ti.Layout(ffn, "heads"))[0]["k"] == heads
+    assert registry.cache_specs(CFG, ti.Layout(ffn, "batch"))[0]["k"] == batch
+
+
+# ---- bad input -----------------------------------------------------------------------------
+def test_mesh_that_does_not_divide_names_dimension_axes_and_padding():
+    with pytest.raises(ValueError, match=r"E=256 does not divide by X·Y·Z=3 on mesh 3x1x1"):
+        ti.generate(params(), CFG, prompt(3), 1, mesh=ti.make_mesh((3, 1, 1)))
+    from tpuinfer.layouts import step_terms
+    with pytest.raises(ValueError, match=r"H=48 does not divide by X·Y·Z=64 on mesh 4x4x4.*"
+                                         r"pad the heads.*palm-540b-64heads"):
+        step_terms(ti.MODELS["palm-540b"], ti.Layout("ws2d", "heads"), (4, 4, 4), batch=64,
+                   tokens=1, context=2048)
+
+
+def test_batch_smaller_than_its_sharding_says_what_would_work():
+    with pytest.raises(ValueError, match=r"batch B=4 cannot be split over .*=8 chips.*use a "
+                                         r"batch of 8, 16"):
+        ti.generate(params(), CFG, prompt(4), 1, mesh=ti.make_mesh((2, 2, 2)),
+                    prefill=ti.Layout("ws2d", "heads"), decode=ti.Layout("ws2d", "batch"))
+
+
+def test_unknown_layout_names_the_choices():
+    with pytest.raises(ValueError, match="unknown feed-forward layout 'ws3d'.*ws1d, ws2d"):
+        ti.Layout("ws3d", "heads")
+    with pytest.raises(ValueError, match="unknown attention layout 'rows'.*heads, batch"):
+        ti.Layout("ws2d", "rows")
+
+
+def test_mesh_larger_than_the_emulated_devices():
+    with pytest.raises(ValueError, match=r"mesh 8x8x8 needs 512 devices but JAX has 256.*"
+                                         r"emulate\(512\)"):
+        ti.make_mesh((8, 8, 8))
+
+
+def test_emulate_after_the_backend_started_says_restart():
+    assert ti.emulate(256) == 256  # the count it already has: a no-op
+    with pytest.raises(ti.EmulationError, match="already started with 256.*Restart the kernel"):
+        ti.emulate(128)
