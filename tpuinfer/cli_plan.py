@@ -177,12 +177,15 @@ def run_paper(args):
     rows = paper()
 
     def show(v, unit):
-        if isinstance(v, str):
-            return v
+        if v is None or isinstance(v, str):
+            return v or "nothing fits"
         return seconds(v) if unit == "s" else (f"{v:.0%}" if unit == "" else f"{v:.3g}{unit}")
 
+    def ratio(v):
+        return "-" if v is None else f"{v:.2f}"
+
     body = [[r["result"], show(r["paper"], r["unit"])]
-            + sum([[show(r[hw], r["unit"]), f"{r[f'{hw}_ratio']:.2f}"] for hw in PROFILES], [])
+            + sum([[show(r[hw], r["unit"]), ratio(r[f"{hw}_ratio"])] for hw in PROFILES], [])
             for r in rows]
     header = ["result", "paper"] + sum([[hw, "ratio"] for hw in PROFILES], [])
     text = ("PaLM 540B (heads padded to 64) on 64 TPU v4 chips; ratio = model / paper "

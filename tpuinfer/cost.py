@@ -12,7 +12,9 @@ code they predict; this module only prices them on a chip:
     all-to-all                   V·a2a_distance / W         + steps hops
                                  (one ring: ≈ a quarter of an all-gather of the K·V tensor)
     collective-permute           V / W                      + 1 hop
-  plus the profile's fixed `collective_overhead_s` per call.
+  plus the profile's fixed `collective_overhead_s` per call. A "step" is one neighbour hop of
+  a ring algorithm: on a torus, half an axis with wraparound, the whole of one without, summed
+  over the axes the group spans (`hardware.group_links`).
 
 The step time under a rule (stated, never implicit):
 - `sum`: compute + weights + kv + comm. Nothing overlaps.
@@ -22,9 +24,13 @@ The step time under a rule (stated, never implicit):
   feeds, so their bandwidth time (`hideable`) hides up to the matmul's length. All-reduces,
   all-to-alls and every collective's hop latency and overhead (`exposed`) stay on the critical
   path.
+Each profile names its rule (datasheet profiles `overlap`, a lower bound; `tpu-v4-calibrated`
+`sum`, the rule its fit chose); `rule=` overrides it. The reported `comm_s` is always every
+collective's full time, whatever the rule hides.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -153,14 +159,42 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
         memory_per_chip_bytes=memory_per_chip(terms), hbm_bytes=hw.hbm_bytes)
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=4096)
 def _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights) -> StepTerms:
-    # The planner, the Pareto sweep and `paper` price the same steps under several profiles
-    # and rules; the terms do not depend on either, so each is built once.
+    """The layout's `step_terms`, built once per step (the planner, the Pareto sweep and
+    `paper` price the same steps under several profiles and rules).
+
+    Every layer is the same, so the terms are affine in the layer count: they are built for
+    one and two layers and extended to all (exact; tests/test_planner.py checks it against
+    the direct call). That keeps a 118-layer model as cheap to plan as a 2-layer one."""
     from .layouts import step_terms
-    # activations are bf16 on real chips (f32 only for the reference comparisons)
-    return step_terms(cfg, layout, mesh_shape, batch=batch, tokens=tokens, context=context,
-                      weights=weights, act_bytes=2)
+
+    def build(c):  # activations are bf16 on real chips (f32 only in the emulated engine)
+        return step_terms(c, layout, mesh_shape, batch=batch, tokens=tokens, context=context,
+                          weights=weights, act_bytes=2)
+    if cfg.n_layers <= 2:
+        return build(cfg)
+    one, two = build(cfg.replace(n_layers=1)), build(cfg.replace(n_layers=2))
+    return _extend_layers(one, two, cfg.n_layers) or build(cfg)
+
+
+def _extend_layers(one: StepTerms, two: StepTerms, layers: int) -> StepTerms | None:
+    """Terms of `layers` layers from those of one and two; None if they do not line up as
+    identical layers would (then the caller builds them directly)."""
+    pairs = list(zip(one.collectives, two.collectives))
+    if (len(one.collectives) != len(two.collectives)
+            or one.activation_bytes != two.activation_bytes
+            or any((a.kind, a.axes, a.group, a.bytes, a.what)
+                   != (b.kind, b.axes, b.group, b.bytes, b.what) for a, b in pairs)):
+        return None
+
+    def extend(a, b):
+        return a + (layers - 1) * (b - a)
+    numbers = {f: extend(getattr(one, f), getattr(two, f))
+               for f in ("flops", "attention_flops", "weight_bytes", "kv_bytes",
+                         "stored_weight_bytes", "stored_kv_bytes")}
+    collectives = tuple(dataclasses.replace(a, count=extend(a.count, b.count)) for a, b in pairs)
+    return StepTerms(**numbers, activation_bytes=one.activation_bytes, collectives=collectives)
 
 
 def memory_per_chip(terms: StepTerms) -> float:

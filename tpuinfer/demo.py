@@ -2,25 +2,37 @@
 
 A real sharded generation of the tiny model on 256 emulated devices (mesh 4x8x8): prefill in
 one layout, decode in another, a table of what each phase ran, and whether the tokens equal the
-unsharded reference's.
+unsharded reference's. With `--processes P` the same demo runs as P local processes, each with
+256/P of the devices, as on the P hosts of a slice; process 0's report is the one shown.
 """
 from __future__ import annotations
 
+import json
+import os
+import sys
+import tempfile
 import time
 
 import numpy as np
 
 DEFAULTS = {"model": "tiny", "mesh": "4x8x8", "batch": 256, "prompt_len": 16, "steps": 32,
             "prefill": ("ws2d", "heads"), "decode": ("ws2d", "batch")}
+TIMEOUT_S = 900  # the most a multi-process demo may run before its workers are stopped
 
 
 def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
-             prefill=("ws2d", "heads"), decode=("ws2d", "batch"), seed=0) -> dict:
-    """Run the demo and return its report (what `--json` prints)."""
+             prefill=("ws2d", "heads"), decode=("ws2d", "batch"), seed=0, processes=1,
+             process_id=0, coordinator=None) -> dict:
+    """Run the demo and return its report (what `--json` prints).
+
+    With `processes` > 1 this is one of the processes (`run_demo_processes` starts them all):
+    parameters are created in their shards, and only process 0 runs the unsharded reference,
+    which needs the whole model on one device (a check, not part of the sharded run)."""
     from . import mesh as mesh_mod
     shape = mesh_mod.parse_shape(mesh)
-    mesh_mod.emulate(max(256, int(np.prod(shape))))
+    mesh_mod.emulate(_devices(shape), processes, process_id, coordinator)
     import tpuinfer as ti
+    from . import engine
     from .layouts import step_terms
     from .quant import format_of
 
@@ -28,10 +40,17 @@ def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
     cfg = ti.get_model(model)
     layouts = {"prefill": ti.Layout(*prefill), "decode": ti.Layout(*decode)}
     device_mesh = ti.make_mesh(shape)
-    params = ti.init_params(cfg, seed)
+    if processes == 1:
+        params = ti.init_params(cfg, seed)
+    else:
+        params = ti.init_params(cfg, seed, shardings=engine.param_shardings(
+            cfg, layouts["prefill"], device_mesh))
     prompt_BL = np.random.default_rng(seed).integers(0, cfg.V, (batch, prompt_len))
     out = ti.generate(params, cfg, prompt_BL, steps, mesh=device_mesh, **layouts)
-    ref = ti.generate(params, cfg, prompt_BL, steps)
+    if process_id != 0:  # its report is never shown: process 0 speaks for all
+        return {"process_id": process_id}
+    ref = ti.generate(params if processes == 1 else ti.init_params(cfg, seed), cfg, prompt_BL,
+                      steps)
     fmt = format_of(params)
     act = 4 if fmt == "f32" else 2
     phases = []
@@ -48,6 +67,7 @@ def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
             "collectives": [{"kind": c.kind, "axes": list(c.axes), "group": c.group,
                              "bytes": c.bytes, "count": c.count} for c in terms.collectives]})
     return {"model": cfg.name, "mesh": list(shape), "devices": int(np.prod(shape)),
+            "processes": processes,
             "batch": batch, "prompt_len": prompt_len, "steps": steps, "weights": fmt,
             "phases": phases,
             "tokens_match": bool(np.array_equal(out.tokens, ref.tokens)),
@@ -57,8 +77,48 @@ def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
             "wall_s": time.perf_counter() - t0}
 
 
+def _devices(shape) -> int:
+    """Every demo process starts JAX with 256 devices (or the mesh's, when larger)."""
+    return max(256, int(np.prod(shape)))
+
+
+def run_demo_processes(processes: int, timeout_s: float = TIMEOUT_S, **options) -> dict:
+    """Run the demo as `processes` local processes joined by `jax.distributed` (127.0.0.1, a
+    free port), and return process 0's report. Bad arguments fail here, before any starts."""
+    from .config import get_model
+    from .layouts import Layout
+    from .layouts.registry import check
+    from .mesh import parse_shape
+    from .multihost import LOCALHOST, check_args, check_open_files, launch
+    o = DEFAULTS | options
+    shape = parse_shape(o["mesh"])
+    check_args(_devices(shape), processes, 0, f"{LOCALHOST}:1")
+    if int(np.prod(shape)) % processes:
+        raise ValueError(f"mesh {o['mesh']} does not split evenly over {processes} processes; "
+                         f"choose a mesh whose size divides by {processes}")
+    cfg, layouts = get_model(o["model"]), [Layout(*o["prefill"]), Layout(*o["decode"])]
+    for layout in layouts:
+        check(cfg, layout, shape, o["batch"])
+    check_open_files(cfg, layouts, shape, o["batch"], processes)
+    with tempfile.TemporaryDirectory(prefix="tpuinfer-demo-") as tmp:
+        report_path = os.path.join(tmp, "report.json")
+
+        def argv(process_id, coordinator):
+            return [sys.executable, "-m", "tpuinfer", "demo", "--model", o["model"],
+                    "--mesh", o["mesh"], "--batch", str(o["batch"]),
+                    "--prompt-len", str(o["prompt_len"]), "--steps", str(o["steps"]),
+                    "--prefill", *o["prefill"], "--decode", *o["decode"],
+                    "--processes", str(processes), "--process-id", str(process_id),
+                    "--coordinator", coordinator, "--report", report_path, "--json"]
+
+        launch(argv, processes, timeout_s)
+        with open(report_path) as f:
+            return json.load(f)
+
+
 def format_report(r: dict) -> str:
-    lines = [f"tpuinfer demo: {r['model']} on {r['devices']} emulated devices "
+    across = f" in {r['processes']} processes" if r.get("processes", 1) > 1 else ""
+    lines = [f"tpuinfer demo: {r['model']} on {r['devices']} emulated devices{across} "
              f"(mesh {'x'.join(map(str, r['mesh']))}), batch {r['batch']}, "
              f"prompt {r['prompt_len']} tokens, {r['steps']} generated, {r['weights']} weights",
              "",
@@ -78,6 +138,8 @@ def format_report(r: dict) -> str:
 
 
 def register(sub) -> None:
+    import argparse
+
     from .cli import add_json_flag
     p = sub.add_parser("demo", help="sharded generation of the tiny model on 256 emulated "
                                     "devices, checked against the unsharded reference")
@@ -89,11 +151,31 @@ def register(sub) -> None:
     p.add_argument("--prefill", nargs=2, metavar=("FFN", "ATTENTION"),
                    default=DEFAULTS["prefill"])
     p.add_argument("--decode", nargs=2, metavar=("FFN", "ATTENTION"), default=DEFAULTS["decode"])
+    p.add_argument("--processes", type=int, default=1,
+                   help="run as P local processes (jax.distributed over 127.0.0.1), each "
+                        "holding 256/P of the devices, as the P hosts of a slice")
+    p.add_argument("--timeout", type=float, default=TIMEOUT_S,
+                   help="with --processes: seconds before every process is stopped")
+    # Set by `run_demo_processes` for each process it starts, never by hand.
+    p.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--coordinator", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--report", default=None, help=argparse.SUPPRESS)
     add_json_flag(p)
 
     def func(args):
-        report = run_demo(args.model, args.mesh, args.batch, args.prompt_len, args.steps,
-                          tuple(args.prefill), tuple(args.decode))
-        return report, format_report(report)
+        options = dict(model=args.model, mesh=args.mesh, batch=args.batch,
+                       prompt_len=args.prompt_len, steps=args.steps,
+                       prefill=tuple(args.prefill), decode=tuple(args.decode))
+        if args.process_id is not None:  # one of the processes of a multi-process demo
+            report = run_demo(**options, processes=args.processes, process_id=args.process_id,
+                              coordinator=args.coordinator)
+            if args.process_id == 0:
+                with open(args.report, "w") as f:
+                    json.dump(report, f)
+        elif args.processes > 1:
+            report = run_demo_processes(args.processes, args.timeout, **options)
+        else:
+            report = run_demo(**options)
+        return report, format_report(report) if "model" in report else ""
 
     p.set_defaults(func=func)

@@ -41,6 +41,11 @@ def place(tree, mesh, specs):
     processes (no host holds everything) XLA reshards."""
     target = shardings(mesh, specs)
     if not all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
+        # Parameters created in their shards for this very layout (`init_params(shardings=)`)
+        # need nothing: skip compiling a program that would only copy them.
+        if all(x.sharding.is_equivalent_to(s, x.ndim)
+               for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(target))):
+            return tree
         return jax.jit(lambda t: t, out_shardings=target)(tree)
 
     def one(x, sharding):
@@ -59,17 +64,19 @@ def _body(ctx: c.Ctx, dtype, params, tokens_BL, cache, pos):
     for w, layer_cache in zip(params["layers"], cache):
         x_BLE, layer_cache = ctx.ffn.block(ctx, x_BLE, w, layer_cache, pos)
         new_cache.append(layer_cache)
-    h_BLE = model.rms_norm(x_BLE, params["final_norm"], cfg.E,
+    # Generation needs the next token's logits only: the last position's
+    h_BLE = model.rms_norm(x_BLE[:, -1:], params["final_norm"], cfg.E,
                            psum_axes=e if ctx.size(e) > 1 else ())
     # The tied output projection with the local table: partial sums over e, reduce-scattered
-    # over V, so logits end [B/|b|, L, V/|e|].
+    # over V, so logits end [B/|b|, 1, V/|e|].
     partial_BLV = model.mm("BLE,VE->BLV", h_BLE, params["embed"])
     return c.reduce_scatter(ctx, partial_BLV, e, axis=2), new_cache
 
 
 @functools.lru_cache(maxsize=None)
 def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str):
-    """The jitted sharded step `(params, tokens_BL, cache, pos) -> (logits_BLV, cache)`."""
+    """The jitted sharded step `(params, tokens_BL, cache, pos) -> (logits_B1V, cache)`: the
+    logits of each sequence's last position, and the cache with this step's K/V written."""
     ctx = context(cfg, layout, shape_of(mesh))
     body = functools.partial(_body, ctx, activation_dtype(weights))
     cspecs = cache_specs(cfg, layout)
@@ -90,7 +97,7 @@ def reference_step_fn(cfg: ModelConfig, weights: str):
     dtype = activation_dtype(weights)
 
     def step(params, tokens_BL, cache, pos):
-        return model.forward(params, cfg, tokens_BL, cache, pos, dtype)
+        return model.forward(params, cfg, tokens_BL, cache, pos, dtype, last_only=True)
 
     return jax.jit(step, donate_argnums=(2,))
 

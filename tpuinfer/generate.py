@@ -7,13 +7,15 @@ decode layout when it differs from prefill's.
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from . import engine
 from .config import ModelConfig
@@ -25,7 +27,7 @@ from .quant import format_of, prepare
 class Generation:
     """What `generate` returns. Arrays are host numpy, gathered from every process."""
     tokens: np.ndarray  # [B, steps] the generated tokens
-    prefill_logits: np.ndarray  # [B, L, V] the prompt's logits
+    prefill_logits: np.ndarray  # [B, V] the logits after the prompt's last token
     step_logits: np.ndarray  # [B, steps, V] logits each generated token was sampled from
     cache: list = field(repr=False)  # the final KV cache (global arrays)
     timings: dict = field(default_factory=dict)  # per phase: compile_s, step_s (median), steps
@@ -35,8 +37,32 @@ def to_host(x) -> np.ndarray:
     """A global array as numpy on every process (an all-gather when it spans processes)."""
     if getattr(x, "is_fully_addressable", True):
         return np.asarray(x)
-    from jax.experimental import multihost_utils
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return _gather_across_processes(x)
+
+
+def _gather_across_processes(x) -> np.ndarray:
+    # Each process copies the shards it holds into a host array, and the host arrays are
+    # all-gathered between one device per process; every process then knows from the sharding
+    # which process held which piece. (`multihost_utils.process_allgather` would replicate x
+    # onto every device instead: an all-gather over all 256 devices, a copy on each.)
+    n = jax.process_count()
+    mine = np.zeros(x.shape, x.dtype)
+    for shard in x.addressable_shards:
+        mine[shard.index] = np.asarray(shard.data)
+    first = [next(d for d in jax.devices() if d.process_index == p) for p in range(n)]
+    stacked = jax.make_array_from_single_device_arrays(
+        (n,) + x.shape, NamedSharding(Mesh(np.array(first), ("p",)), P("p")),
+        [jax.device_put(mine[None], first[jax.process_index()])])
+    every_NX = np.asarray(_replicated(stacked.sharding.mesh)(stacked).addressable_data(0))
+    out = np.empty(x.shape, x.dtype)
+    for device, index in x.sharding.devices_indices_map(x.shape).items():
+        out[index] = every_NX[device.process_index][index]
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _replicated(mesh):
+    return jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
 
 
 def global_array(host_array: np.ndarray, mesh, spec):
@@ -71,10 +97,10 @@ class _Phase:
                                               params, tokens_BL, cache, pos)
         self.compile_s += compile_s
         t0 = time.perf_counter()
-        logits_BLV, cache = exe(params, tokens_BL, cache, pos)
-        jax.block_until_ready((logits_BLV, cache))
+        logits_B1V, cache = exe(params, tokens_BL, cache, pos)
+        jax.block_until_ready((logits_B1V, cache))
         self.step_s.append(time.perf_counter() - t0)
-        return logits_BLV, cache
+        return logits_B1V, cache
 
     def timing(self):
         return {"layout": str(self.layout) if self.mesh is not None else "reference",
@@ -115,15 +141,15 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
         params = engine.place(params, mesh, engine.param_specs(cfg, prefill, fmt))
     cache = engine.init_cache(cfg, prefill, mesh, B, max_len, fmt)
     tokens_BL = global_array(prompt_BL, mesh, engine.token_spec(prefill) if mesh else None)
-    logits_BLV, cache = pre(params, tokens_BL, cache, 0)
-    prefill_logits = to_host(logits_BLV)
+    logits_B1V, cache = pre(params, tokens_BL, cache, 0)
+    last_BV = logits_B1V[:, -1]
+    prefill_logits = to_host(last_BV)
 
     # Decode: one token per step against the growing cache, in the decode layout.
     if mesh is not None and decode != prefill:
         params = engine.place(params, mesh, engine.param_specs(cfg, decode, fmt))
         cache = engine.place(cache, mesh, engine.cache_specs(cfg, decode))
     tokens, step_logits = [], []
-    last_BV = logits_BLV[:, -1]
     for t in range(steps):
         step_logits.append(to_host(last_BV))
         next_B = _sample_jit(last_BV, jax.random.fold_in(key, t), temperature=float(temperature))

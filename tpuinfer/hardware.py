@@ -54,7 +54,9 @@ class HardwareProfile:
     flops_efficiency: float = 1.0
     hbm_efficiency: float = 1.0
     collective_overhead_s: float = 0.0  # fixed cost of launching one collective
-    rule: str = "overlap"  # how the cost model combines terms on this chip (cost.estimate)
+    # How the cost model combines terms on this chip (cost.estimate). Datasheet profiles take
+    # `overlap`, the best schedule the chip allows, so they bound any measurement from below.
+    rule: str = "overlap"
 
     def __post_init__(self):
         if self.interconnect not in ("torus", "switch"):
@@ -85,13 +87,15 @@ _TPU_V4 = HardwareProfile(
 PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
     _TPU_V4,
     # The datasheet chip with three fitted efficiencies and the rule they were fitted under.
+    # The fit leaves HBM at its datasheet bandwidth (its bound) and puts the rest of the
+    # measured decode time in a fixed cost per collective; worst residual 5.0% (LL prefill).
     _TPU_V4.replace(
         name="tpu-v4-calibrated",
         description="TPU v4 with efficiencies fitted to the paper's Table 2",
-        flops_efficiency=0.807,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
-        hbm_efficiency=0.566,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
-        collective_overhead_s=9.9e-6,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
-        rule="sum",  # source: benchmarks/fit_calibrated.py (the rule with the smaller residuals)
+        flops_efficiency=0.817,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
+        hbm_efficiency=1.0,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
+        collective_overhead_s=1.32e-5,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
+        rule="sum",  # source: benchmarks/fit_calibrated.py (smaller worst residual than overlap)
     ),
     HardwareProfile(
         name="tpu-v5e",
@@ -265,10 +269,11 @@ def check_mesh(hw: HardwareProfile | str, mesh_shape) -> tuple[int, int, int]:
     shape = tuple(int(s) for s in mesh_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"a mesh is three positive sizes (X, Y, Z), got {mesh_shape!r}")
-    if shape not in mesh_shapes(hw, math.prod(shape)):
+    allowed = mesh_shapes(hw, math.prod(shape))
+    if shape not in allowed:
         raise ValueError(f"{hw.name} cannot run the mesh {'x'.join(map(str, shape))}; its "
                          f"meshes of {math.prod(shape)} chips are "
-                         f"{', '.join('x'.join(map(str, s)) for s in mesh_shapes(hw, math.prod(shape)))}")
+                         + ", ".join("x".join(map(str, s)) for s in allowed))
     return shape
 
 

@@ -1,7 +1,8 @@
 """Emulated devices and the (x, y, z) mesh.
 
 JAX fixes its device count when the backend starts, so a process asks for its devices once,
-before anything touches JAX, and every smaller mesh is built from the first devices.
+before anything touches JAX, and every smaller mesh is built from the first devices (across
+several processes: the first devices of each).
 """
 from __future__ import annotations
 
@@ -23,22 +24,35 @@ def _backend_started() -> bool:
     return xla_bridge.backends_are_initialized()
 
 
-def emulate(n: int = 256) -> int:
+def emulate(n: int = 256, processes: int = 1, process_id: int = 0,
+            coordinator: str | None = None) -> int:
     """Give this process `n` CPU devices (call it before anything else uses JAX).
 
-    Called again after the backend started, it is a no-op if the count is already `n` and an
+    With `processes=P` the n devices are split over P processes, as over the hosts of a slice:
+    every process calls `emulate(n, processes=P, process_id=i, coordinator="HOST:PORT")` with
+    its own i and the same coordinator, and holds n/P devices; `jax.distributed` joins them and
+    gloo carries the collectives between them (`tpuinfer.multihost`).
+
+    Called again after the backend started, it is a no-op if JAX already has this setup and an
     `EmulationError` otherwise: the count cannot change in a running process.
     """
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"emulate(n) needs a positive device count, got {n!r}")
+    from . import multihost
+    multihost.check_args(n, processes, process_id, coordinator)
     if _backend_started():
         have = jax.device_count()
-        if have == n:
+        if (have, jax.process_count(), jax.process_index()) == (n, processes, process_id):
             return n
+        call = f"emulate({n})" if processes == 1 else f"emulate({n}, processes={processes}, ...)"
+        where = f" in {jax.process_count()} processes" if jax.process_count() > 1 else ""
         raise EmulationError(
-            f"JAX's backend already started with {have} device(s); emulate({n}) cannot change "
+            f"JAX's backend already started with {have} device(s){where}; {call} cannot change "
             f"that in a running process. Restart the kernel (or process) and call "
-            f"tpuinfer.emulate({n}) first, before any other JAX call.")
+            f"tpuinfer.{call} first, before any other JAX call.")
+    if processes > 1:
+        multihost.initialize(n, processes, process_id, coordinator)
+        return n
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", n)
     return n
@@ -55,7 +69,19 @@ def make_mesh(shape: tuple[int, int, int]) -> Mesh:
         raise ValueError(
             f"mesh {format_shape(shape)} needs {n} devices but JAX has {have}; choose a mesh of "
             f"at most {have} devices, or restart and call tpuinfer.emulate({n}) first")
-    devices = np.array(jax.devices()[:n]).reshape(shape)
+    devices = jax.devices()[:n]
+    if jax.process_count() > 1 and n < have:
+        # Every process must hold part of the mesh (each runs the same program on its own
+        # devices): take the first n/P devices of each process rather than process 0's alone.
+        per = n // jax.process_count()
+        if per * jax.process_count() != n:
+            raise ValueError(f"mesh {format_shape(shape)} of {n} devices does not split evenly "
+                             f"over {jax.process_count()} processes; choose a mesh whose size "
+                             f"divides by {jax.process_count()}")
+        local = [[d for d in jax.devices() if d.process_index == p]
+                 for p in range(jax.process_count())]
+        devices = [d for devices_of_p in local for d in devices_of_p[:per]]
+    devices = np.array(devices).reshape(shape)
     return Mesh(devices, AXES)
 
 

@@ -11,6 +11,8 @@ of HBM bandwidth on an H200).
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -55,10 +57,7 @@ def init_params(cfg: ModelConfig, seed: int = 0, dtype=jnp.float32, shardings=No
     root = jax.random.key(seed)
 
     def make(path_key, name, shape, sharding):
-        fn = lambda k: _init_one(k, name, shape, dtype)
-        if sharding is None:
-            return jax.jit(fn)(path_key)
-        return jax.jit(fn, out_shardings=sharding)(path_key)
+        return _initializer(name, tuple(shape), jnp.dtype(dtype), sharding)(path_key)
 
     sh = shardings or {"embed": None, "final_norm": None,
                        "layers": [{k: None for k in l} for l in shapes["layers"]]}
@@ -72,6 +71,14 @@ def init_params(cfg: ModelConfig, seed: int = 0, dtype=jnp.float32, shardings=No
             name: make(jax.random.fold_in(root, 100 * i + j), name, shape, sh["layers"][i][name])
             for j, (name, shape) in enumerate(sorted(layer.items()))})
     return params
+
+
+@functools.lru_cache(maxsize=None)
+def _initializer(name: str, shape, dtype, sharding):
+    """One compiled initializer per kind of parameter: the layers share them, and a second
+    `init_params` compiles nothing (each compile costs a good part of a second on a CPU)."""
+    fn = functools.partial(_init_one, name=name, shape=shape, dtype=dtype)
+    return jax.jit(fn) if sharding is None else jax.jit(fn, out_shardings=sharding)
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> list:
@@ -90,13 +97,24 @@ def mm(eq: str, x, w):
     return jnp.einsum(eq, x, w.astype(x.dtype))
 
 
+def sum_of_squares(x_BLE):
+    """Per token, in f32: [B, L, 1]."""
+    return jnp.sum(jnp.square(x_BLE.astype(jnp.float32)), axis=-1, keepdims=True)
+
+
+def rms_factor(ss_BL1, d_model: int):
+    """1/rms per token from its sum of squares over all E. One number per token, so it
+    commutes with any matmul over E: a layout may apply it after the matmul."""
+    return jax.lax.rsqrt(ss_BL1 / d_model + EPS)
+
+
 def rms_norm(x_BLE, scale_E, d_model: int, psum_axes: tuple[str, ...] = ()):
     """RMS-norm over E. When E is split over `psum_axes` (inside a layout), the sum of squares
     is all-reduced over them: B·L numbers, a small latency-bound collective."""
-    ss_BL = jnp.sum(jnp.square(x_BLE.astype(jnp.float32)), axis=-1, keepdims=True)
+    ss_BL1 = sum_of_squares(x_BLE)
     if psum_axes:
-        ss_BL = jax.lax.psum(ss_BL, psum_axes)
-    inv = jax.lax.rsqrt(ss_BL / d_model + EPS)
+        ss_BL1 = jax.lax.psum(ss_BL1, psum_axes)
+    inv = rms_factor(ss_BL1, d_model)
     return (x_BLE * inv).astype(x_BLE.dtype) * scale_E.astype(x_BLE.dtype)
 
 
@@ -116,9 +134,21 @@ def write_cache(cache_BSKD, new_BLKD, pos):
                                         (0, pos, 0, 0))
 
 
+QUERY_BLOCK = 512  # queries per block of attention scores: a long prefill never holds L×S
+
+
 def attend(q_BLHD, k_BSKD, v_BSKD, pos):
     """Causal attention of L queries at positions pos.. against a cache of S positions.
-    K is 1 (multiquery: every query head reads the one K/V head) or equals H."""
+    K is 1 (multiquery: every query head reads the one K/V head) or equals H. Queries go in
+    blocks of QUERY_BLOCK, so the f32 scores held at once are at most B·H·QUERY_BLOCK·S."""
+    L = q_BLHD.shape[1]
+    if L > QUERY_BLOCK:
+        return jnp.concatenate([_attend_block(q_BLHD[:, i:i + QUERY_BLOCK], k_BSKD, v_BSKD,
+                                              pos + i) for i in range(0, L, QUERY_BLOCK)], 1)
+    return _attend_block(q_BLHD, k_BSKD, v_BSKD, pos)
+
+
+def _attend_block(q_BLHD, k_BSKD, v_BSKD, pos):
     B, L, H, D = q_BLHD.shape
     S, K = k_BSKD.shape[1], k_BSKD.shape[2]
     q_BLKGD = q_BLHD.reshape(B, L, K, H // K, D)
@@ -163,9 +193,11 @@ def _ffn(cfg, w, h_BLE):
     return mm("BLF,FE->BLE", ffn_act(cfg, gate_BLF, up_BLF), w["w_down"])
 
 
-def forward(params, cfg: ModelConfig, tokens_BL, cache, pos, dtype=jnp.float32):
+def forward(params, cfg: ModelConfig, tokens_BL, cache, pos, dtype=jnp.float32,
+            last_only: bool = False):
     """Reference step: L tokens per sequence at positions pos.. (prefill: L = prompt length;
-    decode: L = 1). Returns logits [B, L, V] and the updated cache."""
+    decode: L = 1). Returns logits [B, L, V] (or [B, 1, V] for the last position only, which
+    is all generation needs) and the updated cache."""
     x_BLE = embed_lookup(params["embed"], tokens_BL, dtype)
     new_cache = []
     for w, c in zip(params["layers"], cache):
@@ -178,5 +210,7 @@ def forward(params, cfg: ModelConfig, tokens_BL, cache, pos, dtype=jnp.float32):
             x_BLE = x_BLE + attn_BLE
             x_BLE = x_BLE + _ffn(cfg, w, rms_norm(x_BLE, w["norm_ffn"], cfg.E))
         new_cache.append(c)
+    if last_only:
+        x_BLE = x_BLE[:, -1:]
     h_BLE = rms_norm(x_BLE, params["final_norm"], cfg.E)
     return mm("BLE,VE->BLV", h_BLE, params["embed"]), new_cache

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .planner import max_context, phase_estimate, plan
+from .hardware import PAPER_MESHES
 from .layouts import Layout
+from .planner import max_context, phase_estimate, plan
 
 # PaLM 540B with its heads padded to 64, as the paper runs it on 64+ chips (PAPER.md, Models).
 MODEL, CHIPS, CONTEXT, GENERATED = "palm-540b-64heads", 64, 2048, 64
@@ -53,38 +54,57 @@ SERIAL_BLOCK_SLOWDOWN = 1.14  # source: PAPER.md, parallel block (2D WS, 64 chip
 PROFILES = ("tpu-v4", "tpu-v4-calibrated")
 
 
-def _phase(p):
-    return p.prefill if p.prefill is not None else p.decode
+def measured_config(col: Column, hardware: str, weights: str | None = None):
+    """The column as the paper ran it: its layouts on the 4x4x4 slice (PAPER.md, Hardware)."""
+    return phase_estimate(MODEL, Layout(col.ffn, col.attention), PAPER_MESHES[CHIPS], col.phase,
+                          batch=col.batch, weights=weights or col.weights, hardware=hardware,
+                          **col.request())
+
+
+def planned(col: Column, hardware: str):
+    """The planner's choice for the column (auto layouts, any mesh), or the reason it has
+    none (a ValueError's message: nothing fits)."""
+    try:
+        p = col.plan(hardware)
+    except ValueError as err:
+        return str(err)
+    return (p.prefill or p.decode).best
 
 
 def paper() -> list[dict]:
-    """Rows {result, unit, paper, <profile>: model value, <profile>_ratio}; layouts are
-    compared as text (ratio 1 when the planner chose the paper's)."""
+    """Rows {result, unit, paper, <profile>: the model's value, <profile>_ratio: model / paper}
+    for each profile in PROFILES. Layout rows hold text (ratio 1.0 when the planner chose the
+    paper's layouts); a value is None where the model has none (nothing fits)."""
     rows = []
 
     def row(result, unit, paper_value, values):
         r = {"result": result, "unit": unit, "paper": paper_value}
         for hw, v in values.items():
             r[hw] = v
-            r[f"{hw}_ratio"] = (v / paper_value if isinstance(v, float)
-                                else float(v == paper_value))
+            r[f"{hw}_ratio"] = (None if v is None else float(v == paper_value)
+                                if isinstance(v, str) else v / paper_value)
         rows.append(r)
 
-    plans = {hw: [col.plan(hw) for col in TABLE2] for hw in PROFILES}
-    for i, col in enumerate(TABLE2):
-        chosen = {hw: _phase(plans[hw][i]).best for hw in PROFILES}
-        row(f"{col.name}: layout", "ffn/attention", f"{col.ffn}/{col.attention}",
-            {hw: f"{c.layout.ffn}/{c.layout.attention}" for hw, c in chosen.items()})
-        row(f"{col.name}: latency", "s", col.latency_s,
-            {hw: c.latency_s for hw, c in chosen.items()})
-        row(f"{col.name}: MFU", "", col.mfu, {hw: c.mfu for hw, c in chosen.items()})
+    for col in TABLE2:
+        ran = {hw: measured_config(col, hw) for hw in PROFILES}
+        chosen = {hw: planned(col, hw) for hw in PROFILES}
+        row(f"{col.name}: latency (paper's layouts, 4x4x4)", "s", col.latency_s,
+            {hw: e.latency_s for hw, e in ran.items()})
+        row(f"{col.name}: MFU (paper's layouts, 4x4x4)", "", col.mfu,
+            {hw: e.mfu for hw, e in ran.items()})
+        row(f"{col.name}: planner's layout", "ffn/attention", f"{col.ffn}/{col.attention}",
+            {hw: None if isinstance(c, str) else f"{c.layout.ffn}/{c.layout.attention}"
+             for hw, c in chosen.items()})
+        row(f"{col.name}: latency (planner's choice)", "s", col.latency_s,
+            {hw: None if isinstance(c, str) else c.latency_s for hw, c in chosen.items()})
+    decode = TABLE2[1]
     for weights, measured in DECODE_PER_TOKEN_S.items():
-        row(f"decode per token, batch 64, {weights}", "s", measured,
-            {hw: _decode64(hw, weights).decode.best.per_token_s for hw in PROFILES})
+        row(f"decode per token, batch 64, {weights} (2D WS, by batch)", "s", measured,
+            {hw: measured_config(decode, hw, weights).per_token_s for hw in PROFILES})
     row("headline: low-batch int8 decode per token", "s", HEADLINE_PER_TOKEN_S,
-        {hw: _phase(plans[hw][1]).best.per_token_s for hw in PROFILES})
+        {hw: measured_config(decode, hw).per_token_s for hw in PROFILES})
     row("headline: large-batch prefill MFU", "", HEADLINE_PREFILL_MFU,
-        {hw: _phase(plans[hw][2]).best.mfu for hw in PROFILES})
+        {hw: measured_config(TABLE2[2], hw).mfu for hw in PROFILES})
     for batch in (128, 512):
         ratio = (max_context("palm-540b", CHIPS, batch, "multiquery-batch")
                  / max_context("palm-540b", CHIPS, batch, "multihead"))
@@ -95,16 +115,11 @@ def paper() -> list[dict]:
     return rows
 
 
-def _decode64(hw: str, weights: str):
-    return plan(MODEL, hw, CHIPS, 64, input_len=0, history_len=CONTEXT, gen_len=GENERATED,
-                weights=weights)
-
-
-def _serial_slowdown(hw: str) -> float:
+def _serial_slowdown(hw: str) -> float | None:
     """One decode step of the serial block over the parallel one, same layout and mesh."""
     from .config import get_model
     cfg = get_model(MODEL)
-    layout, mesh = Layout("ws2d", "batch"), (4, 4, 4)
+    layout, mesh = Layout("ws2d", "batch"), PAPER_MESHES[CHIPS]
     kw = dict(batch=512, input_len=0, history_len=CONTEXT, gen_len=1, weights="bf16",
               hardware=hw)
     serial = phase_estimate(cfg.replace(parallel_block=False), layout, mesh, "decode", **kw)

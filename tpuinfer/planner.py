@@ -13,9 +13,9 @@ sum over the growing context without pricing each step (`phase_estimate`, checke
 step-by-step sum in tests/test_planner.py).
 
 Choice: every mesh factorisation the hardware allows times every allowed layout; lowest phase
-latency among those that fit in HBM, ties broken by the no-overlap (`sum`) time. Each phase
-chooses independently (the paper too stores one weight layout and runs weight-gathered prefill
-and weight-stationary decode from it).
+latency among those that fit in HBM, ties broken by the no-overlap (`sum`) time, then in favour
+of attention by batch. Each phase chooses independently (the paper too stores one weight layout
+and runs weight-gathered prefill and weight-stationary decode from it).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import numpy as np
 
 from .config import ModelConfig, get_model
 from .cost import Estimate, combine, cost_per_token, estimate, mfu
-from .hardware import HardwareProfile, get_hardware, mesh_shapes
+from .hardware import HardwareProfile, check_mesh, chip_counts, get_hardware, mesh_shapes
 from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
 from .quant import check_format
 
@@ -102,6 +102,9 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
                    rule: str | None = None) -> PhaseEstimate:
     cfg, hw = get_model(cfg), get_hardware(hardware)
     rule = rule or hw.rule
+    if (phase == "prefill" and input_len < 1) or (phase == "decode" and gen_len < 1):
+        raise ValueError(f"a {phase} needs at least one token; got input_len={input_len}, "
+                         f"gen_len={gen_len}")
     run = dict(batch=batch, weights=weights, hardware=hw, rule=rule)
     if phase == "prefill":
         first = last = estimate(cfg, layout, mesh_shape, tokens=input_len,
@@ -150,7 +153,10 @@ class PhasePlan:
 
 def _layouts(ffn: str, attention: str) -> list[Layout]:
     ffns = FFN_LAYOUTS if ffn == "auto" else (ffn,)
-    attns = ATTENTION_LAYOUTS if attention == "auto" else (attention,)
+    # by batch first, so that an exact tie (wg-xyz runs one program under both attention
+    # names) keeps the paper's name for it in the Pareto sweep too
+    attns = sorted(ATTENTION_LAYOUTS, key=lambda a: a != "batch") if attention == "auto" \
+        else (attention,)
     return [Layout(f, a) for f, a in itertools.product(ffns, attns)]
 
 
@@ -166,7 +172,7 @@ def candidates(cfg, hw, chips, phase, *, ffn="auto", attention="auto", mesh=None
 
 
 def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
-    priced, reasons, considered = [], [], 0
+    priced, unfit, reasons, considered = [], [], [], 0
     for layout, m, result in candidates(cfg, hw, chips, phase, **kw):
         considered += 1
         if isinstance(result, str):
@@ -174,10 +180,13 @@ def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
         elif result.fits or allow_unfit:
             priced.append(result)
         else:
+            unfit.append(result)
             reasons.append(_unfit_reason(result, hw))
     if not priced:
-        raise ValueError(_nothing_runs(cfg, hw, chips, phase, kw, reasons))
-    priced.sort(key=lambda p: (p.latency_s, p.sum_s))
+        raise ValueError(_nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit))
+    # Exact ties go to attention by batch: under wg-xyz both attention names run the same
+    # program (every chip owns whole sequences), and the paper calls that one by batch.
+    priced.sort(key=lambda p: (p.latency_s, p.sum_s, p.layout.attention != "batch"))
     best = priced[0]
     runner = next((p for p in priced[1:] if p.layout != best.layout), None)
     return PhasePlan(best, runner, considered, tuple(dict.fromkeys(reasons)))
@@ -189,19 +198,17 @@ def _unfit_reason(p: PhaseEstimate, hw) -> str:
             f"{hw.hbm_bytes / 2**30:.1f} GiB")
 
 
-def _nothing_runs(cfg, hw, chips, phase, kw, reasons) -> str:
+def _nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit) -> str:
+    fixed = "".join(f", {k} {kw[k]}" for k in ("ffn", "attention") if kw.get(k, "auto") != "auto")
     head = (f"no configuration of {cfg.name} on {chips} {hw.name} chips runs the {phase} "
-            f"(batch {kw['batch']}, {kw['weights']} weights"
-            + (f", ffn {kw['ffn']}" if kw.get("ffn", "auto") != "auto" else "")
-            + (f", attention {kw['attention']}" if kw.get("attention", "auto") != "auto" else "")
-            + ")")
-    unfit = [r for r in reasons if "GiB per chip" in r]
+            f"(batch {kw['batch']}, {kw['weights']} weights{fixed})")
     if unfit:
-        least = min(unfit, key=lambda r: float(r.split(" needs ")[1].split(" GiB")[0]))
-        return (f"{head}: nothing fits in memory; the smallest, {least}. Use more chips, "
-                "int8 weights, a smaller batch or a shorter context")
-    shown = list(dict.fromkeys(reasons))[:3]
-    return f"{head}: " + "; ".join(shown)
+        least = min(unfit, key=lambda p: p.memory_per_chip_bytes)
+        return (f"{head}: nothing fits in memory; the smallest, {_unfit_reason(least, hw)}. "
+                "Use more chips, int8 weights, a smaller batch or a shorter context")
+    others = len(reasons) - 1
+    return f"{head}: {reasons[0]}" + (f" (and {others} other configurations cannot run either)"
+                                      if others else "")
 
 
 # ---- the plan -----------------------------------------------------------------------------
@@ -258,9 +265,11 @@ def plan(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", c
     cfg, hw = get_model(model), get_hardware(hardware)
     check_format(weights)
     _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention)
-    if mesh is not None and math.prod(mesh) != chips:
-        raise ValueError(f"mesh {'x'.join(map(str, mesh))} has {math.prod(mesh)} chips, not "
-                         f"{chips}")
+    if mesh is not None:
+        mesh = check_mesh(hw, mesh)
+        if math.prod(mesh) != chips:
+            raise ValueError(f"mesh {'x'.join(map(str, mesh))} has {math.prod(mesh)} chips, "
+                             f"not {chips}; pass --chips {math.prod(mesh)} or another mesh")
     rule = rule or hw.rule
     kw = dict(batch=batch, input_len=input_len, history_len=history_len, gen_len=gen_len,
               weights=weights, rule=rule, ffn=ffn, attention=attention, mesh=mesh,
@@ -294,23 +303,26 @@ def _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention
 
 # ---- the Pareto frontier (the paper's Figure 1) -------------------------------------------
 class Progress:
-    """A plain-text progress line on stderr, redrawn at most every 0.2 s."""
+    """A plain-text progress line on stderr for sweeps that take a while: silent for the first
+    `after_s` seconds (a short sweep prints nothing), then redrawn at most every 0.2 s."""
 
-    def __init__(self, total: int, label: str, enabled: bool = True):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.done, self._shown, self._start = 0, 0.0, time.monotonic()
+    def __init__(self, total: int, label: str, enabled: bool = True, after_s: float = 0.5):
+        self.total, self.label, self.enabled, self.after_s = total, label, enabled, after_s
+        self.done, self._drawn, self._start = 0, None, time.monotonic()
 
     def step(self, n: int = 1):
         self.done += n
         now = time.monotonic()
-        if self.enabled and (now - self._shown > 0.2 or self.done == self.total):
-            self._shown = now
-            pct = 100 * self.done / max(self.total, 1)
-            print(f"\r{self.label}: {self.done}/{self.total} ({pct:3.0f}%) "
-                  f"{now - self._start:5.1f} s", end="", file=sys.stderr, flush=True)
+        if not self.enabled or now - self._start < self.after_s:
+            return
+        if self._drawn is None or now - self._drawn > 0.2 or self.done == self.total:
+            self._drawn = now
+            print(f"\r{self.label}: {self.done}/{self.total} "
+                  f"({100 * self.done / max(self.total, 1):3.0f}%) {now - self._start:5.1f} s",
+                  end="", file=sys.stderr, flush=True)
 
     def close(self):
-        if self.enabled:
+        if self._drawn is not None:
             print(file=sys.stderr, flush=True)
 
 
@@ -322,10 +334,11 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
     """Latency against cost (chip-seconds per token) over chip counts, batches, meshes and
     layouts; per phase, the points no other point beats on both. Prefill latency is the whole
     prefill; decode latency is per generated token (as the paper's Figure 1 plots them)."""
-    from .hardware import chip_counts
     cfg, hw = get_model(model), get_hardware(hardware)
     check_format(weights)
-    chips = chips or chip_counts(hw, 1, 256)
+    _check_request(1, 1, input_len, history_len, gen_len, ffn, attention)
+    # default: the powers of two up to 256 the hardware allows (the paper's range)
+    chips = chips or [n for n in chip_counts(hw, 1, 256) if n & (n - 1) == 0]
     batches = batches or [2**k for k in range(11)]  # 1 .. 1024
     for n in chips:
         mesh_shapes(hw, n)

@@ -26,6 +26,8 @@ class Collective:
     bytes: float  # per chip, under the convention above
     count: int = 1  # how many times the step runs it (e.g. once per layer)
     what: str = ""  # which tensor, in PAPER.md notation, e.g. "BLE_xyz -> BLE_x"
+    dtype: str = ""  # element type moved: "f32", "bf16" or "s8" (measurement needs it: XLA:CPU
+    #                  runs bf16 collectives in f32); "" when not stated
 
     def __post_init__(self):
         if self.kind not in KINDS:

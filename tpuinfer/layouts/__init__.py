@@ -14,10 +14,12 @@ ATTENTION_LAYOUTS = ("heads", "batch")
 @dataclass(frozen=True)
 class Layout:
     """How one phase (prefill or decode) is partitioned: a feed-forward layout, an attention
-    layout, and whether collectives run as Looped CollectiveEinsum."""
+    layout, and whether the collectives that border the matmuls run as Looped
+    CollectiveEinsum (collective permutes round a ring, one way or in both directions)."""
     ffn: str = "ws2d"
     attention: str = "heads"
     looped: bool = False
+    bidirectional: bool = False  # looped only: halves travel both ways round the ring
 
     def __post_init__(self):
         if self.ffn not in FFN_LAYOUTS:
@@ -26,9 +28,13 @@ class Layout:
         if self.attention not in ATTENTION_LAYOUTS:
             raise ValueError(f"unknown attention layout {self.attention!r}; choose one of "
                              f"{', '.join(ATTENTION_LAYOUTS)}")
+        if self.bidirectional and not self.looped:
+            raise ValueError("bidirectional=True needs looped=True: it is the looped "
+                             "schedule's variant that uses both directions of the ring")
 
     def __str__(self):
-        return f"{self.ffn}/{self.attention}" + ("/looped" if self.looped else "")
+        loop = "/looped-bidir" if self.bidirectional else "/looped" if self.looped else ""
+        return f"{self.ffn}/{self.attention}{loop}"
 
 
 from .step_terms import step_terms  # noqa: E402  (needs Layout, defined above)

@@ -39,6 +39,8 @@ class Ctx:
     axes: Axes
     attention: object  # the attention layout module (attn_heads or attn_batch)
     ffn: object  # the feed-forward layout module
+    looped: bool = False  # Looped CollectiveEinsum for the collectives around the matmuls
+    bidirectional: bool = False
 
     def size(self, axes: tuple[str, ...]) -> int:
         return group_size(self.mesh_shape, axes)
@@ -143,10 +145,31 @@ def gather_weight(ctx: Ctx, w, spec: P, gather_axes: tuple[str, ...]):
 
 
 # ---- collectives (terms) --------------------------------------------------------------------
-def collective(kind: str, axes, mesh_shape, nbytes: float, count: int, what: str):
-    """A term for one collective, or none when its group is a single chip."""
+DTYPE = {4: "f32", 2: "bf16", 1: "s8"}  # bytes per element -> the element type moved
+
+
+def collective(kind: str, axes, mesh_shape, nbytes: float, count: int, what: str, *,
+               itemsize: float):
+    """A term for one collective, or none when its group is a single chip. `itemsize`: bytes
+    per element of the tensor it moves."""
     k = group_size(mesh_shape, axes)
-    return [Collective(kind, tuple(axes), k, float(nbytes), count, what)] if k > 1 else []
+    return [Collective(kind, tuple(axes), k, float(nbytes), count, what, DTYPE[itemsize])] \
+        if k > 1 else []
+
+
+def ring(axes, mesh_shape, chunk_bytes: float, bidirectional: bool, what: str, *,
+         itemsize: float):
+    """The collective permutes that replace a looped all-gather or reduce-scatter over a group
+    of K chips: K−1 steps of one chunk one way round the ring, or, both ways, 2(K−1) permutes
+    of half a chunk (each direction's half takes the same K−1 steps at once)."""
+    k = group_size(mesh_shape, axes)
+    if k == 1:
+        return []
+    if bidirectional:
+        return collective("collective-permute", axes, mesh_shape, chunk_bytes / 2, 2 * (k - 1),
+                          what + ", halves both ways round the ring", itemsize=itemsize)
+    return collective("collective-permute", axes, mesh_shape, chunk_bytes, k - 1,
+                      what + ", round the ring", itemsize=itemsize)
 
 
 # ---- checks ---------------------------------------------------------------------------------

@@ -18,15 +18,22 @@ import math
 
 import jax.numpy as jnp
 
-from ..model import ffn_act, mm, rms_norm, rope
+from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares
 from ..quant import QWeight, scale_spec
 from . import _common as c
+from . import looped
 
 
 def block(ctx, x_BLE, w, cache, pos, specs):
     cfg = ctx.cfg
-    # 0. weight-gathered: each matrix arrives whole over the batch axes
-    w = {name: _gather(ctx, name, arr, specs[name]) for name, arr in w.items()}
+    # 0. weight-gathered: each matrix arrives whole over the batch axes; looped, its chunks
+    #    travel the ring of those axes instead, each multiplied as it passes
+    if ctx.looped and ctx.ffn.GATHER:
+        w = {name: looped.Ring(arr, specs[name], c.gathered_axes(specs[name], ctx.ffn.GATHER,
+                                                                   ctx.mesh_shape), ctx.mesh_shape)
+             if "norm" not in name else arr for name, arr in w.items()}
+    else:
+        w = {name: _gather(ctx, name, arr, specs[name]) for name, arr in w.items()}
     if cfg.parallel_block:
         return _pass(ctx, x_BLE, w, cache, pos, "norm", attn=True, ffn=True)
     x_BLE, cache = _pass(ctx, x_BLE, w, cache, pos, "norm_attn", attn=True, ffn=False)
@@ -41,33 +48,81 @@ def _gather(ctx, name, w, spec):
     return c.gather_weight(ctx, w, spec, ctx.ffn.GATHER)
 
 
+def _mm_rows(eq, x, w, row_start, n):
+    """x times rows [row_start, row_start + n) of w's input dim (all of them, for a weight
+    travelling a ring: weight-gathered layouts loop their weights, not their activations)."""
+    if isinstance(w, looped.Ring):
+        return looped.ring_matmul(eq, x, w)
+    return mm(eq, x, looped.rows(w, row_start, n))
+
+
+def _mm_cols(eq, x, w, col_start, n):
+    if isinstance(w, looped.Ring):
+        return looped.ring_matmul(eq, x, w)
+    return mm(eq, x, looped.cols(w, col_start, n))
+
+
 def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     # x_BLE here: [B/|b|, L, E/|m|]
     cfg, m = ctx.cfg, ctx.axes.embed
-    L = x_BLE.shape[1]
-    # 1. all-gather(m): B_bLE_m -> B_bLE, then the norm needs no communication
-    h_BLE = rms_norm(c.all_gather(ctx, x_BLE, m, axis=2), w[norm], cfg.E)
-    out_BLE = 0
+    B, L = x_BLE.shape[:2]
+
+    def project(row_start, h_piece):
+        """This piece of E's contribution to every projection (the norm's scale applied, its
+        1/rms not yet: one number per token, applied once the pieces are summed)."""
+        n = h_piece.shape[-1]
+        hs = h_piece * looped.rows(w[norm], row_start, n).astype(h_piece.dtype)
+        out = {"ss": sum_of_squares(h_piece)}
+        if attn:
+            for t, eq in (("q", "BLE,EHD->BLHD"), ("k", "BLE,EKD->BLKD"), ("v", "BLE,EKD->BLKD")):
+                out[t] = _mm_rows(eq, hs, w["w_" + t], row_start, n)
+        if ffn:
+            if cfg.gated_ffn:
+                out["gate"] = _mm_rows("BLE,EF->BLF", hs, w["w_gate"], row_start, n)
+            out["up"] = _mm_rows("BLE,EF->BLF", hs, w["w_up"], row_start, n)
+        return out
+
+    # 1. all-gather(m): B_bLE_m -> B_bLE, feeding W_in and W_q (and the whole K/V);
+    #    looped, the E chunks travel the ring of m while each is multiplied in turn
+    if ctx.looped and ctx.size(m) > 1 and not ctx.ffn.GATHER:
+        parts = looped.allgather_matmul(x_BLE, m, ctx.size(m), project, ctx.bidirectional)
+    else:
+        parts = project(0, c.all_gather(ctx, x_BLE, m, axis=2))
+    inv_BL1 = rms_factor(parts.pop("ss"), cfg.E)
+    parts = {t: (v * inv_BL1[..., None] if v.ndim == 4 else v * inv_BL1).astype(v.dtype)
+             for t, v in parts.items()}
+    back = {}
     if attn:
         # 2. heads split over m; multiquery K/V computed whole on every chip of m
         pos_L = pos + jnp.arange(L)
-        q_BLHD = rope(mm("BLE,EHD->BLHD", h_BLE, w["w_q"]), pos_L)
-        k_BLKD = rope(mm("BLE,EKD->BLKD", h_BLE, w["w_k"]), pos_L)
-        v_BLKD = mm("BLE,EKD->BLKD", h_BLE, w["w_v"])
-        o_BLHD, cache = ctx.attention.attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos)
-        out_BLE = out_BLE + mm("BLHD,HDE->BLE", o_BLHD, w["w_o"])
+        back["o"], cache = ctx.attention.attend(ctx, rope(parts["q"], pos_L),
+                                                rope(parts["k"], pos_L), parts["v"], cache, pos)
     if ffn:
         # 3. F split over m
-        gate_BLF = mm("BLE,EF->BLF", h_BLE, w["w_gate"]) if cfg.gated_ffn else None
-        up_BLF = mm("BLE,EF->BLF", h_BLE, w["w_up"])
-        out_BLE = out_BLE + mm("BLF,FE->BLE", ffn_act(cfg, gate_BLF, up_BLF), w["w_down"])
-    # 4. reduce-scatter(m): B_bLE partial-sum over m -> B_bLE_m (one for both branches)
-    return x_BLE + c.reduce_scatter(ctx, out_BLE, m, axis=2), cache
+        back["act"] = ffn_act(cfg, parts.get("gate"), parts["up"])
+
+    def produce(col_start, n):
+        out_BLE = 0
+        if attn:
+            out_BLE = out_BLE + _mm_cols("BLHD,HDE->BLE", back["o"], w["w_o"], col_start, n)
+        if ffn:
+            out_BLE = out_BLE + _mm_cols("BLF,FE->BLE", back["act"], w["w_down"], col_start, n)
+        return out_BLE
+
+    # 4. reduce-scatter(m): B_bLE partial-sum over m -> B_bLE_m (one for both branches);
+    #    looped, each chip's accumulator travels the ring gathering every chip's part
+    if ctx.looped and ctx.size(m) > 1 and not ctx.ffn.GATHER:
+        width = x_BLE.shape[-1]
+        return x_BLE + looped.matmul_reducescatter(produce, m, ctx.size(m), width,
+                                                   ctx.bidirectional), cache
+    return x_BLE + c.reduce_scatter(ctx, produce(0, cfg.E), m, axis=2), cache
 
 
 def collectives(cfg, axes, specs, gather, mesh_shape, batch, tokens, a, weights,
-                attention) -> list:
-    """Every collective of one layer, per chip, under tpuinfer.terms' byte convention."""
+                attention, loop=(False, False)) -> list:
+    """Every collective of one layer, per chip, under tpuinfer.terms' byte convention.
+    `loop` = (looped, bidirectional): weight-gathered layouts move their weights round the
+    ring of the batch axes; 1D weight-stationary moves activations round the ring of m."""
     from ..model import param_shapes
     from ..quant import stored_arrays
     b, m = axes.batch, axes.embed
@@ -80,16 +135,31 @@ def collectives(cfg, axes, specs, gather, mesh_shape, batch, tokens, a, weights,
         for label, shape, spec, nbytes in stored_arrays(name, shapes[name], specs[name], weights):
             g = c.gathered_axes(spec, gather, mesh_shape)
             local = c.local_shape(shape, c.drop_axes(spec, g), mesh_shape)
-            out += c.collective("all-gather", g, mesh_shape, math.prod(local) * nbytes, 1,
-                                f"0. {label} gathered over {''.join(g)}")
+            if loop[0]:
+                held = c.local_shape(shape, spec, mesh_shape)
+                out += c.ring(g, mesh_shape, math.prod(held) * nbytes, False,
+                              f"0. {label} chunks", itemsize=nbytes)
+            else:
+                out += c.collective("all-gather", g, mesh_shape, math.prod(local) * nbytes, 1,
+                                    f"0. {label} gathered over {''.join(g)}", itemsize=nbytes)
     passes = [(True, True)] if cfg.parallel_block else [(True, False), (False, True)]
+    ring_activations = loop[0] and not gather
+    chunk = rows * cfg.E / c.group_size(mesh_shape, m) * a  # one chip's B_bLE_m
     for attn, _ in passes:
-        out += c.collective("all-gather", m, mesh_shape, rows * cfg.E * a, 1,
-                            "1. B_bLE_m -> B_bLE")
+        if ring_activations:
+            out += c.ring(m, mesh_shape, chunk, loop[1], "1. B_bLE_m chunks fed to the input "
+                          "matmuls", itemsize=a)
+        else:
+            out += c.collective("all-gather", m, mesh_shape, rows * cfg.E * a, 1,
+                                "1. B_bLE_m -> B_bLE", itemsize=a)
         if attn:
             out += attention.collectives(cfg, axes, mesh_shape, batch, tokens, a)
-        out += c.collective("reduce-scatter", m, mesh_shape, rows * cfg.E * a, 1,
-                            "4. B_bLE partial-sum(m) -> B_bLE_m")
+        if ring_activations:
+            out += c.ring(m, mesh_shape, chunk, loop[1], "4. B_bLE_m accumulators of the "
+                          "output matmuls", itemsize=a)
+        else:
+            out += c.collective("reduce-scatter", m, mesh_shape, rows * cfg.E * a, 1,
+                                "4. B_bLE partial-sum(m) -> B_bLE_m", itemsize=a)
     return out
 
 

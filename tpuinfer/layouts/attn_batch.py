@@ -64,7 +64,7 @@ def collectives(cfg, axes, mesh_shape, batch, tokens, a) -> list:
     n_moved = 2 if cfg.multiquery else 4  # Q and O; multihead also K and V
     return c.collective("all-to-all", axes.heads, mesh_shape, q, n_moved,
                         "Q to batch-split, O back to heads" + ("" if cfg.multiquery else
-                                                                ", and K, V"))
+                                                                ", and K, V"), itemsize=a)
 
 
 def check(cfg, axes, mesh_shape, batch, ffn_name):

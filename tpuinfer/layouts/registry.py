@@ -15,7 +15,8 @@ ATTENTION = {"heads": attn_heads, "batch": attn_batch}
 
 def context(cfg: ModelConfig, layout: Layout, mesh_shape) -> c.Ctx:
     ffn = FFN[layout.ffn]
-    return c.Ctx(cfg, tuple(mesh_shape), ffn.AXES, ATTENTION[layout.attention], ffn)
+    return c.Ctx(cfg, tuple(mesh_shape), ffn.AXES, ATTENTION[layout.attention], ffn,
+                 layout.looped, layout.bidirectional)
 
 
 def check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
@@ -26,6 +27,16 @@ def check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
     c.require_batch(batch, ctx.axes.batch, ctx.mesh_shape, layout.ffn)
     ctx.attention.check(cfg, ctx.axes, ctx.mesh_shape, batch, layout.ffn)
     c.require_divides("V", cfg.V, ctx.axes.embed, ctx.mesh_shape, layout.ffn, "or pad the vocabulary")
+    if layout.bidirectional and ctx.ffn.GATHER:
+        raise ValueError(f"{layout.ffn} loops its weights round the ring one way only; use "
+                         f"looped=True without bidirectional, or ws1d/ws2d")
+    if layout.bidirectional:
+        # both halves of every moving chunk of E must be whole
+        n_e = c.group_size(ctx.mesh_shape, ctx.axes.embed)
+        if (cfg.E // n_e) % 2:
+            raise ValueError(
+                f"bidirectional looping splits each chip's E/{n_e}={cfg.E // n_e} columns in "
+                f"halves; choose a mesh of fewer chips (E/n even) or the one-way loop")
 
 
 # ---- specs ----------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import dataclasses
 import math
 
 from ..config import ModelConfig
-from ..model import param_shapes
+from ..model import QUERY_BLOCK, param_shapes
 from ..quant import check_format, stored_arrays
 from ..terms import StepTerms
 from . import Layout
@@ -20,13 +20,14 @@ from .registry import context as layout_context
 
 
 def _weights_per_chip(cfg, layout, mesh_shape, weights, gather):
-    """(bytes stored, bytes read, matmul elements read) per chip over every parameter."""
+    """Per chip: bytes stored, bytes read, and the matmul elements read of the layers' weights
+    and of the (tied) output projection's table."""
     shapes, specs = param_shapes(cfg), param_specs(cfg, layout, "bf16")
     named = [("embed", shapes["embed"], specs["embed"]),
              ("final_norm", shapes["final_norm"], specs["final_norm"])]
     for layer_shapes, layer_specs in zip(shapes["layers"], specs["layers"]):
         named += [(n, layer_shapes[n], layer_specs[n]) for n in sorted(layer_shapes)]
-    stored = read = matmul_elements = 0.0
+    stored = read = layer_elements = table_elements = 0.0
     for name, shape, spec in named:
         g = () if name == "embed" else gather  # the table stays put in every layout
         for label, arr_shape, arr_spec, nbytes in stored_arrays(name, shape, spec, weights):
@@ -34,9 +35,11 @@ def _weights_per_chip(cfg, layout, mesh_shape, weights, gather):
             used = math.prod(c.local_shape(arr_shape, c.drop_axes(arr_spec, g), mesh_shape))
             stored += held * nbytes
             read += used * nbytes
-            if label == name and "norm" not in name:
-                matmul_elements += used
-    return stored, read, matmul_elements
+            if label == name and name == "embed":
+                table_elements += used
+            elif label == name and "norm" not in name:
+                layer_elements += used
+    return stored, read, layer_elements, table_elements
 
 
 def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, tokens: int,
@@ -53,18 +56,21 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     ctx = layout_context(cfg, layout, mesh_shape)
     ffn, attention, axes = ctx.ffn, ctx.attention, ctx.axes
     n_b = c.group_size(mesh_shape, axes.batch)
-    rows = batch // n_b * tokens  # tokens each chip processes: B/|b|·L
+    seqs = batch // n_b  # sequences each chip processes: B/|b|
+    rows = seqs * tokens  # and their tokens: B/|b|·L
     a = act_bytes
 
-    per_layer = ffn.collectives(cfg, mesh_shape, batch, tokens, a, weights, attention)
+    per_layer = ffn.collectives(cfg, mesh_shape, batch, tokens, a, weights, attention,
+                                (layout.looped, layout.bidirectional))
     collectives = [dataclasses.replace(x, count=x.count * cfg.n_layers) for x in per_layer]
     e = axes.embed
-    collectives += c.collective("all-reduce", e, mesh_shape, rows * 4, 1,
-                                "final RMS-norm sum of squares, B·L f32")
-    collectives += c.collective("reduce-scatter", e, mesh_shape, rows * cfg.V * a, 1,
-                                "output projection BLV partial-sum(e) -> BLV_e")
+    collectives += c.collective("all-reduce", e, mesh_shape, seqs * 4, 1,
+                                "final RMS-norm sum of squares, B·L f32", itemsize=4)
+    collectives += c.collective("reduce-scatter", e, mesh_shape, seqs * cfg.V * a, 1,
+                                "output projection, last position: BV partial-sum(e) -> BV_e",
+                                itemsize=a)
 
-    stored_w, read_w, matmul_elements = _weights_per_chip(cfg, layout, mesh_shape, weights,
+    stored_w, read_w, layer_elements, table_elements = _weights_per_chip(cfg, layout, mesh_shape, weights,
                                                           ffn.GATHER)
     kv_spec = cache_specs(cfg, layout)[0]["k"]
     kv_local = c.local_shape((batch, context, cfg.K, cfg.D), kv_spec, mesh_shape)
@@ -78,22 +84,25 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     attention_flops = 4.0 * cfg.n_layers * att_b * tokens * context * att_h * cfg.D
 
     return StepTerms(
-        flops=2.0 * rows * matmul_elements,
+        # every token goes through every layer; only the last position is projected to logits
+        flops=2.0 * rows * layer_elements + 2.0 * seqs * table_elements,
         attention_flops=attention_flops,
         weight_bytes=read_w, kv_bytes=kv_bytes,
         stored_weight_bytes=stored_w, stored_kv_bytes=kv_bytes,
-        activation_bytes=_largest_activation(cfg, ctx, rows, att_b, att_h, tokens, context, a),
+        activation_bytes=_largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens,
+                                             context, a),
         collectives=tuple(collectives))
 
 
-def _largest_activation(cfg, ctx, rows, att_b, att_h, tokens, context, a) -> float:
+def _largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens, context, a) -> float:
     """The largest single activation a chip holds: the gathered input, the FFN hidden
-    activations, the attention scores (f32) or the output projection's partial sums."""
+    activations, one block of attention scores (f32) or the output projection's partial sums
+    for the last position."""
     n_h = ctx.size(ctx.axes.heads)
     gathered_e = cfg.E // ctx.size(("x",)) if ctx.ffn.NAME == "ws2d" else cfg.E
     f_local = cfg.F // n_h * (ctx.size(("x",)) if ctx.ffn.NAME == "ws2d" else 1)
     return max(rows * gathered_e * a,
                rows * f_local * (2 if cfg.gated_ffn else 1) * a,
-               att_b * att_h * tokens * context * 4,
-               rows * cfg.V * a)
+               att_b * att_h * min(tokens, QUERY_BLOCK) * context * 4,
+               seqs * cfg.V * a)
 

@@ -30,9 +30,9 @@ def block(ctx, x_BLE, w, cache, pos):
     return _one_dim.block(ctx, x_BLE, w, cache, pos, layer_specs(ctx.cfg))
 
 
-def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention) -> list:
+def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(False, False)):
     return _one_dim.collectives(cfg, AXES, layer_specs(cfg), GATHER, mesh_shape, batch, tokens,
-                                a, weights, attention)
+                                a, weights, attention, loop)
 
 
 def check(cfg, mesh_shape, batch):

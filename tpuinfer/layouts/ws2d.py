@@ -4,10 +4,11 @@ Weights `E_xF_yz`, `F_yzE_x` (and `E_xH_yzD`, `H_yzDE_x` for attention); activat
 layers `BLE_xyz`. Within this file the F and H splits over y, z are written `_zy` (z major),
 so that a weight-gathered layout gathering over y alone still receives one contiguous block.
 
-1. all-gather(yz): `BLE_xyz` -> `BLE_x`          (and a B·L all-reduce(x) for the RMS-norm)
+1. all-gather(yz): `BLE_xyz` -> `BLE_x`
 2. ·`E_xF_yz` (and ·`E_xH_yzD`) -> `BLF_yz`, `BLH_yzD` partial-sum over x
 3. reduce-scatter(x) -> `BLF_xyz`, `BLH_xyzD`    (one collective for W_gate, W_up and W_q;
-                                                   multiquery K, V: all-reduce(x), B·L·2·D)
+   multiquery K, V and the RMS-norm's sum of squares, B·L·(2D+1), ride along in X copies so
+   that every chip of x receives their full sum: no separate all-reduce)
    attention on H/n heads per chip (`attn_heads`), or moved to batch (`attn_batch`)
 4. nonlinearity
 5. all-gather(x) -> `BLF_yz`, `BLH_yzD`          (one collective for the FFN and attention)
@@ -22,8 +23,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from ..model import ffn_act, mm, rms_norm, rope
+from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares
 from . import _common as c
+from . import looped
 from ._common import Axes
 
 NAME = "ws2d"
@@ -63,33 +65,50 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     # x_BLE here: [B, L, E/(XYZ)]
     cfg = ctx.cfg
     B, L = x_BLE.shape[:2]
-    # 1. all-gather(yz): BLE_xyz -> BLE_x; the norm's sum of squares is all-reduced over x
-    h_BLE = c.all_gather(ctx, x_BLE, YZ, axis=2)
-    h_BLE = rms_norm(h_BLE, w[norm], cfg.E, psum_axes=("x",) if ctx.size(("x",)) > 1 else ())
-    # 2. partial sums over x, flattened to [B, L, N]: F/(YZ) for the FFN, H/(YZ)·D for Q
-    partial = {}
-    if ffn:
-        if cfg.gated_ffn:
-            partial["gate"] = mm("BLE,EF->BLF", h_BLE, w["w_gate"])
-        partial["up"] = mm("BLE,EF->BLF", h_BLE, w["w_up"])
-    if attn:
-        partial["q"] = mm("BLE,EHD->BLHD", h_BLE, w["w_q"]).reshape(B, L, -1)
-        if not cfg.multiquery:  # multihead K, V are split over heads like Q
-            partial["k"] = mm("BLE,EKD->BLKD", h_BLE, w["w_k"]).reshape(B, L, -1)
-            partial["v"] = mm("BLE,EKD->BLKD", h_BLE, w["w_v"]).reshape(B, L, -1)
-    # 3. one reduce-scatter(x) for all of them -> F and H split over (z, y, x)
+
+    def project(row_start, h_piece):
+        """This piece of E_x's partial products, flattened to [B, L, N] (the norm's scale
+        applied; its 1/rms, one number per token, once the sum of squares is summed)."""
+        n = h_piece.shape[-1]
+        hs = h_piece * looped.rows(w[norm], row_start, n).astype(h_piece.dtype)
+        out = {"ss": sum_of_squares(h_piece)}
+        mats = ([("gate", "BLE,EF->BLF")] if ffn and cfg.gated_ffn else []) + (
+            [("up", "BLE,EF->BLF")] if ffn else []) + (
+            [("q", "BLE,EHD->BLHD"), ("k", "BLE,EKD->BLKD"), ("v", "BLE,EKD->BLKD")]
+            if attn else [])
+        for t, eq in mats:
+            out[t] = mm(eq, hs, looped.rows(w["w_" + t], row_start, n)).reshape(B, L, -1)
+        return out
+
+    # 1. all-gather(yz): BLE_xyz -> BLE_x, feeding every input projection (2. -> partial sums
+    #    over x). Looped, the E chunks travel the ring of yz, each multiplied in turn.
+    if ctx.looped and ctx.size(YZ) > 1:
+        partial = looped.allgather_matmul(x_BLE, YZ, ctx.size(YZ), project, ctx.bidirectional)
+    else:
+        partial = project(0, c.all_gather(ctx, x_BLE, YZ, axis=2))
+    ss_BL1 = partial.pop("ss")
+    if attn and cfg.multiquery:  # the one K/V head is needed whole: it rides in step 3
+        kv = [partial.pop("k"), partial.pop("v")]
+    # 3. one reduce-scatter(x) for all of them -> F and H split over (z, y, x). What every chip
+    #    of x needs whole (the norm's sum of squares, and multiquery's one K/V head: B·L·(2D+1)
+    #    partial sums) rides along as X copies, one in each chip's chunk, so this same
+    #    reduce-scatter hands every chip the full sum: no all-reduce, whose latency a
+    #    low-batch decode step could not hide.
+    whole = [ss_BL1.astype(x_BLE.dtype)] + (kv if attn and cfg.multiquery else [])
+    partial["whole"] = jnp.tile(jnp.concatenate(whole, -1), (1, 1, ctx.size(("x",))))
     summed = dict(zip(partial, c.fused_reduce_scatter(ctx, list(partial.values()), ("x",))))
+    ss_BL1, *kv = jnp.split(summed.pop("whole"), [1, 1 + cfg.D][:len(whole) - 1], axis=-1)
+    inv_BL1 = rms_factor(ss_BL1, cfg.E)
+    summed = {t: (v * inv_BL1).astype(v.dtype) for t, v in summed.items()}
     back = {}
     if ffn:
         # 4. nonlinearity, on [B, L, F/(XYZ)]
         back["act"] = ffn_act(cfg, summed.get("gate"), summed["up"])
     if attn:
         pos_L = pos + jnp.arange(L)
-        if cfg.multiquery:  # the one K/V head: all-reduce(x) of B·L·2·D
-            kv_BLKD = jnp.concatenate([mm("BLE,EKD->BLKD", h_BLE, w["w_k"]),
-                                       mm("BLE,EKD->BLKD", h_BLE, w["w_v"])], axis=2)
-            kv_BLKD = c.all_reduce(ctx, kv_BLKD, ("x",))
-            k_BLKD, v_BLKD = kv_BLKD[:, :, :1], kv_BLKD[:, :, 1:]
+        if cfg.multiquery:
+            k_BLKD, v_BLKD = ((t * inv_BL1).astype(x_BLE.dtype).reshape(B, L, 1, cfg.D)
+                              for t in kv)
         else:
             k_BLKD, v_BLKD = (summed[t].reshape(B, L, -1, cfg.D) for t in "kv")
         q_BLHD = rope(summed["q"].reshape(B, L, -1, cfg.D), pos_L)
@@ -97,42 +116,60 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
         back["o"] = o_BLHD.reshape(B, L, -1)
     # 5. one all-gather(x) for the FFN activation and the attention output
     back = dict(zip(back, c.fused_all_gather(ctx, list(back.values()), ("x",))))
-    # 6. partial sums over yz: [B, L, E/X]
-    out_BLE = 0
-    if ffn:
-        out_BLE = out_BLE + mm("BLF,FE->BLE", back["act"], w["w_down"])
-    if attn:
-        out_BLE = out_BLE + mm("BLHD,HDE->BLE", back["o"].reshape(B, L, -1, cfg.D), w["w_o"])
-    # 7. reduce-scatter(yz): BLE_x -> BLE_xyz
-    return x_BLE + c.reduce_scatter(ctx, out_BLE, YZ, axis=2), cache
+    o_BLHD = back["o"].reshape(B, L, -1, cfg.D) if attn else None
+
+    def produce(col_start, n):
+        """6. partial sums over yz of output columns [col_start, col_start + n) of E_x."""
+        out_BLE = 0
+        if ffn:
+            out_BLE = out_BLE + mm("BLF,FE->BLE", back["act"], looped.cols(w["w_down"], col_start, n))
+        if attn:
+            out_BLE = out_BLE + mm("BLHD,HDE->BLE", o_BLHD, looped.cols(w["w_o"], col_start, n))
+        return out_BLE
+
+    # 7. reduce-scatter(yz): BLE_x -> BLE_xyz. Looped, each chip's accumulator travels the
+    #    ring of yz, every chip adding its part for the chunk it is heading to.
+    if ctx.looped and ctx.size(YZ) > 1:
+        return x_BLE + looped.matmul_reducescatter(produce, YZ, ctx.size(YZ), x_BLE.shape[-1],
+                                                   ctx.bidirectional), cache
+    return x_BLE + c.reduce_scatter(ctx, produce(0, cfg.E // ctx.size(("x",))), YZ, axis=2), cache
 
 
-def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention) -> list:
-    """Every collective of one layer, per chip (bytes under tpuinfer.terms' convention)."""
+def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(False, False)) -> list:
+    """Every collective of one layer, per chip (bytes under tpuinfer.terms' convention).
+    `loop` = (looped, bidirectional): steps 1 and 7 become collective permutes round yz."""
     X, Y, Z = mesh_shape
     BL, n_zy = batch * tokens, Y * Z
     passes = [(True, True)] if cfg.parallel_block else [(True, False), (False, True)]
     out = []
+    del weights  # the weights never move in this layout
     for attn, ffn in passes:
-        del weights  # the weights never move in this layout
         down = (cfg.F if ffn else 0) + (cfg.H * cfg.D if attn else 0)
         up = ((2 if cfg.gated_ffn else 1) * cfg.F if ffn else 0) + (
             (cfg.H * cfg.D * (1 if cfg.multiquery else 3)) if attn else 0)
-        out += c.collective("all-gather", YZ, mesh_shape, BL * cfg.E / X * a, 1,
-                            "1. BLE_xyz -> BLE_x")
-        out += c.collective("all-reduce", ("x",), mesh_shape, BL * 4, 1,
-                            "RMS-norm sum of squares, B·L f32")
-        out += c.collective("reduce-scatter", ("x",), mesh_shape, BL * up / n_zy * a, 1,
-                            "3. BLF_yz, BLH_yzD partial-sum(x) -> split over x")
+        whole = 1 + (2 * cfg.D if attn and cfg.multiquery else 0)  # X copies ride along
+        looped, bidirectional = loop
+        chunk = BL * cfg.E / (X * n_zy) * a  # one chip's BLE_xyz
+        if looped:
+            out += c.ring(YZ, mesh_shape, chunk, bidirectional, "1. BLE_xyz chunks fed to the "
+                          "input matmuls", itemsize=a)
+        else:
+            out += c.collective("all-gather", YZ, mesh_shape, BL * cfg.E / X * a, 1,
+                                "1. BLE_xyz -> BLE_x", itemsize=a)
+        out += c.collective("reduce-scatter", ("x",), mesh_shape,
+                            BL * (up / n_zy + X * whole) * a, 1,
+                            "3. BLF_yz, BLH_yzD partial-sum(x) -> split over x, with X copies "
+                            "of the norm's sum of squares and multiquery K, V", itemsize=a)
         if attn:
-            if cfg.multiquery:
-                out += c.collective("all-reduce", ("x",), mesh_shape, BL * 2 * cfg.D * a, 1,
-                                    "multiquery K, V: BLKD partial-sum(x)")
             out += attention.collectives(cfg, AXES, mesh_shape, batch, tokens, a)
         out += c.collective("all-gather", ("x",), mesh_shape, BL * down / n_zy * a, 1,
-                            "5. BLF_xyz, BLH_xyzD -> split over yz")
-        out += c.collective("reduce-scatter", YZ, mesh_shape, BL * cfg.E / X * a, 1,
-                            "7. BLE_x partial-sum(yz) -> BLE_xyz")
+                            "5. BLF_xyz, BLH_xyzD -> split over yz", itemsize=a)
+        if looped:
+            out += c.ring(YZ, mesh_shape, chunk, bidirectional, "7. BLE_xyz accumulators of "
+                          "the output matmuls", itemsize=a)
+        else:
+            out += c.collective("reduce-scatter", YZ, mesh_shape, BL * cfg.E / X * a, 1,
+                                "7. BLE_x partial-sum(yz) -> BLE_xyz", itemsize=a)
     return out
 
 

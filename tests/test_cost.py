@@ -1,0 +1,192 @@
+"""The cost model's hardware side: profiles, meshes, links, collective times, step rules.
+
+Collective times are checked against hand-worked examples written out here (TPU v4: 45 GB/s
+per link per direction, 1 µs per hop; PAPER.md).
+"""
+import math
+
+import pytest
+
+from tpuinfer import hardware as hwm
+from tpuinfer.config import MODELS
+from tpuinfer.cost import collective_time, combine, cost_per_token, estimate, mfu
+from tpuinfer.hardware import get_hardware, group_links, mesh_shapes
+from tpuinfer.layouts import Layout
+from tpuinfer.terms import Collective, StepTerms
+
+V4 = get_hardware("tpu-v4")
+
+
+# ---- profiles -------------------------------------------------------------------------------
+def test_every_profile_has_the_datasheet_figures():
+    for name in ("tpu-v4", "tpu-v4-calibrated", "tpu-v5e", "tpu-v5p", "a100-80g", "h100-sxm"):
+        hw = get_hardware(name)
+        assert hw.peak_flops > 1e14 and hw.hbm_bytes > 1e10 and hw.hbm_bandwidth > 5e11
+    assert (V4.peak_flops, V4.hbm_bandwidth, V4.link_bandwidth) == (275e12, 1.2e12, 4.5e10)
+    assert V4.hbm_bytes == 32 * 2**30
+    # 6 links of 45 GB/s each way: 270 GB/s out of each chip in all (PAPER.md)
+    assert group_links(V4, (4, 4, 4), "xyz").bandwidth == 270e9
+
+
+def test_calibrated_profile_is_the_same_chip_with_at_most_three_efficiencies():
+    cal = get_hardware("tpu-v4-calibrated")
+    efficiencies = ("flops_efficiency", "hbm_efficiency", "collective_overhead_s")
+    datasheet = {f: getattr(V4, f) for f in efficiencies}
+    for f in vars(V4):
+        if f not in efficiencies + ("name", "description", "rule"):
+            assert getattr(cal, f) == getattr(V4, f), f
+    changed = [f for f in efficiencies if getattr(cal, f) != datasheet[f]]
+    assert 1 <= len(changed) <= 3
+    assert 0 < cal.flops_efficiency <= 1 and 0 < cal.hbm_efficiency <= 1
+
+
+def test_unknown_hardware_names_the_choices():
+    with pytest.raises(ValueError, match="unknown hardware 'tpu-v9'.*tpu-v4.*h100-sxm"):
+        get_hardware("tpu-v9")
+
+
+def test_host_profile_missing_says_run_calibrate(tmp_path, monkeypatch):
+    monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="run `tpuinfer calibrate`"):
+        get_hardware("host")
+
+
+def test_host_profile_round_trips_through_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
+    measured = V4.replace(name="whatever", interconnect="switch", node_size=256,
+                          link_bandwidth=3e9, peak_flops=1e11)
+    path = hwm.save_host_profile(measured)
+    assert path == tmp_path / "host.json"
+    host = get_hardware("host")
+    assert host.name == "host" and host.peak_flops == 1e11 and host.node_size == 256
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="calibrate"):
+        get_hardware("host")
+
+
+# ---- meshes ---------------------------------------------------------------------------------
+def test_tpu_v4_meshes_include_the_papers_and_every_power_of_two_factorisation():
+    shapes = mesh_shapes(V4, 64)
+    # (a, b, c) with a + b + c = 6, each 0..4 (sides 1..16): 28 compositions less 9 with a 5 or 6
+    assert len(shapes) == 19
+    for n, m in hwm.PAPER_MESHES.items():
+        assert m in mesh_shapes(V4, n)
+    assert all(math.prod(s) == 64 for s in shapes)
+
+
+@pytest.mark.parametrize("hw,chips,match", [
+    ("tpu-v4", 12, "tpu-v4 has no mesh of 12 chips.*power-of-two.*try 8 or 16"),
+    ("tpu-v4", 8192, "4096 chips at most; try 4096 chips"),
+    ("tpu-v5e", 512, "2D torus"),
+    ("h100-sxm", 12, "whole nodes.*try 8 or 16"),
+])
+def test_chip_counts_no_mesh_allows_are_refused(hw, chips, match):
+    with pytest.raises(ValueError, match=match):
+        mesh_shapes(hw, chips)
+
+
+def test_v5e_is_a_2d_torus_and_gpus_take_any_count_within_a_node():
+    assert all(s[2] == 1 for s in mesh_shapes("tpu-v5e", 64))
+    assert (3, 2, 1) in mesh_shapes("a100-80g", 6)
+    assert len(mesh_shapes("h100-sxm", 16)) == 15  # every ordered factorisation of 16
+
+
+# ---- links and collective times: hand-worked ------------------------------------------------
+def test_links_of_a_torus_axis_a_line_and_a_gpu_node():
+    ring = group_links(V4, (4, 4, 4), ("x",))  # 4 chips with wraparound: both directions
+    assert (ring.bandwidth, ring.steps, ring.a2a_distance) == (90e9, 2, 1.0)
+    line = group_links(V4, (2, 2, 2), ("x",))  # 2 chips, no wraparound: one link
+    assert (line.bandwidth, line.steps, line.a2a_distance) == (45e9, 1, 0.5)
+    yz = group_links(V4, (4, 4, 4), ("y", "z"))  # bandwidth adds over the axes spanned
+    assert (yz.bandwidth, yz.steps) == (180e9, 4)
+    h100 = get_hardware("h100-sxm")
+    inside = group_links(h100, (1, 2, 8), ("z",))  # GPUs 0-7: one NVLink node
+    across = group_links(h100, (1, 2, 8), ("y",))  # GPUs 0 and 8: two nodes
+    assert (inside.bandwidth, inside.steps) == (450e9, 7)
+    assert (across.bandwidth, across.step_latency_s) == (50e9, 5e-6)
+
+
+@pytest.mark.parametrize("coll,expected_bw,expected_lat", [
+    # all-gather BLE_xyz -> BLE_x over yz (K=16): 1.6 MB·15/16 / 180 GB/s; 2+2 ring steps
+    (Collective("all-gather", ("y", "z"), 16, 1.6e6), 1.6e6 * 15 / 16 / 180e9, 4e-6),
+    # reduce-scatter over x (ring of 4): 1.2 MB·3/4 / 90 GB/s = 10 µs; 2 steps
+    (Collective("reduce-scatter", ("x",), 4, 1.2e6), 10e-6, 2e-6),
+    # all-reduce = reduce-scatter + all-gather: twice both
+    (Collective("all-reduce", ("x",), 4, 1.2e6), 20e-6, 4e-6),
+    # all-to-all over xyz: mean distance 1+1+1 hops over 270 GB/s: 2.7e5·3/270e9; 6 steps
+    (Collective("all-to-all", ("x", "y", "z"), 64, 2.7e5), 3e-6, 6e-6),
+    # collective-permute: V / W, one hop
+    (Collective("collective-permute", ("x",), 4, 9e5), 10e-6, 1e-6),
+])
+def test_collective_time_matches_hand_worked(coll, expected_bw, expected_lat):
+    t = collective_time(coll, V4, (4, 4, 4))
+    assert t.bandwidth_s == pytest.approx(expected_bw)
+    assert t.latency_s == pytest.approx(expected_lat)
+    assert t.total_s == pytest.approx(expected_bw + expected_lat)
+
+
+def test_all_to_all_on_a_ring_is_about_a_quarter_of_an_all_gather():
+    # PAPER.md: all-to-all on a bidirectional ring ≈ ¼ of an all-gather of the same tensor
+    # (all K shards, K·V bytes); exactly V·K/4/W here, against ¼·K·V·(K−1)/K / W.
+    v, k = 1e6, 8
+    a2a = collective_time(Collective("all-to-all", ("z",), k, v), V4, (1, 1, k))
+    ag = collective_time(Collective("all-gather", ("z",), k, k * v), V4, (1, 1, k))
+    assert a2a.bandwidth_s == pytest.approx(ag.bandwidth_s / 4 * k / (k - 1))
+
+
+def test_collective_group_must_match_the_mesh():
+    with pytest.raises(ValueError, match="says 8 chips"):
+        collective_time(Collective("all-gather", ("x",), 8, 1e6), V4, (4, 4, 4))
+
+
+# ---- step rules, MFU, memory --------------------------------------------------------------
+def _terms(**kw):
+    base = dict(flops=2.75e12, attention_flops=0.0, weight_bytes=6e9, kv_bytes=6e9,
+                stored_weight_bytes=10e9, stored_kv_bytes=6e9, activation_bytes=1e9,
+                collectives=(Collective("all-gather", ("y", "z"), 16, 1.6e6, count=100),
+                             Collective("all-reduce", ("x",), 4, 1.2e6, count=10)))
+    base.update(kw)
+    return StepTerms(**base)
+
+
+def test_step_time_under_each_rule_hand_worked():
+    kw = dict(batch=8, tokens=1, context=128, hardware=V4, terms=_terms())
+    s = estimate(MODELS["tiny"], Layout(), (4, 4, 4), rule="sum", **kw)
+    # compute 2.75e12 / 275e12 = 10 ms; weights and KV 6e9 / 1.2e12 = 5 ms each
+    assert (s.compute_s, s.weights_s, s.kv_s) == pytest.approx((10e-3, 5e-3, 5e-3))
+    ag = 100 * (1.6e6 * 15 / 16 / 180e9 + 4e-6)  # 1.2333 ms
+    ar = 10 * (20e-6 + 4e-6)  # 0.24 ms
+    assert s.comm_s == pytest.approx(ag + ar)
+    assert s.step_s == pytest.approx(20e-3 + ag + ar)
+    o = estimate(MODELS["tiny"], Layout(), (4, 4, 4), rule="overlap", **kw)
+    # memory 10 ms = compute 10 ms; the all-gathers' transfer hides, hops and all-reduce don't
+    assert o.hideable_s == pytest.approx(100 * 1.6e6 * 15 / 16 / 180e9)
+    assert o.step_s == pytest.approx(10e-3 + 100 * 4e-6 + ar)
+    assert combine("overlap", 1.0, 2.0, 3.0, 0.5) == 3.5
+    with pytest.raises(ValueError, match="unknown rule"):
+        combine("max", 1, 1, 1, 1)
+
+
+def test_efficiencies_and_collective_overhead_apply():
+    slow = V4.replace(flops_efficiency=0.5, hbm_efficiency=0.25, collective_overhead_s=1e-5)
+    e = estimate(MODELS["tiny"], Layout(), (4, 4, 4), batch=8, tokens=1, context=128,
+                 hardware=slow, rule="sum", terms=_terms())
+    assert (e.compute_s, e.weights_s) == pytest.approx((20e-3, 20e-3))
+    assert e.comm_s == pytest.approx(100 * (1.6e6 * 15 / 16 / 180e9 + 4e-6 + 1e-5)
+                                     + 10 * (24e-6 + 1e-5))
+
+
+def test_memory_per_chip_and_fits():
+    e = estimate(MODELS["tiny"], Layout(), (4, 4, 4), batch=8, tokens=1, context=128,
+                 hardware=V4, terms=_terms())
+    assert e.memory_per_chip_bytes == 17e9 and e.fits
+    big = estimate(MODELS["tiny"], Layout(), (4, 4, 4), batch=8, tokens=1, context=128,
+                   hardware=V4, terms=_terms(stored_kv_bytes=30e9))
+    assert not big.fits
+
+
+def test_mfu_and_cost_follow_papers_definitions():
+    cfg = MODELS["palm-540b"]  # MFU uses the paper's N = 540e9
+    # Table 2 high-throughput prefill: 512·2048 tokens, 64 chips, 85.2 s -> 76%
+    assert mfu(cfg, 512 * 2048, 64, V4, 85.2) == pytest.approx(0.755, abs=1e-3)
+    assert cost_per_token(64, 1.82, 64 * 64) == pytest.approx(64 * 1.82 / 4096)
