@@ -1,0 +1,83 @@
+"""int8 weights: per-output-channel symmetric quantization, scales in bf16 applied after the
+matmul; what each device holds, how far the logits move, and the per-layer error."""
+import numpy as np
+import jax
+import pytest
+
+import tpuinfer as ti
+from tpuinfer import engine, quant
+
+CFG = ti.MODELS["tiny"]
+
+
+@pytest.fixture(scope="module")
+def params():
+    return ti.init_params(CFG, seed=0)
+
+
+def placed(params, layout, fmt, mesh):
+    return engine.place(quant.prepare(params, fmt), mesh, engine.param_specs(CFG, layout, fmt))
+
+
+def first_shard_bytes(arrays):
+    return sum(x.addressable_shards[0].data.nbytes for x in arrays)
+
+
+@pytest.mark.parametrize("ffn", ["ws2d", "wg-xy"])
+def test_int8_weight_bytes_per_device_are_half_of_bf16_plus_scales(params, ffn):
+    layout, mesh = ti.Layout(ffn, "heads"), ti.make_mesh((2, 2, 2))
+    bf16, int8 = placed(params, layout, "bf16", mesh), placed(params, layout, "int8", mesh)
+    is_q = lambda x: isinstance(x, quant.QWeight)
+    matrices = [w for w in jax.tree.leaves(int8, is_leaf=is_q) if is_q(w)]
+    norms = first_shard_bytes(x for x in jax.tree.leaves(bf16) if x.ndim == 1)
+    # every matrix at 1 byte instead of 2; plus one bf16 scale per output channel of the
+    # device's own shard; norm scales unchanged
+    expected = (engine.local_bytes(bf16) - norms) / 2 + norms + first_shard_bytes(
+        w.scale for w in matrices)
+    assert engine.local_bytes(int8) == expected
+    assert first_shard_bytes(w.q for w in matrices) == (engine.local_bytes(bf16) - norms) / 2
+    from tpuinfer.layouts import step_terms
+    terms = step_terms(CFG, layout, (2, 2, 2), batch=8, tokens=1, context=8, weights="int8")
+    assert terms.stored_weight_bytes == engine.local_bytes(int8)  # the cost model agrees
+
+
+def test_quantization_error_per_layer_is_bounded(params):
+    """Per matrix, ||W - dequant(Q)|| / ||W||: rounding to 255 levels of the channel's
+    largest |w| leaves about 0.7% on Gaussian weights; bound every matrix at 1%."""
+    q = quant.prepare(params, "int8")
+    errors = {}
+    for i, (layer, qlayer) in enumerate(zip(params["layers"], q["layers"])):
+        for name, w in layer.items():
+            if "norm" in name:
+                continue
+            qw = qlayer[name]
+            axes = quant.CONTRACT[name]
+            scale = np.expand_dims(np.asarray(qw.scale, np.float32), axes)
+            deq = np.asarray(qw.q, np.float32) * scale
+            errors[f"layer {i} {name}"] = np.linalg.norm(deq - np.asarray(w)) / np.linalg.norm(
+                np.asarray(w))
+    print("\n".join(f"{k}: {v:.3%}" for k, v in errors.items()))
+    assert max(errors.values()) < 0.01
+
+
+def test_int8_logits_close_to_bf16_and_sharded_int8_equals_reference_int8(params):
+    prompt = np.random.default_rng(0).integers(0, CFG.V, (8, 16))
+    bf16 = ti.generate(params, CFG, prompt, 1, weights="bf16")
+    int8 = ti.generate(params, CFG, prompt, 1, weights="int8")
+    rel = np.linalg.norm(int8.prefill_logits.astype(np.float32) - bf16.prefill_logits.astype(
+        np.float32)) / np.linalg.norm(bf16.prefill_logits.astype(np.float32))
+    # Measured 2.6% on this random-weight model (2.2% of it is the quantization itself, the
+    # rest bf16 rounding on two different paths); the paper-level target is 2%.
+    assert rel < 0.03, rel
+    sharded = ti.generate(params, CFG, prompt, 1, weights="int8", mesh=ti.make_mesh((2, 2, 2)),
+                          prefill=ti.Layout("ws2d", "heads"), decode=ti.Layout("ws2d", "batch"))
+    np.testing.assert_array_equal(sharded.tokens, int8.tokens)
+
+
+def test_cost_model_int8_versus_bf16_decode_ratio_matches_the_paper():
+    """PAPER.md: decode per token at batch 64 on 64 chips, 28.5 ms int8 against 36.9 ms bf16."""
+    from tpuinfer.cost import estimate
+    kw = dict(batch=64, tokens=1, context=2048, hardware="tpu-v4-calibrated")
+    t = {w: estimate("palm-540b-64heads", ti.Layout("ws2d", "batch"), (4, 4, 4), weights=w,
+                     **kw).step_s for w in ("int8", "bf16")}
+    assert abs((t["int8"] / t["bf16"]) / (28.5 / 36.9) - 1) < 0.10
