@@ -12,10 +12,11 @@ as real JAX code on an emulated mesh, with the analytical cost model that predic
 from .config import MODELS, ModelConfig, get_model
 from .generate import Generation, generate
 from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
+from .measure import Measurement, measure
 from .mesh import EmulationError, emulate, make_mesh
 from .model import init_params
 from .terms import Collective, StepTerms
 
 __all__ = ["MODELS", "ModelConfig", "get_model", "Generation", "generate", "ATTENTION_LAYOUTS",
            "FFN_LAYOUTS", "Layout", "EmulationError", "emulate", "make_mesh", "init_params",
-           "Collective", "StepTerms"]
+           "Collective", "StepTerms", "measure", "Measurement"]

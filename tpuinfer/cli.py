@@ -1,6 +1,6 @@
 """`tpuinfer` command line. Every command takes `--json` and then prints one JSON object.
 
-Commands live beside what they run (`demo.py`, `cli_plan.py`, `measure.py`, ...); each module
+Commands live beside what they run (`demo.py`, `cli_plan.py`, `measure_cli.py`, ...); each module
 has `register(subparsers)` adding its parser with `func`, a function of the parsed arguments
 returning `(json_object, text)`.
 """
@@ -11,7 +11,7 @@ import importlib
 import json
 import sys
 
-COMMAND_MODULES = ("tpuinfer.demo", "tpuinfer.cli_plan")
+COMMAND_MODULES = ("tpuinfer.demo", "tpuinfer.cli_plan", "tpuinfer.measure_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -49,14 +49,14 @@ def _gather_across_processes(x) -> np.ndarray:
     mine = np.zeros(x.shape, x.dtype)
     for shard in x.addressable_shards:
         mine[shard.index] = np.asarray(shard.data)
-    first = [next(d for d in jax.devices() if d.process_index == p) for p in range(n)]
+    one_each = [next(d for d in jax.devices() if d.process_index == p) for p in range(n)]
     stacked = jax.make_array_from_single_device_arrays(
-        (n,) + x.shape, NamedSharding(Mesh(np.array(first), ("p",)), P("p")),
-        [jax.device_put(mine[None], first[jax.process_index()])])
-    every_NX = np.asarray(_replicated(stacked.sharding.mesh)(stacked).addressable_data(0))
+        (n,) + x.shape, NamedSharding(Mesh(np.array(one_each), ("p",)), P("p")),
+        [jax.device_put(mine[None], one_each[jax.process_index()])])
+    gathered = np.asarray(_replicated(stacked.sharding.mesh)(stacked).addressable_data(0))
     out = np.empty(x.shape, x.dtype)
     for device, index in x.sharding.devices_indices_map(x.shape).items():
-        out[index] = every_NX[device.process_index][index]
+        out[index] = gathered[device.process_index][index]
     return out
 
 

@@ -31,7 +31,8 @@ def emulate(n: int = 256, processes: int = 1, process_id: int = 0,
     With `processes=P` the n devices are split over P processes, as over the hosts of a slice:
     every process calls `emulate(n, processes=P, process_id=i, coordinator="HOST:PORT")` with
     its own i and the same coordinator, and holds n/P devices; `jax.distributed` joins them and
-    gloo carries the collectives between them (`tpuinfer.multihost`).
+    gloo carries the collectives between them (`tpuinfer.multihost`). On a real multi-host
+    slice or cluster, call `jax.distributed.initialize()` instead of `emulate`.
 
     Called again after the backend started, it is a no-op if JAX already has this setup and an
     `EmulationError` otherwise: the count cannot change in a running process.

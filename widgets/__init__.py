@@ -1,0 +1,22 @@
+"""tpuinfer_widgets: ipywidgets views over tpuinfer, for the book's chapters.
+
+Each explorer calls a `tpuinfer` function (most through `tpuinfer.sweeps`) and draws what it
+returns; none holds a formula. Each has `controls` (name -> ipywidget), `figure` (a plotly
+FigureWidget), `message`, `update()`, `set(**controls)`, `snapshot()` (the figure as plain
+plotly output, kept visible in a notebook saved without its widgets) and displays itself.
+
+    import tpuinfer as ti
+    ti.emulate(256)
+    from tpuinfer_widgets import LayoutExplorer
+    explorer = LayoutExplorer(mesh=(4, 8, 8))
+    explorer            # the live widget
+    explorer.snapshot() # the current plot, for readers without a kernel
+"""
+from .base import Explorer, Static, static
+from .context import ContextExplorer
+from .crossover import CrossoverExplorer
+from .layout_explorer import LayoutExplorer
+from .pareto import ParetoExplorer
+
+__all__ = ["Explorer", "Static", "static", "LayoutExplorer", "CrossoverExplorer",
+           "ParetoExplorer", "ContextExplorer"]

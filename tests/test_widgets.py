@@ -1,0 +1,211 @@
+"""The explorers driven from Python, as a student's clicks would drive them: each control
+change redraws the library's own numbers, and an invalid choice leaves a message and the
+previous plot. Real steps run on small meshes (2x2x2) to keep the file fast."""
+import pytest
+
+from tpuinfer import MODELS, planner
+from tpuinfer.cost import estimate
+from tpuinfer.layouts import Layout
+from tpuinfer.measure import measure
+from tpuinfer.mesh import factorizations
+from tpuinfer.sweeps import crossover
+from tpuinfer_widgets import (ContextExplorer, CrossoverExplorer, LayoutExplorer,
+                              ParetoExplorer)
+from tpuinfer_widgets.layout_explorer import LOOPED
+
+MESH = (2, 2, 2)
+
+
+def ys(explorer, i):
+    return list(explorer.figure.data[i].y)
+
+
+def by_kind(side):
+    return {kind: nbytes for kind, (_, nbytes) in side.by_kind().items()}
+
+
+# ---- layout explorer ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def layout_explorer():
+    return LayoutExplorer(mesh=MESH, batch=8, context=8, repeats=1)
+
+
+def test_layout_explorer_plots_measure_and_estimate(layout_explorer):
+    ex = layout_explorer
+    before = ys(ex, 1)
+    assert ex.set(ffn="wg-xy") and ex.error is None
+    assert ys(ex, 1) != before
+    layout = Layout("wg-xy", "heads")
+    m = measure("tiny", MESH, layout, phase="prefill", batch=8, tokens=8, context=8,
+                weights="f32", repeats=1)
+    est = estimate("tiny", layout, MESH, batch=8, tokens=8, context=8, weights="f32")
+    predicted, measured, tpu = ex.figure.data[:3]  # the collective-bytes panel
+    assert dict(zip(measured.x, measured.y)) == by_kind(m.measured)
+    assert dict(zip(predicted.x, predicted.y)) == by_kind(m.predicted)
+    tpu_bytes = {}
+    for x in est.terms.collectives:
+        tpu_bytes[x.kind] = tpu_bytes.get(x.kind, 0.0) + x.bytes * x.count
+    assert dict(zip(tpu.x, tpu.y)) == tpu_bytes
+    assert tpu.name == "predicted (tpu-v4)"
+    assert ys(ex, 4) == [m.measured.flops, m.measured.attention_flops]  # measured FLOPs
+    assert ys(ex, 7)[0] == m.measured.memory_bytes
+    assert ys(ex, 11) == [est.step_s]  # the TPU time, labelled a prediction
+    assert "prediction" in ex.message.value
+
+
+def test_layout_explorer_invalid_batch_keeps_the_last_plot(layout_explorer):
+    ex = layout_explorer
+    ex.set(ffn="wg-xy", batch=8)
+    before = [ys(ex, i) for i in range(12)]
+    assert not ex.set(batch=3)
+    assert "batch B=3 cannot be split" in ex.message.value
+    assert "last configuration" in ex.message.value
+    assert [ys(ex, i) for i in range(12)] == before
+    assert ex.set(batch=8) and ex.error is None
+
+
+def test_layout_explorer_keeps_a_layout_per_phase(layout_explorer):
+    ex = layout_explorer
+    ex.set(phase="prefill", ffn="wg-xy", attention="heads", batch=8)
+    ex.controls["phase"].value = "decode"  # a click: shows and runs the decode layout
+    assert (ex.controls["ffn"].value, ex.controls["attention"].value) == ("ws2d", "batch")
+    assert ex.error is None and ex.data["phase"] == "decode" and ex.data["tokens"] == 1
+    ex.controls["phase"].value = "prefill"
+    assert (ex.controls["ffn"].value, ex.controls["attention"].value) == ("wg-xy", "heads")
+    assert ex.layouts["decode"] == Layout("ws2d", "batch")
+
+
+def test_layout_explorer_shows_large_models_from_the_cost_model_alone(layout_explorer):
+    ex = layout_explorer
+    assert ex.set(model="palm-8b", ffn="ws2d", attention="heads", batch=8)
+    try:
+        assert not ex.figure.data[0].visible and not ex.figure.data[1].visible
+        assert "only the cost model" in ex.message.value
+        est = estimate("palm-8b", Layout("ws2d", "heads"), MESH, batch=8, tokens=8, context=8,
+                       weights="f32")
+        assert ys(ex, 11) == [est.step_s]
+        assert ys(ex, 5) == [est.terms.flops, est.terms.attention_flops]
+    finally:
+        with ex.hold():
+            ex.controls["model"].value = "tiny"
+
+
+def test_layout_explorer_offers_every_mesh_of_every_sub_mesh(layout_explorer):
+    ex = layout_explorer
+    assert ex.controls["devices"].options == (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    with ex.hold():  # only the options: no step runs
+        ex.controls["devices"].value = 256
+        assert [v for _, v in ex.controls["mesh"].options] == factorizations(256)
+        assert ex.controls["mesh"].value == (4, 8, 8)
+        ex.controls["devices"].value = 8
+        ex.controls["mesh"].value = MESH
+
+
+def test_layout_explorer_looped_control_follows_the_layout(layout_explorer):
+    looped = layout_explorer.controls["looped"]
+    assert looped.disabled == (not LOOPED)
+    if LOOPED:
+        with layout_explorer.hold():
+            looped.value = True
+            assert layout_explorer.layout().looped
+            looped.value = False
+    else:
+        assert "not in this version" in looped.tooltip
+
+
+def test_an_unexpected_error_is_shown_not_raised(layout_explorer, monkeypatch):
+    ex = layout_explorer
+
+    def broken():
+        raise RuntimeError("boom")
+    monkeypatch.setattr(ex, "compute", broken)
+    assert ex.update() is False
+    assert "RuntimeError: boom" in ex.message.value
+
+
+# ---- crossover explorer ---------------------------------------------------------------------
+TOKENS = [1, 8, 64, 512, 4096]
+
+
+@pytest.fixture(scope="module")
+def crossover_explorer():
+    return CrossoverExplorer(chips=8, tokens=TOKENS, measure_tokens=[8])
+
+
+def test_crossover_explorer_plots_the_sweep(crossover_explorer):
+    cx = crossover_explorer
+    expected = crossover("tiny", MESH, TOKENS, attention="heads", weights="f32")
+    assert {t.name: list(t.y) for t in cx.figure.data[:5]} == expected["comm_bytes"]
+    before = ys(cx, 0)
+    assert cx.set(d_model=512)
+    wider = MODELS["tiny"].replace(name="tiny E=512 F=1024", d_model=512)
+    assert ys(cx, 0) != before
+    assert ys(cx, 0) == crossover(wider, MESH, TOKENS, weights="f32")["comm_bytes"]["ws1d"]
+    assert cx.set(d_model=100)  # splits over no mesh axis: only wg-xyz keeps E whole
+    odd = crossover(MODELS["tiny"].replace(name="odd", d_model=100), MESH, TOKENS,
+                    weights="f32")
+    assert "ws1d cannot run here: E=100 does not divide" in cx.message.value
+    assert list(cx.figure.data[0].y) == [] and ys(cx, 4) == odd["comm_bytes"]["wg-xyz"]
+    assert cx.set(model="palm-8b")  # a preset brings its own dimensions
+    assert (cx.controls["d_model"].value, cx.controls["d_ff"].value) == (4096, 16384)
+    assert cx.set(model="tiny")
+    assert cx.controls["d_model"].value == 256 and ys(cx, 0) == before
+
+
+def test_crossover_measured_points_lie_on_the_curves(crossover_explorer):
+    cx = crossover_explorer
+    assert cx.set(model="tiny", measured=True) and cx.error is None
+    at = TOKENS.index(8)
+    for curve, points in zip(cx.figure.data[:5], cx.figure.data[5:]):
+        assert list(points.x) == [8]
+        assert list(points.y) == [curve.y[at]], curve.name  # compiled bytes = predicted
+
+
+# ---- Pareto explorer ------------------------------------------------------------------------
+def test_pareto_explorer_plots_the_planners_frontier():
+    px = ParetoExplorer(models=("palm-8b",), weights=("bf16",), chips=[8], batches=[1, 8])
+    sweep = planner.pareto("palm-8b", chips=[8], batches=[1, 8], weights="int8",
+                           progress=False)
+    before = [list(t.x) for t in px.figure.data if t.visible]
+    assert px.set(weights=("int8",))
+    decode = next(t for t in px.figure.data if t.name == "palm-8b int8" and t.xaxis == "x2")
+    assert list(decode.x) == [p["latency_s"] * 1e3 for p in sweep["decode"]]
+    assert list(decode.y) == [p["cost_chip_s_per_token"] * 1e3 for p in sweep["decode"]]
+    assert [list(c[:5]) for c in decode.customdata] == [
+        [p["chips"], p["batch"], "×".join(map(str, p["mesh"])), p["ffn"], p["attention"]]
+        for p in sweep["decode"]]
+    assert [list(t.x) for t in px.figure.data if t.visible] != before
+    shown = [list(t.x) for t in px.figure.data]
+    assert not px.set(models=("palm-540b",))  # 540B fits on no 8-chip mesh
+    assert "does not fit" in px.message.value
+    assert [list(t.x) for t in px.figure.data] == shown
+
+
+# ---- context explorer -----------------------------------------------------------------------
+def test_context_explorer_plots_the_planners_context():
+    kx = ContextExplorer(chips=64, batch=128, batches=[1, 64, 512], contexts=[1024, 2048])
+    variants = planner.ATTENTION_VARIANTS
+    assert [list(t.y) for t in kx.figure.data[3:]] == [
+        [planner.max_context("palm-540b", 64, b, v) if b % 64 == 0 or v != "multiquery-batch"
+         else None for b in (1, 64, 512)] for v in variants]
+    assert [list(t.y) for t in kx.figure.data[:3]] == [
+        [planner.kv_bytes_per_chip("palm-540b", v, 64, 128, s) for s in (1024, 2048)]
+        for v in variants]
+    shown = [list(t.y) for t in kx.figure.data]
+    assert not kx.set(kv_fraction=0.0)
+    assert "kv_fraction must be in (0, 1]" in kx.message.value
+    assert [list(t.y) for t in kx.figure.data] == shown
+    assert kx.set(kv_fraction=0.3, batch=3)  # by batch cannot split 3: explained, others drawn
+    assert "multiquery-batch shards the batch" in kx.message.value
+    assert list(kx.figure.data[0].y) == [
+        planner.kv_bytes_per_chip("palm-540b", "multihead", 64, 3, s) for s in (1024, 2048)]
+
+
+# ---- stored output --------------------------------------------------------------------------
+def test_snapshot_is_plain_plotly_output():
+    kx = ContextExplorer(batches=[64], contexts=[1024])
+    bundle = kx.snapshot()._repr_mimebundle_()
+    fig = bundle["application/vnd.plotly.v1+json"]
+    assert [t["y"] for t in fig["data"]] == [list(t.y) for t in kx.figure.data]
+    assert "plotly" in bundle["text/html"] and "<script" in bundle["text/html"]
+    assert "application/vnd.jupyter.widget-view+json" in kx._repr_mimebundle_()

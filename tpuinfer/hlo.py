@@ -1,0 +1,259 @@
+"""Reading a compiled step's optimised HLO text: its collectives and its matmuls.
+
+This module knows the text format and nothing about layouts. `tpuinfer.measure` maps what it
+finds onto mesh axes and puts it beside the cost model's prediction.
+
+Forms handled: synchronous collectives; async `-start`/`-done` pairs (counted once, at the
+start); collectives wrapped in `async-start` computations; combined (variadic, tuple-shaped)
+collectives, whose operands are summed; replica groups as explicit lists, as `{}` (every device)
+and in the iota form `[G,K]<=[dims]T(perm)`; collective-permute source-target pairs.
+Every instruction is counted once: the engine's step has no loops (its layers are unrolled), so
+each computation runs once per step.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+KIND_OF = {"all-gather": "all-gather", "all-gather-start": "all-gather",
+           "reduce-scatter": "reduce-scatter",
+           "all-reduce": "all-reduce", "all-reduce-start": "all-reduce",
+           "all-to-all": "all-to-all",
+           "collective-permute": "collective-permute",
+           "collective-permute-start": "collective-permute"}
+
+ITEMSIZE = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
+            "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
+            "f8e4m3fn": 1, "f8e5m2": 1, "s4": 0.5, "u4": 0.5, "token": 0}
+
+_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<type>.+?)\s+"
+                    r"(?P<op>[a-z][\w\-]*)\((?P<operands>[^)]*)\)(?P<attrs>.*)$")
+_ARRAY = re.compile(r"\b([a-z]\w*)\[([\d,]*)\]")
+_OPERAND = re.compile(r"%([\w.\-]+)")
+_IOTA = re.compile(r"\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?")
+
+
+def arrays(type_text: str) -> list[tuple[str, tuple[int, ...]]]:
+    """Every array in a (possibly tuple) HLO type: [(dtype, dims), ...]."""
+    return [(dt, tuple(int(d) for d in dims.split(",") if d))
+            for dt, dims in _ARRAY.findall(type_text) if dt in ITEMSIZE]
+
+
+def nbytes(type_text: str) -> float:
+    return sum(math.prod(dims) * ITEMSIZE[dt] for dt, dims in arrays(type_text))
+
+
+@dataclass(frozen=True)
+class Instruction:
+    name: str
+    op: str
+    type: str  # the result type as printed, e.g. "f32[4,8,64]{1,0,2}" or a tuple
+    operands: tuple[str, ...]  # names of the instructions it reads
+    args: str  # the text between its parentheses (a parameter's index lives there)
+    attrs: str
+    computation: str  # the computation it belongs to
+
+
+@dataclass(frozen=True)
+class Module:
+    """The instructions of every computation, by name (names are unique in a module)."""
+    instructions: dict
+    entry: str  # the ENTRY computation's name
+    roots: dict  # computation -> its ROOT instruction's name
+    callers: dict  # computation -> the instructions that call it (fusions, calls, async)
+
+    def __getitem__(self, name) -> Instruction:
+        return self.instructions[name]
+
+
+_HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
+_CALLS = re.compile(r"\bcalls=%?([\w.\-]+)")
+
+
+def parse(hlo_text: str) -> Module:
+    instrs, roots, callers, entry, comp = {}, {}, {}, "", ""
+    for line in hlo_text.splitlines():
+        header = _HEADER.match(line)
+        if header and "=" not in line.split("(")[0]:
+            comp = header[2]
+            entry = comp if header[1] else entry
+            continue
+        m = _INSTR.match(line)
+        if not m:
+            continue
+        ins = Instruction(m["name"], m["op"], m["type"], tuple(_OPERAND.findall(m["operands"])),
+                          m["operands"], m["attrs"], comp)
+        instrs[ins.name] = ins
+        if line.lstrip().startswith("ROOT"):
+            roots[comp] = ins.name
+        for called in _CALLS.findall(ins.attrs):
+            callers.setdefault(called, []).append(ins.name)
+    return Module(instrs, entry, roots, callers)
+
+
+# ---- collectives ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class HloCollective:
+    """One collective instruction as compiled. `bytes` is per device under tpuinfer.terms'
+    convention: an all-gather's output (operands × group size), every other kind's input."""
+    name: str
+    kind: str  # one of tpuinfer.terms.KINDS
+    groups: tuple[tuple[int, ...], ...]  # device ids (flattened) of each group
+    operand_shapes: tuple[str, ...]
+    result_shape: str
+    bytes: float
+    dtype: str  # element type of its operands as compiled, e.g. "f32" ("s8,f32" when mixed)
+
+    @property
+    def group_size(self) -> int:
+        return len(self.groups[0]) if self.groups else 1
+
+
+def _attr(attrs: str, key: str) -> str | None:
+    """The balanced-brace (or iota) value of `key=` in an attribute string."""
+    i = attrs.find(key + "=")
+    if i < 0:
+        return None
+    j = i + len(key) + 1
+    if attrs[j] != "{":  # iota form: up to the next ", " or the end
+        end = attrs.find(", ", j)
+        return attrs[j:] if end < 0 else attrs[j:end]
+    depth = 0
+    for k in range(j, len(attrs)):
+        depth += {"{": 1, "}": -1}.get(attrs[k], 0)
+        if depth == 0:
+            return attrs[j:k + 1]
+    raise ValueError(f"unbalanced braces after {key}= in {attrs[:200]!r}")
+
+
+def _braced_lists(text: str) -> tuple[tuple[int, ...], ...]:
+    return tuple(tuple(int(v) for v in g.split(",") if v.strip())
+                 for g in re.findall(r"\{([\d,\s]*)\}", text[1:-1]))
+
+
+def replica_groups(attrs: str, n_devices: int) -> tuple[tuple[int, ...], ...]:
+    """The groups of a collective: explicit `{{0,1},{2,3}}`, `{}` (one group of every device)
+    or iota `[G,K]<=[d0,d1,...]T(perm)` (arange over dims, transposed, reshaped to G×K);
+    for a collective-permute, the sets of devices its source-target pairs link."""
+    pairs = _attr(attrs, "source_target_pairs")
+    if pairs is not None:
+        return _linked_sets(_braced_lists(pairs))
+    text = _attr(attrs, "replica_groups")
+    if text is None or text in ("{}", "{{}}"):
+        return (tuple(range(n_devices)),)
+    m = _IOTA.fullmatch(text)
+    if m:
+        shape = [int(v) for v in m[1].split(",")]
+        dims = [int(v) for v in m[2].split(",")]
+        ids = np.arange(math.prod(dims)).reshape(dims)
+        if m[3]:
+            ids = ids.transpose([int(v) for v in m[3].split(",")])
+        return tuple(tuple(int(v) for v in row) for row in ids.reshape(shape))
+    return _braced_lists(text)
+
+
+def _linked_sets(pairs) -> tuple[tuple[int, ...], ...]:
+    parent: dict[int, int] = {}
+
+    def root(a):
+        while parent.setdefault(a, a) != a:
+            a = parent[a]
+        return a
+    for s, t in pairs:
+        parent[root(s)] = root(t)
+    sets: dict[int, list[int]] = {}
+    for d in list(parent):
+        sets.setdefault(root(d), []).append(d)
+    return tuple(sorted(tuple(sorted(g)) for g in sets.values()))
+
+
+def collectives(module: Module, n_devices: int) -> list[HloCollective]:
+    """Every collective the compiled program runs, each counted once: `-done` halves are
+    skipped (the `-start` carries the operands) and `async-start` wrappers are skipped (the
+    wrapped computation holds the collective itself)."""
+    out = []
+    for ins in module.instructions.values():
+        kind = KIND_OF.get(ins.op)
+        if kind is None:
+            continue
+        shapes = tuple(module[o].type for o in ins.operands)
+        groups = replica_groups(ins.attrs, n_devices)
+        size = sum(nbytes(s) for s in shapes)
+        if kind == "all-gather":
+            size *= len(groups[0])  # its output: every member's operand
+        dtypes = sorted({dt for s in shapes for dt, _ in arrays(s)})
+        out.append(HloCollective(ins.name, kind, groups, shapes, ins.type, float(size),
+                                 ",".join(dtypes)))
+    return out
+
+
+# ---- matmuls --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Matmul:
+    """A dot as compiled, or a dot the compiler rewrote as a broadcast multiply (a contraction
+    of size one, e.g. the output projection when each chip holds one column of E)."""
+    name: str
+    flops: float  # 2 · output elements · contracted elements
+    einsum: str  # the einsum it came from (jax's op_name metadata), "" when the compiler lost it
+    reads_argument: bool  # an operand is a step argument, moved but not computed on: a weight
+
+
+def _dims(attrs: str, key: str) -> tuple[int, ...]:
+    m = re.search(key + r"=\{([\d,]*)\}", attrs)
+    return tuple(int(v) for v in m[1].split(",") if v) if m else ()
+
+
+def _einsum(attrs: str) -> str:
+    m = re.search(r'op_name="[^"]*/([A-Za-z,]+->[A-Za-z]+)/dot_general"', attrs)
+    return m[1] if m else ""
+
+
+# Ops that move or re-type data without computing on it: a weight read through them is still
+# the weight (gathered, passed round a ring, sliced into a loop's chunk, transposed,
+# dequantized by a cast, broadcast for an outer product).
+MOVES = {"bitcast", "copy", "transpose", "reshape", "convert", "broadcast", "slice",
+         "dynamic-slice", "get-tuple-element", "all-gather", "all-gather-start",
+         "all-gather-done", "collective-permute", "collective-permute-start",
+         "collective-permute-done"}
+
+
+def reads_argument(module: Module, name: str, seen=None) -> bool:
+    """Whether `name` is a step argument (an ENTRY parameter) after data movement only. The KV
+    cache is an argument too, but attention reads it through the dynamic-update-slice that
+    writes this step's keys and values: computed on, so not a weight."""
+    seen = set() if seen is None else seen
+    if name in seen:
+        return False
+    seen.add(name)
+    ins = module[name]
+    if ins.op == "parameter":
+        if ins.computation == module.entry:
+            return True
+        callers = module.callers.get(ins.computation, [])
+        return len(callers) == 1 and reads_argument(
+            module, module[callers[0]].operands[int(ins.args)], seen)
+    if ins.op == "fusion":
+        root = module.roots[_CALLS.search(ins.attrs)[1]]
+        return reads_argument(module, root, seen)
+    return ins.op in MOVES and any(reads_argument(module, o, seen) for o in ins.operands)
+
+
+def matmuls(module: Module) -> list[Matmul]:
+    out = []
+    for ins in module.instructions.values():
+        if ins.op == "dot":
+            (_, lhs), = arrays(module[ins.operands[0]].type)
+            contracted = math.prod(lhs[d] for d in _dims(ins.attrs, "lhs_contracting_dims"))
+            (_, result), = arrays(ins.type)
+            flops = 2.0 * math.prod(result) * contracted
+        elif ins.op == "multiply" and _einsum(ins.attrs):
+            (_, result), = arrays(ins.type)
+            flops = 2.0 * math.prod(result)
+        else:
+            continue
+        weight = any(reads_argument(module, o) for o in ins.operands)
+        out.append(Matmul(ins.name, flops, _einsum(ins.attrs), weight))
+    return out

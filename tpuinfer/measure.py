@@ -1,0 +1,320 @@
+"""Measurement: what the compiler emits for one step, beside what the cost model predicts.
+
+`measure` compiles the very step the engine runs (`engine.compiled_step`, cached per
+configuration and shared with `generate`), reads the optimised HLO of the compiled executable
+(`tpuinfer.hlo`), its memory analysis and the placed parameters, times the step, and puts all
+of it beside `tpuinfer.layouts.step_terms` for the same configuration.
+
+Units and names are the cost model's (`tpuinfer.terms`), so the two sides compare directly:
+- collective `bytes` are per device, under the convention written once in tpuinfer/terms.py:
+  an all-gather counts its output, a reduce-scatter its input, an all-reduce, all-to-all or
+  collective-permute its input. `count` is how many times the step runs it. `axes` are the
+  mesh axes a group spans, in mesh order, axes of size 1 left out (a group over them is the
+  same group; the compiled program never names them);
+- `flops` are the weight matmuls' FLOPs per device (2 · N per token; attention's QK^T and PV
+  are `attention_flops`);
+- `memory_bytes` per device, what it holds from step to step: predicted, its weights and KV
+  cache; measured, the compiled step's arguments and outputs (the donated cache counted once);
+- `transient_bytes` per device, what the step adds while it runs: predicted, its largest single
+  activation (`cost.memory_per_chip` is the sum of the two); measured, the compiled step's
+  temporaries. On XLA:CPU these exceed the prediction: it erases optimization barriers before
+  scheduling and runs every weight all-gather of a weight-gathered layout first, so all layers'
+  gathered weights are live at once, and it copies weights into the layouts its matmuls want.
+  The measurement shows them as they are; they say little about a TPU's schedule;
+- `weight_bytes_per_device`: the parameters each device holds.
+
+One thing of the emulated machine is modelled here, not in the layouts: XLA:CPU has no bf16
+collectives; it widens every bf16 collective to f32 (a convert on each side). The prediction
+for a CPU-compiled step therefore counts bf16 collectives at f32 size, and says so in `notes`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import engine, hlo
+from .config import ModelConfig, get_model
+from .generate import global_array
+from .layouts import Layout, step_terms
+from .layouts import _common as c
+from .mesh import format_shape, make_mesh, mesh_shape
+from .model import init_params
+from .quant import activation_dtype, check_format, prepare
+from .terms import Collective, StepTerms
+
+PHASES = ("prefill", "decode")
+PROMPT, CACHE = 8, 16  # default prompt length (prefill) and cache length (decode)
+WIDENED = {"cpu": {"bf16": "f32"}}  # backend -> element types its collectives widen, and to what
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of a `Measurement`, predicted or measured, in the same units and names."""
+    collectives: tuple[Collective, ...]  # one entry per (kind, axes, bytes, dtype); `count` summed
+    flops: float  # weight-matmul FLOPs per device
+    attention_flops: float  # QK^T and PV FLOPs per device
+    memory_bytes: float  # per device, held across steps: weights, KV cache (measured: + I/O)
+    transient_bytes: float  # per device, added during the step (activations, temporaries)
+    weight_bytes_per_device: float
+    time_s: float | None  # predicted: on the `host` profile, None until one is calibrated
+
+    @property
+    def comm_bytes(self) -> float:
+        return sum(x.bytes * x.count for x in self.collectives)
+
+    def by_kind(self) -> dict[str, tuple[int, float]]:
+        """kind -> (count, bytes moved per device over the step)."""
+        out: dict[str, tuple[int, float]] = {}
+        for x in self.collectives:
+            n, b = out.get(x.kind, (0, 0.0))
+            out[x.kind] = (n + x.count, b + x.bytes * x.count)
+        return out
+
+    def to_json(self) -> dict:
+        return {"collectives": [{"kind": x.kind, "axes": "".join(x.axes), "group": x.group,
+                                 "bytes": x.bytes, "count": x.count, "dtype": x.dtype}
+                                for x in self.collectives],
+                "comm_bytes": self.comm_bytes, "flops": self.flops,
+                "attention_flops": self.attention_flops, "memory_bytes": self.memory_bytes,
+                "transient_bytes": self.transient_bytes,
+                "weight_bytes_per_device": self.weight_bytes_per_device, "time_s": self.time_s}
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The compiled program's memory per device (`Compiled.memory_analysis()`)."""
+    arguments: int
+    outputs: int
+    aliased: int  # outputs written into donated arguments (the KV cache): counted once
+    temporaries: int
+
+    @property
+    def held(self) -> int:
+        """Between steps: the step's inputs and outputs, the donated cache once."""
+        return self.arguments + self.outputs - self.aliased
+
+
+@dataclass(frozen=True)
+class Measurement:
+    model: str
+    mesh_shape: tuple[int, int, int]
+    layout: Layout
+    phase: str
+    batch: int
+    tokens: int  # per sequence this step (1 in decode)
+    context: int  # cache length attended over
+    weights: str
+    backend: str  # the platform the step was compiled for ("cpu" when emulated)
+    predicted: Side
+    measured: Side
+    terms: StepTerms  # the layout files' terms, as the cost model receives them
+    hlo_collectives: tuple[hlo.HloCollective, ...]  # every collective as compiled
+    memory: Memory
+    step_times_s: tuple[float, ...]  # each timed run (after a warm-up)
+    compile_s: float  # spent compiling in this call; 0.0 when the step was cached
+    tpu_time_s: float  # the cost model's TPU v4 prediction for this step (bf16 activations)
+    notes: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {"model": self.model, "mesh": format_shape(self.mesh_shape),
+                "ffn": self.layout.ffn, "attention": self.layout.attention,
+                "phase": self.phase, "batch": self.batch, "tokens": self.tokens,
+                "context": self.context, "weights": self.weights, "backend": self.backend,
+                "predicted": self.predicted.to_json() | {
+                    "time_hardware": "host" if self.predicted.time_s is not None else None,
+                    "tpu_v4_time_s": self.tpu_time_s},
+                "measured": self.measured.to_json() | {
+                    "step_times_s": list(self.step_times_s), "compile_s": self.compile_s,
+                    "memory": dataclasses.asdict(self.memory)},
+                "notes": list(self.notes)}
+
+
+def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefill",
+            batch: int, tokens: int | None = None, context: int | None = None,
+            weights: str = "f32", params=None, seed: int = 0, repeats: int = 5) -> Measurement:
+    """Compile (once per configuration), read and time one step, beside its prediction.
+
+    `mesh`: a mesh from `make_mesh`, or its shape. `tokens`: the prompt length of a prefill
+    (default: `context`, else 8); a decode step processes 1. `context`: the cache length
+    (default: the prompt in prefill, 16 in decode). `params`: unquantized parameters (default:
+    `init_params(cfg, seed)`). The time is the median of `repeats` runs after one warm-up;
+    `repeats=0` reads the compiled step without running it (measured `time_s` is None).
+    """
+    cfg = get_model(cfg)
+    mesh = mesh if not isinstance(mesh, (tuple, list)) else make_mesh(tuple(mesh))
+    shape = mesh_shape(mesh)
+    tokens, context = _step_shape(phase, tokens, context)
+    check_format(weights)
+    if repeats < 0:
+        raise ValueError(f"repeats must be >= 0 (timed runs after the warm-up), got {repeats}")
+    engine.check(cfg, layout, shape, batch)  # the engine's own errors, before any work
+
+    placed = _placed(cfg, layout.ffn, mesh, weights, seed) if params is None else \
+        engine.place(prepare(params, weights), mesh, engine.param_specs(cfg, layout, weights))
+    tokens_BL = global_array(np.zeros((batch, tokens), np.int32), mesh,
+                             engine.token_spec(layout))
+    cache = _zero_cache(cfg, layout, mesh, batch, context, weights)
+    pos = jnp.int32(0 if phase == "prefill" else context - 1)
+    exe, compile_s = engine.compiled_step(cfg, layout, mesh, weights, placed, tokens_BL,
+                                          cache, pos)
+    times = _time(exe, placed, tokens_BL, cache, pos, repeats) if repeats else []
+
+    backend = mesh.devices.flat[0].platform
+    act = jnp.dtype(activation_dtype(weights)).itemsize
+    terms = step_terms(cfg, layout, shape, batch=batch, tokens=tokens, context=context,
+                       weights=weights, act_bytes=act)
+    module = hlo.parse(exe.as_text())
+    compiled = tuple(hlo.collectives(module, mesh.size))
+    matmuls = hlo.matmuls(module)
+    stats = exe.memory_analysis()
+    memory = Memory(stats.argument_size_in_bytes, stats.output_size_in_bytes,
+                    stats.alias_size_in_bytes, stats.temp_size_in_bytes)
+
+    measured = Side(
+        collectives=_grouped(Collective(x.kind, group_axes(x.groups, shape), x.group_size,
+                                        x.bytes, 1, x.name, x.dtype) for x in compiled),
+        flops=sum(m.flops for m in matmuls if m.reads_argument),
+        attention_flops=sum(m.flops for m in matmuls if not m.reads_argument),
+        memory_bytes=float(memory.held), transient_bytes=float(memory.temporaries),
+        weight_bytes_per_device=float(engine.local_bytes(placed)),
+        time_s=statistics.median(times) if times else None)
+    host_time, tpu_time = _predicted_times(cfg, layout, shape, batch, tokens, context, weights,
+                                           _on_backend(terms, shape, backend))
+    predicted = _predicted_side(terms, shape, backend, host_time)
+    notes = _notes(terms, backend, host_time, predicted, measured)
+    return Measurement(cfg.name, shape, layout, phase, batch, tokens, context, weights, backend,
+                       predicted, measured, terms, compiled, memory, tuple(times), compile_s,
+                       tpu_time, notes)
+
+
+# ---- the step's inputs ----------------------------------------------------------------------
+def _step_shape(phase, tokens, context) -> tuple[int, int]:
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; choose prefill or decode")
+    if phase == "decode":
+        if tokens not in (None, 1):
+            raise ValueError(f"a decode step processes 1 token per sequence, got tokens={tokens}; "
+                             "leave tokens out, or measure a prefill of that length")
+        tokens, context = 1, context or CACHE
+    else:
+        tokens = tokens or context or PROMPT
+        context = context or tokens
+    if tokens < 1 or context < tokens:
+        raise ValueError(f"a step needs tokens >= 1 and a cache of at least that many positions, "
+                         f"got tokens={tokens}, context={context}")
+    return tokens, context
+
+
+@functools.lru_cache(maxsize=8)
+def _placed(cfg, ffn: str, mesh, weights: str, seed: int):
+    """`init_params(cfg, seed)` in a weight format, placed for a feed-forward layout (the
+    parameter specs depend on nothing else), kept for the next measurement."""
+    params = prepare(init_params(cfg, seed), weights)
+    return engine.place(params, mesh, engine.param_specs(cfg, Layout(ffn), weights))
+
+
+def _zero_cache(cfg, layout, mesh, batch, context, weights):
+    # through the host, like `engine.place`: a jitted zeros would compile for every call
+    dtype = activation_dtype(weights)
+    zeros = np.zeros((batch, context, cfg.K, cfg.D), dtype)
+    host = [{"k": zeros, "v": zeros} for _ in range(cfg.n_layers)]
+    return engine.place(host, mesh, engine.cache_specs(cfg, layout))
+
+
+_RAN: set[int] = set()  # ids of the executables `_time` has run (the engine keeps them all)
+
+
+def _time(exe, params, tokens_BL, cache, pos, repeats) -> list[float]:
+    """Seconds per step: one warm-up (unless an earlier measurement ran this very executable),
+    then `repeats` runs, each blocking on every output. The step donates its cache, so each run
+    feeds the cache the previous one returned."""
+    if id(exe) not in _RAN:
+        logits, cache = exe(params, tokens_BL, cache, pos)
+        jax.block_until_ready((logits, cache))
+        _RAN.add(id(exe))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        logits, cache = exe(params, tokens_BL, cache, pos)
+        jax.block_until_ready((logits, cache))
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+# ---- the two sides in one vocabulary --------------------------------------------------------
+def group_axes(groups, shape) -> tuple[str, ...]:
+    """The mesh axes along which the members of a collective's groups differ (device ids are
+    positions in the mesh, row-major over x, y, z)."""
+    coords = np.stack(np.unravel_index(np.asarray(groups), shape), axis=-1)  # [G, K, 3]
+    return tuple(a for i, a in enumerate(c.AXES) if (coords[:, :, i] != coords[:, :1, i]).any())
+
+
+def _grouped(collectives) -> tuple[Collective, ...]:
+    """One entry per distinct (kind, axes, group, bytes, dtype), counts summed, largest first."""
+    merged: dict[tuple, list] = defaultdict(lambda: [0, []])
+    for x in collectives:
+        entry = merged[(x.kind, x.axes, x.group, x.bytes, x.dtype)]
+        entry[0] += x.count
+        entry[1].append(x.what)
+    out = [Collective(kind, axes, group, nbytes, count, "; ".join(dict.fromkeys(what)), dtype)
+           for (kind, axes, group, nbytes, dtype), (count, what) in merged.items()]
+    return tuple(sorted(out, key=lambda x: (x.kind, -x.bytes, x.axes)))
+
+
+def _on_backend(terms: StepTerms, shape, backend: str) -> StepTerms:
+    """The terms as `backend` compiles them: axes of size 1 dropped, and bf16 collectives
+    widened to f32 where the backend has none (XLA:CPU)."""
+    widen = WIDENED.get(backend, {})
+
+    def one(x: Collective) -> Collective:
+        axes = tuple(a for a in c.AXES if a in x.axes and c.group_size(shape, (a,)) > 1)
+        if x.dtype in widen:
+            size = hlo.ITEMSIZE[widen[x.dtype]] / hlo.ITEMSIZE[x.dtype]
+            return dataclasses.replace(x, axes=axes, bytes=x.bytes * size, dtype=widen[x.dtype])
+        return dataclasses.replace(x, axes=axes)
+    return dataclasses.replace(terms, collectives=tuple(one(x) for x in terms.collectives))
+
+
+def _predicted_side(terms: StepTerms, shape, backend, host_time) -> Side:
+    return Side(collectives=_grouped(_on_backend(terms, shape, backend).collectives),
+                flops=terms.flops, attention_flops=terms.attention_flops,
+                memory_bytes=terms.stored_weight_bytes + terms.stored_kv_bytes,
+                transient_bytes=float(terms.activation_bytes),
+                weight_bytes_per_device=terms.stored_weight_bytes, time_s=host_time)
+
+
+def _predicted_times(cfg, layout, shape, batch, tokens, context, weights, host_terms):
+    """(host seconds or None when no host profile exists, TPU v4 seconds)."""
+    from .cost import estimate
+    from .hardware import host_profile_path
+    kw = dict(batch=batch, tokens=tokens, context=context, weights=weights)
+    host = estimate(cfg, layout, shape, **kw, hardware="host", terms=host_terms).step_s \
+        if host_profile_path().exists() else None
+    return host, estimate(cfg, layout, shape, **kw, hardware="tpu-v4").step_s
+
+
+def _notes(terms: StepTerms, backend: str, host_time, predicted: Side,
+           measured: Side) -> tuple[str, ...]:
+    notes = []
+    widen = WIDENED.get(backend, {})
+    if any(x.dtype in widen for x in terms.collectives):
+        notes.append(f"XLA:{backend.upper()} runs bf16 collectives in f32: the prediction counts "
+                     "them at f32 size, as compiled here (a TPU moves half those bytes)")
+    if measured.transient_bytes > 1.1 * predicted.transient_bytes:
+        notes.append("memory during the step: the prediction is the largest single activation; "
+                     "the compiler's temporaries also hold activations side by side and weight "
+                     "copies (on XLA:CPU every gathered layer at once, weights transposed into "
+                     "the layouts its matmuls want, int8 weights widened whole before use)")
+    if host_time is None:
+        notes.append("no host profile yet: run `tpuinfer calibrate` for a predicted wall time "
+                     "on this machine")
+    notes.append("the TPU v4 time is a prediction (bf16 activations), not a measurement")
+    return tuple(notes)

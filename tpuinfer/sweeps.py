@@ -1,0 +1,276 @@
+"""Plain data for the book's plots: sweeps over the library's own functions.
+
+Each function here calls `step_terms`, `cost.estimate`, `measure` or the planner and returns
+lists and dicts, nothing drawn. The widgets (`tpuinfer_widgets`) plot exactly what these
+return and compute nothing themselves, so a chapter can print, check or test the same numbers.
+A configuration the library rejects keeps the library's ValueError message, word for word.
+"""
+from __future__ import annotations
+
+import functools
+import math
+from typing import Callable
+
+from .config import ModelConfig, get_model
+from .cost import estimate
+from .hardware import get_hardware
+from .layouts import FFN_LAYOUTS, Layout, step_terms
+from .planner import ATTENTION_VARIANTS, kv_bytes_per_chip, max_context, pareto
+from .quant import activation_dtype, check_format
+
+Progress = Callable[[int, int, str], None]  # (done, total, what is running now)
+
+# Real steps on the emulated CPU mesh are for small models: every one of the 256 devices
+# holds its own buffers, and init_params builds the whole model in f32 first. The tiny preset
+# holds 15 MB; PaLM 8B would need 34 GB.
+HOST_MODEL_BYTES = 128 * 2**20
+
+
+def why_not_run(cfg: ModelConfig | str) -> str | None:
+    """None when this machine runs real steps of `cfg`; otherwise why only the cost model
+    can show it."""
+    cfg = get_model(cfg)
+    need = cfg.weight_bytes("f32")
+    if need <= HOST_MODEL_BYTES:
+        return None
+    return (f"{cfg.name} holds {need / 2**30:.3g} GiB of f32 weights; real steps on this "
+            f"machine's emulated mesh are for models up to {HOST_MODEL_BYTES / 2**20:.0f} MiB "
+            "(the tiny preset), so only the cost model's prediction is shown")
+
+
+def activation_bytes(weights: str) -> int:
+    """Bytes per activation element as the engine computes in this weight format
+    (`quant.activation_dtype`), as `measure` predicts it."""
+    import numpy as np
+    return np.dtype(activation_dtype(check_format(weights))).itemsize
+
+
+# ---- one step: predicted against measured (the layout explorer) ----------------------------
+def _side(collectives, flops, attention_flops, memory_bytes, weight_bytes, time_s) -> dict:
+    by_kind: dict[str, list] = {}
+    for x in collectives:
+        count, nbytes = by_kind.get(x.kind, (0, 0.0))
+        by_kind[x.kind] = (count + x.count, nbytes + x.bytes * x.count)
+    return {"collective_bytes": {k: b for k, (_, b) in by_kind.items()},
+            "collective_counts": {k: n for k, (n, _) in by_kind.items()},
+            "flops": {"weight matmuls": flops, "attention": attention_flops},
+            "memory_bytes": {"per device": memory_bytes, "weights held": weight_bytes},
+            "time_s": time_s}
+
+
+def step_comparison(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase: str,
+                    batch: int, context: int, weights: str = "f32",
+                    hardware: str = "tpu-v4", repeats: int = 3) -> dict:
+    """One step (a prefill of `context` prompt tokens, or a decode step over a cache of
+    `context` positions) as up to three sides in the same units:
+
+    - "predicted (this CPU)" and "measured (this CPU)": `measure.measure`'s two sides, when
+      this machine runs the model (`why_not_run`);
+    - "predicted (<hardware>)": `cost.estimate` on the chosen profile (bf16 activations, as
+      the chip runs them): a prediction, never a measurement.
+
+    Each side: collective bytes and counts per kind, FLOPs, memory per device and the step
+    time in seconds (None where there is none: no host profile yet). Raises the library's
+    ValueError for a configuration the layout or the mesh cannot run."""
+    cfg = get_model(cfg)
+    mesh_shape = tuple(int(s) for s in mesh_shape)
+    tokens = context if phase == "prefill" else 1
+    est = estimate(cfg, layout, mesh_shape, batch=batch, tokens=tokens, context=context,
+                   weights=weights, hardware=hardware)
+    t = est.terms
+    predicted_hw = _side(t.collectives, t.flops, t.attention_flops, est.memory_per_chip_bytes,
+                         t.stored_weight_bytes, est.step_s)
+    out = {"model": cfg.name, "mesh": list(mesh_shape), "layout": str(layout), "phase": phase,
+           "batch": batch, "tokens": tokens, "context": context, "weights": weights,
+           "hardware": est.hardware, "hardware_times_s": est.times() | {"step_s": est.step_s},
+           "ran": False, "compile_s": 0.0, "sides": {}, "notes": []}
+    reason = why_not_run(cfg)
+    if reason is None:
+        from .measure import measure  # imports the engine: only when a step really runs
+        m = measure(cfg, mesh_shape, layout, phase=phase, batch=batch,
+                    tokens=tokens if phase == "prefill" else None, context=context,
+                    weights=weights, repeats=repeats)
+        for name, side in (("predicted (this CPU)", m.predicted), ("measured (this CPU)",
+                                                                  m.measured)):
+            out["sides"][name] = _side(side.collectives, side.flops, side.attention_flops,
+                                       side.memory_bytes, side.weight_bytes_per_device,
+                                       side.time_s)
+        # measure's own TPU v4 time is not shown here (the chosen profile's is): drop its note
+        out.update(ran=True, compile_s=m.compile_s,
+                   notes=[n for n in m.notes if "TPU v4 time" not in n])
+    else:
+        out["notes"].append(reason)
+    out["sides"][f"predicted ({est.hardware})"] = predicted_hw
+    out["notes"].append(f"the {est.hardware} side is the cost model's prediction (bf16 "
+                        f"activations, rule '{est.rule}'), not a measurement")
+    return out
+
+
+# ---- communication against tokens per batch (the paper's Figure 3) ------------------------
+def batch_and_length(tokens: int, chips: int) -> tuple[int, int]:
+    """B·L tokens as B sequences of L: as many sequences as chips (so that every layout can
+    split the batch), one token each below that."""
+    if tokens < 1 or chips < 1:
+        raise ValueError(f"tokens per batch and chips must be positive, got {tokens}, {chips}")
+    batch = min(tokens, chips)
+    if tokens % batch:
+        raise ValueError(f"{tokens} tokens per batch do not split into {batch} sequences of "
+                         f"equal length; choose a multiple of {batch}")
+    return batch, tokens // batch
+
+
+def crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
+              attention: str = "heads", weights: str = "bf16") -> dict:
+    """Communication per chip of one prefill step (all layers, `step_terms`) against tokens
+    per batch B·L, for every feed-forward layout. A point a layout cannot run (a batch smaller
+    than its sharding) is None; a layout that runs nowhere is left out and its reason kept in
+    `errors`. Raises the first ValueError when no layout runs at all."""
+    cfg = get_model(cfg)
+    mesh_shape = tuple(int(s) for s in mesh_shape)
+    chips = math.prod(mesh_shape)
+    tokens = [int(n) for n in tokens_per_batch]
+    act = activation_bytes(weights)
+    out = {"model": cfg.name, "mesh": list(mesh_shape), "attention": attention,
+           "weights": weights, "tokens": tokens, "comm_bytes": {}, "errors": {}}
+    for ffn in FFN_LAYOUTS:
+        ys, first_error = [], None
+        for n in tokens:
+            try:
+                b, length = batch_and_length(n, chips)
+                terms = step_terms(cfg, Layout(ffn, attention), mesh_shape, batch=b,
+                                   tokens=length, context=length, weights=weights,
+                                   act_bytes=act)
+                ys.append(terms.comm_bytes)
+            except ValueError as err:
+                ys.append(None)
+                first_error = first_error or str(err)
+        if any(y is not None for y in ys):
+            out["comm_bytes"][ffn] = ys
+        else:
+            out["errors"][ffn] = first_error
+    if not out["comm_bytes"]:
+        raise ValueError(next(iter(out["errors"].values())))
+    return out
+
+
+def measured_crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
+                       attention: str = "heads", weights: str = "bf16",
+                       progress: Progress | None = None) -> dict:
+    """Real steps for `crossover`'s points: `measure` of the same prefill for every layout at
+    each B·L, the communication per chip read from the compiled program beside its
+    prediction for this backend. Raises ValueError when this machine cannot run `cfg`."""
+    from .measure import measure
+    cfg = get_model(cfg)
+    reason = why_not_run(cfg)
+    if reason:
+        raise ValueError(reason)
+    mesh_shape = tuple(int(s) for s in mesh_shape)
+    tokens = [int(n) for n in tokens_per_batch]
+    out = {"model": cfg.name, "mesh": list(mesh_shape), "attention": attention,
+           "weights": weights, "tokens": tokens, "comm_bytes": {}, "predicted_comm_bytes": {},
+           "errors": {}, "notes": []}
+    total, done = len(FFN_LAYOUTS) * len(tokens), 0
+    for ffn in FFN_LAYOUTS:
+        measured, predicted = [], []
+        for n in tokens:
+            if progress:
+                progress(done, total, f"{ffn} at {n} tokens per batch")
+            try:
+                b, length = batch_and_length(n, math.prod(mesh_shape))
+                m = measure(cfg, mesh_shape, Layout(ffn, attention), phase="prefill", batch=b,
+                            tokens=length, context=length, weights=weights, repeats=1)
+                measured.append(m.measured.comm_bytes)
+                predicted.append(m.predicted.comm_bytes)
+                # only the notes about collectives bear on communication bytes
+                out["notes"] += [x for x in m.notes if "collective" in x
+                                 and x not in out["notes"]]
+            except ValueError as err:
+                measured.append(None)
+                predicted.append(None)
+                out["errors"].setdefault(ffn, str(err))
+            done += 1
+        out["comm_bytes"][ffn], out["predicted_comm_bytes"][ffn] = measured, predicted
+    if progress:
+        progress(total, total, "done")
+    return out
+
+
+# ---- latency against cost (the paper's Figure 1) ------------------------------------------
+@functools.lru_cache(maxsize=64)
+def _pareto(model, weights, hardware, input_len, gen_len, chips, batches) -> dict:
+    # A full sweep takes seconds to a minute: each curve is priced once per session.
+    return pareto(model, hardware, chips=list(chips) if chips else None,
+                  batches=list(batches) if batches else None, input_len=input_len,
+                  gen_len=gen_len, weights=weights, progress=False)
+
+
+def pareto_curves(models, weights, *, hardware: str = "tpu-v4", input_len: int = 2048,
+                  gen_len: int = 64, chips=None, batches=None,
+                  progress: Progress | None = None) -> dict:
+    """`planner.pareto` for every (model, weight format), in the paper's units: latency in ms
+    (prefill: the whole prefill; decode: per generated token) and cost in chip-ms per token.
+    Each point keeps its chips, batch, mesh and layouts. A combination that cannot run (it
+    fits on none of the chip counts) is left out with its reason in `errors`; raises the
+    first ValueError when none runs."""
+    get_hardware(hardware)  # an unknown profile is one error, not one per curve
+    combos = [(m, w) for m in models for w in weights]
+    out = {"hardware": hardware, "prefill": {}, "decode": {}, "errors": {}}
+    for i, (model, fmt) in enumerate(combos):
+        label = f"{model} {fmt}"
+        if progress:
+            progress(i, len(combos), label)
+        try:
+            result = _pareto(model, fmt, hardware, input_len, gen_len,
+                             tuple(chips) if chips else None,
+                             tuple(batches) if batches else None)
+        except ValueError as err:
+            out["errors"][label] = str(err)
+            continue
+        for phase in ("prefill", "decode"):
+            points = result[phase]
+            out[phase][label] = {
+                "latency_ms": [p["latency_s"] * 1e3 for p in points],
+                "cost_chip_ms_per_token": [p["cost_chip_s_per_token"] * 1e3 for p in points],
+                "points": [dict(p) for p in points]}
+    if progress:
+        progress(len(combos), len(combos), "done")
+    if combos and len(out["errors"]) == len(combos):
+        raise ValueError(next(iter(out["errors"].values())))
+    return out
+
+
+# ---- KV cache and the longest context (the attention chapter) ------------------------------
+def context_curves(model: ModelConfig | str, chips: int, batch: int, contexts, batches, *,
+                   kv_fraction: float = 0.3, hardware: str = "tpu-v4") -> dict:
+    """For each attention variant (multihead, multiquery by heads, multiquery by batch):
+    KV-cache bytes per chip against context length at `batch` (`planner.kv_bytes_per_chip`),
+    and the longest context that fits in `kv_fraction` of HBM against batch
+    (`planner.max_context`). A point a variant cannot shard is None, and the reason for the
+    chosen batch is kept in `errors`. Raises the library's ValueError for a bad request."""
+    cfg = get_model(model)
+    # multihead runs at any batch: its error is the request's (chips, kv_fraction, hardware)
+    at_batch = {"multihead": max_context(cfg, chips, batch, "multihead", kv_fraction,
+                                         hardware)}
+    out = {"model": cfg.name, "chips": chips, "batch": batch, "kv_fraction": kv_fraction,
+           "hardware": get_hardware(hardware).name, "contexts": [int(s) for s in contexts],
+           "batches": [int(b) for b in batches], "kv_bytes_per_chip": {}, "max_context": {},
+           "max_context_at_batch": at_batch, "errors": {}}
+    for variant in ATTENTION_VARIANTS:
+        try:
+            at_batch[variant] = max_context(cfg, chips, batch, variant, kv_fraction, hardware)
+            out["kv_bytes_per_chip"][variant] = [kv_bytes_per_chip(cfg, variant, chips, batch, s)
+                                                 for s in out["contexts"]]
+        except ValueError as err:
+            at_batch[variant] = None
+            out["kv_bytes_per_chip"][variant] = [None] * len(out["contexts"])
+            out["errors"][variant] = str(err)
+        out["max_context"][variant] = [_or_none(max_context, cfg, chips, b, variant,
+                                                kv_fraction, hardware) for b in out["batches"]]
+    return out
+
+
+def _or_none(fn, *args):
+    try:
+        return fn(*args)
+    except ValueError:
+        return None

@@ -1,0 +1,175 @@
+"""What every explorer shares: controls that re-run a library call, a message line that shows
+progress and errors, a plotly FigureWidget, and a static copy of it for readers without a
+kernel.
+
+An explorer subclass says which library call to make (`compute`) and how to draw its plain
+result (`draw`); it holds no formula. `update` runs the two: a ValueError from the library
+is shown word for word in the message and the previous plot stays; any other exception is
+shown too, never raised into the kernel (a workshop must not see a traceback).
+"""
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+
+import ipywidgets as W
+
+try:
+    import anywidget  # noqa: F401  (plotly 6+ draws its FigureWidget through anywidget)
+    import plotly.graph_objects as go
+    import plotly.io as pio
+except ImportError as err:  # pragma: no cover - depends on the installation
+    raise ImportError(f"tpuinfer_widgets needs plotly and anywidget ({err}); install them "
+                      'with pip install -e ".[dev]"') from None
+
+_STYLE = {"info": "color:#555; font-size:0.9em; line-height:1.4",
+          "busy": "color:#1f5fa8", "error":
+          "color:#a40000; background:#fdecea; padding:2px 6px; border-radius:3px"}
+_SPINNER = ("<span style='display:inline-block; animation:tpuinfer-spin 1s linear infinite'>"
+            "&#8987;</span><style>@keyframes tpuinfer-spin {to {transform:rotate(360deg)}}"
+            "</style> ")
+
+CONTROL_STYLE = {"description_width": "initial"}
+
+
+class Static:
+    """A plotly figure as stored output: plotly's JSON mime bundle (JupyterLab draws it
+    without a kernel) and an HTML copy loading plotly.js from its CDN (nbviewer and other
+    HTML viewers). A FigureWidget on its own is saved as a widget reference, which a reader
+    without a kernel sees as text only."""
+
+    def __init__(self, figure):
+        self.figure = go.Figure(figure)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        fig = json.loads(pio.to_json(self.figure, validate=False))
+        return {"application/vnd.plotly.v1+json": {**fig, "config": {"responsive": True}},
+                "text/html": pio.to_html(self.figure, include_plotlyjs="cdn",
+                                         full_html=False),
+                "text/plain": f"<plotly figure: {self.figure.layout.title.text or ''}>"}
+
+
+def static(figure) -> Static:
+    """A copy of `figure` (a Figure or FigureWidget) that stays visible in a saved notebook
+    opened without a kernel."""
+    return Static(figure)
+
+
+class Explorer:
+    """Base class: `controls` (name -> ipywidget), `figure` (a go.FigureWidget), `message`
+    (an HTML widget), `widget` (the whole layout), `data` (the last good result), `update()`,
+    `snapshot()`. Displaying an explorer displays `widget`."""
+
+    title = ""
+
+    def __init__(self, controls: dict, figure, rows=None):
+        """`rows`: the control names of each row of the panel (default: one wrapping row)."""
+        self.controls = controls
+        self.figure = go.FigureWidget(figure)
+        self.message = W.HTML(layout=W.Layout(min_height="1.6em"))
+        self.data = None
+        self.error = None  # the last update's error message, None when it succeeded
+        self._muted = 0
+        rows = rows or [list(controls)]
+        panel = [W.HBox([controls[name] for name in row], layout=W.Layout(flex_flow="row wrap"))
+                 for row in rows]
+        self.widget = W.VBox(panel + [self.message, self.figure])
+        self.widget.add_class("tpuinfer-explorer")
+        for control in controls.values():
+            control.observe(self._changed, names="value")
+
+    # ---- what a subclass provides ----------------------------------------------------------
+    def compute(self):
+        """Call the library for the current controls; return plain data."""
+        raise NotImplementedError
+
+    def draw(self, data) -> None:
+        """Put `data` into `self.figure` (called inside a batch update)."""
+        raise NotImplementedError
+
+    def busy_text(self) -> str:
+        return "computing …"
+
+    def notes(self, data) -> list[str]:
+        return []
+
+    # ---- shared behaviour ------------------------------------------------------------------
+    def update(self) -> bool:
+        """Recompute and redraw from the controls. Returns whether it succeeded; on failure
+        the message says why and the figure keeps its last good data."""
+        self.show(self.busy_text(), "busy")
+        try:
+            data = self.compute()
+        except Exception as err:  # noqa: BLE001 - nothing may raise into the kernel
+            return self._fail(err)
+        try:
+            with self.figure.batch_update():
+                self.draw(data)
+        except Exception as err:  # noqa: BLE001
+            return self._fail(err)
+        self.data, self.error = data, None
+        self.show(" · ".join(self.notes(data)), "info")
+        return True
+
+    def _fail(self, err: Exception) -> bool:
+        # the library's ValueErrors say what was chosen and what would work: show them as they
+        # are; anything else is a bug worth reporting, so name its type
+        text = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        self.error = text
+        self.show(text + (" (the plot still shows the last configuration that ran)"
+                          if self.data is not None else ""), "error")
+        return False
+
+    def show(self, text: str, kind: str = "info") -> None:
+        spinner = _SPINNER if kind == "busy" else ""
+        self.message.value = (f"<div class='tpuinfer-{kind}' style='{_STYLE[kind]}'>"
+                              f"{spinner}{html.escape(text)}</div>") if text else ""
+
+    def _changed(self, change) -> None:
+        if not self._muted:
+            self.update()
+
+    @contextlib.contextmanager
+    def hold(self):
+        """Change several controls at once with one update at the end (also used inside,
+        where one control resets others)."""
+        self._muted += 1
+        try:
+            yield self
+        finally:
+            self._muted -= 1
+
+    def set(self, **values) -> bool:
+        """Set controls by name and update once: `explorer.set(ffn="ws1d", batch=8)`."""
+        with self.hold():
+            for name, value in values.items():
+                self.controls[name].value = value
+        return self.update()
+
+    def snapshot(self) -> Static:
+        """The current figure as plain plotly output, for a reader without a kernel."""
+        return static(self.figure)
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        return self.widget._repr_mimebundle_(include=include, exclude=exclude)
+
+
+def toggles(description: str, options, value, tooltip: str = "") -> W.ToggleButtons:
+    return W.ToggleButtons(description=description, options=list(options), value=value,
+                           tooltip=tooltip or None,
+                           style={**CONTROL_STYLE, "button_width": "5.5em"},
+                           layout=W.Layout(width="auto"))
+
+
+def dropdown(description: str, options, value, tooltip: str = "", **kw) -> W.Dropdown:
+    return W.Dropdown(description=description, options=options, value=value,
+                      tooltip=tooltip or None, style=CONTROL_STYLE,
+                      layout=W.Layout(width="auto"), **kw)
+
+
+def int_text(description: str, value: int, lo: int = 1, hi: int = 2**20,
+             tooltip: str = "") -> W.BoundedIntText:
+    return W.BoundedIntText(description=description, value=value, min=lo, max=hi,
+                            tooltip=tooltip or None, style=CONTROL_STYLE,
+                            layout=W.Layout(width="11em"))
