@@ -1,0 +1,220 @@
+# Chapter 0 of the tpuinfer book (source; book/_build.py turns it into 00_welcome.ipynb).
+
+# %% [markdown]
+# # 0 · Welcome: partitioning a Transformer for inference
+#
+# A large language model does not fit on one chip, and even when it does, one chip is too
+# slow. So the model is **partitioned**: every weight matrix is cut into pieces spread over
+# many chips, and the chips exchange activations (or weights) with **collectives** such as
+# all-gather and reduce-scatter. *How* you cut decides how fast a request runs, how much it
+# costs, and how long a context fits in memory.
+#
+# This book teaches the partitioning ideas of Pope et al., *Efficiently Scaling Transformer
+# Inference* (MLSys 2023), which served PaLM 540B on 64 TPU v4 chips at 29 ms per generated
+# token. Every idea is shown three ways:
+#
+# 1. **as code** — the real `shard_map` body of each layout, shown with `inspect.getsource`
+#    from the `tpuinfer` library, with every collective written out;
+# 2. **as a real run** — the layout executes on an *emulated* mesh of up to 256 devices on
+#    your laptop's CPU, and its tokens are checked against an unsharded reference model;
+# 3. **as a prediction** — an analytical cost model says what the step should cost, and we put
+#    that prediction beside what the compiler actually emitted.
+#
+# ## How to use it
+#
+# From the repository root: `pip install -e ".[book]"`, then `jupyter lab book/`. Run each
+# chapter top to bottom (the first code cell must run first: see below). Two cores are enough.
+# Every chapter ends with a few exercises; each has an answer cell and a cell that checks the
+# answer against the library. **The answer cells ship filled in with correct answers** so that
+# the book runs green in CI; clear them and work the answers out yourself.
+#
+# | chapter | what it teaches |
+# |---|---|
+# | 01 | rooflines and MFU: compute, memory and communication bounds on a step |
+# | 02 | meshes, shardings and collectives on 256 emulated devices |
+# | 03 | 1D weight-stationary (Megatron) |
+# | 04 | 2D weight-stationary |
+# | 05 | weight-gathered layouts and the crossover |
+# | 06 | attention: multiquery by heads and by batch, and context length |
+# | 07 | prefill against decode, and the parallel block |
+# | 08 | Looped CollectiveEinsum: hiding communication behind matmuls |
+# | 09 | int8 weights |
+# | 10 | the cost model and planner reproducing the paper's Table 2 |
+# | 11 | end-to-end generation and the Pareto frontier of latency against cost |
+
+# %% [markdown]
+# ## The first cell of every chapter
+#
+# JAX decides how many devices it has the moment its backend starts, and never changes its
+# mind in a running process. So every chapter starts by asking for 256 emulated CPU devices
+# (the paper's largest mesh is 4×8×8 = 256 chips) *before anything else touches JAX*. Smaller
+# meshes are then built from the first devices. If you see an `EmulationError`, restart the
+# kernel and run this cell first.
+
+# %%
+import tpuinfer as ti
+ti.emulate(256)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+import jax
+import numpy as np
+import plotly.graph_objects as go
+
+import booktools as bt
+
+print(jax.device_count(), "devices on", jax.devices()[0].platform)
+
+# %% [markdown]
+# ## The notation
+#
+# The paper writes a tensor with its dimensions and, as subscripts, the mesh axes each
+# dimension is split over. The library uses the same letters everywhere: in variable names
+# (`x_BLE`), in einsum strings (`"BLE,EF->BLF"`) and in docstrings.
+#
+# | letter | meaning | letter | meaning |
+# |---|---|---|---|
+# | B | batch (sequences) | E | d_model |
+# | L | tokens processed this step (1 in decode) | F | d_ff (feed-forward width) |
+# | S | context length held in the KV cache | H | query heads |
+# | V | vocabulary | K | key/value heads (K = 1: multiquery) |
+# | n | chips, n = X·Y·Z | D | d_head |
+#
+# `BLE_xyz` is an activation [B, L, E] whose E is split over all three mesh axes: each chip
+# holds [B, L, E/(XYZ)]. An axis not written means the tensor is *replicated* over it. A
+# result "partial-sum over x" still has to be summed across the chips of x.
+#
+# ## The models
+#
+# The configurations live in `ti.MODELS`. `tiny` is built so that every layout runs on the
+# full 4×8×8 mesh (E, F, H and V all divide by 256) in well under a second per step; the PaLM
+# presets are for the cost model. Each config computes its own counts: the book never
+# recounts them.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = [[c.name, c.n_layers, c.E, c.F, c.H, c.D, c.K, c.V, f"{c.n_params():,}"]
+        for c in ti.MODELS.values()]
+print(bt.table(["model", "layers", "E", "F", "H", "D", "K", "V", "parameters"], rows))
+
+# %% [markdown]
+# Where do the parameters sit? Per layer, attention holds W_q, W_k, W_v and W_o and the
+# feed-forward holds W_gate, W_up and W_down; the embedding table is shared with the output
+# projection. In PaLM the feed-forward holds most of each layer: F = 4E, three matrices of
+# E·F, against attention's H·D ≈ E wide projections and a single K/V head. The tiny model,
+# with 256 heads of 8, is shaped for partitioning, not for realism.
+
+# %%
+names = ["tiny", "palm-8b", "palm-540b"]
+parts = {"attention": lambda c: c.n_layers * c.attention_params_per_layer(),
+         "feed-forward": lambda c: c.n_layers * c.ffn_params_per_layer(),
+         "embedding": lambda c: c.V * c.E}
+fig = go.Figure([go.Bar(name=part, x=names, y=[f(ti.MODELS[m]) / ti.MODELS[m].n_params()
+                                                for m in names]) for part, f in parts.items()])
+fig.update_layout(barmode="stack", yaxis_title="share of parameters", height=340, width=560,
+                  title="Where the parameters are")
+fig.show()
+
+# %% [markdown]
+# ## A first real run
+#
+# `ti.generate` prefills a batch of prompts and then decodes, each phase in its own
+# *layout*. Here: the tiny model on a 2×2×2 mesh (8 emulated devices), prefill in 2D
+# weight-stationary with attention split by heads, decode in 2D weight-stationary with
+# attention split by batch (chapters 4 and 6 explain both). Then the same prompts through the
+# unsharded reference model (`mesh=None`). Parameters are f32 by default, so the sharded run
+# must produce *exactly* the reference's tokens: partitioning changes where the arithmetic
+# happens, not what it computes.
+
+# %%
+cfg = ti.MODELS["tiny"]
+params = ti.init_params(cfg, seed=0)
+mesh = ti.make_mesh((2, 2, 2))
+prompt_BL = np.random.default_rng(0).integers(0, cfg.V, (8, 8))
+layouts = dict(prefill=ti.Layout("ws2d", "heads"), decode=ti.Layout("ws2d", "batch"))
+out = ti.generate(params, cfg, prompt_BL, steps=6, mesh=mesh, **layouts)
+ref = ti.generate(params, cfg, prompt_BL, steps=6)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("sharded tokens equal the reference's:", bool((out.tokens == ref.tokens).all()))
+
+# %%
+print("first sequence's generated tokens:", out.tokens[0].tolist())
+
+# %% [markdown]
+# What did each phase cost on this machine? The first call of a configuration compiles it
+# (seconds); later steps reuse the compiled program. These are CPU timings of an emulation:
+# they tell you nothing about a TPU, which is why the book compares *what was compiled*
+# rather than wall time.
+
+# %%
+for phase, t in out.timings.items():
+    print(f"{phase:8s} {t['layout']:12s} compile {t['compile_s']:.2f} s, "
+          f"{t['steps']} step(s) of {t['step_s'] * 1e3:.1f} ms")
+
+# %% [markdown]
+# ## Predicted against measured
+#
+# `tpuinfer.measure.measure` compiles the very step the engine runs, reads the collectives
+# out of the compiled program (kind, which devices talk, bytes per device), and puts them
+# beside what the layout file predicts. On an emulated mesh this comparison is *exact*: the
+# same program would move the same bytes on a TPU. The notes `measure` attaches say what each
+# side assumes.
+
+# %%
+from tpuinfer.measure import measure
+
+m = measure(cfg, mesh, layouts["prefill"], phase="prefill", batch=8, tokens=8, params=params)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(bt.by_kind_table(m))
+
+# %%
+print("\n".join(m.notes))
+
+# %% [markdown]
+# Here is how the whole library fits together; every box is a module you can open, and the
+# chapters show their code where it matters.
+#
+# ```mermaid
+# flowchart LR
+#   C[ModelConfig<br/>config.py] --> P[params<br/>model.py]
+#   P --> L["Layout (ffn, attention)<br/>layouts/*.py"]
+#   L --> E["engine + generate<br/>shard_map bodies"]
+#   L --> T["step_terms<br/>FLOPs, bytes, collectives"]
+#   T --> CM["cost model<br/>cost.py + hardware.py"]
+#   E --> M["measure<br/>compiled HLO"]
+#   T --> M
+#   CM --> PL["planner<br/>layouts, Pareto"]
+#   PL --> W[widgets and chapters]
+#   M --> W
+# ```
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. How many devices does the mesh `ti.make_mesh((2, 4, 4))` span? Put the number in
+#    `answer_1`.
+# 2. How many parameters does the tiny model have (every parameter, norms included)?
+# 3. The table shows one all-reduce in the prefill step, of 32 bytes per device. It sums the
+#    final RMS-norm's sum of squares (one f32 number per sequence, for the last position
+#    only: the only one whose logits generation needs). How many bytes would it move with a
+#    batch of 64 sequences?
+#
+# The answers below ship filled in so that the book runs green: replace them with yours, then
+# run the check cell.
+
+# %%
+answer_1 = 32
+answer_2 = 3_810_048
+answer_3 = 256
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("exercise 1", answer_1, ti.make_mesh((2, 4, 4)).size)
+bt.check("exercise 2", answer_2, cfg.n_params())
+bigger = measure(cfg, mesh, layouts["prefill"], phase="prefill", batch=64, tokens=8,
+                 params=params, repeats=1)
+bt.check("exercise 3", answer_3, bigger.measured.by_kind()["all-reduce"][1])

@@ -1,0 +1,183 @@
+# Chapter 1 of the tpuinfer book (source; book/_build.py turns it into 01_rooflines_mfu.ipynb).
+
+# %% [markdown]
+# # 1 · Rooflines and MFU
+#
+# Before choosing how to cut a model, ask what limits one step. A chip can be busy doing
+# three things, and a step takes at least as long as the longest of them:
+#
+# - **compute**: the matrix units perform the step's FLOPs at a peak rate
+#   (275 TFLOP/s of bf16 on a TPU v4);
+# - **memory**: the chip streams its share of the weights (and of the KV cache) out of HBM
+#   (1.2 TB/s on a TPU v4), once per step, however many tokens the step processes;
+# - **communication**: the chips exchange activations or weights over the interconnect.
+#
+# Compute grows with the number of tokens in the step; reading the weights does not. So a
+# decode step at small batch, which processes one token per sequence, spends its time reading
+# weights and leaves the matrix units idle: it is **memory-bound**. A prefill of 2048 tokens
+# per sequence does 2048× the arithmetic for the same weight reads: it is **compute-bound**.
+# The "roofline" is the picture of this: the step's time follows whichever bound is higher.
+#
+# The paper measures efficiency as **MFU**, model FLOPs utilisation: the FLOPs the model
+# *must* do (2 per parameter per token: only the weight matmuls count) over what the chips
+# could have done in the time taken.
+
+# %%
+import tpuinfer as ti
+ti.emulate(256)
+
+# %%
+import inspect
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+import booktools as bt
+from tpuinfer import cost
+from tpuinfer.hardware import PROFILES
+from tpuinfer.measure import measure
+
+# %% [markdown]
+# Both definitions live in the library, each once. The FLOPs per token sit beside the model's
+# parameter count; MFU sits in the cost model:
+
+# %%
+print(inspect.getsource(ti.ModelConfig.flops_per_token))
+print(inspect.getsource(cost.mfu))
+
+# %% [markdown]
+# ## The chips
+#
+# Each hardware profile is one row of a table in `tpuinfer/hardware.py`, every constant with
+# its source. The ratio of peak FLOP/s to HBM bandwidth says how many FLOPs a chip can do per
+# byte it reads: a step with fewer FLOPs per weight byte than that waits on memory.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = [[p.name, f"{p.peak_flops / 1e12:g}", f"{p.hbm_bandwidth / 1e12:g}",
+         f"{p.hbm_bytes / 2**30:.0f}", f"{p.link_bandwidth / 1e9:g}", p.interconnect, p.rule]
+        for p in PROFILES.values()]
+print(bt.table(["profile", "peak TFLOP/s", "HBM TB/s", "HBM GiB", "link GB/s", "interconnect",
+                "rule"], rows))
+
+# %% [markdown]
+# ## The roofline of a decode step, in time
+#
+# PaLM 540B (heads padded to 64, as the paper runs it) on 64 TPU v4 chips in the paper's
+# decode layout, 2D weight-stationary (chapter 4). To isolate the weights from the KV cache,
+# the context here is a single token; chapter 6 brings the cache back. For each batch size
+# the cost model (`cost.estimate`) returns the step's named terms: the time to do its FLOPs,
+# to read its weights, to communicate. Under the datasheet profile's `overlap` rule the step
+# takes the longest of compute and memory (they run at the same time), plus what
+# communication cannot hide.
+
+# %%
+batches = [2**k for k in range(13)]  # 1 .. 4096
+decode = {b: cost.estimate("palm-540b-64heads", ti.Layout("ws2d", "heads"), (4, 4, 4),
+                           batch=b, tokens=1, context=1) for b in batches}
+fig = make_subplots(rows=1, cols=2, subplot_titles=("time per decode step", "MFU"))
+for name, attr in [("compute", "compute_s"), ("weights", "weights_s"),
+                   ("communication", "comm_s"), ("step (overlap rule)", "step_s")]:
+    fig.add_trace(go.Scatter(x=batches, y=[getattr(e, attr) * 1e3 for e in decode.values()],
+                             name=name, mode="lines+markers",
+                             line=dict(dash="dot" if attr != "step_s" else "solid")), 1, 1)
+fig.add_trace(go.Scatter(x=batches, y=[e.mfu for e in decode.values()], name="MFU",
+                         mode="lines+markers", showlegend=False), 1, 2)
+fig.update_xaxes(type="log", title="batch (sequences, one token each)")
+fig.update_yaxes(type="log", title="ms", row=1, col=1)
+fig.update_yaxes(title="MFU", range=[0, 1], row=1, col=2)
+fig.update_layout(height=380, width=900,
+                  title="PaLM 540B decode on 64 TPU v4 chips (2D weight-stationary)")
+fig.show()
+
+# %% [markdown]
+# Read the left panel from the left. At batch 1 the step costs the time to read 1/64 of
+# 540B bf16 parameters on each chip, about 15 ms, and compute is two orders of magnitude
+# below it: MFU is well under 1%. Doubling the batch doubles the compute and leaves the
+# weight reads alone, so the step time stays flat and MFU doubles. Past the batch where the
+# two lines cross, compute dominates and MFU saturates. Communication grows with the batch
+# too (activations are what moves in this layout); whether it hides behind compute is
+# chapter 8's subject.
+#
+# The batch where compute first overtakes weight loading:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+crossover = next(b for b, e in decode.items() if e.compute_s >= e.weights_s)
+print("compute first exceeds weight loading at batch", crossover)
+
+# %% [markdown]
+# ## Prefill is a different animal
+#
+# A prefill of L tokens per sequence reads the same weights once for B·L tokens. Even a
+# single 2048-token prompt puts it far right on the roofline:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = []
+for b in (1, 8, 64):
+    e = cost.estimate("palm-540b-64heads", ti.Layout("ws2d", "heads"), (4, 4, 4), batch=b,
+                      tokens=2048, context=2048)
+    rows.append([b, b * 2048, bt.seconds(e.compute_s), bt.seconds(e.weights_s),
+                 bt.seconds(e.comm_s), bt.seconds(e.step_s), f"{e.mfu:.0%}"])
+print(bt.table(["batch", "tokens", "compute", "weights", "comm", "step", "MFU"], rows))
+
+# %% [markdown]
+# (These are datasheet predictions: a lower bound on time. The paper measured 76% MFU for
+# large-batch prefill; chapter 10 compares the model with every number in its Table 2.)
+#
+# ## Measured: FLOPs grow with tokens, weight reads do not
+#
+# On the emulated mesh, wall time means little, but FLOPs are exact: `measure` counts every
+# matmul of the compiled step that reads a weight. Two decode steps of the tiny model on a
+# 2×2×2 mesh, batch 8 and batch 64: eight times the FLOPs, the same weights held and read.
+
+# %%
+cfg = ti.MODELS["tiny"]
+params = ti.init_params(cfg, seed=0)
+mesh = ti.make_mesh((2, 2, 2))
+steps = {b: measure(cfg, mesh, ti.Layout("ws2d", "heads"), phase="decode", batch=b,
+                    context=16, params=params) for b in (8, 64)}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = [[b, f"{m.predicted.flops:,.0f}", f"{m.measured.flops:,.0f}",
+         f"{m.terms.weight_bytes:,.0f}", f"{m.measured.weight_bytes_per_device:,.0f}"]
+        for b, m in steps.items()]
+print(bt.table(["batch", "FLOPs predicted", "FLOPs measured", "weight bytes read (predicted)",
+                "weight bytes held (measured)"], rows))
+
+# %% [markdown]
+# And the TPU v4 prediction for the same two tiny steps: a tiny model on 8 chips has so few
+# weights per chip that fixed latencies dominate. A prediction, labelled as such; the CPU
+# timing beside it is this laptop emulating 8 devices.
+
+# %%
+for b, m in steps.items():
+    print(f"batch {b:3d}: TPU v4 predicted {bt.seconds(m.tpu_time_s)}, "
+          f"this CPU measured {bt.seconds(m.measured.time_s)}")
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. The paper's high-throughput prefill processed 512 sequences of 2048 tokens with PaLM 540B
+#    (the paper counts N = 540e9) on 64 TPU v4 chips in 85.2 s. What MFU is that? (A fraction,
+#    to two significant digits.)
+# 2. In the decode sweep above, at which power-of-two batch does compute first take longer
+#    than reading the weights?
+# 3. The paper's cost metric is chip-seconds per token. Its low-latency decode generated
+#    64 tokens for each of 64 sequences in 1.82 s on 64 chips. What did a token cost, in
+#    chip-seconds?
+#
+# The answers ship filled in so that the book runs green: replace them with yours.
+
+# %%
+answer_1 = 0.76
+answer_2 = 256
+answer_3 = 0.0284
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("exercise 1", answer_1, cost.mfu("palm-540b", 512 * 2048, 64, "tpu-v4", 85.2), rel=0.01)
+bt.check("exercise 2", answer_2, crossover)
+bt.check("exercise 3", answer_3, cost.cost_per_token(64, 1.82, 64 * 64), rel=0.01)

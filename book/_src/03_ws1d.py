@@ -1,0 +1,183 @@
+# Chapter 3 of the tpuinfer book (source; book/_build.py turns it into 03_ws1d.ipynb).
+
+# %% [markdown]
+# # 3 · 1D weight-stationary
+#
+# The simplest way to spread a feed-forward layer over n chips is Megatron's: cut its hidden
+# dimension F into n pieces. Chip i keeps columns i of W_in (`EF_xyz`: [E, F/n]) and rows i
+# of W_out (`F_xyzE`: [F/n, E]) for good: the weights are **stationary**, they never move.
+# Each chip can then compute its slice of the hidden activation from the *whole* input, apply
+# the nonlinearity (elementwise, so no communication), and multiply by its rows of W_out. The
+# result is a partial sum: every chip holds a full [B, L, E] tensor that must be summed over
+# all chips.
+#
+# So one layer needs two collectives, one on each side of the matmuls:
+#
+# ```mermaid
+# flowchart LR
+#   A["BLE_xyz"] -- "all-gather(xyz)" --> B["BLE"]
+#   B -- "· EF_xyz" --> C["BLF_xyz"]
+#   C -- "SwiGLU" --> D["BLF_xyz"]
+#   D -- "· F_xyzE" --> E["BLE partial-sum(xyz)"]
+#   E -- "reduce-scatter(xyz)" --> F["BLE_xyz"]
+# ```
+#
+# Attention is partitioned the same way, over heads instead of F, and fused into the same two
+# collectives (the PaLM parallel block, chapter 7). Between layers the residual stream stays
+# split, `BLE_xyz`, so that the norm and the residual add cost 1/n each.
+
+# %%
+import tpuinfer as ti
+ti.emulate(256)
+
+# %%
+import inspect
+
+import numpy as np
+import plotly.graph_objects as go
+
+import booktools as bt
+from tpuinfer import cost
+from tpuinfer.hardware import PAPER_MESHES
+from tpuinfer.layouts import _one_dim, ws1d
+from tpuinfer.layouts.registry import param_specs
+from tpuinfer.measure import measure
+
+# %% [markdown]
+# ## The layout file
+#
+# Each layout is one file of `tpuinfer/layouts/`. Its docstring states the layout in the
+# paper's notation, with numbered steps; its partition specs say where every weight lives;
+# its body follows the numbered steps line by line.
+
+# %%
+print(ws1d.__doc__)
+
+# %% [markdown]
+# Here is where W_up lives on a 2×2×2 mesh, as JAX places it from the layout's spec: F is cut
+# into eight column blocks, one per chip, and every chip holds all of E.
+
+# %%
+cfg = ti.MODELS["tiny"]
+small = ti.make_mesh((2, 2, 2))
+spec = param_specs(cfg, ti.Layout("ws1d"))["layers"][0]["w_up"]
+print("w_up spec:", spec)
+bt.ownership_figure(small, spec, (cfg.E, cfg.F), "W_up in 1D weight-stationary: EF_xyz",
+                    ("E", "F")).show()
+
+# %% [markdown]
+# 1D weight-stationary shares its body with the weight-gathered layouts of chapter 5 (they are
+# 1D weight-stationary over some axes, with weights gathered over the others). Here is that
+# body, steps 1 to 4; in 1D weight-stationary the batch axes b are empty and the model axes m
+# are all of x, y, z:
+
+# %%
+print(inspect.getsource(_one_dim._pass))
+
+# %% [markdown]
+# And next to the body, the list of collectives it runs, which is what the cost model and
+# `measure` use as the prediction:
+
+# %%
+print(inspect.getsource(_one_dim.collectives))
+
+# %% [markdown]
+# ## Run it, check it
+#
+# Generate with 1D weight-stationary in both phases on the 2×2×2 mesh, and compare with the
+# unsharded reference: with f32 parameters the tokens must be identical.
+
+# %%
+params = ti.init_params(cfg, seed=0)
+prompt_BL = np.random.default_rng(1).integers(0, cfg.V, (8, 8))
+layout = ti.Layout("ws1d", "heads")
+out = ti.generate(params, cfg, prompt_BL, steps=4, mesh=small, prefill=layout, decode=layout)
+ref = ti.generate(params, cfg, prompt_BL, steps=4)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("1D weight-stationary tokens equal the reference's:",
+      bool((out.tokens == ref.tokens).all()))
+print("logits agree to 1e-4:", float(np.abs(out.step_logits - ref.step_logits).max()) < 1e-4)
+
+# %% [markdown]
+# Now the prefill step that `generate` just ran (batch 8, 8 tokens, a cache of 12 positions),
+# compiled and read by `measure`: two collectives per layer, plus two small ones at the end
+# (the final norm's all-reduce and the output projection's reduce-scatter), exactly as
+# predicted. Because `measure` asks for the very configuration `generate` compiled, it reuses
+# the compiled program.
+
+# %%
+m = measure(cfg, small, layout, phase="prefill", batch=8, tokens=8, context=12, params=params)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(bt.by_kind_table(m))
+print()
+print(bt.collectives_table(m))
+
+# %% [markdown]
+# ## Why 1D stops scaling
+#
+# The all-gather hands every chip the *whole* activation, [B, L, E], and the reduce-scatter
+# starts from a whole one: the bytes each chip moves do not depend on n. Add chips and each
+# chip's weights and FLOPs shrink as 1/n, but its communication stays. Below: PaLM 540B
+# (heads padded to 64) decoding at batch 64 with a 2048-token context, on the paper's meshes
+# of 8 to 64 chips; per chip and per step, from the cost model.
+
+# %%
+sweep = {n: cost.estimate("palm-540b-64heads", layout, PAPER_MESHES[n], batch=64, tokens=1,
+                          context=2048) for n in (8, 16, 32, 64)}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = [[n, "x".join(map(str, e.mesh_shape)), f"{e.terms.comm_bytes / 2**20:,.0f}",
+         f"{e.terms.weight_bytes / 2**20:,.0f}", bt.seconds(e.comm_s), bt.seconds(e.weights_s),
+         "yes" if e.fits else "no"] for n, e in sweep.items()]
+print(bt.table(["chips", "mesh", "comm MiB/chip", "weights MiB/chip", "comm time",
+                "weight time", "fits in HBM"], rows))
+
+# %%
+fig = go.Figure()
+for name, attr in [("communication", "comm_s"), ("reading the weights", "weights_s"),
+                   ("compute", "compute_s")]:
+    fig.add_trace(go.Scatter(x=list(sweep), y=[getattr(e, attr) * 1e3 for e in sweep.values()],
+                             name=name, mode="lines+markers"))
+fig.update_xaxes(type="log", title="chips", tickvals=list(sweep))
+fig.update_yaxes(type="log", title="ms per decode step (TPU v4 datasheet)")
+fig.update_layout(title="1D weight-stationary: weights shrink with n, communication does not",
+                  height=360, width=700)
+fig.show()
+
+# %% [markdown]
+# (At 8 chips PaLM 540B does not even fit: 135 GB of bf16 weights per chip against 32 GiB of
+# HBM. The cost model prices it anyway and says so.) The step is memory-bound throughout:
+# reading the weights takes longest. But that time halves with every doubling of the chips,
+# while the communication stays put: at 8 chips it is under 4% of the weight time, at 64 it
+# is over a fifth, and three more doublings would make it the larger. Its time even falls a
+# little with n, because a larger group spans more links (chapter 2), but its *bytes* do not
+# shrink. The next chapter cuts E as well as F so that communication shrinks as 1/√n.
+#
+# ## Exercises
+#
+# 1. In the measured prefill above (batch 8, 8 tokens, f32 activations, E = 256), how many
+#    bytes per device does each layer's all-gather produce? Reason from the shapes: each chip
+#    ends with the whole `BLE`.
+# 2. By what factor do PaLM 540B's communication bytes per chip change from 8 to 64 chips in
+#    1D weight-stationary?
+# 3. How many all-gathers does one prefill step of the two-layer tiny model run in 1D
+#    weight-stationary?
+#
+# The answers ship filled in so that the book runs green: replace them with yours.
+
+# %%
+answer_1 = 65536
+answer_2 = 1.0
+answer_3 = 2
+
+# %%
+# NBVAL_CHECK_OUTPUT
+gathers = [x for x in m.measured.collectives if x.kind == "all-gather"]
+bt.check("exercise 1", answer_1, gathers[0].bytes)
+bt.check("exercise 2", answer_2, sweep[64].terms.comm_bytes / sweep[8].terms.comm_bytes)
+bt.check("exercise 3", answer_3, m.measured.by_kind()["all-gather"][0])

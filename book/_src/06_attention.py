@@ -1,0 +1,215 @@
+# Chapter 6 of the tpuinfer book (source; book/_build.py turns it into 06_attention.ipynb).
+
+# %% [markdown]
+# # 6 · Attention: multiquery by heads and by batch, and context length
+#
+# In decode, every step reads the whole **KV cache**: the keys and values of every token
+# each sequence has seen, for every layer. At large batch and long context that is more
+# bytes than the weights. PaLM uses **multiquery** attention: its H query heads share a
+# single key/value head (K = 1), which makes the cache H times smaller than multihead's.
+#
+# But multiquery takes away the dimension the layouts of chapters 3 to 5 split attention
+# over. With attention partitioned **by heads** (what those chapters did), each chip holds
+# some query heads, and the single K/V head must be on every one of them: the cache is
+# *replicated* over the heads axes, and the memory saving is lost.
+#
+# The paper's answer is to partition attention **by batch**: Q, K, V and the cache are split
+# over the sequences, so each chip holds and reads only 1/n of the cache. The price is two
+# all-to-alls per layer, to move Q from head-split to batch-split and the attention output
+# back. In decode, Q is one token per sequence while the cache holds thousands: the trade
+# pays.
+#
+# ```mermaid
+# flowchart LR
+#   Q["Q: B_bLH_hD<br/>(heads split)"] -- "all-to-all(h)" --> QB["Q: B_bhLHD<br/>(batch split)"]
+#   QB -- "attend against<br/>own cache rows B_bhSD" --> OB["O: B_bhLHD"]
+#   OB -- "all-to-all(h)" --> O["O: B_bLH_hD<br/>(back to heads) → · W_o"]
+# ```
+
+# %%
+import tpuinfer as ti
+ti.emulate(256)
+
+# %%
+import inspect
+
+import numpy as np
+import plotly.graph_objects as go
+
+import booktools as bt
+from tpuinfer import cost, engine, planner, sweeps
+from tpuinfer.layouts import attn_batch, attn_heads, step_terms
+from tpuinfer.layouts.registry import check
+from tpuinfer.measure import measure
+
+# %% [markdown]
+# ## The two attention layouts
+
+# %%
+print(attn_heads.__doc__)
+print(attn_batch.__doc__)
+
+# %% [markdown]
+# Attention by batch's body: the all-to-all, then multiquery's K and V need no traffic
+# (every chip of the heads axes already computed them for all its sequences, and keeps its
+# own rows), then attention on whole heads against the chip's own cache rows, then the
+# all-to-all back.
+
+# %%
+print(inspect.getsource(attn_batch.attend))
+
+# %% [markdown]
+# ## What it saves: the KV cache per chip
+#
+# PaLM 540B on 64 chips, batch 512, a 2048-token context, in bf16. The three variants the
+# paper compares: multihead (its comparison model has 48 heads of 128, so its cache is 48
+# heads wide, split over the chips by heads), multiquery by heads (one head of 256, replicated
+# on every chip), multiquery by batch (one head, split by sequence).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = [[v, f"{planner.kv_bytes_per_chip('palm-540b', v, 64, 512, 2048) / 2**30:.2f}"]
+        + [f"{planner.max_context('palm-540b', 64, b, v):,}" for b in (128, 512)]
+        for v in planner.ATTENTION_VARIANTS]
+print(bt.table(["variant", "KV GiB/chip (B 512, S 2048)", "max context, B 128",
+                "max context, B 512"], rows))
+
+# %% [markdown]
+# The "max context" columns are the longest context whose cache fits in 30% of each chip's
+# HBM (what the paper reserves for it). Multiquery by heads is *worse* than multihead:
+# replicated, its one 256-wide head costs more per chip than 48 narrower heads split over 64
+# chips. By batch, it is 32 times better than multihead: the paper's headline.
+
+# %%
+contexts = [2**k for k in range(7, 18)]  # 128 .. 128k
+batches = [2**k for k in range(6, 11)]  # 64 .. 1024
+curves = sweeps.context_curves("palm-540b", 64, 512, contexts, batches)
+fig = go.Figure()
+for v, ys in curves["kv_bytes_per_chip"].items():
+    fig.add_trace(go.Scatter(x=contexts, y=[y / 2**30 for y in ys], name=v,
+                             mode="lines+markers"))
+fig.update_xaxes(type="log", title="context length S")
+fig.update_yaxes(type="log", title="KV cache GiB per chip")
+fig.update_layout(title="PaLM 540B, 64 chips, batch 512: KV cache per chip", height=380,
+                  width=720)
+fig.show()
+
+# %% [markdown]
+# ## What it costs: two all-to-alls
+#
+# The tiny model (multiquery, 256 heads of 8) decoding on 2×2×2: prefill by heads, decode by
+# heads or by batch. Both against the reference.
+
+# %%
+cfg = ti.MODELS["tiny"]
+params = ti.init_params(cfg, seed=0)
+mesh = ti.make_mesh((2, 2, 2))
+prompt_BL = np.random.default_rng(4).integers(0, cfg.V, (8, 8))
+steps = 4
+runs = {att: ti.generate(params, cfg, prompt_BL, steps=steps, mesh=mesh,
+                         prefill=ti.Layout("ws2d", "heads"), decode=ti.Layout("ws2d", att))
+        for att in ("heads", "batch")}
+ref = ti.generate(params, cfg, prompt_BL, steps=steps)
+
+# %% [markdown]
+# The cache each device ends up holding, read from the arrays `generate` returned, beside
+# the layout's prediction (`step_terms(...).stored_kv_bytes`, f32 here: 4 bytes per
+# element). By heads every device holds the whole cache of all 8 sequences; by batch, one
+# sequence.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = []
+for att, out in runs.items():
+    predicted = step_terms(cfg, ti.Layout("ws2d", att), (2, 2, 2), batch=8, tokens=1,
+                           context=8 + steps, weights="f32", act_bytes=4).stored_kv_bytes
+    rows.append([att, bool((out.tokens == ref.tokens).all()), f"{predicted:,.0f}",
+                 f"{engine.local_bytes(out.cache):,}"])
+print(bt.table(["decode attention", "tokens equal reference", "KV bytes/device predicted",
+                "KV bytes/device measured"], rows))
+
+# %% [markdown]
+# And the collectives of the by-batch decode step: the same as by heads, plus two
+# all-to-alls per layer.
+
+# %%
+m = measure(cfg, mesh, ti.Layout("ws2d", "batch"), phase="decode", batch=8, context=8 + steps,
+            params=params)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(bt.by_kind_table(m))
+print()
+print(bt.collectives_table(m))
+
+# %% [markdown]
+# ## When it pays
+#
+# PaLM 540B decoding at batch 512 on 64 chips in 2D weight-stationary: the step time by heads
+# and by batch as the context grows. By heads, every chip reads the whole cache; by batch,
+# 1/64 of it, for the price of the all-to-alls (in the communication term).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = []
+for S in (2048, 8192, 32768):
+    for att in ("heads", "batch"):
+        e = cost.estimate("palm-540b-64heads", ti.Layout("ws2d", att), (4, 4, 4), batch=512,
+                          tokens=1, context=S)
+        rows.append([f"{S:,}", att, bt.seconds(e.kv_s), bt.seconds(e.comm_s),
+                     bt.seconds(e.step_s), f"{e.memory_per_chip_bytes / 2**30:.0f}",
+                     "yes" if e.fits else "no"])
+print(bt.table(["context", "attention", "KV read", "comm", "step", "GiB/chip", "fits"], rows))
+
+# %% [markdown]
+# By heads, even a 2048-token context does not fit at batch 512 (135 GiB per chip), and its
+# cache reads alone take nearly three times as long as the whole by-batch step. Prefill is the other way round:
+# its K and V are computed from the prompt, and the cost of loading them is spread over every
+# prompt token, so the paper keeps prefill attention by heads (chapter 7).
+#
+# ## Explore
+#
+# The context explorer draws the KV cache per chip and the longest context that fits, for
+# any model, chip count, batch and share of HBM.
+
+# %%
+from tpuinfer_widgets import ContextExplorer
+
+explorer = ContextExplorer(model="palm-540b", chips=64, batch=128)
+explorer
+
+# %%
+explorer.snapshot()
+
+# %% [markdown]
+# ## Exercises
+#
+# 1. At batch 512 on 64 chips, how many times longer a context does multiquery by batch fit
+#    than multihead? (Round to a whole number.)
+# 2. How many all-to-alls does attention by batch add per layer for a multiquery model?
+# 3. On the 2×2×2 mesh, what is the smallest batch that attention by batch can run with?
+#
+# The answers ship filled in so that the book runs green: replace them with yours.
+
+# %%
+answer_1 = 32
+answer_2 = 2
+answer_3 = 8
+
+# %%
+# NBVAL_CHECK_OUTPUT
+ratio = (planner.max_context("palm-540b", 64, 512, "multiquery-batch")
+         / planner.max_context("palm-540b", 64, 512, "multihead"))
+bt.check("exercise 1", answer_1, round(ratio))
+bt.check("exercise 2", answer_2, m.measured.by_kind()["all-to-all"][0] // cfg.n_layers)
+
+
+def runs_with(batch):
+    try:
+        check(cfg, ti.Layout("ws2d", "batch"), (2, 2, 2), batch)
+        return True
+    except ValueError:
+        return False
+
+
+bt.check("exercise 3", answer_3, next(b for b in range(1, 65) if runs_with(b)))

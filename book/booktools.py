@@ -1,0 +1,130 @@
+"""What the chapters share to show things: plot set-up, tables, pictures of shardings, and
+the check of an exercise's answer.
+
+Nothing here prices or counts anything: every number a chapter shows comes from `tpuinfer`
+(the cost model, the layout files, `measure`); this module only lays it out.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+from jax.sharding import NamedSharding
+
+from tpuinfer.cli_plan import seconds, table  # the library's own text table and time format
+
+__all__ = ["table", "seconds", "by_kind_table", "collectives_table", "sides_table",
+           "ownership_figure", "mesh_figure", "check"]
+
+# Every figure is stored in the notebook twice: as plotly's JSON mimetype, which JupyterLab's
+# plotly extension (installed with plotly) draws with no kernel and no network, and as HTML
+# that draws it in viewers without that extension (nbviewer) with plotly.js from its CDN.
+# Embedding plotly.js itself would add 4.8 MB to every chapter.
+pio.renderers.default = "plotly_mimetype+notebook_connected"
+pio.templates.default = "plotly_white"
+
+
+# ---- predicted against measured ------------------------------------------------------------
+def by_kind_table(m) -> str:
+    """One row per collective kind of a `tpuinfer.measure.Measurement`: calls per step and
+    bytes moved per device over the step, predicted beside measured."""
+    p, q = m.predicted.by_kind(), m.measured.by_kind()
+    rows = []
+    for kind in sorted(set(p) | set(q)):
+        (n_p, b_p), (n_q, b_q) = p.get(kind, (0, 0.0)), q.get(kind, (0, 0.0))
+        rows.append([kind, n_p, n_q, f"{b_p:,.0f}", f"{b_q:,.0f}",
+                     "yes" if (n_p, b_p) == (n_q, b_q) else "NO"])
+    return table(["collective", "calls predicted", "calls measured", "bytes predicted",
+                  "bytes measured", "equal"], rows)
+
+
+def collectives_table(m) -> str:
+    """One row per distinct collective (kind, mesh axes of its groups, chips per group,
+    element type, bytes per device per call): how many calls each side counts."""
+    counts: dict = {}
+    for side, entries in ((0, m.predicted.collectives), (1, m.measured.collectives)):
+        for x in entries:
+            key = (x.kind, "".join(x.axes) or "-", x.group, x.dtype, x.bytes)
+            counts.setdefault(key, [0, 0])[side] += x.count
+    rows = [[kind, axes, group, dtype, f"{nbytes:,.0f}", n_p, n_q]
+            for (kind, axes, group, dtype, nbytes), (n_p, n_q) in sorted(counts.items())]
+    return table(["collective", "axes", "group", "dtype", "bytes/device/call", "predicted",
+                  "measured"], rows)
+
+
+def sides_table(m) -> str:
+    """FLOPs and the weights each device holds, predicted beside measured."""
+    p, q = m.predicted, m.measured
+    rows = [["weight-matmul FLOPs per device", f"{p.flops:,.0f}", f"{q.flops:,.0f}"],
+            ["attention FLOPs per device", f"{p.attention_flops:,.0f}",
+             f"{q.attention_flops:,.0f}"],
+            ["weight bytes held per device", f"{p.weight_bytes_per_device:,.0f}",
+             f"{q.weight_bytes_per_device:,.0f}"],
+            ["collective bytes per device", f"{p.comm_bytes:,.0f}", f"{q.comm_bytes:,.0f}"]]
+    return table(["", "predicted", "measured"], rows)
+
+
+# ---- pictures ------------------------------------------------------------------------------
+def _coords(mesh, device) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mesh.devices == device)[0])
+
+
+def ownership_figure(mesh, spec, shape, title: str, dims=("rows", "columns")) -> go.Figure:
+    """Which devices hold which block of a 2-D array stored with `spec` on `mesh`, straight from
+    JAX's own sharding (`NamedSharding.devices_indices_map`): one rectangle per distinct block,
+    labelled with the mesh coordinates (x, y, z) of every device that holds it."""
+    held: dict = {}
+    for device, index in NamedSharding(mesh, spec).devices_indices_map(tuple(shape)).items():
+        box = tuple((s.start or 0, s.stop if s.stop is not None else n)
+                    for s, n in zip(index, shape))
+        held.setdefault(box, []).append(_coords(mesh, device))
+    fig = go.Figure()
+    palette = [f"hsl({int(h)}, 60%, 75%)" for h in np.linspace(0, 330, max(len(held), 1))]
+    for colour, ((rows, cols), holders) in zip(palette, sorted(held.items())):
+        fig.add_shape(type="rect", x0=cols[0], x1=cols[1], y0=rows[0], y1=rows[1],
+                      fillcolor=colour, line=dict(color="white", width=2))
+        label = "<br>".join("".join(map(str, h)) for h in sorted(holders)[:4])
+        if len(holders) > 4:
+            label += f"<br>+{len(holders) - 4} more"
+        fig.add_annotation(x=(cols[0] + cols[1]) / 2, y=(rows[0] + rows[1]) / 2, text=label,
+                           showarrow=False, font=dict(size=10))
+    fig.update_xaxes(range=[0, shape[1]], title=f"{dims[1]} (0..{shape[1]})", showgrid=False)
+    fig.update_yaxes(range=[shape[0], 0], title=f"{dims[0]} (0..{shape[0]})", showgrid=False)
+    fig.update_layout(title=title + "<br><sup>each block labelled with the xyz mesh "
+                                    "coordinates of the devices holding it</sup>",
+                      height=360, width=640, margin=dict(t=70, b=40, l=60, r=20))
+    return fig
+
+
+def mesh_figure(mesh, axes: tuple[str, ...], title: str) -> go.Figure:
+    """The devices of `mesh` at their (x, y, z) positions, coloured by the group they join in
+    a collective over `axes` (devices that differ only along `axes` form one group)."""
+    names = mesh.axis_names
+    pts = np.array([_coords(mesh, d) for d in mesh.devices.flat])
+    ids = [d.id for d in mesh.devices.flat]
+    others = [i for i, a in enumerate(names) if a not in axes]
+    keys = sorted({tuple(p[others]) for p in pts})
+    group = [keys.index(tuple(p[others])) for p in pts]
+    fig = go.Figure(go.Scatter3d(
+        x=pts[:, 0], y=pts[:, 1], z=pts[:, 2], mode="markers",
+        marker=dict(size=5 if len(ids) > 64 else 9, color=group, colorscale="Turbo",
+                    line=dict(width=0.5, color="black")),
+        text=[f"device {i} at {tuple(map(int, p))}, group {g}" for i, p, g in
+              zip(ids, pts, group)], hoverinfo="text"))
+    fig.update_layout(title=title, height=420, width=560, margin=dict(t=50, b=0, l=0, r=0),
+                      scene=dict(xaxis_title="x", yaxis_title="y", zaxis_title="z",
+                                 aspectmode="data"))
+    return fig
+
+
+# ---- exercises -----------------------------------------------------------------------------
+def check(label: str, answer, expected, rel: float = 1e-6) -> None:
+    """Print '<label>: correct' when `answer` equals what the library says (numbers: within a
+    relative `rel`); otherwise fail, showing both."""
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                  for v in (answer, expected))
+    ok = math.isclose(answer, expected, rel_tol=rel) if numeric else answer == expected
+    assert ok, f"{label}: your answer is {answer!r}; the library says {expected!r}"
+    print(f"{label}: correct")
