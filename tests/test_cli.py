@@ -6,7 +6,8 @@ import sys
 import pytest
 
 from tpuinfer.cli import main
-from tpuinfer.demo import format_report, run_demo
+from tpuinfer.config import get_model
+from tpuinfer.demo import format_report, planned_layouts, run_demo
 
 
 @pytest.mark.slow
@@ -18,23 +19,34 @@ def test_demo_default_json_tokens_match_reference():
     report = json.loads(proc.stdout)
     assert report["tokens_match"] is True
     assert report["devices"] == 256 and report["mesh"] == [4, 8, 8]
-    assert [p["layout"] for p in report["phases"]] == ["ws2d/heads", "ws2d/batch"]
+    # the layouts the planner chooses for this request, and the compiled steps' collectives
+    # equal to the cost model's
+    planned = planned_layouts(get_model("tiny"), (4, 8, 8), 256, 16, 32)
+    assert [p["layout"] for p in report["phases"]] == [str(x) for x in planned]
+    assert all(p["collectives_match"] for p in report["phases"])
     assert report["wall_s"] > 0
 
 
-def test_demo_table_on_a_small_mesh():
-    report = run_demo(mesh="2x2x2", batch=8, prompt_len=4, steps=3)
+def test_demo_table_on_a_small_mesh_with_given_layouts():
+    report = run_demo(mesh="2x2x2", batch=8, prompt_len=4, steps=3, prefill=("ws2d", "heads"),
+                      decode=("ws2d", "batch"))
     assert report["tokens_match"]
     text = format_report(report)
     assert "EQUAL to the unsharded reference" in text
-    assert "ws2d/batch" in text and "all-to-all x4 (zyx)" in text
+    assert "collectives read from the compiled steps EQUAL the cost model's" in text
+    # decode by batch: Q to batch-split and back, in each of the 2 layers
+    assert "ws2d/batch" in text and "all-to-all x4 (xyz)" in text
 
 
 def test_bad_mesh_gives_a_clear_error_and_exit_code(capsys):
-    assert main(["demo", "--mesh", "3x1x1", "--batch", "3", "--json"]) == 2
+    given = ["--prefill", "ws2d", "heads", "--decode", "ws2d", "heads"]
+    assert main(["demo", "--mesh", "3x1x1", "--batch", "3", "--json", *given]) == 2
     out, err = capsys.readouterr()
     assert "E=256 does not divide by X·Y·Z=3" in json.loads(out)["error"]
     assert "error: E=256" in err
+    # without layouts the planner is asked, and says what TPU v4 chip counts exist
+    assert main(["demo", "--mesh", "3x1x1", "--batch", "3"]) == 2
+    assert "tpu-v4 has no mesh of 3 chips" in capsys.readouterr().err
 
 
 def test_malformed_mesh_is_refused(capsys):

@@ -15,13 +15,27 @@ import time
 
 import numpy as np
 
+# prefill/decode None: the layouts the planner chooses for this request on TPU v4
 DEFAULTS = {"model": "tiny", "mesh": "4x8x8", "batch": 256, "prompt_len": 16, "steps": 32,
-            "prefill": ("ws2d", "heads"), "decode": ("ws2d", "batch")}
+            "prefill": None, "decode": None}
 TIMEOUT_S = 900  # the most a multi-process demo may run before its workers are stopped
 
 
+def planned_layouts(model, shape, batch, prompt_len, steps, prefill=None, decode=None):
+    """The layouts to run: those given, else the planner's choice for this request on TPU v4
+    chips of this mesh (bf16 weights, as it would be deployed). Pure: no devices needed."""
+    from .layouts import Layout
+    if prefill is not None and decode is not None:
+        return Layout(*prefill), Layout(*decode)
+    from .planner import plan
+    p = plan(model, "tpu-v4", chips=int(np.prod(shape)), batch=batch, input_len=prompt_len,
+             history_len=0, gen_len=steps, weights="bf16", mesh=tuple(shape))
+    return (Layout(*prefill) if prefill else p.prefill.best.layout,
+            Layout(*decode) if decode else p.decode.best.layout)
+
+
 def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
-             prefill=("ws2d", "heads"), decode=("ws2d", "batch"), seed=0, processes=1,
+             prefill=None, decode=None, seed=0, processes=1,
              process_id=0, coordinator=None) -> dict:
     """Run the demo and return its report (what `--json` prints).
 
@@ -33,12 +47,13 @@ def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
     mesh_mod.emulate(_devices(shape), processes, process_id, coordinator)
     import tpuinfer as ti
     from . import engine
-    from .layouts import step_terms
+    from .measure import measure
     from .quant import format_of
 
     t0 = time.perf_counter()
     cfg = ti.get_model(model)
-    layouts = {"prefill": ti.Layout(*prefill), "decode": ti.Layout(*decode)}
+    layouts = dict(zip(("prefill", "decode"), planned_layouts(
+        cfg, shape, batch, prompt_len, steps, prefill, decode)))
     device_mesh = ti.make_mesh(shape)
     if processes == 1:
         params = ti.init_params(cfg, seed)
@@ -52,20 +67,23 @@ def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
     ref = ti.generate(params if processes == 1 else ti.init_params(cfg, seed), cfg, prompt_BL,
                       steps)
     fmt = format_of(params)
-    act = 4 if fmt == "f32" else 2
     phases = []
     for name, layout in layouts.items():
         tokens = prompt_len if name == "prefill" else 1
-        terms = step_terms(cfg, layout, shape, batch=batch, tokens=tokens,
-                           context=prompt_len + steps, weights=fmt, act_bytes=act)
+        # The very steps generate compiled (cached): read them, without running them again.
+        m = measure(cfg, device_mesh, layout, phase=name, batch=batch, tokens=tokens,
+                    context=prompt_len + steps, weights=fmt, params=params, repeats=0) \
+            if processes == 1 else None
         timing = out.timings[name]
         phases.append({
             "phase": name, "layout": str(layout), "mesh": list(shape),
             "tokens": batch * tokens * (1 if name == "prefill" else max(steps - 1, 0)),
             "steps": timing["steps"], "compile_s": timing["compile_s"],
             "step_s": timing["step_s"],
-            "collectives": [{"kind": c.kind, "axes": list(c.axes), "group": c.group,
-                             "bytes": c.bytes, "count": c.count} for c in terms.collectives]})
+            "tpu_v4_step_s": m.tpu_time_s if m else None,
+            "predicted": m.predicted.to_json()["collectives"] if m else None,
+            "measured": m.measured.to_json()["collectives"] if m else None,
+            "collectives_match": m.predicted.by_kind() == m.measured.by_kind() if m else None})
     return {"model": cfg.name, "mesh": list(shape), "devices": int(np.prod(shape)),
             "processes": processes,
             "batch": batch, "prompt_len": prompt_len, "steps": steps, "weights": fmt,
@@ -86,7 +104,6 @@ def run_demo_processes(processes: int, timeout_s: float = TIMEOUT_S, **options) 
     """Run the demo as `processes` local processes joined by `jax.distributed` (127.0.0.1, a
     free port), and return process 0's report. Bad arguments fail here, before any starts."""
     from .config import get_model
-    from .layouts import Layout
     from .layouts.registry import check
     from .mesh import parse_shape
     from .multihost import LOCALHOST, check_args, check_open_files, launch
@@ -96,7 +113,9 @@ def run_demo_processes(processes: int, timeout_s: float = TIMEOUT_S, **options) 
     if int(np.prod(shape)) % processes:
         raise ValueError(f"mesh {o['mesh']} does not split evenly over {processes} processes; "
                          f"choose a mesh whose size divides by {processes}")
-    cfg, layouts = get_model(o["model"]), [Layout(*o["prefill"]), Layout(*o["decode"])]
+    cfg = get_model(o["model"])
+    layouts = planned_layouts(cfg, shape, o["batch"], o["prompt_len"], o["steps"],
+                              o["prefill"], o["decode"])
     for layout in layouts:
         check(cfg, layout, shape, o["batch"])
     check_open_files(cfg, layouts, shape, o["batch"], processes)
@@ -107,7 +126,8 @@ def run_demo_processes(processes: int, timeout_s: float = TIMEOUT_S, **options) 
             return [sys.executable, "-m", "tpuinfer", "demo", "--model", o["model"],
                     "--mesh", o["mesh"], "--batch", str(o["batch"]),
                     "--prompt-len", str(o["prompt_len"]), "--steps", str(o["steps"]),
-                    "--prefill", *o["prefill"], "--decode", *o["decode"],
+                    "--prefill", layouts[0].ffn, layouts[0].attention,
+                    "--decode", layouts[1].ffn, layouts[1].attention,
                     "--processes", str(processes), "--process-id", str(process_id),
                     "--coordinator", coordinator, "--report", report_path, "--json"]
 
@@ -122,13 +142,22 @@ def format_report(r: dict) -> str:
              f"(mesh {'x'.join(map(str, r['mesh']))}), batch {r['batch']}, "
              f"prompt {r['prompt_len']} tokens, {r['steps']} generated, {r['weights']} weights",
              "",
-             f"{'phase':<8} {'layout':<14} {'tokens':>7} {'compile s':>10} {'step s':>8}  "
-             f"collectives per step (kind x count over axes)"]
+             f"layouts: the planner's choice for this request on TPU v4 unless given",
+             "",
+             f"{'phase':<8} {'layout':<14} {'tokens':>7} {'compile s':>10} {'step s':>8} "
+             f"{'TPU v4 s*':>10}  collectives per step, measured (kind x count over axes)"]
     for p in r["phases"]:
-        colls = ", ".join(f"{c['kind']} x{c['count']} ({''.join(c['axes'])})"
-                          for c in p["collectives"])
+        colls = ", ".join(f"{c['kind']} x{c['count']} ({c['axes']})"
+                          for c in p["measured"] or p["predicted"] or [])
+        tpu = f"{p['tpu_v4_step_s']:>10.2e}" if p["tpu_v4_step_s"] is not None else f"{'-':>10}"
         lines.append(f"{p['phase']:<8} {p['layout']:<14} {p['tokens']:>7} "
-                     f"{p['compile_s']:>10.2f} {p['step_s']:>8.3f}  {colls}")
+                     f"{p['compile_s']:>10.2f} {p['step_s']:>8.3f} {tpu}  {colls}")
+    checks = [p["collectives_match"] for p in r["phases"] if p["collectives_match"] is not None]
+    if checks:
+        lines.append("collectives read from the compiled steps "
+                     + ("EQUAL" if all(checks) else "DIFFER FROM")
+                     + " the cost model's prediction, per kind, in count and bytes")
+    lines.append("* the cost model's prediction for one step on TPU v4 (bf16), not a measurement")
     verdict = "EQUAL to" if r["tokens_match"] else "DIFFERENT from"
     lines += ["", f"generated tokens are {verdict} the unsharded reference's "
                   f"(max relative logit difference {r['max_logit_rel_err']:.1e})",
@@ -149,8 +178,9 @@ def register(sub) -> None:
     p.add_argument("--prompt-len", type=int, default=DEFAULTS["prompt_len"])
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     p.add_argument("--prefill", nargs=2, metavar=("FFN", "ATTENTION"),
-                   default=DEFAULTS["prefill"])
-    p.add_argument("--decode", nargs=2, metavar=("FFN", "ATTENTION"), default=DEFAULTS["decode"])
+                   default=DEFAULTS["prefill"], help="default: the planner's choice")
+    p.add_argument("--decode", nargs=2, metavar=("FFN", "ATTENTION"), default=DEFAULTS["decode"],
+                   help="default: the planner's choice")
     p.add_argument("--processes", type=int, default=1,
                    help="run as P local processes (jax.distributed over 127.0.0.1), each "
                         "holding 256/P of the devices, as the P hosts of a slice")
@@ -165,7 +195,8 @@ def register(sub) -> None:
     def func(args):
         options = dict(model=args.model, mesh=args.mesh, batch=args.batch,
                        prompt_len=args.prompt_len, steps=args.steps,
-                       prefill=tuple(args.prefill), decode=tuple(args.decode))
+                       prefill=args.prefill and tuple(args.prefill),
+                       decode=args.decode and tuple(args.decode))
         if args.process_id is not None:  # one of the processes of a multi-process demo
             report = run_demo(**options, processes=args.processes, process_id=args.process_id,
                               coordinator=args.coordinator)

@@ -201,7 +201,8 @@ fig.show()
 # %%
 from tpuinfer_widgets import LayoutExplorer
 
-explorer = LayoutExplorer(mesh=(2, 4, 4), phase="decode", batch=8, context=12)
+explorer = LayoutExplorer(mesh=(2, 4, 4), phase="decode", batch=8, context=12,
+                          decode=ti.Layout("ws2d", "heads"))
 explorer
 
 # %% [markdown]
