@@ -165,7 +165,8 @@ def test_workers_past_the_timeout_are_stopped():
 def test_demo_on_two_processes_prints_one_report_from_process_0():
     proc = subprocess.run([sys.executable, "-m", "tpuinfer", "demo", "--processes", "2",
                            "--mesh", "2x2x2", "--batch", "8", "--prompt-len", "4", "--steps",
-                           "3", "--json", "--timeout", str(TIMEOUT_S)],
+                           "3", "--prefill", "ws2d", "heads", "--decode", "ws2d", "batch",
+                           "--json", "--timeout", str(TIMEOUT_S)],
                           capture_output=True, text=True, timeout=TIMEOUT_S + 30)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # one object, nothing else on stdout
