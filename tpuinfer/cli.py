@@ -11,7 +11,8 @@ import importlib
 import json
 import sys
 
-COMMAND_MODULES = ("tpuinfer.demo", "tpuinfer.cli_plan", "tpuinfer.measure_cli")
+COMMAND_MODULES = ("tpuinfer.demo", "tpuinfer.cli_plan", "tpuinfer.measure_cli",
+                   "tpuinfer.calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

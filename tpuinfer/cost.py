@@ -16,6 +16,12 @@ code they predict; this module only prices them on a chip:
   a ring algorithm: on a torus, half an axis with wraparound, the whole of one without, summed
   over the axes the group spans (`hardware.group_links`).
 
+On a `host` profile (an emulated mesh, `tpuinfer.calibrate`) the devices share one machine:
+compute, weight and KV times are the per-device work of all `chips` devices at the host's
+throughput; `overhead_s` is each device's dispatch cost per step and per layer; a collective
+call costs call + chips·device + chips·group·member + chips·bytes·byte, with the constants of
+its kind. On every other profile `overhead_s` is 0.
+
 The step time under a rule (stated, never implicit):
 - `sum`: compute + weights + kv + comm. Nothing overlaps.
 - `overlap`: max(compute, weights + kv, hideable) + exposed. HBM streams while the matrix
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,6 +70,8 @@ def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> Col
                          f"axes of mesh {mesh_shape} hold {link.chips}")
     if link.chips == 1:
         return CollectiveTime(c, 0.0, 0.0)
+    if hw.interconnect == "host":
+        return _host_collective_time(c, hw, math.prod(mesh_shape))
     spread = c.bytes * (c.group - 1) / c.group / link.bandwidth
     hop = link.step_latency_s
     bandwidth_s, latency_s = {
@@ -73,6 +82,15 @@ def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> Col
         "collective-permute": (c.bytes / link.bandwidth, hop),
     }[c.kind]
     return CollectiveTime(c, bandwidth_s, latency_s + hw.collective_overhead_s)
+
+
+def _host_collective_time(c: Collective, hw: HardwareProfile, chips: int) -> CollectiveTime:
+    """One call on an emulated mesh: every device of the mesh takes part (the groups run at
+    once on the same cores), so each part scales with `chips`."""
+    _, call_s, device_s, member_s, byte_s = next(k for k in hw.host_collectives
+                                                 if k[0] == c.kind)
+    return CollectiveTime(c, chips * c.bytes * byte_s,
+                          call_s + chips * device_s + chips * c.group * member_s)
 
 
 def combine(rule: str, compute_s, memory_s, hideable_s, exposed_s):
@@ -103,6 +121,7 @@ class Estimate:
     kv_s: float
     comm_s: float  # every collective, bandwidth and latency, as if nothing overlapped
     hideable_s: float  # the part of comm_s the overlap rule may hide behind the matmuls
+    overhead_s: float  # dispatch per device per step and layer (host profiles; else 0)
     step_s: float
     mfu: float
     memory_per_chip_bytes: float
@@ -118,15 +137,19 @@ class Estimate:
 
     @property
     def exposed_s(self) -> float:
-        return self.comm_s - self.hideable_s
+        """What stays on the critical path under `overlap`: unhidden collectives, dispatch."""
+        return self.comm_s - self.hideable_s + self.overhead_s
 
     @property
     def fits(self) -> bool:
         return self.memory_per_chip_bytes <= self.hbm_bytes
 
     def times(self) -> dict:
-        return {"compute_s": self.compute_s, "weights_s": self.weights_s, "kv_s": self.kv_s,
-                "comm_s": self.comm_s}
+        out = {"compute_s": self.compute_s, "weights_s": self.weights_s, "kv_s": self.kv_s,
+               "comm_s": self.comm_s}
+        if self.overhead_s:
+            out["overhead_s"] = self.overhead_s
+        return out
 
 
 def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, tokens: int,
@@ -139,8 +162,11 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     rule = rule or hw.rule
     if terms is None:
         terms = _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights)
-    flops_per_s = hw.peak_flops * hw.flops_efficiency
-    hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency
+    chips = mesh_shape[0] * mesh_shape[1] * mesh_shape[2]
+    # an emulated mesh's devices take turns on one host: its throughput is shared by all chips
+    share = chips if hw.interconnect == "host" else 1
+    flops_per_s = hw.peak_flops * hw.flops_efficiency / share
+    hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency / share
     coll = tuple(collective_time(c, hw, mesh_shape) for c in terms.collectives)
     comm_s = sum(t.total_s for t in coll)
     hideable_s = sum(t.collective.count * t.bandwidth_s for t in coll
@@ -148,13 +174,14 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     compute_s = (terms.flops + terms.attention_flops) / flops_per_s
     weights_s = terms.weight_bytes / hbm_per_s
     kv_s = terms.kv_bytes / hbm_per_s
-    step_s = float(combine(rule, compute_s, weights_s + kv_s, hideable_s, comm_s - hideable_s))
-    chips = mesh_shape[0] * mesh_shape[1] * mesh_shape[2]
+    overhead_s = chips * (hw.device_overhead_s + cfg.n_layers * hw.layer_overhead_s)
+    step_s = float(combine(rule, compute_s, weights_s + kv_s, hideable_s,
+                           comm_s - hideable_s + overhead_s))
     return Estimate(
         model=cfg.name, layout=layout, mesh_shape=mesh_shape, hardware=hw.name, batch=batch,
         tokens=tokens, context=context, weights=weights, rule=rule, terms=terms,
         collectives=coll, compute_s=compute_s, weights_s=weights_s, kv_s=kv_s, comm_s=comm_s,
-        hideable_s=hideable_s, step_s=step_s,
+        hideable_s=hideable_s, overhead_s=overhead_s, step_s=step_s,
         mfu=mfu(cfg, batch * tokens, chips, hw, step_s),
         memory_per_chip_bytes=memory_per_chip(terms), hbm_bytes=hw.hbm_bytes)
 

@@ -6,6 +6,9 @@ onto its links, so that the cost model can price a collective over any group of 
 - TPU (`interconnect="torus"`): mesh axis x, y, z is physical torus dimension 0, 1, 2 (a 2D torus
   has no third dimension: z must be 1). A side of at least `wrap_min` chips closes into a ring
   (PAPER.md: on TPU v4 only sides of 4+ chips have wraparound); a shorter side is a line.
+- an emulated mesh (`interconnect="host"`): every device is a thread on this machine's cores,
+  so throughput is the host's, shared by all devices of the mesh, and collectives are copies
+  through one memory, priced per kind by the constants `tpuinfer calibrate` fits (see there).
 - GPU (`interconnect="switch"`): devices are numbered row-major over (x, y, z), z fastest, as
   `jax.make_mesh` numbers them, and each run of `node_size` consecutive devices is one node on
   an NVLink switch (all-to-all at full per-GPU bandwidth). A group that leaves its node is
@@ -15,7 +18,8 @@ onto its links, so that the cost model can price a collective over any group of 
 `tpu-v4-calibrated` is the one profile fitted to the paper: the same chip with three named
 efficiencies fitted to Table 2 by `benchmarks/fit_calibrated.py`. Nothing else is tuned.
 A `host` profile (this machine's emulated mesh) is written by `tpuinfer calibrate` to
-`$TPUINFER_CACHE/host.json` (default `~/.cache/tpuinfer/host.json`) and read from there.
+`$TPUINFER_CACHE/host.json` (default `~/.cache/tpuinfer/host.json`) and read from there; its
+sources are the micro-benchmarks of `tpuinfer.calibrate`.
 """
 from __future__ import annotations
 
@@ -31,6 +35,9 @@ import numpy as np
 
 AXES = ("x", "y", "z")
 RULES = ("sum", "overlap")
+INTERCONNECTS = ("torus", "switch", "host")
+# collective kinds a host profile prices (the same as `terms.KINDS`)
+HOST_KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 
 
 @dataclass(frozen=True)
@@ -40,7 +47,7 @@ class HardwareProfile:
     peak_flops: float  # dense bf16 matmul FLOP/s per chip
     hbm_bytes: float  # HBM per chip
     hbm_bandwidth: float  # HBM bytes/s per chip
-    interconnect: str  # "torus" (TPU ICI) or "switch" (NVLink inside a node)
+    interconnect: str  # "torus" (TPU ICI), "switch" (NVLink inside a node) or "host"
     link_bandwidth: float  # torus: bytes/s per link per direction; switch: per GPU per direction
     hop_latency_s: float  # one neighbour step of a collective
     torus_dims: int = 3  # torus: physical dimensions; mesh axes beyond them must be 1
@@ -57,11 +64,22 @@ class HardwareProfile:
     # How the cost model combines terms on this chip (cost.estimate). Datasheet profiles take
     # `overlap`, the best schedule the chip allows, so they bound any measurement from below.
     rule: str = "overlap"
+    # host only (an emulated mesh; peak_flops and hbm_bandwidth are then the whole host's):
+    device_overhead_s: float = 0.0  # dispatch cost of one step, per device
+    layer_overhead_s: float = 0.0  # dispatch cost of one layer's ops, per device
+    # (kind, call_s, device_s, member_s, byte_s): one call costs call_s + chips·device_s +
+    # chips·group·member_s + chips·bytes·byte_s (tpuinfer.calibrate)
+    host_collectives: tuple = ()
 
     def __post_init__(self):
-        if self.interconnect not in ("torus", "switch"):
-            raise ValueError(f"{self.name}: interconnect {self.interconnect!r} is not "
-                             "'torus' or 'switch'")
+        if self.interconnect not in INTERCONNECTS:
+            raise ValueError(f"{self.name}: interconnect {self.interconnect!r}; choose one of "
+                             f"{INTERCONNECTS}")
+        if self.interconnect == "host":
+            kinds = tuple(k[0] for k in self.host_collectives)
+            if sorted(kinds) != sorted(HOST_KINDS):
+                raise ValueError(f"{self.name}: a host profile prices every collective kind "
+                                 f"{HOST_KINDS}; it has {kinds}")
         if self.rule not in RULES:
             raise ValueError(f"{self.name}: rule {self.rule!r}; choose one of {RULES}")
 
@@ -185,6 +203,7 @@ def save_host_profile(profile: HardwareProfile) -> Path:
 def load_profile(path: Path) -> HardwareProfile:
     try:
         fields = json.loads(Path(path).read_text())
+        fields["host_collectives"] = tuple(tuple(k) for k in fields.get("host_collectives", ()))
         return HardwareProfile(**fields)
     except (OSError, ValueError, TypeError) as err:
         raise ValueError(f"cannot read the hardware profile {path}: {err}; run `tpuinfer "
@@ -219,7 +238,7 @@ def _factorisations(n: int):
 
 
 def _mesh_allowed(hw: HardwareProfile, shape) -> bool:
-    if hw.interconnect == "switch":
+    if hw.interconnect in ("switch", "host"):
         return True
     if any(s & (s - 1) or s > hw.max_side for s in shape):  # sides are powers of two
         return False
@@ -229,6 +248,8 @@ def _mesh_allowed(hw: HardwareProfile, shape) -> bool:
 def _chips_allowed(hw: HardwareProfile, n: int) -> bool:
     if n < 1 or n > hw.max_chips:
         return False
+    if hw.interconnect == "host":
+        return True
     if hw.interconnect == "switch":
         return n <= hw.node_size or n % hw.node_size == 0  # beyond a node: whole nodes
     return any(_mesh_allowed(hw, s) for s in _factorisations(n))
@@ -256,6 +277,8 @@ def mesh_shapes(hw: HardwareProfile | str, chips: int) -> list[tuple[int, int, i
         if hw.interconnect == "torus":
             why = (f"its slices have power-of-two sides of at most {hw.max_side} chips "
                    f"({hw.torus_dims}D torus), {hw.max_chips} chips at most")
+        elif hw.interconnect == "host":
+            why = f"this machine's emulated mesh has {hw.max_chips} devices"
         else:
             why = (f"beyond one node of {hw.node_size} it takes whole nodes, "
                    f"{hw.max_chips} GPUs at most")

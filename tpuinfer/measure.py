@@ -187,7 +187,7 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
         weight_bytes_per_device=float(engine.local_bytes(placed)),
         time_s=statistics.median(times) if times else None)
     host_time, tpu_time = _predicted_times(cfg, layout, shape, batch, tokens, context, weights,
-                                           _on_backend(terms, shape, backend))
+                                           on_backend(terms, shape, backend))
     predicted = _predicted_side(terms, shape, backend, host_time)
     notes = _notes(terms, backend, host_time, predicted, measured)
     return Measurement(cfg.name, shape, layout, phase, batch, tokens, context, weights, backend,
@@ -269,7 +269,7 @@ def _grouped(collectives) -> tuple[Collective, ...]:
     return tuple(sorted(out, key=lambda x: (x.kind, -x.bytes, x.axes)))
 
 
-def _on_backend(terms: StepTerms, shape, backend: str) -> StepTerms:
+def on_backend(terms: StepTerms, shape, backend: str) -> StepTerms:
     """The terms as `backend` compiles them: axes of size 1 dropped, and bf16 collectives
     widened to f32 where the backend has none (XLA:CPU)."""
     widen = WIDENED.get(backend, {})
@@ -284,7 +284,7 @@ def _on_backend(terms: StepTerms, shape, backend: str) -> StepTerms:
 
 
 def _predicted_side(terms: StepTerms, shape, backend, host_time) -> Side:
-    return Side(collectives=_grouped(_on_backend(terms, shape, backend).collectives),
+    return Side(collectives=_grouped(on_backend(terms, shape, backend).collectives),
                 flops=terms.flops, attention_flops=terms.attention_flops,
                 memory_bytes=terms.stored_weight_bytes + terms.stored_kv_bytes,
                 transient_bytes=float(terms.activation_bytes),

@@ -90,10 +90,13 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 
 # ---- local math, shared by the reference and every layout ---------------------------------
 def mm(eq: str, x, w):
-    """einsum with a weight that may be int8: the bf16 scale per output channel is applied
-    after the matmul, as in the paper, so the matmul itself reads int8 weights."""
+    """einsum with a weight that may be int8. For int8 the bf16 scale per output channel is
+    applied after the matmul, as in the paper, so the matmul itself reads int8 weights; it
+    multiplies the f32 accumulator (as a TPU's matrix unit keeps it) and the product is
+    rounded to the activation dtype once, not twice."""
     if isinstance(w, QWeight):
-        return jnp.einsum(eq, x, w.q.astype(x.dtype)) * w.scale.astype(x.dtype)
+        acc = jnp.einsum(eq, x, w.q.astype(x.dtype), preferred_element_type=jnp.float32)
+        return (acc * w.scale.astype(jnp.float32)).astype(x.dtype)
     return jnp.einsum(eq, x, w.astype(x.dtype))
 
 

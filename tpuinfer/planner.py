@@ -121,9 +121,9 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
     # Each part of step i, interpolated between the first and the last step (exact: affine).
     frac = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
     part = {k: getattr(first, k) + (getattr(last, k) - getattr(first, k)) * frac
-            for k in ("compute_s", "weights_s", "kv_s", "comm_s", "hideable_s")}
+            for k in ("compute_s", "weights_s", "kv_s", "comm_s", "hideable_s", "overhead_s")}
     step_s = combine(rule, part["compute_s"], part["weights_s"] + part["kv_s"],
-                     part["hideable_s"], part["comm_s"] - part["hideable_s"])
+                     part["hideable_s"], part["comm_s"] - part["hideable_s"] + part["overhead_s"])
     latency = float(np.sum(step_s))
     total = {k: float(np.sum(v)) for k, v in part.items()}
     return PhaseEstimate(
