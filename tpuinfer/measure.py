@@ -21,7 +21,10 @@ Units and names are the cost model's (`tpuinfer.terms`), so the two sides compar
   scheduling and runs every weight all-gather of a weight-gathered layout first, so all layers'
   gathered weights are live at once, and it copies weights into the layouts its matmuls want.
   The measurement shows them as they are; they say little about a TPU's schedule;
-- `weight_bytes_per_device`: the parameters each device holds.
+- `weight_bytes_per_device`: the parameters each device holds;
+- `time_s`: measured, the median step; predicted, the cost model on the `host` profile that
+  `tpuinfer calibrate` writes (None until it has run), with the TPU v4 prediction beside it,
+  labelled as such.
 
 One thing of the emulated machine is modelled here, not in the layouts: XLA:CPU has no bf16
 collectives; it widens every bf16 collective to f32 (a convert on each side). The prediction

@@ -91,6 +91,15 @@ for ph, m in measured.items():
           f"{bt.seconds(m.measured.time_s)}")
 
 # %% [markdown]
+# The cost model can predict this CPU too, once it has measured it: `tpuinfer calibrate`
+# (about 30 s) writes a `host` profile, and from then on every `measure` carries
+# `m.predicted.time_s`, the host prediction, beside the measured time. The emulated devices
+# are threads sharing two cores, so that profile is of its own kind: the host's FLOP/s and
+# bytes/s are divided among all the devices of the mesh, and each collective costs so much
+# per call, per device, per group member and per byte (`tpuinfer/calibrate.py` says how each
+# number is measured). `benchmarks/bench_measure.py` compares the two over 28 steps.
+
+# %% [markdown]
 # ## Latency against cost: Figure 1
 #
 # For a model and a request (2048 input tokens, 64 generated), every chip count, batch, mesh
