@@ -50,10 +50,10 @@ from .mesh import make_mesh
 
 REPEATS = 5
 FULL = (4, 8, 8)  # calibration needs the paper's largest mesh: 256 emulated devices
-# f32 elements per device of a collective's input: small (latency), and large enough that all
-# devices together move tens of MB, past the caches, as a weight-gathered step does
-SMALL, LARGE, HUGE = 256, 32768, 2**19
-# (kind, mesh, axes, elements): groups of 2 to 256 devices, meshes of 8 and 256, three sizes
+# f32 elements per device of a collective's input: small (1 KiB: latency) and large (128 KiB:
+# 32 MiB over the 256 devices, past the caches, as the tiny model's larger steps move)
+SMALL, LARGE = 256, 32768
+# (mesh, axes, elements): groups of 2 to 256 devices, meshes of 8 and 256, two sizes
 COLLECTIVE_POINTS = [
     ((2, 2, 2), ("x", "y", "z"), SMALL), ((2, 2, 2), ("x", "y", "z"), LARGE),
     (FULL, ("z",), SMALL), (FULL, ("z",), LARGE),
