@@ -1,5 +1,6 @@
 """Plain against Looped CollectiveEinsum on the full 4x8x8 mesh (tiny model): measured step
-time and the collectives of each compiled step, side by side, with the cost model's TPU v4
+time and the collectives of each compiled step, side by side, for the weight-stationary
+layouts (activations go round the ring) and the weight-gathered ones (weights do), with the cost model's TPU v4
 prediction for the same step on PaLM 540B (64 heads) at batch 512.
 
     python benchmarks/bench_looped.py
@@ -22,7 +23,9 @@ def kinds(side):
 def main():
     print(f"{'layout':<24} {'phase':<8} {'step s':>8}  collectives (measured = predicted?)")
     for ffn, phase, batch in [("ws2d", "prefill", 8), ("ws2d", "decode", 8),
-                              ("ws1d", "decode", 8)]:
+                              ("ws1d", "decode", 8),
+                              # weight-gathered: the weights, not activations, go round
+                              ("wg-x", "decode", 8), ("wg-xy", "decode", 8)]:
         for looped in (False, True):
             layout = ti.Layout(ffn, "heads", looped=looped)
             m = ti.measure("tiny", (4, 8, 8), layout, phase=phase, batch=batch, repeats=3)

@@ -115,14 +115,25 @@ def test_links_of_a_torus_axis_a_line_and_a_gpu_node():
     (Collective("all-reduce", ("x",), 4, 1.2e6), 20e-6, 4e-6),
     # all-to-all over xyz: mean distance 1+1+1 hops over 270 GB/s: 2.7e5·3/270e9; 6 steps
     (Collective("all-to-all", ("x", "y", "z"), 64, 2.7e5), 3e-6, 6e-6),
-    # collective-permute: V / W, one hop
-    (Collective("collective-permute", ("x",), 4, 9e5), 10e-6, 1e-6),
+    # collective-permute: V over one link one way (45 GB/s), one hop
+    (Collective("collective-permute", ("x",), 4, 9e5), 20e-6, 1e-6),
 ])
 def test_collective_time_matches_hand_worked(coll, expected_bw, expected_lat):
     t = collective_time(coll, V4, (4, 4, 4))
     assert t.bandwidth_s == pytest.approx(expected_bw)
     assert t.latency_s == pytest.approx(expected_lat)
     assert t.total_s == pytest.approx(expected_bw + expected_lat)
+
+
+def test_bidirectional_ring_halves_the_transfer_and_keeps_the_hops():
+    """Looped CollectiveEinsum round a ring of 4: 3 permutes of V one way, against 6 of V/2,
+    two at a time on the two directions of the links (PAPER.md: both link directions)."""
+    v = 9e5
+    one_way = collective_time(Collective("collective-permute", ("x",), 4, v, 3), V4, (4, 4, 4))
+    both = collective_time(Collective("collective-permute", ("x",), 4, v / 2, 6, concurrent=2),
+                           V4, (4, 4, 4))
+    assert one_way.total_s == pytest.approx(3 * (v / 45e9 + 1e-6))
+    assert both.total_s == pytest.approx(3 * (v / 2 / 45e9 + 1e-6))
 
 
 def test_all_to_all_on_a_ring_is_about_a_quarter_of_an_all_gather():

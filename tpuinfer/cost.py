@@ -11,7 +11,10 @@ code they predict; this module only prices them on a chip:
     all-reduce                   2·V·(K−1)/K / W            + 2·steps hops
     all-to-all                   V·a2a_distance / W         + steps hops
                                  (one ring: ≈ a quarter of an all-gather of the K·V tensor)
-    collective-permute           V / W                      + 1 hop
+    collective-permute           V / W1                     + 1 hop
+                                 (W1: one link, one way: a ring shift sends to one neighbour;
+                                 the two halves of a bidirectional ring go at once, each
+                                 on its own direction, so they cost count/2 such rounds)
   plus the profile's fixed `collective_overhead_s` per call. A "step" is one neighbour hop of
   a ring algorithm: on a torus, half an axis with wraparound, the whole of one without, summed
   over the axes the group spans (`hardware.group_links`).
@@ -56,10 +59,11 @@ class CollectiveTime:
     collective: Collective
     bandwidth_s: float  # one call's transfer time
     latency_s: float  # one call's hops and fixed overhead
+    rounds: float  # calls one after another: count, or count/concurrent where links allow
 
     @property
     def total_s(self) -> float:
-        return self.collective.count * (self.bandwidth_s + self.latency_s)
+        return self.rounds * (self.bandwidth_s + self.latency_s)
 
 
 def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> CollectiveTime:
@@ -69,7 +73,7 @@ def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> Col
         raise ValueError(f"collective {c.kind} over {c.axes} says {c.group} chips, but those "
                          f"axes of mesh {mesh_shape} hold {link.chips}")
     if link.chips == 1:
-        return CollectiveTime(c, 0.0, 0.0)
+        return CollectiveTime(c, 0.0, 0.0, c.count)
     if hw.interconnect == "host":
         return _host_collective_time(c, hw, math.prod(mesh_shape))
     spread = c.bytes * (c.group - 1) / c.group / link.bandwidth
@@ -79,18 +83,20 @@ def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> Col
         "reduce-scatter": (spread, link.steps * hop),
         "all-reduce": (2 * spread, 2 * link.steps * hop),
         "all-to-all": (c.bytes * link.a2a_distance / link.bandwidth, link.steps * hop),
-        "collective-permute": (c.bytes / link.bandwidth, hop),
+        "collective-permute": (c.bytes / link.neighbour_bandwidth, hop),
     }[c.kind]
-    return CollectiveTime(c, bandwidth_s, latency_s + hw.collective_overhead_s)
+    return CollectiveTime(c, bandwidth_s, latency_s + hw.collective_overhead_s,
+                          c.count / c.concurrent)
 
 
 def _host_collective_time(c: Collective, hw: HardwareProfile, chips: int) -> CollectiveTime:
     """One call on an emulated mesh: every device of the mesh takes part (the groups run at
-    once on the same cores), so each part scales with `chips`."""
+    once on the same cores), so each part scales with `chips`. The CPU runs every call in
+    turn, bidirectional halves included."""
     _, call_s, device_s, member_s, byte_s = next(k for k in hw.host_collectives
                                                  if k[0] == c.kind)
     return CollectiveTime(c, chips * c.bytes * byte_s,
-                          call_s + chips * device_s + chips * c.group * member_s)
+                          call_s + chips * device_s + chips * c.group * member_s, c.count)
 
 
 def combine(rule: str, compute_s, memory_s, hideable_s, exposed_s):
@@ -169,7 +175,7 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency / share
     coll = tuple(collective_time(c, hw, mesh_shape) for c in terms.collectives)
     comm_s = sum(t.total_s for t in coll)
-    hideable_s = sum(t.collective.count * t.bandwidth_s for t in coll
+    hideable_s = sum(t.rounds * t.bandwidth_s for t in coll
                      if t.collective.kind in HIDEABLE)
     compute_s = (terms.flops + terms.attention_flops) / flops_per_s
     weights_s = terms.weight_bytes / hbm_per_s

@@ -311,12 +311,15 @@ class GroupLinks:
       an all-to-all of V input bytes takes V·a2a_distance / bandwidth; on one ring of K chips it
       is about K/4: a quarter of an all-gather of the K·V-byte tensor (PAPER.md).
     steps, step_latency_s: neighbour steps of a ring collective and the latency of each.
+    neighbour_bandwidth: bytes/s from a chip to one neighbour, one way (a collective permute
+      round a ring: one link on a torus, the chip's own link into the switch).
     """
     chips: int
     bandwidth: float
     a2a_distance: float
     steps: int
     step_latency_s: float
+    neighbour_bandwidth: float
 
 
 def group_links(hw: HardwareProfile | str, mesh_shape, axes) -> GroupLinks:
@@ -329,7 +332,7 @@ def _group_links(hw: HardwareProfile, mesh_shape, axes) -> GroupLinks:
     sides = [mesh_shape[AXES.index(a)] for a in axes]
     k = math.prod(sides)
     if k == 1:
-        return GroupLinks(1, math.inf, 0.0, 0, 0.0)
+        return GroupLinks(1, math.inf, 0.0, 0, 0.0, math.inf)
     if hw.interconnect == "torus":
         return _torus_links(hw, [s for s in sides if s > 1])
     return _switch_links(hw, mesh_shape, axes, k)
@@ -348,7 +351,8 @@ def _torus_links(hw: HardwareProfile, sides) -> GroupLinks:
             bandwidth += 2 * hw.link_bandwidth * (s - 1) / s
             distance += (s * s - 1) / (3 * s)  # mean line distance, own chip included
             steps += s - 1  # the end chips' shards cross the whole line
-    return GroupLinks(math.prod(sides), bandwidth, distance, steps, hw.hop_latency_s)
+    return GroupLinks(math.prod(sides), bandwidth, distance, steps, hw.hop_latency_s,
+                      hw.link_bandwidth)
 
 
 def _switch_links(hw: HardwareProfile, mesh_shape, axes, k) -> GroupLinks:
@@ -361,4 +365,4 @@ def _switch_links(hw: HardwareProfile, mesh_shape, axes, k) -> GroupLinks:
     bandwidth = hw.link_bandwidth if inside else hw.network_bandwidth
     latency = hw.hop_latency_s if inside else hw.network_latency_s
     # a switch delivers every chunk in one hop; a ring collective still takes K−1 steps
-    return GroupLinks(k, bandwidth, (k - 1) / k, k - 1, latency)
+    return GroupLinks(k, bandwidth, (k - 1) / k, k - 1, latency, bandwidth)

@@ -28,6 +28,8 @@ class Collective:
     what: str = ""  # which tensor, in PAPER.md notation, e.g. "BLE_xyz -> BLE_x"
     dtype: str = ""  # element type moved: "f32", "bf16" or "s8" (measurement needs it: XLA:CPU
     #                  runs bf16 collectives in f32); "" when not stated
+    concurrent: int = 1  # calls that run at once on separate links: 2 for the halves of a
+    #                      bidirectional ring, one each way (the cost model prices count/2 rounds)
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -203,12 +203,15 @@ else:
 # output, of which a chip's own 1/K never travels): looping reorders the communication, it
 # does not shrink it.
 #
-# Priced on the TPU v4 datasheet, the looped forms come out slightly *slower* than the plain
-# one. That is not a verdict on looping: the `overlap` rule already credits the plain
-# layout's all-gathers and reduce-scatters with hiding behind the matmuls, as if they were
-# looped. What the looped program adds on top is latency: K−1 neighbour hops per collective
-# (bidirectional: the same hops, more permutes to launch), where a ring algorithm on a torus
-# axis needs about half as many.
+# Priced on the TPU v4 datasheet, the looped forms come out *slower* than the plain one.
+# That is not a verdict on looping: the `overlap` rule already credits the plain layout's
+# all-gathers and reduce-scatters with hiding behind the matmuls, as if they were looped.
+# What the looped program changes is which links carry the bytes. One way round the ring,
+# each permute sends to one neighbour over one direction of one link, where a ring
+# all-gather uses both directions: the transfer takes twice as long. Bidirectional, the two
+# halves travel at once, one each way, and the transfer time is back to the plain form's
+# (that is what the variant is for). Both pay K−1 neighbour hops per collective, where a
+# ring algorithm on a torus axis needs about half as many.
 
 # %%
 # NBVAL_CHECK_OUTPUT

@@ -149,25 +149,27 @@ DTYPE = {4: "f32", 2: "bf16", 1: "s8"}  # bytes per element -> the element type 
 
 
 def collective(kind: str, axes, mesh_shape, nbytes: float, count: int, what: str, *,
-               itemsize: float):
+               itemsize: float, concurrent: int = 1):
     """A term for one collective, or none when its group is a single chip. `itemsize`: bytes
     per element of the tensor it moves."""
     k = group_size(mesh_shape, axes)
-    return [Collective(kind, tuple(axes), k, float(nbytes), count, what, DTYPE[itemsize])] \
-        if k > 1 else []
+    return [Collective(kind, tuple(axes), k, float(nbytes), count, what, DTYPE[itemsize],
+                       concurrent)] if k > 1 else []
 
 
 def ring(axes, mesh_shape, chunk_bytes: float, bidirectional: bool, what: str, *,
          itemsize: float):
     """The collective permutes that replace a looped all-gather or reduce-scatter over a group
     of K chips: K−1 steps of one chunk one way round the ring, or, both ways, 2(K−1) permutes
-    of half a chunk (each direction's half takes the same K−1 steps at once)."""
+    of half a chunk, two at a time (each direction's half takes the same K−1 steps at once,
+    on the other direction of the links)."""
     k = group_size(mesh_shape, axes)
     if k == 1:
         return []
     if bidirectional:
         return collective("collective-permute", axes, mesh_shape, chunk_bytes / 2, 2 * (k - 1),
-                          what + ", halves both ways round the ring", itemsize=itemsize)
+                          what + ", halves both ways round the ring", itemsize=itemsize,
+                          concurrent=2)
     return collective("collective-permute", axes, mesh_shape, chunk_bytes, k - 1,
                       what + ", round the ring", itemsize=itemsize)
 
