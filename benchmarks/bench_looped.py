@@ -25,7 +25,7 @@ def main():
     for ffn, phase, batch in [("ws2d", "prefill", 8), ("ws2d", "decode", 8),
                               ("ws1d", "decode", 8),
                               # weight-gathered: the weights, not activations, go round
-                              ("wg-x", "decode", 8), ("wg-xy", "decode", 8)]:
+                              ("wg-x", "decode", 8), ("wg-xy", "decode", 32)]:
         for looped in (False, True):
             layout = ti.Layout(ffn, "heads", looped=looped)
             m = ti.measure("tiny", (4, 8, 8), layout, phase=phase, batch=batch, repeats=3)

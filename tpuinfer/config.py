@@ -113,6 +113,10 @@ MODELS: dict[str, ModelConfig] = {
     # 4x8x8 mesh (E, F, H and V by 256), so every layout runs there; H=256 because attention by
     # heads gives each chip whole heads, as the paper pads PaLM 540B's heads to the chip count.
     "tiny": ModelConfig("tiny", 2, 256, 1024, 256, 8, 1, 512),
+    # mini: deeper and wider than tiny (8 layers, 36M parameters), still a few seconds per
+    # forward pass on a CPU: where int8's error is checked on more than two layers. E, F and V
+    # divide by 256; its 16 heads limit attention by heads to 16 chips.
+    "mini": ModelConfig("mini", 8, 512, 2048, 16, 64, 1, 4096),
     "palm-8b": _palm("palm-8b", 32, 4096, 16),
     "palm-62b": _palm("palm-62b", 64, 8192, 32, mfu_params=62.5e9),
     "palm-540b": _palm("palm-540b", 118, 18432, 48, mfu_params=540e9),

@@ -81,6 +81,8 @@ def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
             "steps": timing["steps"], "compile_s": timing["compile_s"],
             "step_s": timing["step_s"],
             "tpu_v4_step_s": m.tpu_time_s if m else None,
+            # this machine's prediction, once `tpuinfer calibrate` has written a host profile
+            "host_step_s": m.predicted.time_s if m else None,
             "predicted": m.predicted.to_json()["collectives"] if m else None,
             "measured": m.measured.to_json()["collectives"] if m else None,
             "collectives_match": m.predicted.by_kind() == m.measured.by_kind() if m else None})
@@ -137,6 +139,7 @@ def run_demo_processes(processes: int, timeout_s: float = TIMEOUT_S, **options) 
 
 
 def format_report(r: dict) -> str:
+    host = any(p.get("host_step_s") is not None for p in r["phases"])
     across = f" in {r['processes']} processes" if r.get("processes", 1) > 1 else ""
     lines = [f"tpuinfer demo: {r['model']} on {r['devices']} emulated devices{across} "
              f"(mesh {'x'.join(map(str, r['mesh']))}), batch {r['batch']}, "
@@ -145,19 +148,24 @@ def format_report(r: dict) -> str:
              f"layouts: the planner's choice for this request on TPU v4 unless given",
              "",
              f"{'phase':<8} {'layout':<14} {'tokens':>7} {'compile s':>10} {'step s':>8} "
-             f"{'TPU v4 s*':>10}  collectives per step, measured (kind x count over axes)"]
+             + (f"{'host s*':>8} " if host else "")
+             + f"{'TPU v4 s*':>10}  collectives per step, measured (kind x count over axes)"]
     for p in r["phases"]:
         colls = ", ".join(f"{c['kind']} x{c['count']} ({c['axes']})"
                           for c in p["measured"] or p["predicted"] or [])
         tpu = f"{p['tpu_v4_step_s']:>10.2e}" if p["tpu_v4_step_s"] is not None else f"{'-':>10}"
+        here = ((f"{p['host_step_s']:>8.3f} " if p.get("host_step_s") is not None
+                 else f"{'-':>8} ") if host else "")
         lines.append(f"{p['phase']:<8} {p['layout']:<14} {p['tokens']:>7} "
-                     f"{p['compile_s']:>10.2f} {p['step_s']:>8.3f} {tpu}  {colls}")
+                     f"{p['compile_s']:>10.2f} {p['step_s']:>8.3f} {here}{tpu}  {colls}")
     checks = [p["collectives_match"] for p in r["phases"] if p["collectives_match"] is not None]
     if checks:
         lines.append("collectives read from the compiled steps "
                      + ("EQUAL" if all(checks) else "DIFFER FROM")
                      + " the cost model's prediction, per kind, in count and bytes")
-    lines.append("* the cost model's prediction for one step on TPU v4 (bf16), not a measurement")
+    lines.append("* the cost model's prediction for one step on TPU v4 (bf16)"
+                 + (" and on this machine (the host profile of `tpuinfer calibrate`)" if host
+                    else "") + ", not a measurement")
     verdict = "EQUAL to" if r["tokens_match"] else "DIFFERENT from"
     lines += ["", f"generated tokens are {verdict} the unsharded reference's "
                   f"(max relative logit difference {r['max_logit_rel_err']:.1e})",

@@ -60,7 +60,8 @@ def emulate(n: int = 256, processes: int = 1, process_id: int = 0,
 
 
 def make_mesh(shape: tuple[int, int, int]) -> Mesh:
-    """A mesh with axes ('x', 'y', 'z') over the first x·y·z devices."""
+    """A mesh with axes ('x', 'y', 'z') over the first x·y·z devices (all of a real
+    accelerator slice's devices: in the order of its physical topology)."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"a mesh shape is three positive sizes (x, y, z), got {shape}")
@@ -71,6 +72,11 @@ def make_mesh(shape: tuple[int, int, int]) -> Mesh:
             f"mesh {format_shape(shape)} needs {n} devices but JAX has {have}; choose a mesh of "
             f"at most {have} devices, or restart and call tpuinfer.emulate({n}) first")
     devices = jax.devices()[:n]
+    if n == have and devices[0].platform != "cpu":
+        # A real slice or cluster: order the devices by the physical topology, so that mesh
+        # neighbours are torus (or NVLink) neighbours, as the cost model's links assume.
+        from jax.experimental import mesh_utils
+        return Mesh(mesh_utils.create_device_mesh(shape), AXES)
     if jax.process_count() > 1 and n < have:
         # Every process must hold part of the mesh (each runs the same program on its own
         # devices): take the first n/P devices of each process rather than process 0's alone.

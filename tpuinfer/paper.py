@@ -111,11 +111,11 @@ def paper() -> list[dict]:
         row(f"headline: context, optimized multiquery / multihead, batch {batch}", "x",
             float(HEADLINE_CONTEXT_RATIO), {hw: ratio for hw in PROFILES})
     row("serial / parallel block decode step (2D WS, batch 512)", "x", SERIAL_BLOCK_SLOWDOWN,
-        {hw: _serial_slowdown(hw) for hw in PROFILES})
+        {hw: serial_slowdown(hw) for hw in PROFILES})
     return rows
 
 
-def _serial_slowdown(hw: str) -> float | None:
+def serial_slowdown(hw: str) -> float | None:
     """One decode step of the serial block over the parallel one, same layout and mesh."""
     from .config import get_model
     cfg = get_model(MODEL)

@@ -13,9 +13,10 @@ from tpuinfer.sweeps import pareto_curves
 
 from .base import CONTROL_STYLE, Explorer, dropdown, int_text
 
-MODELS = ("palm-8b", "palm-62b", "palm-540b")
+# palm-540b-64heads: the paper's own runs pad the heads to 64, so attention by heads spans 64+
+MODELS = ("palm-8b", "palm-62b", "palm-540b", "palm-540b-64heads")
 FORMATS = ("bf16", "int8")
-COLOURS = dict(zip(MODELS, ("#4c78a8", "#54a24b", "#e45756")))
+COLOURS = dict(zip(MODELS, ("#4c78a8", "#54a24b", "#e45756", "#b279a2")))
 DASH = {"bf16": "solid", "int8": "dot"}
 HOVER = ("<b>%{fullData.name}</b><br>%{customdata[0]} chips (mesh %{customdata[2]}), "
          "batch %{customdata[1]}<br>ffn %{customdata[3]}, attention %{customdata[4]}<br>"
@@ -32,7 +33,7 @@ class ParetoExplorer(Explorer):
                  input_len: int = 2048, gen_len: int = 64, chips=None, batches=None):
         self.chips, self.batches = chips, batches
         c = {
-            "models": W.SelectMultiple(options=MODELS, value=tuple(models), rows=3,
+            "models": W.SelectMultiple(options=MODELS, value=tuple(models), rows=len(MODELS),
                                        description="models", style=CONTROL_STYLE,
                                        layout=W.Layout(width="16em")),
             "weights": W.SelectMultiple(options=FORMATS, value=tuple(weights), rows=2,

@@ -87,8 +87,9 @@ print(jax.device_count(), "devices on", jax.devices()[0].platform)
 # ## The models
 #
 # The configurations live in `ti.MODELS`. `tiny` is built so that every layout runs on the
-# full 4×8×8 mesh (E, F, H and V all divide by 256) in well under a second per step; the PaLM
-# presets are for the cost model. Each config computes its own counts: the book never
+# full 4×8×8 mesh (E, F, H and V all divide by 256) in well under a second per step; `mini`
+# is deeper and wider, for checking int8's accuracy over more layers; the PaLM presets are
+# for the cost model. Each config computes its own counts: the book never
 # recounts them.
 
 # %%

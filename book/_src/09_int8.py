@@ -51,7 +51,7 @@ print(inspect.getsource(model.mm))
 # NBVAL_CHECK_OUTPUT
 rows = [[c.name, f"{c.weight_bytes('bf16') / 2**30:,.1f}", f"{c.weight_bytes('int8') / 2**30:,.1f}",
          f"{c.weight_bytes('int8') / c.weight_bytes('bf16'):.4f}"]
-        for c in ti.MODELS.values() if c.name != "tiny"]
+        for c in ti.MODELS.values() if c.n_params() > 1e9]  # the paper-sized ones
 print(bt.table(["model", "bf16 GiB", "int8 GiB", "int8 / bf16"], rows))
 
 # %% [markdown]

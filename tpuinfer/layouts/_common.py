@@ -144,6 +144,18 @@ def gather_weight(ctx: Ctx, w, spec: P, gather_axes: tuple[str, ...]):
     return jnp.transpose(g, order).reshape(merged)
 
 
+# ---- the block's structure -------------------------------------------------------------------
+def passes(cfg) -> list[tuple[bool, bool]]:
+    """(attention, FFN) of each pass through a norm and the matmuls in one layer: both in one
+    pass in the parallel block (PaLM), one after the other in the serial block."""
+    return [(True, True)] if cfg.parallel_block else [(True, False), (False, True)]
+
+
+def norm_names(cfg) -> list[str]:
+    """The parallel block shares one norm between its branches; the serial block has two."""
+    return ["norm"] if cfg.parallel_block else ["norm_attn", "norm_ffn"]
+
+
 # ---- collectives (terms) --------------------------------------------------------------------
 DTYPE = {4: "f32", 2: "bf16", 1: "s8"}  # bytes per element -> the element type moved
 

@@ -142,10 +142,9 @@ def collectives(cfg, axes, specs, gather, mesh_shape, batch, tokens, a, weights,
             else:
                 out += c.collective("all-gather", g, mesh_shape, math.prod(local) * nbytes, 1,
                                     f"0. {label} gathered over {''.join(g)}", itemsize=nbytes)
-    passes = [(True, True)] if cfg.parallel_block else [(True, False), (False, True)]
     ring_activations = loop[0] and not gather
     chunk = rows * cfg.E / c.group_size(mesh_shape, m) * a  # one chip's B_bLE_m
-    for attn, _ in passes:
+    for attn, _ in c.passes(cfg):
         if ring_activations:
             out += c.ring(m, mesh_shape, chunk, loop[1], "1. B_bLE_m chunks fed to the input "
                           "matmuls", itemsize=a)
@@ -169,8 +168,7 @@ def gathered_specs(cfg) -> dict:
     stored layout serves weight-gathered prefill and 2D weight-stationary decode."""
     from .ws2d import stored_specs
     from jax.sharding import PartitionSpec as P
-    norms = ["norm"] if cfg.parallel_block else ["norm_attn", "norm_ffn"]
-    return stored_specs(cfg) | {n: P() for n in norms}
+    return stored_specs(cfg) | {n: P() for n in c.norm_names(cfg)}
 
 
 def check_gathered(cfg, mesh_shape, batch, axes, name):

@@ -99,8 +99,9 @@ def _largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens, context, a) 
     activations, one block of attention scores (f32) or the output projection's partial sums
     for the last position."""
     n_h = ctx.size(ctx.axes.heads)
-    gathered_e = cfg.E // ctx.size(("x",)) if ctx.ffn.NAME == "ws2d" else cfg.E
-    f_local = cfg.F // n_h * (ctx.size(("x",)) if ctx.ffn.NAME == "ws2d" else 1)
+    # a layout whose matmuls keep E split (2D weight-stationary: over x) declares it
+    e_split = ctx.size(getattr(ctx.ffn, "E_STAYS_SPLIT", ()))
+    gathered_e, f_local = cfg.E // e_split, cfg.F // n_h * e_split
     return max(rows * gathered_e * a,
                rows * f_local * (2 if cfg.gated_ffn else 1) * a,
                att_b * att_h * min(tokens, QUERY_BLOCK) * context * 4,

@@ -31,8 +31,7 @@ def layer_specs(cfg) -> dict:
              "w_up": P(None, XYZ), "w_down": P(XYZ, None)}
     if cfg.gated_ffn:
         specs["w_gate"] = P(None, XYZ)
-    norms = ["norm"] if cfg.parallel_block else ["norm_attn", "norm_ffn"]
-    return specs | {n: P() for n in norms}  # the norm runs on the gathered BLE
+    return specs | {n: P() for n in c.norm_names(cfg)}  # the norm runs on the gathered BLE
 
 
 def block(ctx, x_BLE, w, cache, pos):

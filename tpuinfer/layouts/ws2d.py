@@ -33,6 +33,9 @@ AXES = Axes(batch=(), embed=("x", "y", "z"), heads=("z", "y", "x"))
 GATHER: tuple[str, ...] = ()  # weights never move
 YZ = ("y", "z")  # the residual's E splits over x then (y, z): the all-gather and reduce-scatter
 ZY = ("z", "y")  # F and H split over (z, y) in the stored weights
+# E stays split over x in the matmuls (step 1 gathers it over y, z only); the FFN hidden is
+# split over the heads axes less x. `step_terms` sizes the largest activation from this.
+E_STAYS_SPLIT = ("x",)
 
 
 def stored_specs(cfg) -> dict:
@@ -48,8 +51,7 @@ def stored_specs(cfg) -> dict:
 
 def layer_specs(cfg) -> dict:
     specs = stored_specs(cfg)
-    norms = ["norm"] if cfg.parallel_block else ["norm_attn", "norm_ffn"]
-    return specs | {n: P("x") for n in norms}  # the norm runs on BLE_x
+    return specs | {n: P("x") for n in c.norm_names(cfg)}  # the norm runs on BLE_x
 
 
 def block(ctx, x_BLE, w, cache, pos):
@@ -140,10 +142,9 @@ def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(Fal
     `loop` = (looped, bidirectional): steps 1 and 7 become collective permutes round yz."""
     X, Y, Z = mesh_shape
     BL, n_zy = batch * tokens, Y * Z
-    passes = [(True, True)] if cfg.parallel_block else [(True, False), (False, True)]
     out = []
     del weights  # the weights never move in this layout
-    for attn, ffn in passes:
+    for attn, ffn in c.passes(cfg):
         down = (cfg.F if ffn else 0) + (cfg.H * cfg.D if attn else 0)
         up = ((2 if cfg.gated_ffn else 1) * cfg.F if ffn else 0) + (
             (cfg.H * cfg.D * (1 if cfg.multiquery else 3)) if attn else 0)
