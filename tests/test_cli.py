@@ -38,6 +38,21 @@ def test_demo_table_on_a_small_mesh_with_given_layouts():
     assert "ws2d/batch" in text and "all-to-all x4 (xyz)" in text
 
 
+def test_demo_shows_this_machines_prediction_once_calibrated(tmp_path, monkeypatch):
+    from tpuinfer.hardware import HOST_KINDS, HardwareProfile, save_host_profile
+    monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
+    save_host_profile(HardwareProfile(
+        name="host", description="made up", peak_flops=1e11, hbm_bytes=2**34,
+        hbm_bandwidth=1e10, interconnect="host", link_bandwidth=0.0, hop_latency_s=0.0,
+        device_overhead_s=2e-5, rule="sum",
+        host_collectives=tuple((k, 1e-4, 1e-5, 1e-7, 1e-10) for k in HOST_KINDS)))
+    report = run_demo(mesh="2x2x2", batch=8, prompt_len=4, steps=2, prefill=("ws2d", "heads"),
+                      decode=("ws2d", "heads"))
+    assert all(p["host_step_s"] > 0 for p in report["phases"])
+    text = format_report(report)
+    assert "host s*" in text and "on this machine (the host profile" in text
+
+
 def test_bad_mesh_gives_a_clear_error_and_exit_code(capsys):
     given = ["--prefill", "ws2d", "heads", "--decode", "ws2d", "heads"]
     assert main(["demo", "--mesh", "3x1x1", "--batch", "3", "--json", *given]) == 2
