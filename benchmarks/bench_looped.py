@@ -1,7 +1,7 @@
 """Plain against Looped CollectiveEinsum on the full 4x8x8 mesh (tiny model): measured step
 time and the collectives of each compiled step, side by side, for the weight-stationary
-layouts (activations go round the ring) and the weight-gathered ones (weights do), with the cost model's TPU v4
-prediction for the same step on PaLM 540B (64 heads) at batch 512.
+layouts (activations go round the ring) and the weight-gathered ones (weights do); then the
+cost model's TPU v4 prediction for a step on PaLM 540B (64 heads) at batch 512.
 
     python benchmarks/bench_looped.py
 

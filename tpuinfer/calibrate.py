@@ -205,8 +205,9 @@ def calibrate(progress=print) -> HardwareProfile:
     for kind in HOST_KINDS:
         coef = fit_collective(collective_samples(kind))
         collectives.append((kind, *coef))
+        gb_per_s = 1 / coef[3] / 1e9 if coef[3] else math.inf
         progress(f"{kind}: {coef[0] * 1e6:.0f} µs + {coef[1] * 1e6:.2f} µs/device + "
-                 f"{coef[2] * 1e9:.1f} ns/device/member + {1 / coef[3] / 1e9 if coef[3] else math.inf:.2f} GB/s")
+                 f"{coef[2] * 1e9:.1f} ns/device/member + {gb_per_s:.2f} GB/s")
     cores = os.cpu_count() or 1
     micro = HardwareProfile(
         name="host",
@@ -293,9 +294,9 @@ def run(args):
         emulate(math.prod(FULL))
     except EmulationError:
         pass  # already running: calibrate() says if it has too few devices
-    lines = []
+    lines = []  # with --json, the progress lines go into the object instead of the screen
     profile = calibrate(progress=lines.append if args.json else
                         functools.partial(print, flush=True))
     path = save_host_profile(profile)
-    obj = dataclasses.asdict(profile) | {"path": str(path)}
+    obj = dataclasses.asdict(profile) | {"path": str(path), "log": lines}
     return obj, f"wrote the host profile to {path}"
