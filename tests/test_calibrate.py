@@ -30,6 +30,15 @@ def test_devices_of_an_emulated_mesh_share_the_host():
     assert e.times()["overhead_s"] == e.overhead_s
 
 
+def test_the_planner_carries_dispatch_through_a_phase():
+    from tpuinfer.planner import phase_estimate
+    ph = phase_estimate("tiny", ti.Layout("ws2d", "heads"), (2, 2, 2), "decode", batch=8,
+                        input_len=8, gen_len=4, hardware=HOST)
+    assert ph.overhead_s == pytest.approx(4 * ph.first.overhead_s) and ph.overhead_s > 0
+    assert ph.latency_s == pytest.approx(ph.sum_s)  # rule "sum": every part adds
+    assert ph.times()["overhead_s"] == ph.overhead_s
+
+
 def test_a_host_collective_is_priced_per_call_device_member_and_byte():
     c = Collective("all-gather", ("y", "z"), 16, 4096.0, count=3)
     t = collective_time(c, HOST, (4, 4, 4))  # 64 devices, groups of 16

@@ -112,6 +112,8 @@ def run_plan(args):
              args.history_len, args.gen_len, args.weights, args.ffn, args.attention,
              rule=args.rule, mesh=args.mesh)
     rows, notes = [], []
+    # a host profile (this machine's emulated mesh) adds each device's dispatch cost
+    dispatch = any(ph is not None and ph.best.overhead_s for ph in (p.prefill, p.decode))
     for name, ph in (("prefill", p.prefill), ("decode", p.decode)):
         if ph is None:
             continue
@@ -121,7 +123,7 @@ def run_plan(args):
                      seconds(b.per_token_s) if name == "decode" else "-",
                      f"{b.mfu:.0%}", gib(b.memory_per_chip_bytes), "yes" if b.fits else "NO",
                      seconds(b.compute_s), seconds(b.weights_s), seconds(b.kv_s),
-                     seconds(b.comm_s)])
+                     seconds(b.comm_s)] + ([seconds(b.overhead_s)] if dispatch else []))
         if ph.runner_up is not None:
             r = ph.runner_up
             notes.append(f"{name} runner-up: {r.layout.ffn}/{r.layout.attention} on "
@@ -133,7 +135,8 @@ def run_plan(args):
         f"{p.model} on {p.chips} {p.hardware} chips, batch {p.batch}, {p.weights} weights, "
         f"rule {p.rule}",
         table(["phase", "mesh", "ffn", "attention", "latency", "per token", "MFU",
-               "memory/chip", "fits", "compute", "weights", "kv", "comm"], rows),
+               "memory/chip", "fits", "compute", "weights", "kv", "comm"]
+              + (["dispatch"] if dispatch else []), rows),
         f"total latency {seconds(p.total_latency_s)}, MFU {p.mfu:.0%}, "
         f"fits {'yes' if p.fits else 'no'}", *notes])
     return p.to_json(), text

@@ -53,6 +53,7 @@ class PhaseEstimate:
     kv_s: float
     comm_s: float
     mfu: float
+    overhead_s: float = 0.0  # dispatch on a host profile (an emulated mesh); else 0
 
     @property
     def chips(self) -> int:
@@ -75,15 +76,18 @@ class PhaseEstimate:
     @property
     def sum_s(self) -> float:
         """The phase with nothing overlapped: the tie-breaker between equal latencies."""
-        return self.compute_s + self.weights_s + self.kv_s + self.comm_s
+        return self.compute_s + self.weights_s + self.kv_s + self.comm_s + self.overhead_s
 
     @property
     def cost(self) -> float:
         return cost_per_token(self.chips, self.latency_s, self.tokens)
 
     def times(self) -> dict:
-        return {"compute_s": self.compute_s, "weights_s": self.weights_s, "kv_s": self.kv_s,
-                "comm_s": self.comm_s}
+        out = {"compute_s": self.compute_s, "weights_s": self.weights_s, "kv_s": self.kv_s,
+               "comm_s": self.comm_s}
+        if self.overhead_s:
+            out["overhead_s"] = self.overhead_s
+        return out
 
     def to_json(self) -> dict:
         out = {"mesh": list(self.mesh_shape), "ffn": self.layout.ffn,
@@ -130,7 +134,8 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
         phase=phase, layout=layout, mesh_shape=tuple(mesh_shape), batch=batch, steps=steps,
         tokens=tokens, first=first, last=last, latency_s=latency,
         compute_s=total["compute_s"], weights_s=total["weights_s"], kv_s=total["kv_s"],
-        comm_s=total["comm_s"], mfu=mfu(cfg, tokens, math.prod(mesh_shape), hw, latency))
+        comm_s=total["comm_s"], mfu=mfu(cfg, tokens, math.prod(mesh_shape), hw, latency),
+        overhead_s=total["overhead_s"])
 
 
 # ---- choosing -----------------------------------------------------------------------------
