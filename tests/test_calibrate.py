@@ -52,6 +52,14 @@ def test_a_host_profile_must_price_every_collective_kind():
         HOST.replace(host_collectives=HOST.host_collectives[:-1])
 
 
+def test_calibrate_needs_the_256_device_mesh(monkeypatch):
+    import jax
+    from tpuinfer.calibrate import calibrate
+    monkeypatch.setattr(jax, "device_count", lambda: 8)
+    with pytest.raises(ValueError, match=r"JAX has 8 device\(s\).*emulate\(256\)"):
+        calibrate()
+
+
 @pytest.mark.slow
 def test_calibrate_writes_the_host_profile_and_measure_predicts_wall_time(
         tmp_path, monkeypatch, capsys):
@@ -84,3 +92,15 @@ def test_a_host_profile_round_trips_through_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
     save_host_profile(HOST)
     assert get_hardware("host") == HOST  # the collectives' table comes back as tuples
+
+
+def test_an_unreadable_host_profile_leaves_measure_without_a_host_time(tmp_path, monkeypatch):
+    """... and so cannot stop `tpuinfer calibrate`, which measures steps, from rewriting it."""
+    from tpuinfer.hardware import host_profile_path
+    from tpuinfer.measure import measure
+    monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
+    host_profile_path().write_text("{not json")
+    m = measure("tiny", (2, 2, 2), ti.Layout("ws2d", "heads"), phase="decode", batch=8,
+                repeats=0)
+    assert m.predicted.time_s is None
+    assert any("run `tpuinfer calibrate`" in n for n in m.notes)

@@ -297,10 +297,15 @@ def _predicted_side(terms: StepTerms, shape, backend, host_time) -> Side:
 def _predicted_times(cfg, layout, shape, batch, tokens, context, weights, host_terms):
     """(host seconds or None when no host profile exists, TPU v4 seconds)."""
     from .cost import estimate
-    from .hardware import host_profile_path
+    from .hardware import get_hardware, host_profile_path
     kw = dict(batch=batch, tokens=tokens, context=context, weights=weights)
-    host = estimate(cfg, layout, shape, **kw, hardware="host", terms=host_terms).step_s \
-        if host_profile_path().exists() else None
+    host = None
+    if host_profile_path().exists():
+        try:  # an unreadable profile must not stop a measurement (or the calibration that
+            hw = get_hardware("host")  # measures steps to write a new one)
+            host = estimate(cfg, layout, shape, **kw, hardware=hw, terms=host_terms).step_s
+        except ValueError:
+            pass
     return host, estimate(cfg, layout, shape, **kw, hardware="tpu-v4").step_s
 
 
@@ -317,7 +322,7 @@ def _notes(terms: StepTerms, backend: str, host_time, predicted: Side,
                      "copies (on XLA:CPU every gathered layer at once, weights transposed into "
                      "the layouts its matmuls want, int8 weights widened whole before use)")
     if host_time is None:
-        notes.append("no host profile yet: run `tpuinfer calibrate` for a predicted wall time "
-                     "on this machine")
+        notes.append("no host profile yet (or it cannot be read): run `tpuinfer calibrate` for "
+                     "a predicted wall time on this machine")
     notes.append("the TPU v4 time is a prediction (bf16 activations), not a measurement")
     return tuple(notes)
