@@ -33,11 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .terms import KINDS
+
 AXES = ("x", "y", "z")
 RULES = ("sum", "overlap")
 INTERCONNECTS = ("torus", "switch", "host")
-# collective kinds a host profile prices (the same as `terms.KINDS`)
-HOST_KINDS = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
+HOST_KINDS = KINDS  # a host profile prices every collective kind the terms name
 
 
 @dataclass(frozen=True)

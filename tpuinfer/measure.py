@@ -303,9 +303,10 @@ def _predicted_times(cfg, layout, shape, batch, tokens, context, weights, host_t
     if host_profile_path().exists():
         try:  # an unreadable profile must not stop a measurement (or the calibration that
             hw = get_hardware("host")  # measures steps to write a new one)
-            host = estimate(cfg, layout, shape, **kw, hardware=hw, terms=host_terms).step_s
         except ValueError:
-            pass
+            hw = None
+        if hw is not None:
+            host = estimate(cfg, layout, shape, **kw, hardware=hw, terms=host_terms).step_s
     return host, estimate(cfg, layout, shape, **kw, hardware="tpu-v4").step_s
 
 
