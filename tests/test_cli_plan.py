@@ -7,10 +7,10 @@ import pytest
 
 from tpuinfer.cli import main
 
-PHASE_KEYS = {"mesh", "ffn", "attention", "latency_s", "mfu", "memory_per_chip_bytes", "fits",
-              "terms"}
+PHASE_KEYS = {"mesh", "ffn", "attention", "looped", "bidirectional", "padded_heads", "latency_s",
+              "mfu", "memory_per_chip_bytes", "fits", "terms"}
 TERM_KEYS = {"compute_s", "weights_s", "kv_s", "comm_s"}
-LL_PREFILL = ["plan", "--model", "palm-540b-64heads", "--hardware", "tpu-v4", "--chips", "64",
+LL_PREFILL = ["plan", "--model", "palm-540b", "--hardware", "tpu-v4", "--chips", "64",
               "--batch", "1", "--input-len", "2048", "--history-len", "0", "--gen-len", "0",
               "--weights", "int8", "--ffn", "auto", "--attention", "auto"]
 
@@ -49,6 +49,40 @@ def test_plan_text_is_a_table_with_the_runner_up(capsys):
     text = capsys.readouterr().out
     assert "phase" in text and "prefill" in text and "ws2d" in text
     assert "runner-up" in text and "configurations weighed" in text
+    assert "schedule" in text and "heads padded from 48 to 64" in text
+
+
+def test_plan_pads_palm_540b_heads_and_no_pad_forbids_it(capsys):
+    # the request: PaLM 540B as typed, batch 1 prefill on 64 chips (Table 2)
+    out = run_json(capsys, LL_PREFILL)
+    assert out["prefill"]["padded_heads"] == 64 and out["prefill"]["ffn"] == "ws2d"
+    assert main(LL_PREFILL[:-4] + ["--ffn", "ws2d", "--attention", "heads", "--no-pad"]) == 2
+    assert "H=48 does not divide" in capsys.readouterr().err
+    # without padding nothing runs a batch of 1 on 64 chips (the weight-gathered layouts,
+    # whose heads split over y·z only, split the batch over x): the error says to pad
+    assert main(LL_PREFILL + ["--no-pad"]) == 2
+    assert "pad the heads" in capsys.readouterr().err
+    out = run_json(capsys, [a if a != "1" else "4" for a in LL_PREFILL] + ["--no-pad"])
+    assert out["prefill"]["padded_heads"] is None and out["prefill"]["ffn"].startswith("wg")
+
+
+@pytest.mark.parametrize("looped,allowed", [("no", {False}), ("yes", {True}),
+                                            ("auto", {False, True})])
+def test_plan_looped_flag_restricts_the_schedules(capsys, looped, allowed):
+    out = run_json(capsys, LL_PREFILL + ["--looped", looped])
+    assert out["prefill"]["looped"] in allowed
+    if looped == "no":
+        assert out["prefill"]["bidirectional"] is False
+
+
+def test_explicit_layout_that_does_not_fit_is_still_priced(capsys):
+    # PaLM 540B in bf16 on 16 chips: 67 GB per chip of weights alone; auto refuses, ws2d prices
+    argv = ["plan", "--model", "palm-540b", "--chips", "16", "--batch", "1", "--input-len",
+            "2048", "--gen-len", "0", "--weights", "bf16"]
+    assert main(argv) == 2 and "nothing fits in memory" in capsys.readouterr().err
+    out = run_json(capsys, argv + ["--ffn", "ws2d", "--attention", "heads"])
+    assert out["prefill"]["fits"] is False and out["fits"] is False
+    assert "GiB per chip" in out["prefill"]["unfit_reason"] and out["prefill"]["latency_s"] > 0
 
 
 def test_plan_with_fixed_layouts_and_mesh(capsys):
@@ -94,16 +128,20 @@ def test_pareto_json(capsys):
     out = run_json(capsys, ["pareto", "--model", "palm-8b", "--chips", "4,8", "--batches",
                             "1,64", "--input-len", "128", "--gen-len", "8"])
     assert out["prefill"] and out["decode"]
-    assert {"chips", "batch", "mesh", "ffn", "attention", "latency_s",
-            "cost_chip_s_per_token", "mfu"} <= set(out["decode"][0])
+    assert {"chips", "batch", "mesh", "ffn", "attention", "looped", "bidirectional",
+            "latency_s", "cost_chip_s_per_token", "mfu"} <= set(out["decode"][0])
 
 
 def test_paper_text_and_json(capsys):
     assert main(["paper"]) == 0
     text = capsys.readouterr().out
     assert "low-latency decode" in text and "tpu-v4-calibrated" in text
-    rows = run_json(capsys, ["paper"])["rows"]
-    assert any(r["result"].startswith("headline: context") for r in rows)
+    assert "same layout" in text and "NO" not in text  # every column: the paper's layouts
+    out = run_json(capsys, ["paper"])
+    assert any(r["result"].startswith("headline: context") for r in out["rows"])
+    # each Table 2 column on its own, prefill and decode apart, with the error
+    assert [c["phase"] for c in out["table2"]] == ["prefill", "decode"] * 2
+    assert all("error" in c["tpu-v4-calibrated"] for c in out["table2"])
 
 
 def test_python_m_tpuinfer_plan_json():

@@ -1,7 +1,7 @@
 """The cost model's hardware side: profiles, meshes, links, collective times, step rules.
 
 Collective times are checked against hand-worked examples written out here (TPU v4: 45 GB/s
-per link per direction, 1 µs per hop; PAPER.md).
+per link per direction, 1 µs per hop; Pope et al. 2022, arXiv 2211.05102, Section 4).
 """
 import math
 
@@ -10,7 +10,7 @@ import pytest
 from tpuinfer import hardware as hwm
 from tpuinfer.config import MODELS
 from tpuinfer.cost import collective_time, combine, cost_per_token, estimate, mfu
-from tpuinfer.hardware import get_hardware, group_links, mesh_shapes
+from tpuinfer.hardware import get_hardware, group_links, mesh_shapes, wraps
 from tpuinfer.layouts import Layout
 from tpuinfer.terms import Collective, StepTerms
 
@@ -24,13 +24,13 @@ def test_every_profile_has_the_datasheet_figures():
         assert hw.peak_flops > 1e14 and hw.hbm_bytes > 1e10 and hw.hbm_bandwidth > 5e11
     assert (V4.peak_flops, V4.hbm_bandwidth, V4.link_bandwidth) == (275e12, 1.2e12, 4.5e10)
     assert V4.hbm_bytes == 32 * 2**30
-    # 6 links of 45 GB/s each way: 270 GB/s out of each chip in all (PAPER.md)
+    # 6 links of 45 GB/s each way: 270 GB/s out of each chip in all (the paper's Section 4)
     assert group_links(V4, (4, 4, 4), "xyz").bandwidth == 270e9
 
 
-def test_calibrated_profile_is_the_same_chip_with_at_most_three_efficiencies():
+def test_calibrated_profile_is_the_same_chip_with_at_most_three_fitted_constants():
     cal = get_hardware("tpu-v4-calibrated")
-    efficiencies = ("flops_efficiency", "hbm_efficiency", "collective_overhead_s")
+    efficiencies = ("flops_efficiency", "hbm_efficiency", "layer_overhead_s")
     datasheet = {f: getattr(V4, f) for f in efficiencies}
     for f in vars(V4):
         if f not in efficiencies + ("name", "description", "rule"):
@@ -97,6 +97,9 @@ def test_links_of_a_torus_axis_a_line_and_a_gpu_node():
     assert (ring.bandwidth, ring.steps, ring.a2a_distance) == (90e9, 2, 1.0)
     line = group_links(V4, (2, 2, 2), ("x",))  # 2 chips, no wraparound: one link
     assert (line.bandwidth, line.steps, line.a2a_distance) == (45e9, 1, 0.5)
+    # the same 4 chips on a 2x4x4 slice (no whole cube): a line, its middle link the bottleneck
+    open_ = group_links(V4, (2, 4, 4), ("y",))
+    assert (open_.bandwidth, open_.steps) == (2 * 45e9 * 3 / 4, 3)
     yz = group_links(V4, (4, 4, 4), ("y", "z"))  # bandwidth adds over the axes spanned
     assert (yz.bandwidth, yz.steps) == (180e9, 4)
     h100 = get_hardware("h100-sxm")
@@ -104,6 +107,19 @@ def test_links_of_a_torus_axis_a_line_and_a_gpu_node():
     across = group_links(h100, (1, 2, 8), ("y",))  # GPUs 0 and 8: two nodes
     assert (inside.bandwidth, inside.steps) == (450e9, 7)
     assert (across.bandwidth, across.step_latency_s) == (50e9, 5e-6)
+
+
+@pytest.mark.parametrize("shape,ring", [
+    ((2, 2, 4), False), ((2, 4, 4), False), ((4, 4, 2), False), ((4, 4, 4), True),
+    ((4, 4, 8), True), ((8, 8, 8), True), ((4, 8, 8), True), ((1, 1, 4), False)])
+def test_tpu_v4_wraps_only_slices_made_of_whole_4x4x4_cubes(shape, ring):
+    """TPU v4's optical switches close the axes of a slice built of 4x4x4 cubes into rings;
+    any smaller slice is a mesh of lines (Jouppi et al., ISCA 2023, Section 2)."""
+    assert wraps(V4, shape) is ring
+    sides = [s for s in shape if s > 1]
+    link = group_links(V4, shape, "xyz")
+    expected_steps = sum(s // 2 if ring else s - 1 for s in sides)
+    assert link.steps == expected_steps
 
 
 @pytest.mark.parametrize("coll,expected_bw,expected_lat", [
@@ -127,7 +143,7 @@ def test_collective_time_matches_hand_worked(coll, expected_bw, expected_lat):
 
 def test_bidirectional_ring_halves_the_transfer_and_keeps_the_hops():
     """Looped CollectiveEinsum round a ring of 4: 3 permutes of V one way, against 6 of V/2,
-    two at a time on the two directions of the links (PAPER.md: both link directions)."""
+    two at a time on the two directions of the links (the paper's Section 3.5)."""
     v = 9e5
     one_way = collective_time(Collective("collective-permute", ("x",), 4, v, 3), V4, (4, 4, 4))
     both = collective_time(Collective("collective-permute", ("x",), 4, v / 2, 6, concurrent=2),
@@ -137,11 +153,11 @@ def test_bidirectional_ring_halves_the_transfer_and_keeps_the_hops():
 
 
 def test_all_to_all_on_a_ring_is_about_a_quarter_of_an_all_gather():
-    # PAPER.md: all-to-all on a bidirectional ring ≈ ¼ of an all-gather of the same tensor
+    # Section 3.1: all-to-all on a bidirectional ring ≈ ¼ of an all-gather of the same tensor
     # (all K shards, K·V bytes); exactly V·K/4/W here, against ¼·K·V·(K−1)/K / W.
     v, k = 1e6, 8
-    a2a = collective_time(Collective("all-to-all", ("z",), k, v), V4, (1, 1, k))
-    ag = collective_time(Collective("all-gather", ("z",), k, k * v), V4, (1, 1, k))
+    a2a = collective_time(Collective("all-to-all", ("z",), k, v), V4, (4, 4, k))  # a ring
+    ag = collective_time(Collective("all-gather", ("z",), k, k * v), V4, (4, 4, k))
     assert a2a.bandwidth_s == pytest.approx(ag.bandwidth_s / 4 * k / (k - 1))
 
 
@@ -170,12 +186,75 @@ def test_step_time_under_each_rule_hand_worked():
     assert s.comm_s == pytest.approx(ag + ar)
     assert s.step_s == pytest.approx(20e-3 + ag + ar)
     o = estimate(MODELS["tiny"], Layout(), (4, 4, 4), rule="overlap", **kw)
-    # memory 10 ms = compute 10 ms; the all-gathers' transfer hides, hops and all-reduce don't
-    assert o.hideable_s == pytest.approx(100 * 1.6e6 * 15 / 16 / 180e9)
-    assert o.step_s == pytest.approx(10e-3 + 100 * 4e-6 + ar)
-    assert combine("overlap", 1.0, 2.0, 3.0, 0.5) == 3.5
+    # HBM streams beside the matrix units: max(10, 10) ms; plain collectives are all exposed
+    assert o.hidden_s == 0
+    assert o.step_s == pytest.approx(10e-3 + ag + ar)
+    assert combine("overlap", 1.0, 2.0, 3.0, 0.5) == 4.5
     with pytest.raises(ValueError, match="unknown rule"):
         combine("max", 1, 1, 1, 1)
+
+
+def test_a_looped_ring_hides_each_round_up_to_its_partial_matmul():
+    """Two rings of 15 rounds round yz (16 chips), 90 kB a round: 2 µs transfer + 1 µs hop in
+    flight. Beside the first, partial matmuls of 2.75e9 FLOPs (10 µs): each round hides
+    whole. Beside the second, partial matmuls reading 1.2 MB of weights (1 µs): 2 µs of each
+    round stays exposed. A fixed launch overhead never hides."""
+    def ring(flops, nbytes):
+        return Collective("collective-permute", ("y", "z"), 16, 9e4, 15, beside_flops=flops,
+                          beside_bytes=nbytes)
+    terms = _terms(collectives=(ring(2.75e9, 0), ring(0, 1.2e6)))
+    kw = dict(batch=8, tokens=1, context=128, terms=terms, rule="overlap")
+    e = estimate(MODELS["tiny"], Layout(), (4, 4, 4), hardware=V4, **kw)
+    assert e.comm_s == pytest.approx(2 * 15 * 3e-6)
+    assert e.hidden_s == pytest.approx(15 * 3e-6 + 15 * 1e-6)
+    assert e.step_s == pytest.approx(10e-3 + 15 * 2e-6)
+    launch = estimate(MODELS["tiny"], Layout(), (4, 4, 4),
+                      hardware=V4.replace(collective_overhead_s=5e-6), **kw)
+    assert launch.hidden_s == pytest.approx(e.hidden_s)
+    assert launch.step_s == pytest.approx(e.step_s + 30 * 5e-6)
+    nothing = estimate(MODELS["tiny"], Layout(), (4, 4, 4), hardware=V4, **kw | {"rule": "sum"})
+    assert nothing.step_s == pytest.approx(20e-3 + e.comm_s)
+
+
+@pytest.mark.parametrize("phase,batch,weights,speedup", [
+    ("decode", 64, "int8", 0.114),  # 13.7 -> 12.2 ms a step, both on 4x4x4
+    ("prefill", 1, "int8", 0.159),  # 231 -> 194 ms (plain on 4x4x4, looped on 2x4x8)
+])
+def test_looped_2d_weight_stationary_beats_plain_on_tpu_v4(phase, batch, weights, speedup):
+    """PaLM 540B on 64 TPU v4 chips (Table 2's low-latency columns): the looped schedule hides
+    the all-gather and reduce-scatter round yz behind the matmuls; the plain one cannot."""
+    from tpuinfer.planner import plan
+    req = (dict(input_len=2048, history_len=0, gen_len=0) if phase == "prefill"
+           else dict(input_len=0, history_len=2048, gen_len=64))
+
+    def best(looped):
+        p = plan("palm-540b", "tpu-v4", 64, batch, weights=weights, ffn="ws2d",
+                 attention="heads" if phase == "prefill" else "batch", looped=looped, **req)
+        return (p.prefill or p.decode).best
+    plain, looped = best("no"), best("yes")
+    assert looped.layout.looped and not plain.layout.looped
+    assert 1 - looped.latency_s / plain.latency_s == pytest.approx(speedup, abs=0.01)
+
+
+def test_padded_heads_are_priced_and_mfu_counts_the_models_own():
+    """PaLM 540B's 48 heads padded to 64 for 2D weight-stationary on 64 chips (Section 4.4):
+    16 more heads of W_q and W_o per layer, 2·16·256·18432 parameters, about 18B in all."""
+    from tpuinfer.layouts.registry import pad_heads
+    from tpuinfer.planner import phase_estimate
+    cfg = MODELS["palm-540b"]
+    padded = pad_heads(cfg, Layout("ws2d", "batch"), (4, 4, 4))
+    assert (padded.H, padded.K) == (64, 1)
+    assert padded.matmul_params() - cfg.matmul_params() == 118 * 2 * 16 * 256 * 18432
+    assert pad_heads(cfg, Layout("wg-x", "batch"), (4, 4, 4)) is cfg  # 48 divides by y·z
+    kw = dict(batch=64, input_len=0, history_len=2048, gen_len=4, weights="int8")
+    p = phase_estimate(cfg, Layout("ws2d", "batch"), (4, 4, 4), "decode", pad=True, **kw)
+    same = phase_estimate(MODELS["palm-540b-64heads"], Layout("ws2d", "batch"), (4, 4, 4),
+                          "decode", **kw)
+    assert p.padded_heads == 64 and same.padded_heads is None
+    assert p.latency_s == same.latency_s and p.memory_per_chip_bytes == same.memory_per_chip_bytes
+    assert p.mfu == same.mfu  # both count the paper's N = 540e9
+    with pytest.raises(ValueError, match="H=48 does not divide by X·Y·Z=64"):
+        phase_estimate(cfg, Layout("ws2d", "batch"), (4, 4, 4), "decode", **kw)
 
 
 def test_efficiencies_and_collective_overhead_apply():

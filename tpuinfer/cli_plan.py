@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 
 from .cli import add_json_flag
+from .config import get_model
 from .hardware import get_hardware
 
 
@@ -61,6 +62,11 @@ def _request_flags(p):
     p.add_argument("--weights", default="bf16", help="bf16 | int8")
     p.add_argument("--ffn", default="auto", help="auto | ws1d | ws2d | wg-x | wg-xy | wg-xyz")
     p.add_argument("--attention", default="auto", help="auto | heads | batch")
+    p.add_argument("--looped", default="auto", choices=("auto", "yes", "no"),
+                   help="weigh plain and Looped CollectiveEinsum schedules (auto), only the "
+                        "looped ones (yes) or only plain (no)")
+    p.add_argument("--no-pad", action="store_true",
+                   help="never pad the heads (the paper pads PaLM 540B's 48 to 64 on 64+ chips)")
     p.add_argument("--rule", default=None, choices=("sum", "overlap"),
                    help="how terms combine (default: the hardware profile's)")
 
@@ -105,12 +111,20 @@ def mesh_text(m) -> str:
     return "x".join(map(str, m))
 
 
+def schedule_text(looped: bool, bidirectional: bool) -> str:
+    return "looped both ways" if bidirectional else "looped" if looped else "plain"
+
+
+def schedule(layout) -> str:
+    return schedule_text(layout.looped, layout.bidirectional)
+
+
 # ---- commands -------------------------------------------------------------------------------
 def run_plan(args):
     from .planner import plan
     p = plan(args.model, args.hardware, args.chips, args.batch, args.input_len,
              args.history_len, args.gen_len, args.weights, args.ffn, args.attention,
-             rule=args.rule, mesh=args.mesh)
+             looped=args.looped, pad=not args.no_pad, rule=args.rule, mesh=args.mesh)
     rows, notes = [], []
     # a host profile (this machine's emulated mesh) adds each device's dispatch cost
     dispatch = any(ph is not None and ph.best.overhead_s for ph in (p.prefill, p.decode))
@@ -119,22 +133,29 @@ def run_plan(args):
             continue
         b = ph.best
         rows.append([name, mesh_text(b.mesh_shape), b.layout.ffn, b.layout.attention,
-                     seconds(b.latency_s),
+                     schedule(b.layout), seconds(b.latency_s),
                      seconds(b.per_token_s) if name == "decode" else "-",
                      f"{b.mfu:.0%}", gib(b.memory_per_chip_bytes), "yes" if b.fits else "NO",
                      seconds(b.compute_s), seconds(b.weights_s), seconds(b.kv_s),
                      seconds(b.comm_s)] + ([seconds(b.overhead_s)] if dispatch else []))
         if ph.runner_up is not None:
             r = ph.runner_up
-            notes.append(f"{name} runner-up: {r.layout.ffn}/{r.layout.attention} on "
+            notes.append(f"{name} runner-up: {r.layout} on "
                          f"{mesh_text(r.mesh_shape)}, {seconds(r.latency_s)} (compute "
                          f"{seconds(r.compute_s)}, weights {seconds(r.weights_s)}, kv "
                          f"{seconds(r.kv_s)}, comm {seconds(r.comm_s)}); "
                          f"{ph.considered} configurations weighed")
+        if b.padded_heads:
+            notes.append(f"{name}: heads padded from {get_model(args.model).H} to "
+                         f"{b.padded_heads} so that {b.layout.ffn} splits them over "
+                         f"{mesh_text(b.mesh_shape)}; the padded heads are priced (FLOPs, "
+                         "weights, memory), MFU counts the model's own (--no-pad forbids it)")
+        if not b.fits:
+            notes.append(f"{name} does NOT fit: {b.unfit_reason}")
     text = "\n".join([
         f"{p.model} on {p.chips} {p.hardware} chips, batch {p.batch}, {p.weights} weights, "
         f"rule {p.rule}",
-        table(["phase", "mesh", "ffn", "attention", "latency", "per token", "MFU",
+        table(["phase", "mesh", "ffn", "attention", "schedule", "latency", "per token", "MFU",
                "memory/chip", "fits", "compute", "weights", "kv", "comm"]
               + (["dispatch"] if dispatch else []), rows),
         f"total latency {seconds(p.total_latency_s)}, MFU {p.mfu:.0%}, "
@@ -147,15 +168,17 @@ def run_pareto(args):
     res = pareto(args.model, args.hardware, chips=args.chips, batches=args.batches,
                  input_len=args.input_len, history_len=args.history_len,
                  gen_len=args.gen_len, weights=args.weights, ffn=args.ffn,
-                 attention=args.attention, rule=args.rule, progress=not args.no_progress)
+                 attention=args.attention, looped=args.looped, pad=not args.no_pad,
+                 rule=args.rule, progress=not args.no_progress)
     parts = [f"{res['model']} on {res['hardware']}, {res['weights']} weights: "
              f"{res['considered']} configurations, the latency/cost frontier per phase"]
     for phase, what in (("prefill", "latency"), ("decode", "latency per token")):
         rows = [[pt["chips"], pt["batch"], mesh_text(pt["mesh"]), pt["ffn"], pt["attention"],
-                 seconds(pt["latency_s"]), f"{pt['cost_chip_s_per_token'] * 1e3:.3g}",
+                 schedule_text(pt["looped"], pt["bidirectional"]), seconds(pt["latency_s"]), f"{pt['cost_chip_s_per_token'] * 1e3:.3g}",
                  f"{pt['mfu']:.0%}"] for pt in res[phase]]
         if rows:
-            parts += [f"\n{phase}", table(["chips", "batch", "mesh", "ffn", "attention", what,
+            parts += [f"\n{phase}", table(["chips", "batch", "mesh", "ffn", "attention",
+                                           "schedule", what,
                                            "chip-ms/token", "MFU"], rows)]
     return res, "\n".join(parts)
 
@@ -176,8 +199,8 @@ def run_max_context(args):
 
 
 def run_paper(args):
-    from .paper import PROFILES, paper
-    rows = paper()
+    from .paper import CHIPS, MODEL, PROFILES, paper, table2
+    columns, rows = table2(), paper()
 
     def show(v, unit):
         if v is None or isinstance(v, str):
@@ -187,10 +210,26 @@ def run_paper(args):
     def ratio(v):
         return "-" if v is None else f"{v:.2f}"
 
+    parts = [f"Table 2: {MODEL} on {CHIPS} TPU v4 chips, each phase on its own (the paper's "
+             "layout and latency; the planner's choice, its latency and error; the paper's "
+             "layout priced on 4x4x4). Predictions, not measurements."]
+    for hw in PROFILES:
+        body = []
+        for c in columns:
+            m = c[hw]
+            body.append([c["column"], c["paper_layout"], seconds(c["paper_latency_s"]),
+                         m["schedule"] if m["layout"] else m["schedule"][:60],
+                         mesh_text(m["mesh"]) if m["mesh"] else "-",
+                         seconds(m["latency_s"]) if m["latency_s"] else "-",
+                         f"{m['error']:+.0%}" if m["error"] is not None else "-",
+                         "yes" if m["layout"] == c["paper_layout"] else "NO",
+                         seconds(m["paper_layout_latency_s"])])
+        parts += [f"\n{hw} (rule {get_hardware(hw).rule})",
+                  table(["column", "paper's layout", "paper", "planner's choice", "mesh",
+                         "latency", "error", "same layout", "paper's layout here"], body)]
     body = [[r["result"], show(r["paper"], r["unit"])]
             + sum([[show(r[hw], r["unit"]), ratio(r[f"{hw}_ratio"])] for hw in PROFILES], [])
             for r in rows]
     header = ["result", "paper"] + sum([[hw, "ratio"] for hw in PROFILES], [])
-    text = ("PaLM 540B (heads padded to 64) on 64 TPU v4 chips; ratio = model / paper "
-            "(layouts: 1 = the paper's)\n" + table(header, body))
-    return {"rows": rows}, text
+    parts += ["\nOther results (ratio = model / paper)", table(header, body)]
+    return {"table2": columns, "rows": rows}, "\n".join(parts)

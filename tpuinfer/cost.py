@@ -1,12 +1,13 @@
 """The analytical cost model: a layout's `StepTerms` on a hardware profile, as named times.
 
 The terms (FLOPs, bytes, collectives) come from the layout files, one formula each, beside the
-code they predict; this module only prices them on a chip:
+code they predict; this module only prices them on a chip. Formulas follow Pope et al. 2022
+(arXiv 2211.05102), Section 3.1 and Appendix A.1:
 
 - compute_s = (weight-matmul + attention FLOPs) / (peak · flops_efficiency)
 - weights_s, kv_s = bytes read / (HBM bandwidth · hbm_efficiency)
 - each collective (V = its bytes per chip, K its group, W the group's bandwidth from
-  `hardware.group_links`), per call, PAPER.md's formulas:
+  `hardware.group_links`), per call:
     all-gather, reduce-scatter   V·(K−1)/K / W              + steps hops
     all-reduce                   2·V·(K−1)/K / W            + 2·steps hops
     all-to-all                   V·a2a_distance / W         + steps hops
@@ -19,23 +20,31 @@ code they predict; this module only prices them on a chip:
   a ring algorithm: on a torus, half an axis with wraparound, the whole of one without, summed
   over the axes the group spans (`hardware.group_links`).
 
-On a `host` profile (an emulated mesh, `tpuinfer.calibrate`) the devices share one machine:
-compute, weight and KV times are the per-device work of all `chips` devices at the host's
-throughput; `overhead_s` is each device's dispatch cost per step and per layer; a collective
-call costs call + chips·device + chips·group·member + chips·bytes·byte, with the constants of
-its kind. On every other profile `overhead_s` is 0.
+`overhead_s` is the profile's fixed cost per step and per layer (`device_overhead_s`,
+`layer_overhead_s`): the work outside the matmuls and collectives, the same for every layout;
+0 on a datasheet profile. On a `host` profile (an emulated mesh, `tpuinfer.calibrate`) the
+devices share one machine: compute, weight and KV times are the per-device work of all `chips`
+devices at the host's throughput, `overhead_s` is every device's dispatch cost, and a
+collective call costs call + chips·device + chips·group·member + chips·bytes·byte, with the
+constants of its kind.
 
 The step time under a rule (stated, never implicit):
 - `sum`: compute + weights + kv + comm. Nothing overlaps.
-- `overlap`: max(compute, weights + kv, hideable) + exposed. HBM streams while the matrix
-  units run, so a step takes the longer of the two; Looped CollectiveEinsum (PAPER.md) runs the
-  transfer of each all-gather, reduce-scatter and collective-permute inside the matmul it
-  feeds, so their bandwidth time (`hideable`) hides up to the matmul's length. All-reduces,
-  all-to-alls and every collective's hop latency and overhead (`exposed`) stay on the critical
-  path.
-Each profile names its rule (datasheet profiles `overlap`, a lower bound; `tpu-v4-calibrated`
-`sum`, the rule its fit chose); `rule=` overrides it. The reported `comm_s` is always every
-collective's full time, whatever the rule hides.
+- `overlap`: max(compute, weights + kv) + comm − hidden. Only what the schedule overlaps:
+  HBM streams the weights and the cache while the matrix units run, so those two take the
+  longer of the two. A plain layout's collectives (all-gather, reduce-scatter, all-reduce,
+  all-to-all) sit between the matmuls on the critical path: nothing hides them. A looped
+  layout (Looped CollectiveEinsum, the paper's Section 3.5) splits the matmul beside each of
+  its rings into K partial matmuls; each of the K−1 rounds of collective permutes is in flight
+  (transfer and hop) while one partial matmul runs, so `hidden` is, per round,
+  min(transfer + hop, that partial matmul's time), the partial matmul's time being the longer
+  of its FLOPs and its weight reads. What stays exposed: a round's excess over its partial
+  matmul, every call's fixed launch overhead (`collective_overhead_s`: the loop issues them
+  one after another), and the partial matmul with no round beside it (the chip's own chunk)
+  hides nothing. A host profile hides nothing: its devices take turns on the same cores.
+Each profile names its rule (datasheet profiles `overlap`, the best schedule the chip allows;
+`tpu-v4-calibrated` the rule its fit chose); `rule=` overrides it. The reported `comm_s` is
+always every collective's full time, whatever the rule hides.
 """
 from __future__ import annotations
 
@@ -51,22 +60,28 @@ from .hardware import HardwareProfile, get_hardware, group_links
 from .layouts import Layout
 from .terms import Collective, StepTerms
 
-HIDEABLE = ("all-gather", "reduce-scatter", "collective-permute")
-
 
 @dataclass(frozen=True)
 class CollectiveTime:
     collective: Collective
-    bandwidth_s: float  # one call's transfer time
-    latency_s: float  # one call's hops and fixed overhead
+    bandwidth_s: float  # one round's transfer time
+    latency_s: float  # one round's hops and fixed overhead
     rounds: float  # calls one after another: count, or count/concurrent where links allow
+    hidden_s: float = 0.0  # per round: what runs beside a partial matmul (looped rings only)
 
     @property
     def total_s(self) -> float:
         return self.rounds * (self.bandwidth_s + self.latency_s)
 
+    @property
+    def exposed_s(self) -> float:
+        """Under `overlap`: what stays on the critical path."""
+        return self.rounds * (self.bandwidth_s + self.latency_s - self.hidden_s)
+
 
 def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> CollectiveTime:
+    """One collective term's time; `hidden_s` filled by `estimate`, which knows the chip's
+    matmul speed (`beside`)."""
     hw = get_hardware(hw)
     link = group_links(hw, mesh_shape, c.axes)
     if link.chips != c.group:
@@ -89,6 +104,18 @@ def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> Col
                           c.count / c.concurrent)
 
 
+def beside(t: CollectiveTime, hw: HardwareProfile, flops_per_s: float,
+           hbm_per_s: float) -> CollectiveTime:
+    """`t` with the part of each round that its partial matmul hides (the module docstring's
+    `overlap` rule). A plain collective, or any on a host, hides nothing."""
+    c = t.collective
+    if hw.interconnect == "host" or not (c.beside_flops or c.beside_bytes):
+        return t
+    matmul_s = max(c.beside_flops / flops_per_s, c.beside_bytes / hbm_per_s)
+    in_flight = t.bandwidth_s + t.latency_s - hw.collective_overhead_s
+    return dataclasses.replace(t, hidden_s=min(in_flight, matmul_s))
+
+
 def _host_collective_time(c: Collective, hw: HardwareProfile, chips: int) -> CollectiveTime:
     """One call on an emulated mesh: every device of the mesh takes part (the groups run at
     once on the same cores), so each part scales with `chips`. The CPU runs every call in
@@ -99,12 +126,13 @@ def _host_collective_time(c: Collective, hw: HardwareProfile, chips: int) -> Col
                           call_s + chips * device_s + chips * c.group * member_s, c.count)
 
 
-def combine(rule: str, compute_s, memory_s, hideable_s, exposed_s):
-    """The step time from its parts under `rule` (works on numpy arrays of steps too)."""
+def combine(rule: str, compute_s, memory_s, comm_s, hidden_s, overhead_s=0.0):
+    """The step time from its parts under `rule` (works on numpy arrays of steps too):
+    `hidden_s` is the part of `comm_s` looped rings hide under `overlap`."""
     if rule == "sum":
-        return compute_s + memory_s + hideable_s + exposed_s
+        return compute_s + memory_s + comm_s + overhead_s
     if rule == "overlap":
-        return np.maximum(np.maximum(compute_s, memory_s), hideable_s) + exposed_s
+        return np.maximum(compute_s, memory_s) + comm_s - hidden_s + overhead_s
     raise ValueError(f"unknown rule {rule!r}; choose 'sum' (no overlap) or 'overlap'")
 
 
@@ -126,8 +154,8 @@ class Estimate:
     weights_s: float
     kv_s: float
     comm_s: float  # every collective, bandwidth and latency, as if nothing overlapped
-    hideable_s: float  # the part of comm_s the overlap rule may hide behind the matmuls
-    overhead_s: float  # dispatch per device per step and layer (host profiles; else 0)
+    hidden_s: float  # the part of comm_s looped rings hide behind their matmuls (`overlap`)
+    overhead_s: float  # fixed cost per step and layer (the profile's; 0 on a datasheet)
     step_s: float
     mfu: float
     memory_per_chip_bytes: float
@@ -144,7 +172,7 @@ class Estimate:
     @property
     def exposed_s(self) -> float:
         """What stays on the critical path under `overlap`: unhidden collectives, dispatch."""
-        return self.comm_s - self.hideable_s + self.overhead_s
+        return self.comm_s - self.hidden_s + self.overhead_s
 
     @property
     def fits(self) -> bool:
@@ -173,21 +201,20 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     share = chips if hw.interconnect == "host" else 1
     flops_per_s = hw.peak_flops * hw.flops_efficiency / share
     hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency / share
-    coll = tuple(collective_time(c, hw, mesh_shape) for c in terms.collectives)
+    coll = tuple(beside(collective_time(c, hw, mesh_shape), hw, flops_per_s, hbm_per_s)
+                 for c in terms.collectives)
     comm_s = sum(t.total_s for t in coll)
-    hideable_s = sum(t.rounds * t.bandwidth_s for t in coll
-                     if t.collective.kind in HIDEABLE)
+    hidden_s = sum(t.rounds * t.hidden_s for t in coll)
     compute_s = (terms.flops + terms.attention_flops) / flops_per_s
     weights_s = terms.weight_bytes / hbm_per_s
     kv_s = terms.kv_bytes / hbm_per_s
-    overhead_s = chips * (hw.device_overhead_s + cfg.n_layers * hw.layer_overhead_s)
-    step_s = float(combine(rule, compute_s, weights_s + kv_s, hideable_s,
-                           comm_s - hideable_s + overhead_s))
+    overhead_s = share * (hw.device_overhead_s + cfg.n_layers * hw.layer_overhead_s)
+    step_s = float(combine(rule, compute_s, weights_s + kv_s, comm_s, hidden_s, overhead_s))
     return Estimate(
         model=cfg.name, layout=layout, mesh_shape=mesh_shape, hardware=hw.name, batch=batch,
         tokens=tokens, context=context, weights=weights, rule=rule, terms=terms,
         collectives=coll, compute_s=compute_s, weights_s=weights_s, kv_s=kv_s, comm_s=comm_s,
-        hideable_s=hideable_s, overhead_s=overhead_s, step_s=step_s,
+        hidden_s=hidden_s, overhead_s=overhead_s, step_s=step_s,
         mfu=mfu(cfg, batch * tokens, chips, hw, step_s),
         memory_per_chip_bytes=memory_per_chip(terms), hbm_bytes=hw.hbm_bytes)
 
@@ -237,7 +264,7 @@ def memory_per_chip(terms: StepTerms) -> float:
 
 
 def mfu(cfg: ModelConfig | str, tokens: float, chips: int, hardware, time_s: float) -> float:
-    """PAPER.md: MFU = 2·N·tokens / (chips · peak · time), against the datasheet peak (a
+    """MFU = 2·N·tokens / (chips · peak · time) (the paper's Section 2.2), against the datasheet peak (a
     calibrated profile's efficiency is what MFU measures, not a lower peak)."""
     if time_s <= 0:
         return 0.0
@@ -246,5 +273,5 @@ def mfu(cfg: ModelConfig | str, tokens: float, chips: int, hardware, time_s: flo
 
 
 def cost_per_token(chips: int, time_s: float, tokens: float) -> float:
-    """PAPER.md: cost = chip-seconds per token."""
+    """Cost = chip-seconds per token (the paper's Section 2.1)."""
     return chips * time_s / tokens

@@ -23,6 +23,11 @@ def register(sub) -> None:
     p.add_argument("--context", type=int, default=None,
                    help="KV-cache length (default: the prompt in prefill, 16 in decode)")
     p.add_argument("--weights", default="f32", choices=WEIGHT_FORMATS)
+    p.add_argument("--looped", action="store_true",
+                   help="Looped CollectiveEinsum: collective permutes round a ring, inside the "
+                        "matmuls they feed")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="with --looped: halves both ways round the ring")
     p.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up")
     add_json_flag(p)
     p.set_defaults(func=run)
@@ -38,7 +43,9 @@ def run(args):
     from .layouts import Layout
     from .measure import measure
     from .mesh import make_mesh
-    m = measure(args.model, make_mesh(shape), Layout(args.ffn, args.attention),
+    layout = Layout(args.ffn, args.attention, looped=args.looped or args.bidirectional,
+                    bidirectional=args.bidirectional)
+    m = measure(args.model, make_mesh(shape), layout,
                 phase=args.phase, batch=args.batch, tokens=args.tokens, context=args.context,
                 weights=args.weights, repeats=args.repeats)
     return m.to_json(), text(m)

@@ -12,10 +12,13 @@ step between them; every step is then combined under the rule and summed, which 
 sum over the growing context without pricing each step (`phase_estimate`, checked against the
 step-by-step sum in tests/test_planner.py).
 
-Choice: every mesh factorisation the hardware allows times every allowed layout; lowest phase
-latency among those that fit in HBM, ties broken by the no-overlap (`sum`) time, then in favour
-of attention by batch. Each phase chooses independently (the paper too stores one weight layout
-and runs weight-gathered prefill and weight-stationary decode from it).
+Choice: every mesh factorisation the hardware allows times every layout, each plain, looped and
+(weight-stationary) bidirectional looped; where a layout splits the heads over more chips than
+H divides, H is padded up as the paper pads PaLM 540B's 48 heads to 64 (Section 4.4), and the
+padded heads are priced. Lowest phase latency among those that fit in HBM, ties broken by the
+no-overlap (`sum`) time, then in favour of attention by batch, then of the plain schedule. Each
+phase chooses independently (the paper too stores one weight layout and runs weight-gathered
+prefill and weight-stationary decode from it).
 """
 from __future__ import annotations
 
@@ -29,8 +32,10 @@ import numpy as np
 
 from .config import ModelConfig, get_model
 from .cost import Estimate, combine, cost_per_token, estimate, mfu
-from .hardware import HardwareProfile, check_mesh, chip_counts, get_hardware, mesh_shapes
+from .hardware import (HardwareProfile, check_mesh, chip_counts, get_hardware, mesh_shapes,
+                       wraps)
 from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
+from .layouts.registry import FFN, pad_heads
 from .quant import check_format
 
 PHASES = ("prefill", "decode")
@@ -54,6 +59,7 @@ class PhaseEstimate:
     comm_s: float
     mfu: float
     overhead_s: float = 0.0  # dispatch on a host profile (an emulated mesh); else 0
+    padded_heads: int | None = None  # H after padding, when the layout needed it (else None)
 
     @property
     def chips(self) -> int:
@@ -89,12 +95,24 @@ class PhaseEstimate:
             out["overhead_s"] = self.overhead_s
         return out
 
+    @property
+    def unfit_reason(self) -> str | None:
+        """Why it does not fit in memory (None when it does)."""
+        if self.fits:
+            return None
+        return (f"{self.layout} on {'x'.join(map(str, self.mesh_shape))} needs "
+                f"{self.memory_per_chip_bytes / 2**30:.1f} GiB per chip, {self.last.hardware} "
+                f"has {self.last.hbm_bytes / 2**30:.1f} GiB")
+
     def to_json(self) -> dict:
         out = {"mesh": list(self.mesh_shape), "ffn": self.layout.ffn,
-               "attention": self.layout.attention, "latency_s": self.latency_s,
-               "mfu": self.mfu, "memory_per_chip_bytes": self.memory_per_chip_bytes,
-               "fits": self.fits, "terms": self.times(),
-               "cost_chip_s_per_token": self.cost}
+               "attention": self.layout.attention, "looped": self.layout.looped,
+               "bidirectional": self.layout.bidirectional, "padded_heads": self.padded_heads,
+               "latency_s": self.latency_s, "mfu": self.mfu,
+               "memory_per_chip_bytes": self.memory_per_chip_bytes, "fits": self.fits,
+               "terms": self.times(), "cost_chip_s_per_token": self.cost}
+        if not self.fits:
+            out["unfit_reason"] = self.unfit_reason
         if self.phase == "decode":
             out["per_token_s"] = self.per_token_s
         return out
@@ -103,9 +121,14 @@ class PhaseEstimate:
 def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: str, *,
                    batch: int, input_len: int, history_len: int = 0, gen_len: int = 0,
                    weights: str = "bf16", hardware: HardwareProfile | str = "tpu-v4",
-                   rule: str | None = None) -> PhaseEstimate:
+                   rule: str | None = None, pad: bool = False) -> PhaseEstimate:
+    """One phase on one configuration. `pad`: where the layout splits H over more chips than
+    H divides, pad H up as the paper does (`layouts.registry.pad_heads`) and price the padded
+    model; without it such a layout is an error naming the heads."""
     cfg, hw = get_model(cfg), get_hardware(hardware)
     rule = rule or hw.rule
+    padded = pad_heads(cfg, layout, mesh_shape) if pad else cfg
+    cfg, padded_heads = padded, (padded.H if padded.H != cfg.H else None)
     if (phase == "prefill" and input_len < 1) or (phase == "decode" and gen_len < 1):
         raise ValueError(f"a {phase} needs at least one token; got input_len={input_len}, "
                          f"gen_len={gen_len}")
@@ -125,9 +148,9 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
     # Each part of step i, interpolated between the first and the last step (exact: affine).
     frac = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
     part = {k: getattr(first, k) + (getattr(last, k) - getattr(first, k)) * frac
-            for k in ("compute_s", "weights_s", "kv_s", "comm_s", "hideable_s", "overhead_s")}
-    step_s = combine(rule, part["compute_s"], part["weights_s"] + part["kv_s"],
-                     part["hideable_s"], part["comm_s"] - part["hideable_s"] + part["overhead_s"])
+            for k in ("compute_s", "weights_s", "kv_s", "comm_s", "hidden_s", "overhead_s")}
+    step_s = combine(rule, part["compute_s"], part["weights_s"] + part["kv_s"], part["comm_s"],
+                     part["hidden_s"], part["overhead_s"])
     latency = float(np.sum(step_s))
     total = {k: float(np.sum(v)) for k, v in part.items()}
     return PhaseEstimate(
@@ -135,7 +158,7 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
         tokens=tokens, first=first, last=last, latency_s=latency,
         compute_s=total["compute_s"], weights_s=total["weights_s"], kv_s=total["kv_s"],
         comm_s=total["comm_s"], mfu=mfu(cfg, tokens, math.prod(mesh_shape), hw, latency),
-        overhead_s=total["overhead_s"])
+        overhead_s=total["overhead_s"], padded_heads=padded_heads)
 
 
 # ---- choosing -----------------------------------------------------------------------------
@@ -151,32 +174,54 @@ class PhasePlan:
         if self.runner_up is not None:
             r = self.runner_up
             out["runner_up"] = {"mesh": list(r.mesh_shape), "ffn": r.layout.ffn,
-                                "attention": r.layout.attention, "latency_s": r.latency_s,
-                                "terms": r.times()}
+                                "attention": r.layout.attention, "looped": r.layout.looped,
+                                "bidirectional": r.layout.bidirectional,
+                                "latency_s": r.latency_s, "terms": r.times()}
         return out
 
 
-def _layouts(ffn: str, attention: str) -> list[Layout]:
+LOOPED = ("auto", "yes", "no")
+
+
+def _layouts(ffn: str, attention: str, looped: str = "auto") -> list[Layout]:
     ffns = FFN_LAYOUTS if ffn == "auto" else (ffn,)
     # by batch first, so that an exact tie (wg-xyz runs one program under both attention
     # names) keeps the paper's name for it in the Pareto sweep too
     attns = sorted(ATTENTION_LAYOUTS, key=lambda a: a != "batch") if attention == "auto" \
         else (attention,)
-    return [Layout(f, a) for f, a in itertools.product(ffns, attns)]
+    loops = {"no": [(False, False)], "yes": [(True, False), (True, True)],
+             "auto": [(False, False), (True, False), (True, True)]}[looped]
+    # the weight-gathered layouts loop their weights one way only (`registry.check`)
+    return [Layout(f, a, lp, bi) for f, a, (lp, bi) in itertools.product(ffns, attns, loops)
+            if not (bi and FFN[f].GATHER)]
 
 
-def candidates(cfg, hw, chips, phase, *, ffn="auto", attention="auto", mesh=None, **request):
+def candidates(cfg, hw, chips, phase, *, ffn="auto", attention="auto", looped="auto",
+               mesh=None, **request):
     """Every (layout, mesh) priced for one phase: a PhaseEstimate, or the reason it cannot
     run (a mesh that does not divide a dimension, a batch smaller than its sharding)."""
     meshes = [tuple(mesh)] if mesh is not None else mesh_shapes(hw, chips)
-    for m, layout in itertools.product(meshes, _layouts(ffn, attention)):
+    for m, layout in itertools.product(meshes, _layouts(ffn, attention, looped)):
         try:
             yield layout, m, phase_estimate(cfg, layout, m, phase, hardware=hw, **request)
         except ValueError as err:
             yield layout, m, str(err)
 
 
+def _preference(p: PhaseEstimate, hw: HardwareProfile):
+    """Lowest latency; exact ties to the no-overlap time, then attention by batch (under
+    wg-xyz both attention names run the same program, every chip owning whole sequences, and
+    the paper calls that one by batch), then the plain schedule over the looped ones (fewer
+    collectives for the same time), then a slice with wraparound (ties between meshes arise
+    where nothing crosses the links, as in an XYZ-weight-gathered step looped)."""
+    return (p.latency_s, p.sum_s, p.layout.attention != "batch", p.layout.looped,
+            p.layout.bidirectional, not wraps(hw, p.mesh_shape))
+
+
 def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
+    """The best configuration that fits. With a layout fixed (`ffn` or `attention` not
+    auto) and nothing of it fitting, the best of it is still priced and returned, with
+    `fits` false and the reason: a chapter can compare it all the same."""
     priced, unfit, reasons, considered = [], [], [], 0
     for layout, m, result in candidates(cfg, hw, chips, phase, **kw):
         considered += 1
@@ -186,21 +231,17 @@ def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
             priced.append(result)
         else:
             unfit.append(result)
-            reasons.append(_unfit_reason(result, hw))
+            reasons.append(result.unfit_reason)
+    fixed = kw.get("ffn", "auto") != "auto" or kw.get("attention", "auto") != "auto"
+    if not priced and unfit and fixed:
+        priced = unfit
     if not priced:
         raise ValueError(_nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit))
-    # Exact ties go to attention by batch: under wg-xyz both attention names run the same
-    # program (every chip owns whole sequences), and the paper calls that one by batch.
-    priced.sort(key=lambda p: (p.latency_s, p.sum_s, p.layout.attention != "batch"))
+    priced.sort(key=lambda p: _preference(p, hw))
     best = priced[0]
-    runner = next((p for p in priced[1:] if p.layout != best.layout), None)
+    runner = next((p for p in priced[1:] if (p.layout.ffn, p.layout.attention)
+                   != (best.layout.ffn, best.layout.attention)), None)
     return PhasePlan(best, runner, considered, tuple(dict.fromkeys(reasons)))
-
-
-def _unfit_reason(p: PhaseEstimate, hw) -> str:
-    return (f"{p.layout} on {'x'.join(map(str, p.mesh_shape))} needs "
-            f"{p.memory_per_chip_bytes / 2**30:.1f} GiB per chip, {hw.name} has "
-            f"{hw.hbm_bytes / 2**30:.1f} GiB")
 
 
 def _nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit) -> str:
@@ -209,7 +250,7 @@ def _nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit) -> str:
             f"(batch {kw['batch']}, {kw['weights']} weights{fixed})")
     if unfit:
         least = min(unfit, key=lambda p: p.memory_per_chip_bytes)
-        return (f"{head}: nothing fits in memory; the smallest, {_unfit_reason(least, hw)}. "
+        return (f"{head}: nothing fits in memory; the smallest, {least.unfit_reason}. "
                 "Use more chips, int8 weights, a smaller batch or a shorter context")
     others = len(reasons) - 1
     return f"{head}: {reasons[0]}" + (f" (and {others} other configurations cannot run either)"
@@ -264,12 +305,16 @@ class Plan:
 def plan(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", chips: int = 64,
          batch: int = 1, input_len: int = 2048, history_len: int = 0, gen_len: int = 64,
          weights: str = "bf16", ffn: str = "auto", attention: str = "auto", *,
-         rule: str | None = None, mesh=None, allow_unfit: bool = False) -> Plan:
-    """Choose mesh and layouts per phase (see the module docstring). Raises ValueError naming
-    the problem when nothing runs or nothing fits (`allow_unfit` keeps unfitting ones)."""
+         looped: str = "auto", pad: bool = True, rule: str | None = None, mesh=None,
+         allow_unfit: bool = False) -> Plan:
+    """Choose mesh and layouts per phase (see the module docstring). `looped`: weigh plain,
+    looped and bidirectional looped schedules (`auto`), only the looped ones (`yes`) or only
+    plain (`no`). `pad`: pad H where a layout splits more chips than H divides. Raises
+    ValueError naming the problem when nothing runs, or (auto layouts) nothing fits;
+    `allow_unfit` keeps unfitting configurations as candidates."""
     cfg, hw = get_model(model), get_hardware(hardware)
     check_format(weights)
-    _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention)
+    _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention, looped)
     if mesh is not None:
         mesh = check_mesh(hw, mesh)
         if math.prod(mesh) != chips:
@@ -277,8 +322,8 @@ def plan(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", c
                              f"not {chips}; pass --chips {math.prod(mesh)} or another mesh")
     rule = rule or hw.rule
     kw = dict(batch=batch, input_len=input_len, history_len=history_len, gen_len=gen_len,
-              weights=weights, rule=rule, ffn=ffn, attention=attention, mesh=mesh,
-              allow_unfit=allow_unfit)
+              weights=weights, rule=rule, ffn=ffn, attention=attention, looped=looped,
+              pad=pad, mesh=mesh, allow_unfit=allow_unfit)
     mesh_shapes(hw, chips)  # a chip count no mesh allows fails here, before any pricing
     return Plan(cfg.name, hw.name, chips, batch, weights, input_len, history_len, gen_len,
                 rule,
@@ -287,7 +332,8 @@ def plan(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", c
                 mfu_flops_per_token=cfg.mfu_flops_per_token(), peak_flops=hw.peak_flops)
 
 
-def _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention):
+def _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention,
+                   looped="auto"):
     for name, v in (("chips", chips), ("batch", batch)):
         if v < 1:
             raise ValueError(f"{name} must be at least 1, got {v}")
@@ -304,6 +350,9 @@ def _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention
     if attention != "auto" and attention not in ATTENTION_LAYOUTS:
         raise ValueError(f"unknown attention layout {attention!r}; choose auto or one of "
                          f"{', '.join(ATTENTION_LAYOUTS)}")
+    if looped not in LOOPED:
+        raise ValueError(f"looped {looped!r}; choose {', '.join(LOOPED)} (auto weighs plain and "
+                         "looped schedules)")
 
 
 # ---- the Pareto frontier (the paper's Figure 1) -------------------------------------------
@@ -335,13 +384,15 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
            chips: list[int] | None = None, batches: list[int] | None = None,
            input_len: int = 2048, history_len: int = 0, gen_len: int = 64,
            weights: str = "bf16", ffn: str = "auto", attention: str = "auto",
-           rule: str | None = None, progress: bool = True) -> dict:
+           looped: str = "auto", pad: bool = True, rule: str | None = None,
+           progress: bool = True) -> dict:
     """Latency against cost (chip-seconds per token) over chip counts, batches, meshes and
-    layouts; per phase, the points no other point beats on both. Prefill latency is the whole
-    prefill; decode latency is per generated token (as the paper's Figure 1 plots them)."""
+    layouts (plain and looped, as `plan` weighs them); per phase, the points no other point
+    beats on both. Prefill latency is the whole prefill; decode latency is per generated token
+    (as the paper's Figure 1 plots them)."""
     cfg, hw = get_model(model), get_hardware(hardware)
     check_format(weights)
-    _check_request(1, 1, input_len, history_len, gen_len, ffn, attention)
+    _check_request(1, 1, input_len, history_len, gen_len, ffn, attention, looped)
     # default: the powers of two up to 256 the hardware allows (the paper's range)
     chips = chips or [n for n in chip_counts(hw, 1, 256) if n & (n - 1) == 0]
     batches = batches or [2**k for k in range(11)]  # 1 .. 1024
@@ -353,11 +404,11 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
         raise ValueError(f"{cfg.name} ({weights}) does not fit on any of those chip counts of "
                          f"{hw.name}; use more chips or int8 weights")
     work = [(n, b, m) for n in chips for b in batches for m in mesh_shapes(hw, n)]
-    layouts = _layouts(ffn, attention)
+    layouts = _layouts(ffn, attention, looped)
     bar = Progress(len(work) * len(layouts), "pareto", enabled=progress)
     points = {"prefill": [], "decode": []}
     request = dict(input_len=input_len, history_len=history_len, gen_len=gen_len,
-                   weights=weights, hardware=hw, rule=rule)
+                   weights=weights, hardware=hw, rule=rule, pad=pad)
     for (n, b, m), layout in itertools.product(work, layouts):
         for phase in PHASES:
             if (phase == "prefill" and not input_len) or (phase == "decode" and not gen_len):
@@ -388,7 +439,9 @@ def frontier(points: list[tuple]) -> list[tuple]:
 
 def _point(p: PhaseEstimate, latency: float) -> dict:
     return {"chips": p.chips, "batch": p.batch, "mesh": list(p.mesh_shape),
-            "ffn": p.layout.ffn, "attention": p.layout.attention, "latency_s": latency,
+            "ffn": p.layout.ffn, "attention": p.layout.attention, "looped": p.layout.looped,
+            "bidirectional": p.layout.bidirectional, "padded_heads": p.padded_heads,
+            "latency_s": latency,
             "cost_chip_s_per_token": p.cost, "mfu": p.mfu}
 
 

@@ -4,7 +4,8 @@ Each layout file computes its own `StepTerms` next to its `shard_map` body (one 
 the code it predicts); the cost model (`tpuinfer.cost`) turns terms into times on a hardware
 profile, and measurement (`tpuinfer.measure`) reads the same quantities from the compiled step.
 
-Byte convention for collectives (PAPER.md; the same in measurement): `bytes` is per chip and is
+Byte convention for collectives (Pope et al. 2022, arXiv 2211.05102, Section 3.1; the same
+in measurement): `bytes` is per chip and is
 the size of the larger side of the operation on that chip:
 - all-gather: its output (the gathered tensor each chip ends with);
 - reduce-scatter: its input (the unreduced tensor each chip starts with);
@@ -25,11 +26,16 @@ class Collective:
     group: int  # chips per group
     bytes: float  # per chip, under the convention above
     count: int = 1  # how many times the step runs it (e.g. once per layer)
-    what: str = ""  # which tensor, in PAPER.md notation, e.g. "BLE_xyz -> BLE_x"
+    what: str = ""  # which tensor, in the paper's notation, e.g. "BLE_xyz -> BLE_x"
     dtype: str = ""  # element type moved: "f32", "bf16" or "s8" (measurement needs it: XLA:CPU
     #                  runs bf16 collectives in f32); "" when not stated
     concurrent: int = 1  # calls that run at once on separate links: 2 for the halves of a
     #                      bidirectional ring, one each way (the cost model prices count/2 rounds)
+    # Looped CollectiveEinsum: the partial matmul each round of this ring runs beside, per chip
+    # (its FLOPs and the weight bytes it reads). The cost model's `overlap` rule hides the
+    # round's transfer behind it; 0 for a plain collective, which nothing hides.
+    beside_flops: float = 0.0
+    beside_bytes: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:

@@ -161,29 +161,36 @@ DTYPE = {4: "f32", 2: "bf16", 1: "s8"}  # bytes per element -> the element type 
 
 
 def collective(kind: str, axes, mesh_shape, nbytes: float, count: int, what: str, *,
-               itemsize: float, concurrent: int = 1):
+               itemsize: float, concurrent: int = 1, beside=(0.0, 0.0)):
     """A term for one collective, or none when its group is a single chip. `itemsize`: bytes
-    per element of the tensor it moves."""
+    per element of the tensor it moves; `beside`: (FLOPs, weight bytes) of the partial matmul
+    each round runs beside (looped rings only)."""
     k = group_size(mesh_shape, axes)
     return [Collective(kind, tuple(axes), k, float(nbytes), count, what, DTYPE[itemsize],
-                       concurrent)] if k > 1 else []
+                       concurrent, float(beside[0]), float(beside[1]))] if k > 1 else []
 
 
 def ring(axes, mesh_shape, chunk_bytes: float, bidirectional: bool, what: str, *,
-         itemsize: float):
+         itemsize: float, matmul=(0.0, 0.0)):
     """The collective permutes that replace a looped all-gather or reduce-scatter over a group
     of K chips: K−1 steps of one chunk one way round the ring, or, both ways, 2(K−1) permutes
     of half a chunk, two at a time (each direction's half takes the same K−1 steps at once,
-    on the other direction of the links)."""
+    on the other direction of the links).
+
+    `matmul`: (FLOPs, weight bytes) per chip of the whole matmul the ring feeds or drains. It
+    runs as K partial matmuls, one per chunk; each of the K−1 rounds of permutes travels
+    beside one of them (one way: a whole chunk's; both ways: two half chunks', the same
+    work), and the remaining one (the chip's own chunk, first or last) has nothing beside it."""
     k = group_size(mesh_shape, axes)
     if k == 1:
         return []
+    beside = (matmul[0] / k, matmul[1] / k)
     if bidirectional:
         return collective("collective-permute", axes, mesh_shape, chunk_bytes / 2, 2 * (k - 1),
                           what + ", halves both ways round the ring", itemsize=itemsize,
-                          concurrent=2)
+                          concurrent=2, beside=beside)
     return collective("collective-permute", axes, mesh_shape, chunk_bytes, k - 1,
-                      what + ", round the ring", itemsize=itemsize)
+                      what + ", round the ring", itemsize=itemsize, beside=beside)
 
 
 # ---- checks ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ m = (). Each layout's own file states its formula; this file is their common cod
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax.numpy as jnp
@@ -123,31 +124,33 @@ def collectives(cfg, axes, specs, gather, mesh_shape, batch, tokens, a, weights,
     """Every collective of one layer, per chip, under tpuinfer.terms' byte convention.
     `loop` = (looped, bidirectional): weight-gathered layouts move their weights round the
     ring of the batch axes; 1D weight-stationary moves activations round the ring of m."""
-    from ..model import param_shapes
-    from ..quant import stored_arrays
     b, m = axes.batch, axes.embed
     rows = batch // c.group_size(mesh_shape, b) * tokens  # B/|b|·L
     out = []
-    shapes = param_shapes(cfg)["layers"][0]
-    for name in sorted(specs):
-        if "norm" in name:
-            continue
-        for label, shape, spec, nbytes in stored_arrays(name, shapes[name], specs[name], weights):
-            g = c.gathered_axes(spec, gather, mesh_shape)
-            local = c.local_shape(shape, c.drop_axes(spec, g), mesh_shape)
-            if loop[0]:
-                held = c.local_shape(shape, spec, mesh_shape)
-                out += c.ring(g, mesh_shape, math.prod(held) * nbytes, False,
-                              f"0. {label} chunks", itemsize=nbytes)
-            else:
-                out += c.collective("all-gather", g, mesh_shape, math.prod(local) * nbytes, 1,
-                                    f"0. {label} gathered over {''.join(g)}", itemsize=nbytes)
+    used = {}  # matrix -> (elements each chip multiplies by, bytes per element)
+    for name, label, held, whole, nbytes, g in _arrays(cfg, tuple(sorted(specs.items())),
+                                                       gather, mesh_shape, weights):
+        if label == name:
+            used[name] = (whole, nbytes)
+        if loop[0]:  # each round multiplies the rows by the weight chunk held then
+            out += c.ring(g, mesh_shape, held * nbytes, False, f"0. {label} chunks",
+                          itemsize=nbytes, matmul=(2 * rows * whole, whole * nbytes)
+                          if label == name else (0, 0))
+        else:
+            out += c.collective("all-gather", g, mesh_shape, whole * nbytes, 1,
+                                f"0. {label} gathered over {''.join(g)}", itemsize=nbytes)
     ring_activations = loop[0] and not gather
     chunk = rows * cfg.E / c.group_size(mesh_shape, m) * a  # one chip's B_bLE_m
-    for attn, _ in c.passes(cfg):
+
+    def matmul(names):  # (FLOPs, weight bytes) per chip of the matmuls of `names`
+        present = [used[n] for n in names if n in used]
+        return (2 * rows * sum(e for e, _ in present), sum(e * b for e, b in present))
+    for attn, ffn in c.passes(cfg):
+        ins = (["w_q", "w_k", "w_v"] if attn else []) + (["w_gate", "w_up"] if ffn else [])
+        outs = (["w_o"] if attn else []) + (["w_down"] if ffn else [])
         if ring_activations:
             out += c.ring(m, mesh_shape, chunk, loop[1], "1. B_bLE_m chunks fed to the input "
-                          "matmuls", itemsize=a)
+                          "matmuls", itemsize=a, matmul=matmul(ins))
         else:
             out += c.collective("all-gather", m, mesh_shape, rows * cfg.E * a, 1,
                                 "1. B_bLE_m -> B_bLE", itemsize=a)
@@ -155,11 +158,31 @@ def collectives(cfg, axes, specs, gather, mesh_shape, batch, tokens, a, weights,
             out += attention.collectives(cfg, axes, mesh_shape, batch, tokens, a)
         if ring_activations:
             out += c.ring(m, mesh_shape, chunk, loop[1], "4. B_bLE_m accumulators of the "
-                          "output matmuls", itemsize=a)
+                          "output matmuls", itemsize=a, matmul=matmul(outs))
         else:
             out += c.collective("reduce-scatter", m, mesh_shape, rows * cfg.E * a, 1,
                                 "4. B_bLE partial-sum(m) -> B_bLE_m", itemsize=a)
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _arrays(cfg, spec_items, gather, mesh_shape, weights) -> tuple:
+    """Per stored array of one layer's matrices (int8: each matrix and its scales): its name,
+    label, the elements a chip holds and the elements it multiplies by once gathered over
+    `gather`, bytes per element, and the axes gathered. Cached: every schedule, batch and
+    context of a layout on a mesh shares them."""
+    from ..model import param_shapes
+    from ..quant import stored_arrays
+    shapes, out = param_shapes(cfg)["layers"][0], []
+    for name, spec_ in spec_items:
+        if "norm" in name:
+            continue
+        for label, shape, spec, nbytes in stored_arrays(name, shapes[name], spec_, weights):
+            g = c.gathered_axes(spec, gather, mesh_shape)
+            whole = math.prod(c.local_shape(shape, c.drop_axes(spec, g), mesh_shape))
+            held = math.prod(c.local_shape(shape, spec, mesh_shape))
+            out.append((name, label, held, whole, nbytes, g))
+    return tuple(out)
 
 
 # ---- the weight-gathered layouts' shared storage and checks ---------------------------------

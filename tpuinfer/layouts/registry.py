@@ -2,6 +2,8 @@
 touches (parameters, KV cache, tokens, logits), derived from the layout files."""
 from __future__ import annotations
 
+import math
+
 from jax.sharding import PartitionSpec as P
 
 from ..config import ModelConfig
@@ -37,6 +39,28 @@ def check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
             raise ValueError(
                 f"bidirectional looping splits each chip's E/{n_e}={cfg.E // n_e} columns in "
                 f"halves; choose a mesh of fewer chips (E/n even) or the one-way loop")
+
+
+def heads_multiple(cfg: ModelConfig, layout: Layout, mesh_shape) -> int:
+    """What H must be a multiple of for this layout on this mesh: the chips its heads split
+    over, in the stored weights and in the matmuls (attention by batch first computes Q split
+    as the feed-forward splits F)."""
+    ffn = FFN[layout.ffn]
+    stored = c.spec_axes(tuple(ffn.layer_specs(cfg)["w_q"])[1])
+    return math.lcm(c.group_size(mesh_shape, stored), c.group_size(mesh_shape, ffn.AXES.heads))
+
+
+def pad_heads(cfg: ModelConfig, layout: Layout, mesh_shape) -> ModelConfig:
+    """`cfg` with H padded up to the next multiple `heads_multiple` allows, as the paper pads
+    PaLM 540B's 48 heads to 64 on 64+ chips (Section 4.4); `cfg` itself when H already
+    divides. The padded heads are real work: their FLOPs, weights and (multihead) KV cache
+    count in every term; only MFU keeps the unpadded model's N (its useful FLOPs)."""
+    k = heads_multiple(cfg, layout, mesh_shape)
+    heads = -(-cfg.H // k) * k
+    if heads == cfg.H:
+        return cfg
+    return cfg.replace(n_heads=heads, n_kv_heads=1 if cfg.multiquery else heads,
+                       mfu_params=cfg.mfu_params or cfg.matmul_params())
 
 
 # ---- specs ----------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ weight matmuls read exactly its (gathered) shard of each matrix, for each of its
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 from ..config import ModelConfig
@@ -19,10 +20,12 @@ from .registry import cache_specs, check, param_specs
 from .registry import context as layout_context
 
 
-def _weights_per_chip(cfg, layout, mesh_shape, weights, gather):
+@functools.lru_cache(maxsize=2048)
+def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather):
     """Per chip: bytes stored, bytes read, and the matmul elements read of the layers' weights
-    and of the (tied) output projection's table."""
-    shapes, specs = param_shapes(cfg), param_specs(cfg, layout, "bf16")
+    and of the (tied) output projection's table. Cached: the attention layout and the
+    schedule (plain or looped) do not change them, and the planner prices every combination."""
+    shapes, specs = param_shapes(cfg), param_specs(cfg, Layout(ffn), "bf16")
     named = [("embed", shapes["embed"], specs["embed"]),
              ("final_norm", shapes["final_norm"], specs["final_norm"])]
     for layer_shapes, layer_specs in zip(shapes["layers"], specs["layers"]):
@@ -60,9 +63,7 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     rows = seqs * tokens  # and their tokens: B/|b|·L
     a = act_bytes
 
-    per_layer = ffn.collectives(cfg, mesh_shape, batch, tokens, a, weights, attention,
-                                (layout.looped, layout.bidirectional))
-    collectives = [dataclasses.replace(x, count=x.count * cfg.n_layers) for x in per_layer]
+    collectives = list(_all_layers(cfg, layout, mesh_shape, batch, tokens, a, weights))
     e = axes.embed
     collectives += c.collective("all-reduce", e, mesh_shape, seqs * 4, 1,
                                 "final RMS-norm sum of squares, B·L f32", itemsize=4)
@@ -70,8 +71,8 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
                                 "output projection, last position: BV partial-sum(e) -> BV_e",
                                 itemsize=a)
 
-    stored_w, read_w, layer_elements, table_elements = _weights_per_chip(cfg, layout, mesh_shape, weights,
-                                                          ffn.GATHER)
+    stored_w, read_w, layer_elements, table_elements = _weights_per_chip(
+        cfg, layout.ffn, mesh_shape, weights, ffn.GATHER)
     kv_spec = cache_specs(cfg, layout)[0]["k"]
     kv_local = c.local_shape((batch, context, cfg.K, cfg.D), kv_spec, mesh_shape)
     kv_bytes = 2 * cfg.n_layers * math.prod(kv_local) * a
@@ -92,6 +93,16 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
         activation_bytes=_largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens,
                                              context, a),
         collectives=tuple(collectives))
+
+
+@functools.lru_cache(maxsize=4096)
+def _all_layers(cfg, layout, mesh_shape, batch, tokens, a, weights) -> tuple:
+    """Every layer's collectives (they do not depend on the context: cached across the
+    decode steps the planner prices)."""
+    ctx = layout_context(cfg, layout, mesh_shape)
+    per_layer = ctx.ffn.collectives(cfg, mesh_shape, batch, tokens, a, weights, ctx.attention,
+                                    (layout.looped, layout.bidirectional))
+    return tuple(dataclasses.replace(x, count=x.count * cfg.n_layers) for x in per_layer)
 
 
 def _largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens, context, a) -> float:

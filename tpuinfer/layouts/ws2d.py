@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares
+from ..quant import BYTES
 from . import _common as c
 from . import looped
 from ._common import Axes
@@ -139,21 +140,25 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
 
 def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(False, False)) -> list:
     """Every collective of one layer, per chip (bytes under tpuinfer.terms' convention).
-    `loop` = (looped, bidirectional): steps 1 and 7 become collective permutes round yz."""
+    `loop` = (looped, bidirectional): steps 1 and 7 become collective permutes round yz, each
+    round beside a partial matmul of steps 2 and 6 (one E/(XYZ) slice of their contraction
+    or output columns)."""
     X, Y, Z = mesh_shape
     BL, n_zy = batch * tokens, Y * Z
+    wb = BYTES[weights]  # the weights never move; the looped rings read them as they go
     out = []
-    del weights  # the weights never move in this layout
     for attn, ffn in c.passes(cfg):
         down = (cfg.F if ffn else 0) + (cfg.H * cfg.D if attn else 0)
         up = ((2 if cfg.gated_ffn else 1) * cfg.F if ffn else 0) + (
             (cfg.H * cfg.D * (1 if cfg.multiquery else 3)) if attn else 0)
-        whole = 1 + (2 * cfg.D if attn and cfg.multiquery else 0)  # X copies ride along
+        kv = 2 * cfg.D if attn and cfg.multiquery else 0  # whole on every chip of yz
+        whole = 1 + kv  # X copies ride along
         looped, bidirectional = loop
         chunk = BL * cfg.E / (X * n_zy) * a  # one chip's BLE_xyz
-        if looped:
+        if looped:  # 2.'s matmul: [B·L, E/X] by [E/X, up/YZ + 2D] on each chip
+            w_in = cfg.E / X * (up / n_zy + kv)
             out += c.ring(YZ, mesh_shape, chunk, bidirectional, "1. BLE_xyz chunks fed to the "
-                          "input matmuls", itemsize=a)
+                          "input matmuls", itemsize=a, matmul=(2 * BL * w_in, w_in * wb))
         else:
             out += c.collective("all-gather", YZ, mesh_shape, BL * cfg.E / X * a, 1,
                                 "1. BLE_xyz -> BLE_x", itemsize=a)
@@ -165,9 +170,10 @@ def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(Fal
             out += attention.collectives(cfg, AXES, mesh_shape, batch, tokens, a)
         out += c.collective("all-gather", ("x",), mesh_shape, BL * down / n_zy * a, 1,
                             "5. BLF_xyz, BLH_xyzD -> split over yz", itemsize=a)
-        if looped:
+        if looped:  # 6.'s matmul: [B·L, down/YZ] by [down/YZ, E/X] on each chip
+            w_out = down / n_zy * cfg.E / X
             out += c.ring(YZ, mesh_shape, chunk, bidirectional, "7. BLE_xyz accumulators of "
-                          "the output matmuls", itemsize=a)
+                          "the output matmuls", itemsize=a, matmul=(2 * BL * w_out, w_out * wb))
         else:
             out += c.collective("reduce-scatter", YZ, mesh_shape, BL * cfg.E / X * a, 1,
                                 "7. BLE_x partial-sum(yz) -> BLE_xyz", itemsize=a)
