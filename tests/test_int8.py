@@ -118,7 +118,7 @@ def test_int8_logits_close_to_bf16_and_sharded_int8_equals_reference_int8(params
 
 
 def test_cost_model_int8_versus_bf16_decode_ratio_matches_the_paper():
-    """PAPER.md: decode per token at batch 64 on 64 chips, 28.5 ms int8 against 36.9 ms bf16."""
+    """Section 4.4: decode per token at batch 64 on 64 chips, 28.5 ms int8 against 36.9 ms bf16."""
     from tpuinfer.cost import estimate
     kw = dict(batch=64, tokens=1, context=2048, hardware="tpu-v4-calibrated")
     t = {w: estimate("palm-540b-64heads", ti.Layout("ws2d", "batch"), (4, 4, 4), weights=w,

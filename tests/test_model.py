@@ -28,7 +28,7 @@ def test_mt_nlg_is_multihead_serial_and_about_530b():
 
 def test_64_head_palm_adds_about_18b_params():
     extra = ti.MODELS["palm-540b-64heads"].n_params() - ti.MODELS["palm-540b"].n_params()
-    assert 17e9 < extra < 19e9  # PAPER.md: "about 18B more parameters"
+    assert 17e9 < extra < 19e9  # Section 4.4: "about 18B more parameters"
 
 
 @pytest.mark.parametrize("name", list(ti.MODELS))

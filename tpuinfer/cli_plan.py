@@ -111,13 +111,6 @@ def mesh_text(m) -> str:
     return "x".join(map(str, m))
 
 
-def schedule_text(looped: bool, bidirectional: bool) -> str:
-    return "looped both ways" if bidirectional else "looped" if looped else "plain"
-
-
-def schedule(layout) -> str:
-    return schedule_text(layout.looped, layout.bidirectional)
-
 
 # ---- commands -------------------------------------------------------------------------------
 def run_plan(args):
@@ -133,7 +126,7 @@ def run_plan(args):
             continue
         b = ph.best
         rows.append([name, mesh_text(b.mesh_shape), b.layout.ffn, b.layout.attention,
-                     schedule(b.layout), seconds(b.latency_s),
+                     b.layout.schedule, seconds(b.latency_s),
                      seconds(b.per_token_s) if name == "decode" else "-",
                      f"{b.mfu:.0%}", gib(b.memory_per_chip_bytes), "yes" if b.fits else "NO",
                      seconds(b.compute_s), seconds(b.weights_s), seconds(b.kv_s),
@@ -174,7 +167,8 @@ def run_pareto(args):
              f"{res['considered']} configurations, the latency/cost frontier per phase"]
     for phase, what in (("prefill", "latency"), ("decode", "latency per token")):
         rows = [[pt["chips"], pt["batch"], mesh_text(pt["mesh"]), pt["ffn"], pt["attention"],
-                 schedule_text(pt["looped"], pt["bidirectional"]), seconds(pt["latency_s"]), f"{pt['cost_chip_s_per_token'] * 1e3:.3g}",
+                 pt["schedule"], seconds(pt["latency_s"]),
+                 f"{pt['cost_chip_s_per_token'] * 1e3:.3g}",
                  f"{pt['mfu']:.0%}"] for pt in res[phase]]
         if rows:
             parts += [f"\n{phase}", table(["chips", "batch", "mesh", "ffn", "attention",
@@ -218,7 +212,7 @@ def run_paper(args):
         for c in columns:
             m = c[hw]
             body.append([c["column"], c["paper_layout"], seconds(c["paper_latency_s"]),
-                         m["schedule"] if m["layout"] else m["schedule"][:60],
+                         f"{m['layout']} ({m['schedule']})" if m["layout"] else m["reason"][:60],
                          mesh_text(m["mesh"]) if m["mesh"] else "-",
                          seconds(m["latency_s"]) if m["latency_s"] else "-",
                          f"{m['error']:+.0%}" if m["error"] is not None else "-",

@@ -1,7 +1,7 @@
 """Model configurations and the model-wide counts that live beside them.
 
-Letters follow PAPER.md: E d_model, F d_ff, H query heads, K key/value heads (K = 1 is
-multiquery), D d_head, V vocabulary. Counts here are the single source that the cost model,
+Letters follow the paper's notation (Pope et al. 2022, arXiv 2211.05102, Section 3.1): E d_model,
+F d_ff, H query heads, K key/value heads (K = 1 is multiquery), D d_head, V vocabulary. Counts here are the single source that the cost model,
 the planner, the tests and the book all call.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ class ModelConfig:
         if self.d_head % 2:
             raise ValueError(f"{self.name}: D={self.d_head} must be even for RoPE")
 
-    # Short aliases in the paper's alphabet, so formulas read like PAPER.md.
+    # Short aliases in the paper's alphabet, so formulas read like the paper's.
     @property
     def E(self): return self.d_model
     @property
@@ -83,7 +83,7 @@ class ModelConfig:
 
     # ---- compute ------------------------------------------------------------------------
     def flops_per_token(self) -> float:
-        """2·N FLOPs per token: only the weight matmuls count (PAPER.md, Metrics)."""
+        """2·N FLOPs per token: only the weight matmuls count (the paper's Section 2)."""
         return 2.0 * self.matmul_params()
 
     def mfu_flops_per_token(self) -> float:
@@ -120,7 +120,7 @@ MODELS: dict[str, ModelConfig] = {
     "palm-8b": _palm("palm-8b", 32, 4096, 16),
     "palm-62b": _palm("palm-62b", 64, 8192, 32, mfu_params=62.5e9),
     "palm-540b": _palm("palm-540b", 118, 18432, 48, mfu_params=540e9),
-    # heads padded 48 -> 64 so that attention by heads partitions over 64+ chips (PAPER.md)
+    # heads padded 48 -> 64 so that attention by heads partitions over 64+ chips (Section 4.4)
     "palm-540b-64heads": _palm("palm-540b-64heads", 118, 18432, 64, mfu_params=540e9),
     # MT-NLG 530B (the FasterTransformer comparison): multihead, serial block, GELU MLP,
     # GPT-2 vocabulary padded to 51200. Biases are left out, as in every tpuinfer model.

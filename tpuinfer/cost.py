@@ -48,7 +48,6 @@ always every collective's full time, whatever the rule hides.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -79,10 +78,22 @@ class CollectiveTime:
         return self.rounds * (self.bandwidth_s + self.latency_s - self.hidden_s)
 
 
-def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> CollectiveTime:
-    """One collective term's time; `hidden_s` filled by `estimate`, which knows the chip's
-    matmul speed (`beside`)."""
+def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape,
+                    flops_per_s: float = 0.0, hbm_per_s: float = 0.0) -> CollectiveTime:
+    """One collective term's time. With the chip's matmul speed (`estimate` passes it), a
+    looped ring's rounds hide behind the partial matmuls beside them (`hidden_s`); a plain
+    collective, or any on a host, hides nothing."""
     hw = get_hardware(hw)
+    t = _collective_time(c, hw, tuple(mesh_shape))
+    if hw.interconnect == "host" or not (c.beside_flops or c.beside_bytes) or not flops_per_s:
+        return t
+    matmul_s = max(c.beside_flops / flops_per_s, c.beside_bytes / hbm_per_s)
+    in_flight = t.bandwidth_s + t.latency_s - hw.collective_overhead_s  # transfer and hop
+    return CollectiveTime(c, t.bandwidth_s, t.latency_s, t.rounds, min(in_flight, matmul_s))
+
+
+@functools.lru_cache(maxsize=65536)
+def _collective_time(c: Collective, hw: HardwareProfile, mesh_shape) -> CollectiveTime:
     link = group_links(hw, mesh_shape, c.axes)
     if link.chips != c.group:
         raise ValueError(f"collective {c.kind} over {c.axes} says {c.group} chips, but those "
@@ -102,18 +113,6 @@ def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape) -> Col
     }[c.kind]
     return CollectiveTime(c, bandwidth_s, latency_s + hw.collective_overhead_s,
                           c.count / c.concurrent)
-
-
-def beside(t: CollectiveTime, hw: HardwareProfile, flops_per_s: float,
-           hbm_per_s: float) -> CollectiveTime:
-    """`t` with the part of each round that its partial matmul hides (the module docstring's
-    `overlap` rule). A plain collective, or any on a host, hides nothing."""
-    c = t.collective
-    if hw.interconnect == "host" or not (c.beside_flops or c.beside_bytes):
-        return t
-    matmul_s = max(c.beside_flops / flops_per_s, c.beside_bytes / hbm_per_s)
-    in_flight = t.bandwidth_s + t.latency_s - hw.collective_overhead_s
-    return dataclasses.replace(t, hidden_s=min(in_flight, matmul_s))
 
 
 def _host_collective_time(c: Collective, hw: HardwareProfile, chips: int) -> CollectiveTime:
@@ -201,7 +200,7 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     share = chips if hw.interconnect == "host" else 1
     flops_per_s = hw.peak_flops * hw.flops_efficiency / share
     hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency / share
-    coll = tuple(beside(collective_time(c, hw, mesh_shape), hw, flops_per_s, hbm_per_s)
+    coll = tuple(collective_time(c, hw, mesh_shape, flops_per_s, hbm_per_s)
                  for c in terms.collectives)
     comm_s = sum(t.total_s for t in coll)
     hidden_s = sum(t.rounds * t.hidden_s for t in coll)
@@ -219,42 +218,14 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
         memory_per_chip_bytes=memory_per_chip(terms), hbm_bytes=hw.hbm_bytes)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)
 def _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights) -> StepTerms:
     """The layout's `step_terms`, built once per step (the planner, the Pareto sweep and
-    `paper` price the same steps under several profiles and rules).
-
-    Every layer is the same, so the terms are affine in the layer count: they are built for
-    one and two layers and extended to all (exact; tests/test_planner.py checks it against
-    the direct call). That keeps a 118-layer model as cheap to plan as a 2-layer one."""
+    `paper` price the same steps under several profiles and rules). Activations are bf16 on
+    real chips (f32 only in the emulated engine)."""
     from .layouts import step_terms
-
-    def build(c):  # activations are bf16 on real chips (f32 only in the emulated engine)
-        return step_terms(c, layout, mesh_shape, batch=batch, tokens=tokens, context=context,
-                          weights=weights, act_bytes=2)
-    if cfg.n_layers <= 2:
-        return build(cfg)
-    one, two = build(cfg.replace(n_layers=1)), build(cfg.replace(n_layers=2))
-    return _extend_layers(one, two, cfg.n_layers) or build(cfg)
-
-
-def _extend_layers(one: StepTerms, two: StepTerms, layers: int) -> StepTerms | None:
-    """Terms of `layers` layers from those of one and two; None if they do not line up as
-    identical layers would (then the caller builds them directly)."""
-    pairs = list(zip(one.collectives, two.collectives))
-    if (len(one.collectives) != len(two.collectives)
-            or one.activation_bytes != two.activation_bytes
-            or any((a.kind, a.axes, a.group, a.bytes, a.what)
-                   != (b.kind, b.axes, b.group, b.bytes, b.what) for a, b in pairs)):
-        return None
-
-    def extend(a, b):
-        return a + (layers - 1) * (b - a)
-    numbers = {f: extend(getattr(one, f), getattr(two, f))
-               for f in ("flops", "attention_flops", "weight_bytes", "kv_bytes",
-                         "stored_weight_bytes", "stored_kv_bytes")}
-    collectives = tuple(dataclasses.replace(a, count=extend(a.count, b.count)) for a, b in pairs)
-    return StepTerms(**numbers, activation_bytes=one.activation_bytes, collectives=collectives)
+    return step_terms(cfg, layout, mesh_shape, batch=batch, tokens=tokens, context=context,
+                      weights=weights, act_bytes=2)
 
 
 def memory_per_chip(terms: StepTerms) -> float:
@@ -264,8 +235,8 @@ def memory_per_chip(terms: StepTerms) -> float:
 
 
 def mfu(cfg: ModelConfig | str, tokens: float, chips: int, hardware, time_s: float) -> float:
-    """MFU = 2·N·tokens / (chips · peak · time) (the paper's Section 2.2), against the datasheet peak (a
-    calibrated profile's efficiency is what MFU measures, not a lower peak)."""
+    """MFU = 2·N·tokens / (chips · peak · time) (the paper's Section 2), against the datasheet
+    peak (a calibrated profile's efficiency is what MFU measures, not a lower peak)."""
     if time_s <= 0:
         return 0.0
     return (get_model(cfg).mfu_flops_per_token() * tokens

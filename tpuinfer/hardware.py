@@ -95,13 +95,13 @@ class HardwareProfile:
 
 _TPU_V4 = HardwareProfile(
     name="tpu-v4",
-    description="TPU v4, datasheet (PAPER.md): the paper's chip",
-    peak_flops=275e12,  # source: PAPER.md, Hardware (TPU v4 peak bf16 matmul)
-    hbm_bytes=32 * 2**30,  # source: PAPER.md, Hardware (32 GiB per chip)
-    hbm_bandwidth=1.2e12,  # source: PAPER.md, Hardware
-    interconnect="torus",  # source: PAPER.md, Hardware (3D torus, 6 links per chip)
-    link_bandwidth=4.5e10,  # source: PAPER.md, Hardware (per link per direction)
-    hop_latency_s=1e-6,  # source: PAPER.md, collective costs (about 1 µs per hop)
+    description="TPU v4, datasheet: the paper's chip (Pope et al. 2022, Section 4)",
+    peak_flops=275e12,  # source: Pope et al. 2022, Section 4 (peak bf16 matmul)
+    hbm_bytes=32 * 2**30,  # source: Pope et al. 2022, Section 4 (32 GiB per chip)
+    hbm_bandwidth=1.2e12,  # source: Pope et al. 2022, Section 4
+    interconnect="torus",  # source: Pope et al. 2022, Section 4 (3D torus)
+    link_bandwidth=4.5e10,  # source: Pope et al. 2022, Section 4 (270 GB/s per chip over 6 links)
+    hop_latency_s=1e-6,  # source: Pope et al. 2022, Section 3.1 (latency-bound collectives)
     torus_dims=3,
     max_side=16,  # source: TPU v4 pod is 4096 chips, 16x16x16 (Jouppi et al., ISCA 2023)
     wrap_unit=4,  # source: Jouppi et al., ISCA 2023, Section 2 (4x4x4 cubes joined by
@@ -133,7 +133,7 @@ PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
         interconnect="torus",  # source: cloud.google.com/tpu/docs/v5e (2D torus)
         # source: cloud.google.com/tpu/docs/v5e: 400 GB/s bidirectional per chip over 4 links
         link_bandwidth=400e9 / 4 / 2,
-        hop_latency_s=1e-6,  # source: PAPER.md's ICI figure (no v5e figure is published)
+        hop_latency_s=1e-6,  # source: the TPU v4 figure (no v5e figure is published)
         torus_dims=2,  # source: cloud.google.com/tpu/docs/v5e (2D slices up to 16x16)
         max_side=16,  # source: cloud.google.com/tpu/docs/v5e (largest slice 16x16)
         wrap_unit=16,  # source: jax-ml scaling book, "How to think about TPUs" (wraparound
@@ -149,7 +149,7 @@ PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
         interconnect="torus",  # source: cloud.google.com/tpu/docs/v5p (3D torus)
         # source: cloud.google.com/tpu/docs/v5p: 1200 GB/s bidirectional per chip, 6 links
         link_bandwidth=1200e9 / 6 / 2,
-        hop_latency_s=1e-6,  # source: PAPER.md's ICI figure (no v5p figure is published)
+        hop_latency_s=1e-6,  # source: the TPU v4 figure (no v5p figure is published)
         torus_dims=3,
         max_side=16,  # source: cloud.google.com/tpu/docs/v5p (slices up to 16x16x16; the
         #              16x16x24 shape is left out: its 24 side is not a power of two)
@@ -186,7 +186,7 @@ PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
     ),
 ]}
 
-# The meshes the paper ran for each chip count (PAPER.md, Hardware); the planner still weighs
+# The meshes the paper ran for each chip count (Pope et al. 2022, Section 4); the planner weighs
 # every factorisation, these are what the book and `tpuinfer paper` show beside its choice.
 PAPER_MESHES = {8: (2, 2, 2), 16: (2, 4, 2), 32: (4, 2, 4), 64: (4, 4, 4), 128: (8, 4, 4),
                 256: (4, 8, 8)}
@@ -318,7 +318,8 @@ class GroupLinks:
       group uses); an all-gather of V output bytes takes V·(K−1)/K / bandwidth.
     a2a_distance: mean hops a byte of an all-to-all travels (its own chunk counted as 0), so
       an all-to-all of V input bytes takes V·a2a_distance / bandwidth; on one ring of K chips it
-      is about K/4: a quarter of an all-gather of the K·V-byte tensor (PAPER.md).
+      is about K/4: a quarter of an all-gather of the K·V-byte tensor (Pope et al. 2022,
+      Section 3.1).
     steps, step_latency_s: neighbour steps of a ring collective and the latency of each.
     neighbour_bandwidth: bytes/s from a chip to one neighbour, one way (a collective permute
       round a ring: one link on a torus, the chip's own link into the switch).

@@ -92,13 +92,14 @@ def table2(profiles=PROFILES) -> list[dict]:
             ok = not isinstance(chosen, str)
             row[hw] = {
                 "layout": f"{chosen.layout.ffn}/{chosen.layout.attention}" if ok else None,
-                "schedule": str(chosen.layout) if ok else chosen,
+                "schedule": chosen.layout.schedule if ok else None,
+                "reason": None if ok else chosen,
                 "mesh": list(chosen.mesh_shape) if ok else None,
                 "padded_heads": chosen.padded_heads if ok else None,
                 "latency_s": chosen.latency_s if ok else None,
                 "error": chosen.latency_s / col.latency_s - 1 if ok else None,
                 "paper_layout_latency_s": ran.latency_s, "paper_layout_mfu": ran.mfu,
-                "paper_layout_schedule": str(ran.layout)}
+                "paper_layout_schedule": ran.layout.schedule}
         rows.append(row)
     return rows
 

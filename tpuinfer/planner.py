@@ -125,7 +125,7 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
     """One phase on one configuration. `pad`: where the layout splits H over more chips than
     H divides, pad H up as the paper does (`layouts.registry.pad_heads`) and price the padded
     model; without it such a layout is an error naming the heads."""
-    cfg, hw = get_model(cfg), get_hardware(hardware)
+    cfg, hw, mesh_shape = get_model(cfg), get_hardware(hardware), tuple(mesh_shape)
     rule = rule or hw.rule
     padded = pad_heads(cfg, layout, mesh_shape) if pad else cfg
     cfg, padded_heads = padded, (padded.H if padded.H != cfg.H else None)
@@ -214,7 +214,9 @@ def _preference(p: PhaseEstimate, hw: HardwareProfile):
     the paper calls that one by batch), then the plain schedule over the looped ones (fewer
     collectives for the same time), then a slice with wraparound (ties between meshes arise
     where nothing crosses the links, as in an XYZ-weight-gathered step looped)."""
-    return (p.latency_s, p.sum_s, p.layout.attention != "batch", p.layout.looped,
+    def same(t):  # equal up to floating-point rounding: the same sum taken in another order
+        return float(f"{t:.9g}")
+    return (same(p.latency_s), same(p.sum_s), p.layout.attention != "batch", p.layout.looped,
             p.layout.bidirectional, not wraps(hw, p.mesh_shape))
 
 
@@ -284,7 +286,7 @@ class Plan:
 
     @property
     def mfu(self) -> float:
-        """PAPER.md's MFU over the whole request: all input and generated tokens."""
+        """The paper's MFU (Section 2) over the whole request: all input and generated tokens."""
         tokens = self.batch * (self.input_len + self.gen_len)
         return (self.mfu_flops_per_token * tokens
                 / (self.chips * self.peak_flops * self.total_latency_s))
@@ -440,12 +442,12 @@ def frontier(points: list[tuple]) -> list[tuple]:
 def _point(p: PhaseEstimate, latency: float) -> dict:
     return {"chips": p.chips, "batch": p.batch, "mesh": list(p.mesh_shape),
             "ffn": p.layout.ffn, "attention": p.layout.attention, "looped": p.layout.looped,
-            "bidirectional": p.layout.bidirectional, "padded_heads": p.padded_heads,
-            "latency_s": latency,
+            "bidirectional": p.layout.bidirectional, "schedule": p.layout.schedule,
+            "padded_heads": p.padded_heads, "latency_s": latency,
             "cost_chip_s_per_token": p.cost, "mfu": p.mfu}
 
 
-# ---- maximum context (PAPER.md, Attention layouts) ----------------------------------------
+# ---- maximum context (the paper's Section 4.2) --------------------------------------------
 ATTENTION_VARIANTS = ("multihead", "multiquery-heads", "multiquery-batch")
 
 

@@ -41,6 +41,13 @@ class Collective:
         if self.kind not in KINDS:
             raise ValueError(f"unknown collective kind {self.kind!r}; one of {KINDS}")
 
+    def times(self, n: int) -> "Collective":
+        """This collective run n times as often (every layer of a model: the planner calls this
+        for every configuration it prices, so it skips `dataclasses.replace`'s generality)."""
+        return Collective(self.kind, self.axes, self.group, self.bytes, self.count * n,
+                          self.what, self.dtype, self.concurrent, self.beside_flops,
+                          self.beside_bytes)
+
 
 @dataclass(frozen=True)
 class StepTerms:

@@ -19,7 +19,8 @@ FORMATS = ("bf16", "int8")
 COLOURS = dict(zip(MODELS, ("#4c78a8", "#54a24b", "#e45756", "#b279a2")))
 DASH = {"bf16": "solid", "int8": "dot"}
 HOVER = ("<b>%{fullData.name}</b><br>%{customdata[0]} chips (mesh %{customdata[2]}), "
-         "batch %{customdata[1]}<br>ffn %{customdata[3]}, attention %{customdata[4]}<br>"
+         "batch %{customdata[1]}<br>ffn %{customdata[3]}, attention %{customdata[4]}, "
+         "%{customdata[6]}<br>"
          "latency %{x:.3g} ms, cost %{y:.3g} chip-ms/token, MFU %{customdata[5]:.1%}"
          "<extra></extra>")
 
@@ -84,7 +85,7 @@ class ParetoExplorer(Explorer):
                 continue
             trace.update(visible=True, x=curve["latency_ms"], y=curve["cost_chip_ms_per_token"],
                          customdata=[[p["chips"], p["batch"], "×".join(map(str, p["mesh"])),
-                                      p["ffn"], p["attention"], p["mfu"]]
+                                      p["ffn"], p["attention"], p["mfu"], p["schedule"]]
                                      for p in curve["points"]])
         self.figure.layout.title.text = f"latency against cost on {data['hardware']}"
 

@@ -32,6 +32,11 @@ class Layout:
             raise ValueError("bidirectional=True needs looped=True: it is the looped "
                              "schedule's variant that uses both directions of the ring")
 
+    @property
+    def schedule(self) -> str:
+        """How the collectives around the matmuls run, in words."""
+        return "looped both ways" if self.bidirectional else "looped" if self.looped else "plain"
+
     def __str__(self):
         loop = "/looped-bidir" if self.bidirectional else "/looped" if self.looped else ""
         return f"{self.ffn}/{self.attention}{loop}"

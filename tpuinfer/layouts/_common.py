@@ -6,6 +6,7 @@ the terms, so a mesh axis of size 1 costs nothing and emits nothing.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -47,6 +48,11 @@ class Ctx:
 
 
 def group_size(mesh_shape, axes) -> int:
+    return _group_size(tuple(mesh_shape), tuple(axes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_size(mesh_shape, axes) -> int:  # the planner asks this ~10^5 times a sweep
     return math.prod(mesh_shape[AXES.index(a)] for a in axes)
 
 

@@ -173,7 +173,7 @@ def _arrays(cfg, spec_items, gather, mesh_shape, weights) -> tuple:
     context of a layout on a mesh shares them."""
     from ..model import param_shapes
     from ..quant import stored_arrays
-    shapes, out = param_shapes(cfg)["layers"][0], []
+    shapes, out = param_shapes(cfg.replace(n_layers=1))["layers"][0], []  # all layers alike
     for name, spec_ in spec_items:
         if "norm" in name:
             continue

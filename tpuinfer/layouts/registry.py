@@ -2,6 +2,7 @@
 touches (parameters, KV cache, tokens, logits), derived from the layout files."""
 from __future__ import annotations
 
+import functools
 import math
 
 from jax.sharding import PartitionSpec as P
@@ -50,6 +51,7 @@ def heads_multiple(cfg: ModelConfig, layout: Layout, mesh_shape) -> int:
     return math.lcm(c.group_size(mesh_shape, stored), c.group_size(mesh_shape, ffn.AXES.heads))
 
 
+@functools.lru_cache(maxsize=4096)
 def pad_heads(cfg: ModelConfig, layout: Layout, mesh_shape) -> ModelConfig:
     """`cfg` with H padded up to the next multiple `heads_multiple` allows, as the paper pads
     PaLM 540B's 48 heads to 64 on 64+ chips (Section 4.4); `cfg` itself when H already
@@ -78,8 +80,13 @@ def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32") -> dict:
             "layers": [dict(layer) for _ in range(cfg.n_layers)]}
 
 
+def cache_spec(cfg: ModelConfig, layout: Layout) -> P:
+    """The spec of every layer's K and V cache, [B, S, K, D]."""
+    return ATTENTION[layout.attention].cache_spec(cfg, FFN[layout.ffn].AXES)
+
+
 def cache_specs(cfg: ModelConfig, layout: Layout) -> list:
-    spec = ATTENTION[layout.attention].cache_spec(cfg, FFN[layout.ffn].AXES)
+    spec = cache_spec(cfg, layout)
     return [{"k": spec, "v": spec} for _ in range(cfg.n_layers)]
 
 

@@ -6,7 +6,6 @@ weight matmuls read exactly its (gathered) shard of each matrix, for each of its
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 
@@ -16,26 +15,29 @@ from ..quant import check_format, stored_arrays
 from ..terms import StepTerms
 from . import Layout
 from . import _common as c
-from .registry import cache_specs, check, param_specs
+from .registry import cache_spec, check, param_specs
 from .registry import context as layout_context
 
 
 @functools.lru_cache(maxsize=2048)
 def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather):
     """Per chip: bytes stored, bytes read, and the matmul elements read of the layers' weights
-    and of the (tied) output projection's table. Cached: the attention layout and the
-    schedule (plain or looped) do not change them, and the planner prices every combination."""
-    shapes, specs = param_shapes(cfg), param_specs(cfg, Layout(ffn), "bf16")
-    named = [("embed", shapes["embed"], specs["embed"]),
-             ("final_norm", shapes["final_norm"], specs["final_norm"])]
-    for layer_shapes, layer_specs in zip(shapes["layers"], specs["layers"]):
-        named += [(n, layer_shapes[n], layer_specs[n]) for n in sorted(layer_shapes)]
+    and of the (tied) output projection's table. Every layer has the same shapes and specs,
+    so one is counted, n_layers times. Cached: the attention layout and the schedule (plain or
+    looped) do not change them, and the planner prices every combination."""
+    shapes, specs = param_shapes(cfg.replace(n_layers=1)), param_specs(
+        cfg.replace(n_layers=1), Layout(ffn), "bf16")
+    layer_shapes, layer_specs = shapes["layers"][0], specs["layers"][0]
+    named = [("embed", shapes["embed"], specs["embed"], 1),
+             ("final_norm", shapes["final_norm"], specs["final_norm"], 1)]
+    named += [(n, layer_shapes[n], layer_specs[n], cfg.n_layers) for n in sorted(layer_shapes)]
     stored = read = layer_elements = table_elements = 0.0
-    for name, shape, spec in named:
+    for name, shape, spec, times in named:
         g = () if name == "embed" else gather  # the table stays put in every layout
         for label, arr_shape, arr_spec, nbytes in stored_arrays(name, shape, spec, weights):
-            held = math.prod(c.local_shape(arr_shape, arr_spec, mesh_shape))
-            used = math.prod(c.local_shape(arr_shape, c.drop_axes(arr_spec, g), mesh_shape))
+            held = times * math.prod(c.local_shape(arr_shape, arr_spec, mesh_shape))
+            used = times * math.prod(c.local_shape(arr_shape, c.drop_axes(arr_spec, g),
+                                                   mesh_shape))
             stored += held * nbytes
             read += used * nbytes
             if label == name and name == "embed":
@@ -73,7 +75,7 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
 
     stored_w, read_w, layer_elements, table_elements = _weights_per_chip(
         cfg, layout.ffn, mesh_shape, weights, ffn.GATHER)
-    kv_spec = cache_specs(cfg, layout)[0]["k"]
+    kv_spec = cache_spec(cfg, layout)
     kv_local = c.local_shape((batch, context, cfg.K, cfg.D), kv_spec, mesh_shape)
     kv_bytes = 2 * cfg.n_layers * math.prod(kv_local) * a
 
@@ -95,14 +97,14 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
         collectives=tuple(collectives))
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=8192)
 def _all_layers(cfg, layout, mesh_shape, batch, tokens, a, weights) -> tuple:
-    """Every layer's collectives (they do not depend on the context: cached across the
-    decode steps the planner prices)."""
+    """Every layer's collectives: one layer's, n_layers times (every layer is the same). They
+    do not depend on the context: cached across the decode steps the planner prices."""
     ctx = layout_context(cfg, layout, mesh_shape)
     per_layer = ctx.ffn.collectives(cfg, mesh_shape, batch, tokens, a, weights, ctx.attention,
                                     (layout.looped, layout.bidirectional))
-    return tuple(dataclasses.replace(x, count=x.count * cfg.n_layers) for x in per_layer)
+    return tuple(x.times(cfg.n_layers) for x in per_layer)
 
 
 def _largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens, context, a) -> float:
