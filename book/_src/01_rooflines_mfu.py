@@ -68,8 +68,9 @@ print(bt.table(["profile", "peak TFLOP/s", "HBM TB/s", "HBM GiB", "link GB/s", "
 # the context here is a single token; chapter 6 brings the cache back. For each batch size
 # the cost model (`cost.estimate`) returns the step's named terms: the time to do its FLOPs,
 # to read its weights, to communicate. Under the datasheet profile's `overlap` rule the step
-# takes the longest of compute and memory (they run at the same time), plus what
-# communication cannot hide.
+# takes the longer of compute and memory (HBM streams the weights while the matrix units
+# run), plus the communication: this is the plain schedule, whose collectives sit between
+# the matmuls where nothing hides them (chapter 8 loops them).
 
 # %%
 batches = [2**k for k in range(13)]  # 1 .. 4096
@@ -87,16 +88,18 @@ fig.update_xaxes(type="log", title="batch (sequences, one token each)")
 fig.update_yaxes(type="log", title="ms", row=1, col=1)
 fig.update_yaxes(title="MFU", range=[0, 1], row=1, col=2)
 fig.update_layout(height=380, width=900,
-                  title="PaLM 540B decode on 64 TPU v4 chips (2D weight-stationary)")
+                  title="PaLM 540B decode on 64 TPU v4 chips (2D weight-stationary), "
+                        "predicted: tpu-v4 datasheet, overlap")
 fig.show()
 
 # %% [markdown]
 # Read the left panel from the left. At batch 1 the step costs the time to read 1/64 of
 # 540B bf16 parameters on each chip, about 15 ms, and compute is two orders of magnitude
 # below it: MFU is well under 1%. Doubling the batch doubles the compute and leaves the
-# weight reads alone, so the step time stays flat and MFU doubles. Past the batch where the
-# two lines cross, compute dominates and MFU saturates. Communication grows with the batch
-# too (activations are what moves in this layout); whether it hides behind compute is
+# weight reads alone, so the step time stays nearly flat and MFU nearly doubles. Past the
+# batch where the two lines cross, compute dominates and MFU levels off, well short of 100%:
+# communication grows with the batch too (activations are what moves in this layout), and in
+# this plain schedule it adds to the step instead of hiding behind compute. Hiding it is
 # chapter 8's subject.
 #
 # The batch where compute first overtakes weight loading:
@@ -120,11 +123,16 @@ for b in (1, 8, 64):
                       tokens=2048, context=2048)
     rows.append([b, b * 2048, bt.seconds(e.compute_s), bt.seconds(e.weights_s),
                  bt.seconds(e.comm_s), bt.seconds(e.step_s), f"{e.mfu:.0%}"])
+print("PaLM 540B prefill, 2D weight-stationary (plain) on 4x4x4: predicted on tpu-v4 "
+      "(datasheet), rule overlap")
 print(bt.table(["batch", "tokens", "compute", "weights", "comm", "step", "MFU"], rows))
 
 # %% [markdown]
-# (These are datasheet predictions: a lower bound on time. The paper measured 76% MFU for
-# large-batch prefill; chapter 10 compares the model with every number in its Table 2.)
+# Compute-bound, but not at peak: in this plain schedule the step waits for its collectives,
+# which grow with the tokens as the FLOPs do. The paper measured 76% MFU for large-batch
+# prefill (Table 2) with a weight-gathered layout (chapter 5) whose communication is looped
+# behind the matmuls (chapter 8); chapter 10 compares the model with every number in its
+# Table 2.
 #
 # ## Measured: FLOPs grow with tokens, weight reads do not
 #

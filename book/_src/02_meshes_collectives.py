@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 
 import booktools as bt
 from tpuinfer import cost, hlo
-from tpuinfer.hardware import group_links
+from tpuinfer.hardware import group_links, wraps
 from tpuinfer.measure import group_axes
 from tpuinfer.mesh import mesh_shape
 from tpuinfer.terms import Collective
@@ -140,21 +140,26 @@ print(bt.table(["program", "compiled as", "axes", "group", "groups", "bytes (HLO
 #
 # ## What a collective costs: links, steps and bytes
 #
-# On a torus, a collective over a group uses the links along its axes. A side of four or more
-# chips is a ring: data can flow both ways round it, over both neighbours' links. A side of
-# two or three is a line, with no wraparound (PAPER.md: on TPU v4 the smallest torus axis is
-# 4). `hardware.group_links` says what a group has to work with: its bandwidth per chip, and
-# the number of neighbour steps a ring algorithm takes.
+# On a torus, a collective over a group uses the links along its axes. On TPU v4 a slice
+# made of whole 4×4×4 cubes wraps round on every axis: each side is a ring, data flows both
+# ways round it over both neighbours' links, and a ring algorithm needs half a side of
+# neighbour steps. Any smaller slice (2×2×2, 2×4×4, ...) has no wraparound at all, even along
+# a side of 4: its sides are lines, with less bandwidth through the middle and more steps
+# end to end (Jouppi et al., "TPU v4", ISCA 2023, Section 2; the paper's 64-chip runs use the
+# 4×4×4 cube). `hardware.wraps` says which slices wrap, and `hardware.group_links` what a
+# group has to work with: its bandwidth per chip, and the number of neighbour steps a ring
+# algorithm takes.
 
 # %%
 # NBVAL_CHECK_OUTPUT
 rows = []
-for shape in [(4, 8, 8), (2, 2, 2)]:
+for shape in [(4, 8, 8), (2, 4, 4), (2, 2, 2)]:
     for axes in [("x",), ("y",), ("y", "z"), ("x", "y", "z")]:
         g = group_links("tpu-v4", shape, axes)
-        rows.append(["x".join(map(str, shape)), "".join(axes), g.chips,
-                     f"{g.bandwidth / 1e9:g}", g.steps, f"{g.a2a_distance:g}"])
-print(bt.table(["mesh", "axes", "chips", "GB/s per chip", "ring steps",
+        rows.append(["x".join(map(str, shape)), "yes" if wraps("tpu-v4", shape) else "no",
+                     "".join(axes), g.chips, f"{g.bandwidth / 1e9:g}", g.steps,
+                     f"{g.a2a_distance:g}"])
+print(bt.table(["mesh", "wraps", "axes", "chips", "GB/s per chip", "ring steps",
                 "all-to-all mean hops"], rows))
 
 # %% [markdown]
@@ -217,7 +222,8 @@ step = measure(cfg, mesh, ti.Layout("ws2d", "heads"), phase="decode", batch=8, c
 # %%
 # NBVAL_CHECK_OUTPUT
 print(bt.collectives_table(step))
-#
+
+# %% [markdown]
 # ## Exercises
 #
 # 1. An activation `BE_xyz` with B = 8, E = 256 in f32 is all-gathered over (y, z) on the
@@ -227,6 +233,8 @@ print(bt.collectives_table(step))
 #    (8 chips, with wraparound, data flowing both ways) take?
 # 3. How many separate groups run at once when the 4×8×8 mesh does a collective over the x
 #    axis alone?
+# 4. On a 2×4×4 slice, which has no wraparound, how many neighbour steps does an all-gather
+#    over the y axis (4 chips, a line) take?
 #
 # The answers ship filled in so that the book runs green: replace them with yours.
 
@@ -234,9 +242,11 @@ print(bt.collectives_table(step))
 answer_1 = 2048
 answer_2 = 4
 answer_3 = 64
+answer_4 = 3
 
 # %%
 # NBVAL_CHECK_OUTPUT
 bt.check("exercise 1", answer_1, compiled["all-gather(yz)"][0].bytes)
 bt.check("exercise 2", answer_2, group_links("tpu-v4", (4, 8, 8), ("y",)).steps)
 bt.check("exercise 3", answer_3, len(compiled["all-reduce(x)"][0].groups))
+bt.check("exercise 4", answer_4, group_links("tpu-v4", (2, 4, 4), ("y",)).steps)

@@ -134,6 +134,7 @@ sweep = {n: cost.estimate("palm-540b-64heads", layout, PAPER_MESHES[n], batch=64
 rows = [[n, "x".join(map(str, e.mesh_shape)), f"{e.terms.comm_bytes / 2**20:,.0f}",
          f"{e.terms.weight_bytes / 2**20:,.0f}", bt.seconds(e.comm_s), bt.seconds(e.weights_s),
          "yes" if e.fits else "no"] for n, e in sweep.items()]
+print("PaLM 540B decode step, 1D weight-stationary: times predicted on tpu-v4 (datasheet)")
 print(bt.table(["chips", "mesh", "comm MiB/chip", "weights MiB/chip", "comm time",
                 "weight time", "fits in HBM"], rows))
 
@@ -144,7 +145,7 @@ for name, attr in [("communication", "comm_s"), ("reading the weights", "weights
     fig.add_trace(go.Scatter(x=list(sweep), y=[getattr(e, attr) * 1e3 for e in sweep.values()],
                              name=name, mode="lines+markers"))
 fig.update_xaxes(type="log", title="chips", tickvals=list(sweep))
-fig.update_yaxes(type="log", title="ms per decode step (TPU v4 datasheet)")
+fig.update_yaxes(type="log", title="ms per decode step (tpu-v4 datasheet)")
 fig.update_layout(title="1D weight-stationary: weights shrink with n, communication does not",
                   height=360, width=700)
 fig.show()
@@ -154,9 +155,9 @@ fig.show()
 # HBM. The cost model prices it anyway and says so.) The step is memory-bound throughout:
 # reading the weights takes longest. But that time halves with every doubling of the chips,
 # while the communication stays put: at 8 chips it is under 4% of the weight time, at 64 it
-# is over a fifth, and three more doublings would make it the larger. Its time even falls a
-# little with n, because a larger group spans more links (chapter 2), but its *bytes* do not
-# shrink. The next chapter cuts E as well as F so that communication shrinks as 1/√n.
+# is over a fifth, and three more doublings would make it the larger. Its time moves a
+# little from mesh to mesh with the links each one offers (chapter 2: only the 4×4×4 cube
+# has wraparound; the smaller slices' sides are lines), but its *bytes* do not shrink. The next chapter cuts E as well as F so that communication shrinks as 1/√n.
 #
 # ## Exercises
 #

@@ -119,7 +119,9 @@ print(bt.sides_table(m))
 # How should 64 chips be split between x and (y, z)? Every mesh the TPU v4 torus allows,
 # priced by the cost model for PaLM 540B (heads padded to 64) decoding at batch 64 with a
 # 2048-token context. Bytes depend only on X and YZ; time also depends on which links each
-# group uses.
+# group uses, and only the 4×4×4 cube has wraparound links (chapter 2). Times are predicted
+# on the `tpu-v4` datasheet profile, rule `overlap`, plain schedule (the collectives add to
+# the step; chapter 8 loops them).
 
 # %%
 meshes = mesh_shapes("tpu-v4", 64)
@@ -136,6 +138,7 @@ one_d = cost.estimate("palm-540b-64heads", ti.Layout("ws1d", "heads"), (4, 4, 4)
 # NBVAL_CHECK_OUTPUT
 rows = [[x, "x".join(map(str, e.mesh_shape)), f"{e.terms.comm_bytes / 2**20:,.0f}",
          bt.seconds(e.comm_s), bt.seconds(e.step_s)] for x, e in sorted(fastest.items())]
+print("PaLM 540B decode step, 2D weight-stationary: predicted on tpu-v4 (datasheet), overlap")
 print(bt.table(["X", "fastest mesh with that X", "comm MiB/chip", "comm time", "step time"],
                rows))
 

@@ -127,8 +127,8 @@ print(bt.table(["tokens per batch", "layout"], rows))
 # XY-weight-gathered from 128k. Up to a million tokens XYZ-weight-gathered never moves the fewest bytes here: its
 # floor is the whole model, about 1 TB per chip per prefill. The paper nevertheless ran its
 # million-token prefill in XYZ-weight-gathered: fewest bytes is not the whole story. A layout
-# whose collectives move more bytes may still finish first if they hide behind its compute
-# (chapter 8) or if its other terms are smaller. Chapter 10 asks the planner, which prices
+# whose collectives move more bytes may still finish first if they are looped and hide
+# behind its compute (chapter 8) or if its other terms are smaller. Chapter 10 asks the planner, which prices
 # time, not bytes.
 #
 # ## Measured

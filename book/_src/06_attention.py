@@ -147,7 +147,9 @@ print(bt.collectives_table(m))
 #
 # PaLM 540B decoding at batch 512 on 64 chips in 2D weight-stationary: the step time by heads
 # and by batch as the context grows. By heads, every chip reads the whole cache; by batch,
-# 1/64 of it, for the price of the all-to-alls (in the communication term).
+# 1/64 of it, for the price of the all-to-alls (in the communication term). Predicted on
+# the `tpu-v4` datasheet profile, rule `overlap`, plain schedule; PaLM 540B with its heads
+# padded to 64, as the paper runs it on 64 chips.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -163,7 +165,8 @@ print(bt.table(["context", "attention", "KV read", "comm", "step", "GiB/chip", "
 
 # %% [markdown]
 # By heads, even a 2048-token context does not fit at batch 512 (135 GiB per chip), and its
-# cache reads alone take nearly three times as long as the whole by-batch step. Prefill is the other way round:
+# cache reads alone take longer than the whole by-batch step; from there they grow with
+# the context, while the by-batch step barely moves. Prefill is the other way round:
 # its K and V are computed from the prompt, and the cost of loading them is spread over every
 # prompt token, so the paper keeps prefill attention by heads (chapter 7).
 #
