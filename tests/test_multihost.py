@@ -8,6 +8,8 @@ what they gathered; the single-process reference is computed here.
 import functools
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -129,8 +131,8 @@ def test_a_killed_worker_stops_the_others_with_a_clear_error(tmp_path):
     next and waits in a collective for it."""
     extra = ["--pairs", "ws2d/heads:ws2d/heads", "ws2d/batch:ws2d/batch", "--die-after-first"]
     t0 = time.monotonic()
-    with pytest.raises(multihost.WorkerError,
-                       match=r"worker 1 of 2 failed \(killed by SIGKILL\).*stopped the other"):
+    with pytest.raises(multihost.WorkerError, match=r"worker 1 of 2 \(pid \d+\) failed \(killed "
+                                                    r"by SIGKILL\).*stopped the other"):
         multihost.launch(worker_argv(8, "2x2x2", tmp_path, extra), 2, timeout_s=TIMEOUT_S)
     assert time.monotonic() - t0 < 120
     assert (tmp_path / "pair0-process1.npz").exists()  # it died mid-run, not at the start
@@ -144,8 +146,8 @@ def test_a_failing_worker_is_named_with_its_output_and_the_others_stopped():
                 "import time; time.sleep(60)")
         return [sys.executable, "-c", code]
     t0 = time.monotonic()
-    with pytest.raises(multihost.WorkerError,
-                       match=r"(?s)worker 0 of 2 failed \(exit status 1\).*bad input on worker 0"):
+    with pytest.raises(multihost.WorkerError, match=r"(?s)worker 0 of 2 \(pid \d+\) failed \(exit "
+                                                    r"status 1\).*bad input on worker 0"):
         multihost.launch(argv, 2, timeout_s=30)
     assert time.monotonic() - t0 < 15
     assert children() == []
@@ -158,6 +160,101 @@ def test_workers_past_the_timeout_are_stopped():
                          timeout_s=1)
     assert time.monotonic() - t0 < 15
     assert children() == []
+
+
+# Reports a step as `multihost.progress` does (without importing JAX), then hangs in it.
+HANG = ("import os, sys, time; open(os.environ['TPUINFER_PROGRESS_FILE'], 'w')"
+        ".write(sys.argv[1]); time.sleep(60)")
+
+
+def test_a_hung_run_is_stopped_naming_each_process_and_its_step():
+    steps = ["decode step 5 of 31 (ws1d/heads)", "decode step 6 of 31 (ws1d/heads)"]
+    pids = []
+    t0 = time.monotonic()
+    with pytest.raises(multihost.WorkerError) as err:
+        multihost.launch(lambda i, c: [sys.executable, "-c", HANG, steps[i]], 2, stall_s=2,
+                         on_start=pids.extend)
+    assert time.monotonic() - t0 < 15
+    message = str(err.value)
+    assert re.search(r"no worker made progress for \d+ s \(the limit is 2 s\); stopped every "
+                     r"worker", message)
+    for i in range(2):
+        assert f"worker {i} of 2 (pid {pids[i]}) on '{steps[i]}' for" in message
+    assert "--stall SECONDS" in message
+    assert children() == []
+
+
+def test_each_generation_step_is_reported_as_progress(monkeypatch):
+    from tpuinfer import engine
+    reported, compiled_step = [], engine.compiled_step
+    monkeypatch.setattr(multihost, "progress", reported.append)
+    with multihost.report_steps(decode_steps=2):
+        ti.generate(ti.init_params(CFG, seed=0), CFG, np.zeros((2, 3), np.int32), 3)
+    assert reported == ["prefill (reference)", "decode step 1 of 2 (reference)",
+                        "decode step 2 of 2 (reference)"]
+    assert engine.compiled_step is compiled_step  # unwrapped again
+
+
+# ---- the launcher told to stop: its workers go with it, whatever the signal -----------------
+# The demo's own launcher on a 2-device mesh with a long decode, so that it is still running
+# when it is signalled: what a user's Ctrl-C, `timeout` or a `kill -9` meets.
+DEMO = [sys.executable, "-m", "tpuinfer", "demo", "--processes", "2", "--mesh", "1x1x2",
+        "--batch", "2", "--prompt-len", "2", "--steps", "2000", "--prefill", "ws1d", "heads",
+        "--decode", "ws1d", "heads"]
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie (a SIGKILLed launcher's workers are reaped by whoever adopts them)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def start_demo(tmp_path):
+    """The launcher, its workers' pids once both have joined (JAX's runtime is up in each)."""
+    err = tmp_path / "launcher.err"
+    env = dict(os.environ, TMPDIR=str(tmp_path))  # where the launcher keeps progress files
+    launcher = subprocess.Popen(DEMO, stdout=subprocess.DEVNULL, stderr=err.open("w"),
+                                stdin=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 120
+    pids, progress = [], []
+    while time.monotonic() < deadline and launcher.poll() is None:
+        found = re.search(r"started 2 processes \(pids (\d+), (\d+)\)", err.read_text())
+        pids = [int(p) for p in found.groups()] if found else []
+        progress = [p.read_text() for p in tmp_path.glob("tpuinfer-workers-*/*.progress")]
+        if pids and len(progress) == 2 and not any(p.startswith("joining") for p in progress):
+            return launcher, pids
+        time.sleep(0.1)
+    launcher.kill()
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    pytest.fail(f"the workers did not start and join in 120 s: {progress}\n{err.read_text()}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
+                                            (signal.SIGKILL, -signal.SIGKILL)],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_a_signalled_launcher_leaves_no_worker_alive(tmp_path, signum, status):
+    launcher, pids = start_demo(tmp_path)
+    assert all(alive(pid) for pid in pids)
+    launcher.send_signal(signum)
+    t0 = time.monotonic()
+    while any(alive(pid) for pid in pids) and time.monotonic() - t0 < 10:
+        time.sleep(0.05)
+    left = [pid for pid in pids if alive(pid)]
+    for pid in left:  # leave nothing behind for the next test, then fail
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"workers {left} still alive 10 s after {signum.name} to the launcher"
+    print(f"{signum.name}: workers gone {time.monotonic() - t0:.2f} s after the signal")
+    assert launcher.wait(timeout=10) == status
+    if signum != signal.SIGKILL:
+        line = (tmp_path / "launcher.err").read_text().splitlines()[-1]
+        assert line.startswith(f"tpuinfer demo: {signum.name} received: stopped 2 worker "
+                               f"process(es): worker 0 of 2 (pid {pids[0]}) on "), line
+        assert f"worker 1 of 2 (pid {pids[1]}) on " in line
 
 
 # ---- the command and the arguments ----------------------------------------------------------
@@ -198,6 +295,14 @@ def test_demo_refuses_more_open_files_than_allowed_before_starting(monkeypatch, 
     assert main(["demo", "--processes", "2", "--json"]) == 2
     error = json.loads(capsys.readouterr().out)["error"]
     assert "2 processes of 128 devices each need about 41088 open files" in error
-    assert "allows 20000 (ulimit -Hn); use 8 processes or more" in error
+    # the advice: a run that fits and was measured to finish here (191 s on 2 cores)
+    advice = "allows 20000 (ulimit -Hn); instead run fewer devices: `--processes 2 --mesh " \
+             "4x4x4` (64 devices, about 3 min on 2 cores"
+    assert advice in error
+    assert main(["demo", "--processes", "4"]) == 2  # 64 devices each: still too many
+    assert advice in capsys.readouterr().err  # and 2 processes, the rehearsal tested here
     assert main(["demo", "--processes", "3"]) == 2
     assert "do not split evenly over 3 processes" in capsys.readouterr().err
+    for flag in ("--stall", "--timeout"):
+        assert main(["demo", "--processes", "2", "--mesh", "2x2x2", flag, "0"]) == 2
+        assert f"{flag} must be a positive number of seconds, got 0.0" in capsys.readouterr().err

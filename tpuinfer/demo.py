@@ -7,6 +7,7 @@ unsharded reference's. With `--processes P` the same demo runs as P local proces
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -18,7 +19,10 @@ import numpy as np
 # prefill/decode None: the layouts the planner chooses for this request on TPU v4
 DEFAULTS = {"model": "tiny", "mesh": "4x8x8", "batch": 256, "prompt_len": 16, "steps": 32,
             "prefill": None, "decode": None}
-TIMEOUT_S = 900  # the most a multi-process demo may run before its workers are stopped
+# With --processes: stop the run when no process has made progress for this long. The slowest
+# step of the multi-process demo on 2 cores, the first prefill of 256 devices in 8 processes
+# (compile and connect every gloo pair), took 100 s: three times that.
+STALL_S = 300
 
 
 def planned_layouts(model, shape, batch, prompt_len, steps, prefill=None, decode=None):
@@ -102,9 +106,14 @@ def _devices(shape) -> int:
     return max(256, int(np.prod(shape)))
 
 
-def run_demo_processes(processes: int, timeout_s: float = TIMEOUT_S, **options) -> dict:
+def run_demo_processes(processes: int, timeout_s: float | None = None,
+                       stall_s: float | None = STALL_S, on_start=None, **options) -> dict:
     """Run the demo as `processes` local processes joined by `jax.distributed` (127.0.0.1, a
-    free port), and return process 0's report. Bad arguments fail here, before any starts."""
+    free port), and return process 0's report. Bad arguments fail here, before any starts.
+
+    `multihost.launch` supervises them: a failed or stalled (`stall_s`) worker, or a run past
+    `timeout_s`, stops all with a `WorkerError`; Ctrl-C or SIGTERM stops all and raises
+    `multihost.Stopped`. `on_start(pids, estimated_s)` is called once every process started."""
     from .config import get_model
     from .layouts.registry import check
     from .mesh import parse_shape
@@ -120,7 +129,18 @@ def run_demo_processes(processes: int, timeout_s: float = TIMEOUT_S, **options) 
                               o["prefill"], o["decode"])
     for layout in layouts:
         check(cfg, layout, shape, o["batch"])
-    check_open_files(cfg, layouts, shape, o["batch"], processes)
+    loop = {k: o[k] for k in ("looped", "bidirectional") if k in o}
+
+    def layouts_for(s):  # also for the smaller meshes the open-file advice considers
+        if s == shape:
+            return layouts
+        chosen = planned_layouts(cfg, s, o["batch"], o["prompt_len"], o["steps"], o["prefill"],
+                                 o["decode"], **loop)
+        for layout in chosen:
+            check(cfg, layout, s, o["batch"])
+        return chosen
+    estimate_s = check_open_files(cfg, layouts_for, shape, o["batch"], processes,
+                                  o["prompt_len"], o["steps"])
     with tempfile.TemporaryDirectory(prefix="tpuinfer-demo-") as tmp:
         report_path = os.path.join(tmp, "report.json")
 
@@ -133,9 +153,46 @@ def run_demo_processes(processes: int, timeout_s: float = TIMEOUT_S, **options) 
                     "--processes", str(processes), "--process-id", str(process_id),
                     "--coordinator", coordinator, "--report", report_path, "--json"]
 
-        launch(argv, processes, timeout_s)
+        launch(argv, processes, timeout_s=timeout_s, stall_s=stall_s,
+               on_start=on_start and (lambda pids: on_start(pids, estimate_s)))
         with open(report_path) as f:
             return json.load(f)
+
+
+@contextlib.contextmanager
+def _as_worker(steps: int):
+    """One process of a multi-process demo: it ends with its launcher and reports each step."""
+    from . import multihost
+    multihost.follow_launcher()
+    with multihost.report_steps(max(steps - 1, 0)):
+        yield
+    # jax.distributed's shutdown waits here for every process (process 0 runs the reference)
+    multihost.progress("finished; waiting for the other processes to exit")
+
+
+def _launch(args, options) -> dict:
+    """`run_demo_processes` for the command line: says on stderr what it started, and on
+    Ctrl-C (exit status 130) or SIGTERM (143) which processes it stopped."""
+    from .multihost import Stopped, about_here
+
+    def started(pids, estimate_s):
+        print(f"tpuinfer demo: started {len(pids)} processes (pids "
+              f"{', '.join(map(str, pids))}), {about_here(estimate_s)}; Ctrl-C stops them all",
+              file=sys.stderr, flush=True)
+    for name in ("timeout", "stall"):
+        value = getattr(args, name)
+        if value is not None and not value > 0:
+            raise ValueError(f"--{name} must be a positive number of seconds, got {value}")
+    try:
+        return run_demo_processes(args.processes, args.timeout, args.stall, started, **options)
+    except Stopped as stop:
+        if args.json:
+            print(json.dumps({"error": str(stop), "stopped": stop.stopped}))
+        print(f"tpuinfer demo: {stop}", file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_status) from None
+    except KeyboardInterrupt:  # before any process started
+        print("tpuinfer demo: interrupted before any process started", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def format_report(r: dict) -> str:
@@ -192,8 +249,12 @@ def register(sub) -> None:
     p.add_argument("--processes", type=int, default=1,
                    help="run as P local processes (jax.distributed over 127.0.0.1), each "
                         "holding 256/P of the devices, as the P hosts of a slice")
-    p.add_argument("--timeout", type=float, default=TIMEOUT_S,
-                   help="with --processes: seconds before every process is stopped")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="with --processes: seconds before every process is stopped "
+                        "(default: no limit; --stall catches a hung run)")
+    p.add_argument("--stall", type=float, default=STALL_S,
+                   help="with --processes: stop the run when no process has made progress "
+                        f"for this many seconds, naming each one's step (default {STALL_S})")
     # Set by `run_demo_processes` for each process it starts, never by hand.
     p.add_argument("--process-id", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--coordinator", default=None, help=argparse.SUPPRESS)
@@ -206,13 +267,14 @@ def register(sub) -> None:
                        prefill=args.prefill and tuple(args.prefill),
                        decode=args.decode and tuple(args.decode))
         if args.process_id is not None:  # one of the processes of a multi-process demo
-            report = run_demo(**options, processes=args.processes, process_id=args.process_id,
-                              coordinator=args.coordinator)
+            with _as_worker(args.steps):
+                report = run_demo(**options, processes=args.processes,
+                                  process_id=args.process_id, coordinator=args.coordinator)
             if args.process_id == 0:
                 with open(args.report, "w") as f:
                     json.dump(report, f)
         elif args.processes > 1:
-            report = run_demo_processes(args.processes, args.timeout, **options)
+            report = _launch(args, options)
         else:
             report = run_demo(**options)
         return report, format_report(report) if "model" in report else ""
