@@ -150,6 +150,18 @@ def test_command_line_json_and_table(capsys):
     assert "batch B=4 cannot be split" in json.loads(capsys.readouterr().out)["error"]
 
 
+def test_command_line_looped_bidirectional(capsys):
+    args = ["measure", "--mesh", "2x2x2", "--ffn", "ws2d", "--attention", "heads",
+            "--phase", "decode", "--batch", "8", "--context", str(CACHE_LEN), "--repeats", "0",
+            "--looped", "--bidirectional", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["looped"], out["bidirectional"]) == (True, True)
+    kinds = {c["kind"] for c in out["measured"]["collectives"]}
+    assert "collective-permute" in kinds  # steps 1 and 7 round the ring of y·z
+    assert out["measured"]["collectives"] == out["predicted"]["collectives"]
+
+
 # ---- reading HLO text -----------------------------------------------------------------------
 HLO = """HloModule jit_step, entry_computation_layout={(f32[4,8]{1,0})->f32[16,8]{1,0}}
 

@@ -125,6 +125,13 @@ def _host_collective_time(c: Collective, hw: HardwareProfile, chips: int) -> Col
                           call_s + chips * device_s + chips * c.group * member_s, c.count)
 
 
+@functools.lru_cache(maxsize=8192)
+def _price(collectives: tuple, hw, mesh_shape, flops_per_s, hbm_per_s) -> tuple:
+    """Every collective of a step priced (cached: the decode steps of a phase share them)."""
+    return tuple(collective_time(c, hw, mesh_shape, flops_per_s, hbm_per_s)
+                 for c in collectives)
+
+
 def combine(rule: str, compute_s, memory_s, comm_s, hidden_s, overhead_s=0.0):
     """The step time from its parts under `rule` (works on numpy arrays of steps too):
     `hidden_s` is the part of `comm_s` looped rings hide under `overlap`."""
@@ -200,8 +207,7 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     share = chips if hw.interconnect == "host" else 1
     flops_per_s = hw.peak_flops * hw.flops_efficiency / share
     hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency / share
-    coll = tuple(collective_time(c, hw, mesh_shape, flops_per_s, hbm_per_s)
-                 for c in terms.collectives)
+    coll = _price(terms.collectives, hw, mesh_shape, flops_per_s, hbm_per_s)
     comm_s = sum(t.total_s for t in coll)
     hidden_s = sum(t.rounds * t.hidden_s for t in coll)
     compute_s = (terms.flops + terms.attention_flops) / flops_per_s

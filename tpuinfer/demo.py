@@ -25,22 +25,33 @@ DEFAULTS = {"model": "tiny", "mesh": "4x8x8", "batch": 256, "prompt_len": 16, "s
 STALL_S = 300
 
 
-def planned_layouts(model, shape, batch, prompt_len, steps, prefill=None, decode=None):
+def planned_layouts(model, shape, batch, prompt_len, steps, prefill=None, decode=None,
+                    looped=None, bidirectional=False):
     """The layouts to run: those given, else the planner's choice for this request on TPU v4
-    chips of this mesh (bf16 weights, as it would be deployed). Pure: no devices needed."""
+    chips of this mesh (bf16 weights, as it would be deployed). `looped` True or False runs
+    both phases looped (Looped CollectiveEinsum; `bidirectional` both ways round the ring) or
+    plain; None keeps the planner's schedule (plain for layouts given by name). Pure: no
+    devices needed."""
+    import dataclasses
+
     from .layouts import Layout
     if prefill is not None and decode is not None:
-        return Layout(*prefill), Layout(*decode)
-    from .planner import plan
-    p = plan(model, "tpu-v4", chips=int(np.prod(shape)), batch=batch, input_len=prompt_len,
-             history_len=0, gen_len=steps, weights="bf16", mesh=tuple(shape))
-    return (Layout(*prefill) if prefill else p.prefill.best.layout,
-            Layout(*decode) if decode else p.decode.best.layout)
+        chosen = Layout(*prefill), Layout(*decode)
+    else:
+        from .planner import plan
+        p = plan(model, "tpu-v4", chips=int(np.prod(shape)), batch=batch, input_len=prompt_len,
+                 history_len=0, gen_len=steps, weights="bf16", mesh=tuple(shape))
+        chosen = (Layout(*prefill) if prefill else p.prefill.best.layout,
+                  Layout(*decode) if decode else p.decode.best.layout)
+    if looped is None and not bidirectional:
+        return chosen
+    loop = dict(looped=bool(looped or bidirectional), bidirectional=bidirectional)
+    return tuple(dataclasses.replace(layout, **loop) for layout in chosen)
 
 
 def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
              prefill=None, decode=None, seed=0, processes=1,
-             process_id=0, coordinator=None) -> dict:
+             process_id=0, coordinator=None, looped=None, bidirectional=False) -> dict:
     """Run the demo and return its report (what `--json` prints).
 
     With `processes` > 1 this is one of the processes (`run_demo_processes` starts them all):
@@ -57,7 +68,7 @@ def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
     t0 = time.perf_counter()
     cfg = ti.get_model(model)
     layouts = dict(zip(("prefill", "decode"), planned_layouts(
-        cfg, shape, batch, prompt_len, steps, prefill, decode)))
+        cfg, shape, batch, prompt_len, steps, prefill, decode, looped, bidirectional)))
     device_mesh = ti.make_mesh(shape)
     if processes == 1:
         params = ti.init_params(cfg, seed)
@@ -126,7 +137,8 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
                          f"choose a mesh whose size divides by {processes}")
     cfg = get_model(o["model"])
     layouts = planned_layouts(cfg, shape, o["batch"], o["prompt_len"], o["steps"],
-                              o["prefill"], o["decode"])
+                              o["prefill"], o["decode"], o.get("looped"),
+                              o.get("bidirectional", False))
     for layout in layouts:
         check(cfg, layout, shape, o["batch"])
     loop = {k: o[k] for k in ("looped", "bidirectional") if k in o}
@@ -151,7 +163,9 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
                     "--prefill", layouts[0].ffn, layouts[0].attention,
                     "--decode", layouts[1].ffn, layouts[1].attention,
                     "--processes", str(processes), "--process-id", str(process_id),
-                    "--coordinator", coordinator, "--report", report_path, "--json"]
+                    "--coordinator", coordinator, "--report", report_path, "--json"] + (
+                        ["--looped"] if layouts[0].looped and layouts[1].looped else []) + (
+                        ["--bidirectional"] if layouts[0].bidirectional else [])
 
         launch(argv, processes, timeout_s=timeout_s, stall_s=stall_s,
                on_start=on_start and (lambda pids: on_start(pids, estimate_s)))
@@ -246,6 +260,11 @@ def register(sub) -> None:
                    default=DEFAULTS["prefill"], help="default: the planner's choice")
     p.add_argument("--decode", nargs=2, metavar=("FFN", "ATTENTION"), default=DEFAULTS["decode"],
                    help="default: the planner's choice")
+    p.add_argument("--looped", action=argparse.BooleanOptionalAction, default=None,
+                   help="run both phases as Looped CollectiveEinsum (--no-looped: plain); "
+                        "default: the planner's schedule")
+    p.add_argument("--bidirectional", action="store_true",
+                   help="looped, halves both ways round the ring (weight-stationary layouts)")
     p.add_argument("--processes", type=int, default=1,
                    help="run as P local processes (jax.distributed over 127.0.0.1), each "
                         "holding 256/P of the devices, as the P hosts of a slice")
@@ -265,7 +284,8 @@ def register(sub) -> None:
         options = dict(model=args.model, mesh=args.mesh, batch=args.batch,
                        prompt_len=args.prompt_len, steps=args.steps,
                        prefill=args.prefill and tuple(args.prefill),
-                       decode=args.decode and tuple(args.decode))
+                       decode=args.decode and tuple(args.decode), looped=args.looped,
+                       bidirectional=args.bidirectional)
         if args.process_id is not None:  # one of the processes of a multi-process demo
             with _as_worker(args.steps):
                 report = run_demo(**options, processes=args.processes,

@@ -129,6 +129,7 @@ class Measurement:
     def to_json(self) -> dict:
         return {"model": self.model, "mesh": format_shape(self.mesh_shape),
                 "ffn": self.layout.ffn, "attention": self.layout.attention,
+                "looped": self.layout.looped, "bidirectional": self.layout.bidirectional,
                 "phase": self.phase, "batch": self.batch, "tokens": self.tokens,
                 "context": self.context, "weights": self.weights, "backend": self.backend,
                 "predicted": self.predicted.to_json() | {

@@ -65,13 +65,7 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     rows = seqs * tokens  # and their tokens: B/|b|·L
     a = act_bytes
 
-    collectives = list(_all_layers(cfg, layout, mesh_shape, batch, tokens, a, weights))
-    e = axes.embed
-    collectives += c.collective("all-reduce", e, mesh_shape, seqs * 4, 1,
-                                "final RMS-norm sum of squares, B·L f32", itemsize=4)
-    collectives += c.collective("reduce-scatter", e, mesh_shape, seqs * cfg.V * a, 1,
-                                "output projection, last position: BV partial-sum(e) -> BV_e",
-                                itemsize=a)
+    collectives = _collectives(cfg, layout, mesh_shape, batch, tokens, a, weights)
 
     stored_w, read_w, layer_elements, table_elements = _weights_per_chip(
         cfg, layout.ffn, mesh_shape, weights, ffn.GATHER)
@@ -94,17 +88,24 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
         stored_weight_bytes=stored_w, stored_kv_bytes=kv_bytes,
         activation_bytes=_largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens,
                                              context, a),
-        collectives=tuple(collectives))
+        collectives=collectives)
 
 
 @functools.lru_cache(maxsize=8192)
-def _all_layers(cfg, layout, mesh_shape, batch, tokens, a, weights) -> tuple:
-    """Every layer's collectives: one layer's, n_layers times (every layer is the same). They
-    do not depend on the context: cached across the decode steps the planner prices."""
+def _collectives(cfg, layout, mesh_shape, batch, tokens, a, weights) -> tuple:
+    """Every collective of the step: one layer's, n_layers times (every layer is the same),
+    then the final norm's and the output projection's. They do not depend on the context:
+    cached, one tuple for every decode step the planner prices."""
     ctx = layout_context(cfg, layout, mesh_shape)
     per_layer = ctx.ffn.collectives(cfg, mesh_shape, batch, tokens, a, weights, ctx.attention,
                                     (layout.looped, layout.bidirectional))
-    return tuple(x.times(cfg.n_layers) for x in per_layer)
+    seqs, e = batch // ctx.size(ctx.axes.batch), ctx.axes.embed
+    return tuple([x.times(cfg.n_layers) for x in per_layer]
+                 + c.collective("all-reduce", e, mesh_shape, seqs * 4, 1,
+                                "final RMS-norm sum of squares, B·L f32", itemsize=4)
+                 + c.collective("reduce-scatter", e, mesh_shape, seqs * cfg.V * a, 1,
+                                "output projection, last position: BV partial-sum(e) -> BV_e",
+                                itemsize=a))
 
 
 def _largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens, context, a) -> float:
