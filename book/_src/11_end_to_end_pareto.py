@@ -28,7 +28,8 @@ from tpuinfer.measure import measure
 # ## The planner's layouts on 256 devices
 #
 # The tiny model, 256 sequences of 16 prompt tokens, 8 generated. With the mesh fixed to
-# 4×8×8, the planner weighs every layout for each phase (on the TPU v4 datasheet):
+# 4×8×8, the planner weighs every layout and schedule (plain, looped, bidirectional looped)
+# for each phase, priced on the TPU v4 datasheet (`tpu-v4`, rule `overlap`):
 
 # %%
 cfg = ti.MODELS["tiny"]
@@ -109,16 +110,25 @@ for ph, m in measured.items():
 # is longer; more chips make steps shorter, but every chip is paid for. The frontier is the
 # set of points that no other point beats on both: the only configurations worth running.
 #
-# Here: PaLM 8B, 62B and 540B (heads padded to 64) in int8, and PaLM 540B in bf16, on 8 to
-# 64 TPU v4 chips and batches 1 to 1024 (`tpuinfer.sweeps.pareto_curves`, which calls
-# `planner.pareto`).
+# Here: PaLM 8B, 62B and 540B in int8, and PaLM 540B in bf16, on 8 to 64 TPU v4 chips and
+# batches 1 to 1024 (`tpuinfer.sweeps.pareto_curves`, which calls `planner.pareto`). Every
+# point is the planner's pricing, so it weighs the plain, looped and bidirectional looped
+# schedule of every layout (chapter 8), and pads PaLM 540B's 48 heads to 64 wherever a
+# layout splits them over more chips than 48 divide, as the paper does (Section 4.4). All
+# predictions on the `tpu-v4` datasheet profile, rule `overlap`.
 
 # %%
 grid = dict(chips=[8, 16, 32, 64], batches=[1, 4, 16, 64, 256, 1024])
-curves = sweeps.pareto_curves(["palm-8b", "palm-62b", "palm-540b-64heads"], ["int8"], **grid)
-bf16 = sweeps.pareto_curves(["palm-540b-64heads"], ["bf16"], **grid)
+curves = sweeps.pareto_curves(["palm-8b", "palm-62b", "palm-540b"], ["int8"], **grid)
+bf16 = sweeps.pareto_curves(["palm-540b"], ["bf16"], **grid)
 for phase in ("prefill", "decode"):
     curves[phase].update(bf16[phase])
+
+
+def schedule(p):
+    """A frontier point's schedule, as the planner names it."""
+    return "looped-bidir" if p["bidirectional"] else "looped" if p["looped"] else "plain"
+
 
 # %%
 fig = make_subplots(rows=1, cols=2, subplot_titles=("prefill (latency of the whole prefill)",
@@ -129,15 +139,17 @@ for col, phase in ((1, "prefill"), (2, "decode")):
             x=c["latency_ms"], y=c["cost_chip_ms_per_token"], mode="lines+markers", name=label,
             legendgroup=label, showlegend=col == 1,
             line=dict(dash="dot" if "bf16" in label else "solid"),
-            customdata=[[p["chips"], p["batch"], p["ffn"], p["attention"], p["mfu"]]
-                        for p in c["points"]],
+            customdata=[[p["chips"], p["batch"], p["ffn"], p["attention"], schedule(p),
+                         p["padded_heads"] or "-", p["mfu"]] for p in c["points"]],
             hovertemplate="%{customdata[0]} chips, batch %{customdata[1]}, "
-                          "%{customdata[2]}/%{customdata[3]}, MFU %{customdata[4]:.0%}"),
+                          "%{customdata[2]}/%{customdata[3]} %{customdata[4]}, "
+                          "padded H %{customdata[5]}, MFU %{customdata[6]:.0%}"),
             row=1, col=col)
 fig.update_xaxes(type="log", title="latency (ms)")
 fig.update_yaxes(type="log", title="cost (chip-ms per token)", col=1)
 fig.update_yaxes(type="log", col=2)
-fig.update_layout(height=460, width=960, title="Latency against cost on TPU v4 (datasheet)")
+fig.update_layout(height=460, width=960,
+                  title="Latency against cost, predicted on TPU v4 (datasheet, overlap)")
 fig.show()
 
 # %% [markdown]
@@ -148,20 +160,46 @@ fig.show()
 # curve to the left. Prefill is compute-bound almost everywhere, so its cost is nearly flat:
 # the price of 2 FLOPs per parameter per token at near-peak MFU.
 #
-# The frontier points, as a table:
+# The frontier points, as a table (H is the head count priced, where the planner padded it):
 
 # %%
 # NBVAL_CHECK_OUTPUT
 rows = [[p["chips"], p["batch"], "x".join(map(str, p["mesh"])), f"{p['ffn']}/{p['attention']}",
-         f"{p['latency_s'] * 1e3:.3g}", f"{p['cost_chip_s_per_token'] * 1e3:.3g}", f"{p['mfu']:.0%}"]
-        for p in curves["decode"]["palm-540b-64heads int8"]["points"]]
-print("PaLM 540B int8, decode frontier")
-print(bt.table(["chips", "batch", "mesh", "layout", "ms/token", "chip-ms/token", "MFU"], rows))
+         schedule(p), p["padded_heads"] or "", f"{p['latency_s'] * 1e3:.3g}",
+         f"{p['cost_chip_s_per_token'] * 1e3:.3g}", f"{p['mfu']:.0%}"]
+        for p in curves["decode"]["palm-540b int8"]["points"]]
+print("PaLM 540B int8, decode frontier: predicted on tpu-v4 (datasheet), rule overlap")
+print(bt.table(["chips", "batch", "mesh", "layout", "schedule", "H", "ms/token",
+                "chip-ms/token", "MFU"], rows))
 
 # %% [markdown]
-# Why "heads padded to 64"? PaLM 540B has 48 heads, and every head-sharded layout needs the
-# heads to divide by the chips they are split over, which no mesh of 64 chips or more allows.
-# The library says so, and says what the paper did:
+# Looped schedules everywhere: how many frontier points of each curve run each schedule.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = []
+for phase in ("prefill", "decode"):
+    for label, c in curves[phase].items():
+        counts = [sum(schedule(p) == s for p in c["points"]) for s in
+                  ("plain", "looped", "looped-bidir")]
+        rows.append([phase, label, *counts])
+print(bt.table(["phase", "model", "plain", "looped", "looped-bidir"], rows))
+
+# %% [markdown]
+# PaLM 540B's frontier points are all looped. Plain schedules survive only for the smaller
+# models, at batch 1 on many chips and at some 1D weight-stationary points: there a ring
+# runs round every chip of a large group, one way, paying a hop per round, while the partial
+# matmul beside each round is short (a small model's step split many ways), so the rounds
+# hide less than the ring costs. Everywhere else a looped schedule is on the frontier: the
+# weight-stationary layouts pass activations round their rings, the weight-gathered ones
+# their weights.
+#
+# ## Padded heads
+#
+# PaLM 540B has 48 heads, and a layout that splits the heads needs them to divide by the
+# chips they are split over, which no mesh of 64 chips allows for 2D weight-stationary. A
+# step priced directly (`cost.estimate`, `layouts.registry.check`) refuses, and says what
+# the paper did:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -171,14 +209,38 @@ except ValueError as err:
     print(err)
 
 # %% [markdown]
+# The planner does what the message says: it pads to the next multiple that works, prices
+# the extra heads' FLOPs, weights and memory, and marks the point (H above). Without padding
+# (`pad=False`) the same sweep can only run layouts that split the heads at most 48 ways
+# (`tpu-v4`, `overlap`):
+
+# %%
+unpadded = planner.pareto("palm-540b", "tpu-v4", weights="int8", pad=False, progress=False,
+                          **grid)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = []
+for name, points in (("padded where needed", curves["decode"]["palm-540b int8"]["points"]),
+                     ("never padded", unpadded["decode"])):
+    p = min(points, key=lambda q: q["latency_s"])
+    rows.append([name, p["chips"], p["batch"], f"{p['ffn']}/{p['attention']}", schedule(p),
+                 p["padded_heads"] or 48, f"{p['latency_s'] * 1e3:.3g}"])
+print("PaLM 540B int8 decode, the fastest frontier point")
+print(bt.table(["heads", "chips", "batch", "layout", "schedule", "H", "ms/token"], rows))
+
+# %% [markdown]
+# The paper's trade (Section 4.4): a third more attention-projection work, repaid by the
+# better partitioning it unlocks.
+#
 # ## Explore
 #
 # The Pareto explorer sweeps PaLM 8B, 62B and 540B in bf16 and int8 for any request; hover a
-# point to see its chips, batch, mesh and layouts. It offers PaLM 540B as published, with 48
-# heads: on 64 chips or more it can only run XYZ-weight-gathered, which gathers the whole
-# model every step. Compare its decode curve with the padded model's above. Here it starts
-# on the same grid as the figure above, for 8B and 62B (already priced, so it draws at once);
-# the full default sweep takes a minute or two on two cores.
+# point to see its chips, batch, mesh and layouts. It offers PaLM 540B as published (48
+# heads, padded by the planner where a layout needs it) and `palm-540b-64heads`, the
+# model with its heads padded to 64 always. Here it starts on the same grid as the figure
+# above, for 8B and 62B (already priced, so it draws at once); the full default sweep takes
+# a minute or two on two cores.
 
 # %%
 from tpuinfer_widgets import ParetoExplorer
@@ -197,20 +259,24 @@ explorer.snapshot()
 # 2. How many chips does that lowest-latency point use?
 # 3. Which is cheaper per token at its cheapest frontier point: PaLM 62B's decode in int8,
 #    or PaLM 8B's prefill? Answer "palm-62b decode" or "palm-8b prefill".
+# 4. Which schedule does the lowest-latency point of exercise 1 run: "plain", "looped" or
+#    "looped-bidir"?
 #
 # The answers ship filled in so that the book runs green: replace them with yours.
 
 # %%
-answer_1 = 9.1
+answer_1 = 8.2
 answer_2 = 64
 answer_3 = "palm-8b prefill"
+answer_4 = "looped"
 
 # %%
 # NBVAL_CHECK_OUTPUT
-frontier = curves["decode"]["palm-540b-64heads int8"]
+frontier = curves["decode"]["palm-540b int8"]
 fastest = min(frontier["points"], key=lambda p: p["latency_s"])
 bt.check("exercise 1", answer_1, fastest["latency_s"] * 1e3, rel=0.01)
 bt.check("exercise 2", answer_2, fastest["chips"])
 cheapest = {"palm-62b decode": min(curves["decode"]["palm-62b int8"]["cost_chip_ms_per_token"]),
             "palm-8b prefill": min(curves["prefill"]["palm-8b int8"]["cost_chip_ms_per_token"])}
 bt.check("exercise 3", answer_3, min(cheapest, key=cheapest.get))
+bt.check("exercise 4", answer_4, schedule(fastest))
