@@ -39,6 +39,7 @@ PROGRESS_ENV = "TPUINFER_PROGRESS_FILE"  # set in each worker: where `progress` 
 STOP_GRACE_S = 3.0  # from SIGTERM to SIGKILL for a worker that has not exited
 STARTING = "starting Python (before its first progress report)"
 FINISHED = "finished (exit status 0)"
+_following = False  # this process has asked to end with its launcher
 
 
 class WorkerError(RuntimeError):
@@ -130,18 +131,13 @@ def follow_launcher() -> None:
         os._exit(1)
 
 
-_following = False
-
-
 def _parent_death_signal(signum: int) -> bool:
+    """Linux: have the kernel send `signum` to this process when its parent exits."""
     if not sys.platform.startswith("linux"):
         return False
     import ctypes
     PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
-        return False
-    return True
+    return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
 
 
 def _watch_parent(launcher: int) -> None:
@@ -326,11 +322,15 @@ def _smaller_meshes(shape, processes: int):
 
 
 def about_here(seconds: float) -> str:
-    """`about` for this machine: the estimates are for 2 cores (more cores, less time)."""
+    """`about` for this machine: the estimates are for 2 idle cores (more cores, less time;
+    other work running, more)."""
     cores = os.cpu_count() or 1
-    if cores < 2:
-        return f"{about(seconds * 2 / cores)} on this {cores}-core machine"
-    return f"{about(seconds)} on 2 cores" + (" like this machine's" if cores == 2 else "")
+    text = (f"{about(seconds * 2 / cores)} on this {cores}-core machine" if cores < 2 else
+            f"{about(seconds)} on 2 cores" + (" like this machine's" if cores == 2 else ""))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > cores / 2:
+        text += f" when idle (it is busy now, load {load:.1f}: expect longer)"
+    return text
 
 
 # ---- the launcher ---------------------------------------------------------------------------
@@ -561,7 +561,8 @@ def _failure_message(workers, failed, elapsed: float) -> str:
     if any("Too many open files" in w.text(w.out) + w.text(w.err) for w in failed):
         msg += (" The open-file limit ran out: gloo opens one socket per pair of devices in a "
                 "collective group, a process of d devices in a group of g needs d*(g-1); "
-                "raise `ulimit -n`, or use more processes with fewer devices each.")
+                "raise `ulimit -n`, or run fewer devices (`tpuinfer demo --processes` checks "
+                "this before it starts and advises a mesh that fits).")
     if tail:
         msg += f"\nlast lines of worker {first.process_id}'s error output:\n{tail}"
     return msg
