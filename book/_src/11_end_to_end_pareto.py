@@ -126,8 +126,8 @@ for phase in ("prefill", "decode"):
 
 
 def schedule(p):
-    """A frontier point's schedule, as the planner names it."""
-    return "looped-bidir" if p["bidirectional"] else "looped" if p["looped"] else "plain"
+    """A frontier point's schedule, in the library's words (`Layout.schedule`)."""
+    return ti.Layout(p["ffn"], p["attention"], p["looped"], p["bidirectional"]).schedule
 
 
 # %%
@@ -181,9 +181,9 @@ rows = []
 for phase in ("prefill", "decode"):
     for label, c in curves[phase].items():
         counts = [sum(schedule(p) == s for p in c["points"]) for s in
-                  ("plain", "looped", "looped-bidir")]
+                  ("plain", "looped", "looped both ways")]
         rows.append([phase, label, *counts])
-print(bt.table(["phase", "model", "plain", "looped", "looped-bidir"], rows))
+print(bt.table(["phase", "model", "plain", "looped", "looped both ways"], rows))
 
 # %% [markdown]
 # PaLM 540B's frontier points are all looped. Plain schedules survive only for the smaller
@@ -260,7 +260,7 @@ explorer.snapshot()
 # 3. Which is cheaper per token at its cheapest frontier point: PaLM 62B's decode in int8,
 #    or PaLM 8B's prefill? Answer "palm-62b decode" or "palm-8b prefill".
 # 4. Which schedule does the lowest-latency point of exercise 1 run: "plain", "looped" or
-#    "looped-bidir"?
+#    "looped both ways"?
 #
 # The answers ship filled in so that the book runs green: replace them with yours.
 
