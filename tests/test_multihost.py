@@ -153,12 +153,12 @@ def test_a_failing_worker_is_named_with_its_output_and_the_others_stopped():
     assert children() == []
 
 
-def test_workers_past_the_timeout_are_stopped():
+def test_workers_past_the_timeout_are_stopped_even_if_they_ignore_sigterm():
+    deaf = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
     t0 = time.monotonic()
     with pytest.raises(multihost.WorkerError, match=r"worker\(s\) 0, 1 of 2 still running after 1"):
-        multihost.launch(lambda i, c: [sys.executable, "-c", "import time; time.sleep(60)"], 2,
-                         timeout_s=1)
-    assert time.monotonic() - t0 < 15
+        multihost.launch(lambda i, c: [sys.executable, "-c", deaf], 2, timeout_s=1)
+    assert 1 + multihost.STOP_GRACE_S < time.monotonic() - t0 < 15  # SIGKILL after the grace
     assert children() == []
 
 
