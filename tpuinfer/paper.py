@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .hardware import PAPER_MESHES
-from .layouts import Layout
 from .planner import max_context, plan
 
 MODEL, CHIPS, CONTEXT, GENERATED = "palm-540b", 64, 2048, 64
@@ -144,7 +143,3 @@ def serial_slowdown(hardware) -> float:
               ffn="ws2d", attention="batch", mesh=PAPER_MESHES[CHIPS])
     serial = plan(cfg.replace(parallel_block=False), hardware, CHIPS, **kw).decode.best
     return serial.latency_s / plan(cfg, hardware, CHIPS, **kw).decode.best.latency_s
-
-
-__all__ = ["TABLE2", "Column", "Layout", "as_run", "planned", "table2", "paper",
-           "serial_slowdown"]
