@@ -199,6 +199,8 @@ def run_paper(args):
     def show(v, unit):
         if v is None or isinstance(v, str):
             return v or "nothing fits"
+        if unit == "x":  # a ratio of times: two decimals (1.10x beside the paper's 1.14x)
+            return f"{v:.2f}x"
         return seconds(v) if unit == "s" else (f"{v:.0%}" if unit == "" else f"{v:.3g}{unit}")
 
     def ratio(v):

@@ -44,7 +44,8 @@ def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(Fal
 
 
 def check(cfg, mesh_shape, batch):
-    pad = "or pad the heads as the paper pads PaLM 540B's 48 to 64 (palm-540b-64heads)"
+    pad = ("or pad the heads as the paper pads PaLM 540B's 48 to 64 (the planner does unless "
+           "told --no-pad; or the model palm-540b-64heads)")
     c.require_divides("E", cfg.E, XYZ, mesh_shape, NAME)
     c.require_divides("F", cfg.F, XYZ, mesh_shape, NAME, "or pad F")
     c.require_divides("H", cfg.H, XYZ, mesh_shape, NAME, pad)
