@@ -2,7 +2,7 @@
 
 The terms (FLOPs, bytes, collectives) come from the layout files, one formula each, beside the
 code they predict; this module only prices them on a chip. Formulas follow Pope et al. 2022
-(arXiv 2211.05102), Section 3.1 and Appendix A.1:
+(arXiv 2211.05102), Section 3.1:
 
 - compute_s = (weight-matmul + attention FLOPs) / (peak · flops_efficiency)
 - weights_s, kv_s = bytes read / (HBM bandwidth · hbm_efficiency)

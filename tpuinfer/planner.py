@@ -107,8 +107,8 @@ class PhaseEstimate:
     def to_json(self) -> dict:
         out = {"mesh": list(self.mesh_shape), "ffn": self.layout.ffn,
                "attention": self.layout.attention, "looped": self.layout.looped,
-               "bidirectional": self.layout.bidirectional, "padded_heads": self.padded_heads,
-               "latency_s": self.latency_s, "mfu": self.mfu,
+               "bidirectional": self.layout.bidirectional, "schedule": self.layout.schedule,
+               "padded_heads": self.padded_heads, "latency_s": self.latency_s, "mfu": self.mfu,
                "memory_per_chip_bytes": self.memory_per_chip_bytes, "fits": self.fits,
                "terms": self.times(), "cost_chip_s_per_token": self.cost}
         if not self.fits:
