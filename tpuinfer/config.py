@@ -1,8 +1,8 @@
 """Model configurations and the model-wide counts that live beside them.
 
 Letters follow the paper's notation (Pope et al. 2022, arXiv 2211.05102, Section 3.1): E d_model,
-F d_ff, H query heads, K key/value heads (K = 1 is multiquery), D d_head, V vocabulary. Counts here are the single source that the cost model,
-the planner, the tests and the book all call.
+F d_ff, H query heads, K key/value heads (K = 1 is multiquery), D d_head, V vocabulary. Counts
+here are the single source that the cost model, the planner, the tests and the book all call.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ onto its links, so that the cost model can price a collective over any group of 
   chips a side: on TPU v4 and v5p the 4×4×4 cube, whose optical switches close every axis of a
   slice made of such cubes into a ring) has wraparound on every axis; any other slice (2×2×4,
   2×4×4, 4×4×2, ...) is a mesh of lines, with no wraparound at all (Jouppi et al., "TPU v4",
-  ISCA 2023, Section 2; the paper's Section 2.2 and its smallest torus of 4 chips a side).
+  ISCA 2023, Section 2).
 - an emulated mesh (`interconnect="host"`): every device is a thread on this machine's cores,
   so throughput is the host's, shared by all devices of the mesh, and collectives are copies
   through one memory, priced per kind by the constants `tpuinfer calibrate` fits (see there).

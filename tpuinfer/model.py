@@ -6,8 +6,8 @@ biases; the input embedding shared with the output projection; a KV cache.
 
 The per-chip math of every layout calls the local functions here (`rms_norm`, `rope`,
 `attend`, `ffn_act`, `mm`), so a layout differs from the reference only in its collectives.
-Layers run as a Python loop over per-layer weights (DESIGN.md: `scan` read weights at a third
-of HBM bandwidth on an H200).
+Layers run as a Python loop over per-layer weights: on an H200 (JAX 0.11.2) a batch-1 SwiGLU
+stack under a plain `lax.scan` read its weights at 32% of HBM bandwidth, unrolled at 96%.
 """
 from __future__ import annotations
 

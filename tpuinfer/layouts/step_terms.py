@@ -25,8 +25,8 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather):
     and of the (tied) output projection's table. Every layer has the same shapes and specs,
     so one is counted, n_layers times. Cached: the attention layout and the schedule (plain or
     looped) do not change them, and the planner prices every combination."""
-    shapes, specs = param_shapes(cfg.replace(n_layers=1)), param_specs(
-        cfg.replace(n_layers=1), Layout(ffn), "bf16")
+    one_layer = cfg.replace(n_layers=1)
+    shapes, specs = param_shapes(one_layer), param_specs(one_layer, Layout(ffn), "bf16")
     layer_shapes, layer_specs = shapes["layers"][0], specs["layers"][0]
     named = [("embed", shapes["embed"], specs["embed"], 1),
              ("final_norm", shapes["final_norm"], specs["final_norm"], 1)]
