@@ -162,7 +162,7 @@ def run_pareto(args):
                  input_len=args.input_len, history_len=args.history_len,
                  gen_len=args.gen_len, weights=args.weights, ffn=args.ffn,
                  attention=args.attention, looped=args.looped, pad=not args.no_pad,
-                 rule=args.rule, progress=not args.no_progress)
+                 rule=args.rule, progress=None)
     parts = [f"{res['model']} on {res['hardware']}, {res['weights']} weights: "
              f"{res['considered']} configurations, the latency/cost frontier per phase"]
     for phase, what in (("prefill", "latency"), ("decode", "latency per token")):

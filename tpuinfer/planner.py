@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
-import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -39,6 +38,7 @@ from .layouts.registry import FFN, pad_heads
 from .quant import check_format
 
 PHASES = ("prefill", "decode")
+Progress = Callable[[int, int, str], None]  # (done, total, what is running now)
 
 
 @dataclass(frozen=True)
@@ -358,40 +358,17 @@ def _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention
 
 
 # ---- the Pareto frontier (the paper's Figure 1) -------------------------------------------
-class Progress:
-    """A plain-text progress line on stderr for sweeps that take a while: silent for the first
-    `after_s` seconds (a short sweep prints nothing), then redrawn at most every 0.2 s."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True, after_s: float = 0.5):
-        self.total, self.label, self.enabled, self.after_s = total, label, enabled, after_s
-        self.done, self._drawn, self._start = 0, None, time.monotonic()
-
-    def step(self, n: int = 1):
-        self.done += n
-        now = time.monotonic()
-        if not self.enabled or now - self._start < self.after_s:
-            return
-        if self._drawn is None or now - self._drawn > 0.2 or self.done == self.total:
-            self._drawn = now
-            print(f"\r{self.label}: {self.done}/{self.total} "
-                  f"({100 * self.done / max(self.total, 1):3.0f}%) {now - self._start:5.1f} s",
-                  end="", file=sys.stderr, flush=True)
-
-    def close(self):
-        if self._drawn is not None:
-            print(file=sys.stderr, flush=True)
-
-
 def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", *,
            chips: list[int] | None = None, batches: list[int] | None = None,
            input_len: int = 2048, history_len: int = 0, gen_len: int = 64,
            weights: str = "bf16", ffn: str = "auto", attention: str = "auto",
            looped: str = "auto", pad: bool = True, rule: str | None = None,
-           progress: bool = True) -> dict:
+           progress: Progress | None = None) -> dict:
     """Latency against cost (chip-seconds per token) over chip counts, batches, meshes and
     layouts (plain and looped, as `plan` weighs them); per phase, the points no other point
     beats on both. Prefill latency is the whole prefill; decode latency is per generated token
-    (as the paper's Figure 1 plots them)."""
+    (as the paper's Figure 1 plots them). `progress(done, total, what)`, when given, is called
+    after each layout on each mesh: the library prints nothing itself."""
     cfg, hw = get_model(model), get_hardware(hardware)
     check_format(weights)
     _check_request(1, 1, input_len, history_len, gen_len, ffn, attention, looped)
@@ -407,10 +384,11 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
                          f"{hw.name}; use more chips or int8 weights")
     work = [(n, b, m) for n in chips for b in batches for m in mesh_shapes(hw, n)]
     layouts = _layouts(ffn, attention, looped)
-    bar = Progress(len(work) * len(layouts), "pareto", enabled=progress)
+    total = len(work) * len(layouts)
     points = {"prefill": [], "decode": []}
     request = dict(input_len=input_len, history_len=history_len, gen_len=gen_len,
                    weights=weights, hardware=hw, rule=rule, pad=pad)
+    done = 0
     for (n, b, m), layout in itertools.product(work, layouts):
         for phase in PHASES:
             if (phase == "prefill" and not input_len) or (phase == "decode" and not gen_len):
@@ -422,11 +400,12 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
             if p.fits:
                 latency = p.per_token_s if phase == "decode" else p.latency_s
                 points[phase].append((latency, p.cost, p))
-        bar.step()
-    bar.close()
+        if progress:
+            done += 1
+            progress(done, total, f"{layout} on {'x'.join(map(str, m))}, batch {b}")
     return {"model": cfg.name, "hardware": hw.name, "weights": weights,
             "input_len": input_len, "history_len": history_len, "gen_len": gen_len,
-            "considered": len(work) * len(layouts),
+            "considered": total,
             **{ph: [_point(p, lat) for lat, _, p in frontier(points[ph])] for ph in PHASES}}
 
 
