@@ -1,9 +1,12 @@
 """Build the book: turn each chapter's source in book/_src/ into book/NN_name.ipynb and run it.
 
-A chapter's source is a plain Python file in the percent format (the one jupytext reads):
-`# %%` starts a code cell, `# %% [markdown]` a markdown cell whose lines are commented with
-`# `. Sources diff and review like code; the notebooks are what readers open and what nbval
-runs, so they are stored executed, with their outputs.
+A chapter's source is a plain Python file in jupytext's percent format, paired with its
+notebook (its header: `formats: ipynb,_src//py:percent`): `# %%` starts a code cell,
+`# %% [markdown]` a markdown cell whose lines are commented with `# `. jupytext reads it. Sources
+diff and review like code; the notebooks are what readers open and what nbval runs, so they are
+stored executed, with their outputs. The notebooks carry no jupytext metadata: a notebook
+opened in a JupyterLab with jupytext would otherwise be synced with (and refused when older
+than) its source, mid-workshop.
 
     .venv/bin/python book/_build.py              # write and run every chapter
     .venv/bin/python book/_build.py 03 05        # only the chapters whose names start so
@@ -16,36 +19,20 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import re
 import sys
 import time
+from datetime import datetime
 
+import jupytext
 import nbformat
 
 BOOK = pathlib.Path(__file__).resolve().parent
 SOURCES = BOOK / "_src"
-CELL = re.compile(r"^# %%(?P<kind> \[markdown\])?[^\n]*$", re.M)
-
-
-def cells(source: str) -> list:
-    """The cells of a percent-format source, in order; text before the first marker is the
-    file's own header and is dropped."""
-    marks = list(CELL.finditer(source))
-    out = []
-    for i, m in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(source)
-        body = source[m.end():end].strip("\n")
-        if m["kind"]:
-            text = "\n".join(re.sub(r"^# ?", "", line) for line in body.splitlines())
-            out.append(nbformat.v4.new_markdown_cell(text.strip("\n")))
-        else:
-            out.append(nbformat.v4.new_code_cell(body))
-    return out
 
 
 def notebook(path: pathlib.Path) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = cells(path.read_text())
+    """The chapter's notebook as jupytext reads its source, without outputs."""
+    nb = jupytext.read(path, fmt="py:percent")
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3",
                                   "language": "python"},
                    "language_info": {"name": "python"}}
@@ -58,7 +45,7 @@ def notebook(path: pathlib.Path) -> nbformat.NotebookNode:
 def run(nb: nbformat.NotebookNode, timeout: int) -> list[tuple[float, int]]:
     """Execute in place; return (seconds, cell index) of the slowest code cells. The timing
     metadata is taken out again, so that an unchanged chapter rebuilds unchanged."""
-    from nbclient import NotebookClient  # only to run: reading and writing needs nbformat alone
+    from nbclient import NotebookClient  # optional: only to run (the tests only read)
 
     # store_widget_state=False: a plotly FigureWidget's state carries plotly.js (4.9 MB); each
     # widget cell is followed by a `snapshot()` of its figure, which a reader without a kernel sees.
@@ -72,7 +59,8 @@ def run(nb: nbformat.NotebookNode, timeout: int) -> list[tuple[float, int]]:
         for i, cell in enumerate(nb.cells):
             t = cell.get("metadata", {}).pop("execution", None)
             if t and "shell.execute_reply" in t and "iopub.execute_input" in t:
-                took.append((_seconds(t["shell.execute_reply"]) - _seconds(t["iopub.execute_input"]), i))
+                took.append((_seconds(t["shell.execute_reply"])
+                             - _seconds(t["iopub.execute_input"]), i))
     return sorted(took, reverse=True)[:3]
 
 
@@ -92,7 +80,6 @@ def keep_readable(nb: nbformat.NotebookNode) -> None:
 
 
 def _seconds(stamp: str) -> float:
-    from datetime import datetime
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 

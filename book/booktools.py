@@ -13,10 +13,10 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from jax.sharding import NamedSharding
 
-from tpuinfer.cli_plan import seconds, table  # the library's own text table and time format
+from tpuinfer.report import measurement_notes, seconds, table  # the command line's own
 
-__all__ = ["table", "seconds", "by_kind_table", "collectives_table", "sides_table",
-           "ownership_figure", "mesh_figure", "check"]
+__all__ = ["table", "seconds", "measurement_notes", "by_kind_table", "collectives_table",
+           "sides_table", "ownership_figure", "mesh_figure", "check"]
 
 # Every figure is stored in the notebook twice: as plotly's JSON mimetype, which JupyterLab's
 # plotly extension (installed with plotly) draws with no kernel and no network, and as HTML
@@ -43,13 +43,8 @@ def by_kind_table(m) -> str:
 def collectives_table(m) -> str:
     """One row per distinct collective (kind, mesh axes of its groups, chips per group,
     element type, bytes per device per call): how many calls each side counts."""
-    counts: dict = {}
-    for side, entries in ((0, m.predicted.collectives), (1, m.measured.collectives)):
-        for x in entries:
-            key = (x.kind, "".join(x.axes) or "-", x.group, x.dtype, x.bytes)
-            counts.setdefault(key, [0, 0])[side] += x.count
     rows = [[kind, axes, group, dtype, f"{nbytes:,.0f}", n_p, n_q]
-            for (kind, axes, group, dtype, nbytes), (n_p, n_q) in sorted(counts.items())]
+            for (kind, axes, group, dtype, nbytes), (n_p, n_q) in m.collective_counts().items()]
     return table(["collective", "axes", "group", "dtype", "bytes/device/call", "predicted",
                   "measured"], rows)
 

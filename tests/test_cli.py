@@ -67,3 +67,22 @@ def test_bad_mesh_gives_a_clear_error_and_exit_code(capsys):
 def test_malformed_mesh_is_refused(capsys):
     assert main(["demo", "--mesh", "4by8"]) == 2
     assert "is not XxYxZ" in capsys.readouterr().err
+
+
+def test_a_user_error_is_one_line_and_exit_2(capsys):
+    assert main(["plan", "--model", "no-such-model", "--json"]) == 2
+    out, err = capsys.readouterr()
+    assert "unknown model 'no-such-model'" in json.loads(out)["error"]
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_an_internal_error_keeps_its_traceback(monkeypatch):
+    """A bug (here a KeyError) or an XLA failure is not a user error: it propagates out of
+    `main`, so Python prints its traceback and exits 1."""
+    import tpuinfer.cli_plan
+
+    def broken(args):
+        raise KeyError("a bug")
+    monkeypatch.setattr(tpuinfer.cli_plan, "run_plan", broken)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["plan", "--model", "palm-8b"])

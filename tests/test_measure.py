@@ -10,12 +10,16 @@ tpuinfer/measure.py says why.
 import json
 import statistics
 
+import jax
+import jax.numpy as jnp
 import pytest
+from jax.sharding import PartitionSpec as P
 
 import tpuinfer as ti
 from tpuinfer import engine, hlo
 from tpuinfer.cli import main
-from tpuinfer.measure import group_axes, measure
+from tpuinfer.measure import Flag, group_axes, measure
+from tpuinfer.report import measurement_notes
 
 CFG = ti.MODELS["tiny"]
 MESHES = [(2, 2, 2), (1, 4, 2), (4, 8, 8)]  # cubic, a size-1 axis, the full mesh
@@ -79,7 +83,8 @@ def test_measured_step_matches_prediction(measured, shape, layout, phase):
 def test_weight_formats_match_prediction(measured, weights, layout):
     m = measured((2, 2, 2), layout, "decode", weights)
     assert_matches_prediction(m)
-    assert "runs bf16 collectives in f32" in " ".join(m.notes)
+    assert Flag.COLLECTIVES_WIDENED in m.flags
+    assert "runs bf16 collectives in f32" in " ".join(measurement_notes(m))
     if weights == "int8":  # the weights themselves cross the wire in int8
         assert any(x.kind == "all-gather" and x.dtype == "s8" for x in m.measured.collectives)
     assert m.terms.stored_weight_bytes == m.measured.weight_bytes_per_device
@@ -163,71 +168,58 @@ def test_command_line_looped_bidirectional(capsys):
 
 
 # ---- reading HLO text -----------------------------------------------------------------------
-HLO = """HloModule jit_step, entry_computation_layout={(f32[4,8]{1,0})->f32[16,8]{1,0}}
-
-%add (a: f32[], b: f32[]) -> f32[] {
-  %a = f32[] parameter(0)
-  %b = f32[] parameter(1)
-  ROOT %sum = f32[] add(%a, %b)
-}
-
-%wrapped_reduce_scatter (param.0: f32[8,8]) -> f32[2,8] {
-  %param.0 = f32[8,8]{1,0} parameter(0)
-  ROOT %rs = f32[2,8]{1,0} reduce-scatter(%param.0), channel_id=3, replica_groups=[2,4]<=[8], use_global_device_ids=true, dimensions={0}, to_apply=%add
-}
-
-%fused_dot (p0: f32[4,8], p1: f32[8,8]) -> f32[4,8] {
-  %p0 = f32[4,8]{1,0} parameter(0)
-  %p1 = f32[8,8]{1,0} parameter(1)
-  ROOT %dot.1 = f32[4,8]{1,0} dot(%p0, %p1), lhs_contracting_dims={1}, rhs_contracting_dims={0}, metadata={op_name="jit(step)/BLE,EF->BLF/dot_general"}
-}
-
-%fused_scores (q0: f32[4,8], q1: f32[4,8]) -> f32[4,1,1] {
-  %q0 = f32[4,8]{1,0} parameter(0)
-  %q1 = f32[4,8]{1,0} parameter(1)
-  %b0 = f32[4,1,8]{2,1,0} bitcast(%q0)
-  %b1 = f32[4,1,8]{2,1,0} bitcast(%q1)
-  ROOT %dot.2 = f32[4,1,1]{2,1,0} dot(%b0, %b1), lhs_batch_dims={0}, lhs_contracting_dims={2}, rhs_batch_dims={0}, rhs_contracting_dims={2}
-}
-
-ENTRY %main (x: f32[4,8], w: bf16[8,8]) -> f32[16,8] {
-  %x = f32[4,8]{1,0} parameter(0)
-  %w = bf16[8,8]{1,0} parameter(1)
-  %ag-start = (f32[4,8]{1,0}, f32[16,8]{1,0}) all-gather-start(%x), channel_id=1, replica_groups=[2,4]<=[8], dimensions={0}, use_global_device_ids=true
-  %ag-done = f32[16,8]{1,0} all-gather-done(%ag-start)
-  %ar-start = f32[4,8]{1,0} all-reduce-start(%x), channel_id=2, replica_groups=[4,2]<=[2,4]T(1,0), use_global_device_ids=true, to_apply=%add
-  %ar-done = f32[4,8]{1,0} all-reduce-done(%ar-start)
-  %a2a = (f32[2,8]{1,0}, f32[2,8]{1,0}) all-to-all(%x, %ar-done), channel_id=4, replica_groups={{0,1},{2,3},{4,5},{6,7}}
-  %cp = f32[4,8]{1,0} collective-permute(%x), channel_id=5, source_target_pairs={{0,1},{1,2},{2,3},{3,0},{4,5},{5,6},{6,7},{7,4}}
-  %w32 = f32[8,8]{1,0} convert(%w)
-  %wt = f32[8,8]{0,1} transpose(%w32), dimensions={1,0}
-  %rs-start = ((f32[8,8]{1,0}), f32[2,8]{1,0}) async-start(%wt), calls=%wrapped_reduce_scatter
-  %rs-done = f32[2,8]{1,0} async-done(%rs-start)
-  %f = f32[4,8]{1,0} fusion(%ar-done, %wt), kind=kOutput, calls=%fused_dot
-  %g = f32[4,1,1]{2,1,0} fusion(%f, %ar-done), kind=kOutput, calls=%fused_scores
-  ROOT %out = f32[16,8]{1,0} copy(%ag-done)
-}
-"""
+def _every_kind(x, w_EF):
+    """One collective of each kind, a weight matmul (through a cast, as int8/bf16 weights are
+    read) and a matmul of two computed tensors, on a 2x2x2 mesh."""
+    gathered = jax.lax.all_gather(x, ("y", "z"), tiled=True)
+    summed = jax.lax.psum(x, "x")
+    scattered = jax.lax.psum_scatter(gathered, ("y", "z"), tiled=True)
+    swapped = jax.lax.all_to_all(x, "z", 0, 0, tiled=True)
+    shifted = jax.lax.ppermute(x, ("y", "z"), [(i, (i + 1) % 4) for i in range(4)])
+    h_BF = jnp.einsum("BE,EF->BF", summed, w_EF.astype(jnp.float32))
+    s_BC = jnp.einsum("BE,CE->BC", scattered + swapped + shifted, h_BF)
+    return gathered.sum() + s_BC.sum() * jnp.ones_like(x)
 
 
-def test_hlo_collectives_every_form():
-    """Async pairs once, an async-wrapped collective, a combined all-to-all, iota groups
-    (transposed too) and permute pairs; bytes under the terms.py convention."""
-    got = {c.name: (c.kind, c.groups, c.bytes) for c in hlo.collectives(hlo.parse(HLO), 8)}
+@pytest.fixture(scope="module")
+def compiled_hlo():
+    """What XLA prints for a compiled program (`compiled.as_text()`), not text written by hand."""
+    mesh = ti.make_mesh((2, 2, 2))
+    step = jax.jit(jax.shard_map(_every_kind, mesh=mesh, in_specs=(P(), P()), out_specs=P(),
+                                 check_vma=False))
+    x, w = jnp.ones((4, 8), jnp.float32), jnp.ones((8, 8), jnp.bfloat16)
+    return hlo.parse(step.lower(x, w).compile().as_text())
+
+
+def test_hlo_collectives_every_kind(compiled_hlo):
+    """Each kind once, with its groups (device id = 4x + 2y + z) and bytes per device under
+    the terms.py convention; a combined all-to-all's operands summed."""
+    got = {c.kind: (c.groups, c.bytes, c.dtype) for c in hlo.collectives(compiled_hlo, 8)}
+    yz, f32 = ((0, 1, 2, 3), (4, 5, 6, 7)), 4
     assert got == {
-        "ag-start": ("all-gather", ((0, 1, 2, 3), (4, 5, 6, 7)), 4 * 8 * 4 * 4),  # its output
-        "ar-start": ("all-reduce", ((0, 4), (1, 5), (2, 6), (3, 7)), 4 * 8 * 4),
-        "a2a": ("all-to-all", ((0, 1), (2, 3), (4, 5), (6, 7)), 2 * 4 * 8 * 4),  # both operands
-        "cp": ("collective-permute", ((0, 1, 2, 3), (4, 5, 6, 7)), 4 * 8 * 4),
-        "rs": ("reduce-scatter", ((0, 1, 2, 3), (4, 5, 6, 7)), 8 * 8 * 4),  # its input
+        "all-gather": (yz, 16 * 8 * f32, "f32"),  # its output: 4 members' [4, 8]
+        "all-reduce": (((0, 4), (1, 5), (2, 6), (3, 7)), 4 * 8 * f32, "f32"),
+        "reduce-scatter": (yz, 16 * 8 * f32, "f32"),  # its input
+        "all-to-all": (((0, 1), (2, 3), (4, 5), (6, 7)), 4 * 8 * f32, "f32"),
+        "collective-permute": (yz, 4 * 8 * f32, "f32"),  # the ring's devices
     }
 
 
-def test_hlo_matmuls_tell_weights_from_attention():
-    """A dot reading a step argument through casts and transposes is a weight matmul; a dot
-    of two computed tensors (attention's scores) is not."""
-    got = {m.name: (m.flops, m.reads_argument, m.einsum) for m in hlo.matmuls(hlo.parse(HLO))}
-    assert got == {"dot.1": (2 * 4 * 8 * 8, True, "BLE,EF->BLF"), "dot.2": (2 * 4 * 8, False, "")}
+def test_hlo_matmuls_tell_weights_from_attention(compiled_hlo):
+    """A dot reading a step argument through a cast is a weight matmul; a dot of two computed
+    tensors (like attention's scores) is not."""
+    got = {m.einsum: (m.flops, m.reads_argument) for m in hlo.matmuls(compiled_hlo)}
+    assert got == {"BE,EF->BF": (2 * 4 * 8 * 8, True), "BE,CE->BC": (2 * 4 * 4 * 8, False)}
+
+
+def test_hlo_iota_replica_groups():
+    """The iota form XLA prints for regular groups (GPU and TPU programs use it; XLA:CPU
+    prints lists): `[G,K]<=[dims]T(perm)`."""
+    assert hlo.replica_groups("replica_groups=[2,4]<=[8], dimensions={0}", 8) == (
+        (0, 1, 2, 3), (4, 5, 6, 7))
+    assert hlo.replica_groups("replica_groups=[4,2]<=[2,4]T(1,0)", 8) == (
+        (0, 4), (1, 5), (2, 6), (3, 7))
+    assert hlo.replica_groups("replica_groups={}", 4) == ((0, 1, 2, 3),)
 
 
 def test_groups_map_to_mesh_axes():

@@ -164,8 +164,7 @@ def test_crossover_measured_points_lie_on_the_curves(crossover_explorer):
 # ---- Pareto explorer ------------------------------------------------------------------------
 def test_pareto_explorer_plots_the_planners_frontier():
     px = ParetoExplorer(models=("palm-8b",), weights=("bf16",), chips=[8], batches=[1, 8])
-    sweep = planner.pareto("palm-8b", chips=[8], batches=[1, 8], weights="int8",
-                           progress=False)
+    sweep = planner.pareto("palm-8b", chips=[8], batches=[1, 8], weights="int8")
     before = [list(t.x) for t in px.figure.data if t.visible]
     assert px.set(weights=("int8",))
     decode = next(t for t in px.figure.data if t.name == "palm-8b int8" and t.xaxis == "x2")

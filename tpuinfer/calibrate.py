@@ -29,10 +29,15 @@ the FLOP/s and bytes/s efficiencies, one factor on every collective's time, and 
 cost of one layer per device.
 Everything runs in f32, as `measure` does by default. XLA:CPU has no bf16 matrix unit, so a bf16
 or int8 step runs slower than this profile predicts.
+
+A fit outside physical bounds (an efficiency the steps did not pin down, say 1000x the
+micro-benchmark's rate) fails with `CalibrationError`, and nothing is written: a profile that
+predicts nonsense is worse than none. The library reports progress through a callback; the
+command line draws it and words the fitted numbers.
 """
 from __future__ import annotations
 
-import functools
+import dataclasses
 import math
 import os
 import statistics
@@ -44,11 +49,28 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from .cli import add_json_flag
 from .config import get_model
+from .cost import estimate
+from .errors import TpuinferError, UsageError
 from .hardware import HOST_KINDS, HardwareProfile, save_host_profile
-from .mesh import make_mesh
+from .layouts import Layout
+from .measure import measure, on_backend
+from .mesh import EmulationError, emulate, make_mesh
+from .planner import Progress
+from .report import progress_bar
 
 REPEATS = 5
+# Physical bounds of a fit to real steps: a step's matmuls or weight reads can run at most 2x the
+# rate of the one-thing-at-a-time micro-benchmark and at least 1/100 of it; its collectives and
+# dispatch likewise. Outside them the steps did not separate the terms.
+EFFICIENCY_BOUNDS = (0.01, 2.0)  # FLOP/s and bytes/s, as fractions of the micro-benchmarks'
+COLLECTIVE_FACTOR_BOUNDS = (0.1, 100.0)  # every collective's time in a step, x the benchmark's
+LAYER_S_BOUNDS = (0.0, 0.01)  # seconds per layer per device outside matmuls and collectives
+
+
+class CalibrationError(TpuinferError):
+    """The measurements did not give a physical host profile; nothing was written."""
 FULL = (4, 8, 8)  # calibration needs the paper's largest mesh: 256 emulated devices
 # f32 elements per device of a collective's input: small (1 KiB: latency) and large (128 KiB:
 # 32 MiB over the 256 devices, past the caches, as the tiny model's larger steps move)
@@ -170,7 +192,7 @@ def collective_samples(kind: str) -> list[tuple[int, int, float, float]]:
 
 def fit_collective(samples) -> tuple[float, float, float, float]:
     """(call_s, device_s, member_s, byte_s) of one kind."""
-    from scipy.optimize import nnls
+    from scipy.optimize import nnls  # scipy is slow to import and needed only to calibrate
     rows = np.array([[1.0, n, n * g, n * b] for n, g, b, _ in samples])
     t = np.array([s[3] for s in samples])
     w = 1.0 / np.maximum(t, 1e-6)  # relative error: small and large calls weigh alike
@@ -187,38 +209,58 @@ def fit_launch(samples) -> tuple[float, float]:
 
 
 # ---- the whole calibration --------------------------------------------------------------------
-def calibrate(progress=print) -> HardwareProfile:
-    """Run every micro-benchmark on the emulated mesh and return the `host` profile (not yet
-    saved: `save_host_profile` writes it). Needs 256 emulated devices (`tpuinfer.emulate`)."""
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """The fitted `host` profile (not yet saved: `save_host_profile` writes it) and the fit's
+    numbers that the profile does not keep, for the command line to report."""
+    profile: HardwareProfile
+    launch_fixed_s: float  # a program's fixed launch (the profile keeps the per-device part)
+    collective_factor: float  # every collective's benchmark time x this in a real step
+    worst_residual: float  # the step fit's largest relative error
+    steps: int  # real steps fitted
+    seconds: float  # the calibration's wall time
+
+
+STAGES = ("launch", "matmul", "memory", *HOST_KINDS, "steps")
+
+
+def calibrate(progress: Progress | None = None) -> Calibration:
+    """Run every micro-benchmark on the emulated mesh and fit the `host` profile. Needs 256
+    emulated devices (`tpuinfer.emulate`). `progress(done, total, what)` before each stage.
+    Raises CalibrationError when the fit is not physical (nothing is saved here anyway)."""
     if jax.device_count() < math.prod(FULL):
-        raise ValueError(f"calibration runs on the 4x8x8 mesh but JAX has {jax.device_count()} "
+        raise UsageError(f"calibration runs on the 4x8x8 mesh but JAX has {jax.device_count()} "
                          "device(s); restart and call tpuinfer.emulate(256) first (the "
                          "`tpuinfer calibrate` command does)")
+    hbm_bytes = _memory_bytes()
+    if hbm_bytes is None:  # before a minute of benchmarks, not after
+        raise CalibrationError("calibration failed: cannot read this machine's memory size "
+                               "(os.sysconf SC_PAGE_SIZE, SC_PHYS_PAGES); the host profile needs "
+                               "it to say what fits. No host profile written.")
+    step = progress or (lambda done, total, what: None)
     t0 = time.perf_counter()
+    step(0, len(STAGES), "launch")
     fixed, per_device = fit_launch(launch_times())
-    progress(f"launch: {fixed * 1e6:.0f} µs + {per_device * 1e6:.1f} µs per device")
+    step(1, len(STAGES), "matmul")
     flops = matmul_flops_per_s()
-    progress(f"matmul: {flops / 1e9:.1f} GFLOP/s (f32, whole host)")
+    step(2, len(STAGES), "memory")
     memory = memory_bytes_per_s()
-    progress(f"memory: {memory / 1e9:.2f} GB/s (whole host)")
     collectives = []
-    for kind in HOST_KINDS:
-        coef = fit_collective(collective_samples(kind))
-        collectives.append((kind, *coef))
-        gb_per_s = 1 / coef[3] / 1e9 if coef[3] else math.inf
-        progress(f"{kind}: {coef[0] * 1e6:.0f} µs + {coef[1] * 1e6:.2f} µs/device + "
-                 f"{coef[2] * 1e9:.1f} ns/device/member + {gb_per_s:.2f} GB/s")
-    cores = os.cpu_count() or 1
+    for i, kind in enumerate(HOST_KINDS):
+        step(3 + i, len(STAGES), kind)
+        collectives.append((kind, *fit_collective(collective_samples(kind))))
     micro = HardwareProfile(
         name="host",
-        description=f"this machine ({cores} cores) as an emulated mesh, calibrated by "
-                    "`tpuinfer calibrate`",
-        peak_flops=flops, hbm_bytes=_memory_bytes(), hbm_bandwidth=memory,
+        description=f"this machine ({os.cpu_count() or 1} cores) as an emulated mesh, "
+                    "calibrated by `tpuinfer calibrate`",
+        peak_flops=flops, hbm_bytes=hbm_bytes, hbm_bandwidth=memory,
         interconnect="host", link_bandwidth=0.0, hop_latency_s=0.0, max_chips=jax.device_count(),
         device_overhead_s=per_device, host_collectives=tuple(collectives), rule="sum")
-    profile = fit_steps(micro, progress)
-    progress(f"calibrated in {time.perf_counter() - t0:.0f} s")
-    return profile
+    step(len(STAGES) - 1, len(STAGES), "steps")
+    profile, factor, worst = fit_steps(micro, step_samples(micro))
+    step(len(STAGES), len(STAGES), "done")
+    return Calibration(profile, fixed, factor, worst, len(STEP_POINTS),
+                       time.perf_counter() - t0)
 
 
 # ---- the efficiencies, from real steps --------------------------------------------------------
@@ -231,9 +273,6 @@ STEP_BATCH, STEP_TOKENS, STEP_CONTEXT = 64, 8, 16
 def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float]]:
     """Per real step: (the micro profile's [compute, memory, collectives, chips·layers] seconds
     or units, the launch seconds, the measured seconds)."""
-    from .cost import estimate
-    from .layouts import Layout
-    from .measure import measure, on_backend
     out = []
     for shape, ffn, attention, phase in STEP_POINTS:
         layout = Layout(ffn, attention)
@@ -249,38 +288,58 @@ def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float
     return out
 
 
-def fit_steps(micro: HardwareProfile, progress=print) -> HardwareProfile:
-    """`micro` with the four numbers fitted to real steps (see the module docstring)."""
-    from scipy.optimize import nnls
-    samples = step_samples(micro)
+def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, float]:
+    """`micro` with the four numbers fitted to real steps' `samples` (`step_samples`; see the
+    module docstring), the collectives' factor and the worst relative residual. Raises
+    CalibrationError when a fitted number lies outside its physical bounds."""
+    from scipy.optimize import nnls  # scipy is slow to import and needed only to calibrate
     rows = np.array([s[0] for s in samples])
     t = np.array([s[2] - s[1] for s in samples])
     w = 1.0 / np.array([s[2] for s in samples])  # relative error
-    (slow_flops, slow_memory, slow_comm, layer_s), _ = nnls(rows * w[:, None], t * w)
-    predicted = rows @ [slow_flops, slow_memory, slow_comm, layer_s] + [s[1] for s in samples]
+    coef, _ = nnls(rows * w[:, None], t * w)
+    slow_flops, slow_memory, slow_comm, layer_s = (float(c) for c in coef)
+    predicted = rows @ coef + [s[1] for s in samples]
     worst = float(np.max(np.abs(predicted - [s[2] for s in samples]) * w))
-    progress(f"steps: FLOP/s x{1 / max(slow_flops, 1e-3):.2f}, bytes/s "
-             f"x{1 / max(slow_memory, 1e-3):.2f}, collectives x{slow_comm:.2f}, "
-             f"{layer_s * 1e6:.1f} µs per layer per device; worst residual {worst:.0%} over "
-             f"{len(samples)} steps")
-    scaled = tuple((kind, *(slow_comm * x for x in coef))
-                   for kind, *coef in micro.host_collectives)
-    return micro.replace(flops_efficiency=1 / max(slow_flops, 1e-3),
-                         hbm_efficiency=1 / max(slow_memory, 1e-3),
-                         host_collectives=scaled, layer_overhead_s=float(layer_s))
+    fitted = {"FLOP/s efficiency": _inverse(slow_flops), "bytes/s efficiency":
+              _inverse(slow_memory)}
+    wrong = [f"{name} {value:.3g} (physical: {EFFICIENCY_BOUNDS[0]} to {EFFICIENCY_BOUNDS[1]})"
+             for name, value in fitted.items() if not _within(value, EFFICIENCY_BOUNDS)]
+    if not _within(slow_comm, COLLECTIVE_FACTOR_BOUNDS):
+        wrong.append(f"collectives x{slow_comm:.3g} (physical: {COLLECTIVE_FACTOR_BOUNDS[0]} to "
+                     f"{COLLECTIVE_FACTOR_BOUNDS[1]})")
+    if not _within(layer_s, LAYER_S_BOUNDS):
+        wrong.append(f"{layer_s:.3g} s per layer per device (physical: up to "
+                     f"{LAYER_S_BOUNDS[1]} s)")
+    if wrong:
+        raise CalibrationError(
+            f"calibration failed: the fit to {len(samples)} real steps is not physical: "
+            f"{'; '.join(wrong)}. The steps did not separate compute, memory and collectives "
+            "(a busy machine does this); run `tpuinfer calibrate` again on an idle one. "
+            "No host profile written.")
+    scaled = tuple((kind, *(slow_comm * x for x in c)) for kind, *c in micro.host_collectives)
+    profile = micro.replace(flops_efficiency=1 / slow_flops, hbm_efficiency=1 / slow_memory,
+                            host_collectives=scaled, layer_overhead_s=layer_s)
+    return profile, slow_comm, worst
 
 
-def _memory_bytes() -> float:
-    """The host's memory (every emulated device shares it)."""
+def _inverse(x: float) -> float:
+    return 1 / x if x > 0 else math.inf  # nnls left the term out: an unbounded efficiency
+
+
+def _within(x: float, bounds: tuple[float, float]) -> bool:
+    return bounds[0] <= x <= bounds[1]
+
+
+def _memory_bytes() -> float | None:
+    """The host's memory (every emulated device shares it); None when the OS does not say."""
     try:
         return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 0.0
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows), or no such name
+        return None
 
 
 # ---- command line ----------------------------------------------------------------------------
 def register(sub) -> None:
-    from .cli import add_json_flag
     p = sub.add_parser("calibrate", help="micro-benchmark this machine's emulated mesh and write "
                                          "the `host` hardware profile (under a minute)")
     add_json_flag(p)
@@ -288,15 +347,32 @@ def register(sub) -> None:
 
 
 def run(args):
-    import dataclasses
-    from .mesh import EmulationError, emulate
     try:
         emulate(math.prod(FULL))
     except EmulationError:
         pass  # already running: calibrate() says if it has too few devices
-    lines = []  # with --json, the progress lines go into the object instead of the screen
-    profile = calibrate(progress=lines.append if args.json else
-                        functools.partial(print, flush=True))
-    path = save_host_profile(profile)
-    obj = dataclasses.asdict(profile) | {"path": str(path), "log": lines}
-    return obj, f"wrote the host profile to {path}"
+    with progress_bar("calibrate") as progress:
+        cal = calibrate(progress)
+    path = save_host_profile(cal.profile)
+    lines = summary(cal) + [f"wrote the host profile to {path}"]
+    obj = dataclasses.asdict(cal.profile) | {"path": str(path), "log": lines[:-1]}
+    return obj, "\n".join(lines)
+
+
+def summary(cal: Calibration) -> list[str]:
+    """The fitted numbers in words, one line per stage."""
+    hw = cal.profile
+    lines = [f"launch: {cal.launch_fixed_s * 1e6:.0f} µs + {hw.device_overhead_s * 1e6:.1f} µs "
+             "per device",
+             f"matmul: {hw.peak_flops / 1e9:.1f} GFLOP/s (f32, whole host)",
+             f"memory: {hw.hbm_bandwidth / 1e9:.2f} GB/s (whole host)"]
+    for kind, call_s, device_s, member_s, byte_s in hw.host_collectives:
+        unscaled = [x / cal.collective_factor for x in (call_s, device_s, member_s, byte_s)]
+        gb_per_s = 1 / unscaled[3] / 1e9 if unscaled[3] else math.inf
+        lines.append(f"{kind}: {unscaled[0] * 1e6:.0f} µs + {unscaled[1] * 1e6:.2f} µs/device + "
+                     f"{unscaled[2] * 1e9:.1f} ns/device/member + {gb_per_s:.2f} GB/s")
+    lines += [f"steps: FLOP/s x{hw.flops_efficiency:.2f}, bytes/s x{hw.hbm_efficiency:.2f}, "
+              f"collectives x{cal.collective_factor:.2f}, {hw.layer_overhead_s * 1e6:.1f} µs per "
+              f"layer per device; worst residual {cal.worst_residual:.0%} over {cal.steps} steps",
+              f"calibrated in {cal.seconds:.0f} s"]
+    return lines

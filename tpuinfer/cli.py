@@ -3,6 +3,10 @@
 Commands live beside what they run (`demo.py`, `cli_plan.py`, `measure_cli.py`, ...); each module
 has `register(subparsers)` adding its parser with `func`, a function of the parsed arguments
 returning `(json_object, text)`.
+
+A `tpuinfer.errors.TpuinferError` (a request that cannot be met as asked, a run stopped for a
+reason outside the library) is printed as one line, exit status 2. Anything else (a bug, an
+XLA failure such as out of memory) keeps its traceback: one line would hide where it came from.
 """
 from __future__ import annotations
 
@@ -10,6 +14,8 @@ import argparse
 import importlib
 import json
 import sys
+
+from .errors import TpuinferError
 
 COMMAND_MODULES = ("tpuinfer.demo", "tpuinfer.cli_plan", "tpuinfer.measure_cli",
                    "tpuinfer.calibrate")
@@ -34,8 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         obj, text = args.func(args)
-    except (ValueError, RuntimeError) as err:
-        # Bad input names the problem and what would work; never a traceback.
+    except TpuinferError as err:  # its message names the problem and what would work
         if getattr(args, "json", False):
             print(json.dumps({"error": str(err)}))
         print(f"tpuinfer {args.command}: error: {err}", file=sys.stderr)

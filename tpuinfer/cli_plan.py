@@ -1,7 +1,8 @@
 """`tpuinfer plan`, `pareto`, `max-context` and `paper`: the cost model on the command line.
 
-Each command's function returns (json_object, readable_text); bad input raises ValueError with
-a message naming the problem and what would work (`cli.main` turns it into exit code 2).
+Each command's function returns (json_object, readable_text); bad input raises
+`tpuinfer.errors.UsageError` with a message naming the problem and what would work (`cli.main`
+prints it as one line and exits 2).
 """
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import argparse
 from .cli import add_json_flag
 from .config import get_model
 from .hardware import get_hardware
+from .paper import CHIPS, MODEL, PROFILES, paper, table2
+from .planner import kv_bytes_per_chip, max_context, pareto, plan
+from .report import gib, mesh_text, progress_bar, seconds, table
 
 
 def register(sub) -> None:
@@ -29,7 +33,7 @@ def register(sub) -> None:
     p.add_argument("--batches", type=_ints, default=None,
                    help="comma-separated batch sizes (default: 1,2,4,...,1024)")
     _request_flags(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=run_pareto)
 
     p = sub.add_parser("max-context", help="longest context whose KV cache fits")
@@ -88,33 +92,8 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
 
 
-# ---- formatting -----------------------------------------------------------------------------
-def seconds(s: float) -> str:
-    if s >= 1:
-        return f"{s:.3g} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3g} ms"
-    return f"{s * 1e6:.3g} µs"
-
-
-def gib(b: float) -> str:
-    return f"{b / 2**30:.1f} GiB"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
-                     for r in [header] + rows)
-
-
-def mesh_text(m) -> str:
-    return "x".join(map(str, m))
-
-
-
 # ---- commands -------------------------------------------------------------------------------
 def run_plan(args):
-    from .planner import plan
     p = plan(args.model, args.hardware, args.chips, args.batch, args.input_len,
              args.history_len, args.gen_len, args.weights, args.ffn, args.attention,
              looped=args.looped, pad=not args.no_pad, rule=args.rule, mesh=args.mesh)
@@ -157,12 +136,12 @@ def run_plan(args):
 
 
 def run_pareto(args):
-    from .planner import pareto
-    res = pareto(args.model, args.hardware, chips=args.chips, batches=args.batches,
-                 input_len=args.input_len, history_len=args.history_len,
-                 gen_len=args.gen_len, weights=args.weights, ffn=args.ffn,
-                 attention=args.attention, looped=args.looped, pad=not args.no_pad,
-                 rule=args.rule, progress=None)
+    with progress_bar(f"pareto {args.model}", disable=args.no_progress) as progress:
+        res = pareto(args.model, args.hardware, chips=args.chips, batches=args.batches,
+                     input_len=args.input_len, history_len=args.history_len,
+                     gen_len=args.gen_len, weights=args.weights, ffn=args.ffn,
+                     attention=args.attention, looped=args.looped, pad=not args.no_pad,
+                     rule=args.rule, progress=progress)
     parts = [f"{res['model']} on {res['hardware']}, {res['weights']} weights: "
              f"{res['considered']} configurations, the latency/cost frontier per phase"]
     for phase, what in (("prefill", "latency"), ("decode", "latency per token")):
@@ -178,7 +157,6 @@ def run_pareto(args):
 
 
 def run_max_context(args):
-    from .planner import kv_bytes_per_chip, max_context
     hw = get_hardware(args.hardware)
     n = max_context(args.model, args.chips, args.batch, args.attention_variant,
                     args.kv_fraction, hw)
@@ -193,7 +171,6 @@ def run_max_context(args):
 
 
 def run_paper(args):
-    from .paper import CHIPS, MODEL, PROFILES, paper, table2
     columns, rows = table2(), paper()
 
     def show(v, unit):

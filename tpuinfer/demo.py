@@ -7,7 +7,9 @@ unsharded reference's. With `--processes P` the same demo runs as P local proces
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -15,6 +17,20 @@ import tempfile
 import time
 
 import numpy as np
+
+from . import engine, multihost
+from .cli import add_json_flag
+from .config import get_model
+from .errors import UsageError
+from .generate import generate
+from .layouts import Layout
+from .layouts.registry import check
+from .measure import measure
+from .mesh import emulate, make_mesh, parse_shape
+from .model import init_params
+from .planner import plan
+from .quant import format_of
+from .report import mesh_text, table
 
 # prefill/decode None: the layouts the planner chooses for this request on TPU v4
 DEFAULTS = {"model": "tiny", "mesh": "4x8x8", "batch": 256, "prompt_len": 16, "steps": 32,
@@ -32,13 +48,9 @@ def planned_layouts(model, shape, batch, prompt_len, steps, prefill=None, decode
     both phases looped (Looped CollectiveEinsum; `bidirectional` both ways round the ring) or
     plain; None keeps the planner's schedule (plain for layouts given by name). Pure: no
     devices needed."""
-    import dataclasses
-
-    from .layouts import Layout
     if prefill is not None and decode is not None:
         chosen = Layout(*prefill), Layout(*decode)
     else:
-        from .planner import plan
         p = plan(model, "tpu-v4", chips=int(np.prod(shape)), batch=batch, input_len=prompt_len,
                  history_len=0, gen_len=steps, weights="bf16", mesh=tuple(shape))
         chosen = (Layout(*prefill) if prefill else p.prefill.best.layout,
@@ -57,30 +69,23 @@ def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
     With `processes` > 1 this is one of the processes (`run_demo_processes` starts them all):
     parameters are created in their shards, and only process 0 runs the unsharded reference,
     which needs the whole model on one device (a check, not part of the sharded run)."""
-    from . import mesh as mesh_mod
-    shape = mesh_mod.parse_shape(mesh)
-    mesh_mod.emulate(_devices(shape), processes, process_id, coordinator)
-    import tpuinfer as ti
-    from . import engine
-    from .measure import measure
-    from .quant import format_of
-
+    shape = parse_shape(mesh)
+    emulate(_devices(shape), processes, process_id, coordinator)
     t0 = time.perf_counter()
-    cfg = ti.get_model(model)
+    cfg = get_model(model)
     layouts = dict(zip(("prefill", "decode"), planned_layouts(
         cfg, shape, batch, prompt_len, steps, prefill, decode, looped, bidirectional)))
-    device_mesh = ti.make_mesh(shape)
+    device_mesh = make_mesh(shape)
     if processes == 1:
-        params = ti.init_params(cfg, seed)
+        params = init_params(cfg, seed)
     else:
-        params = ti.init_params(cfg, seed, shardings=engine.param_shardings(
+        params = init_params(cfg, seed, shardings=engine.param_shardings(
             cfg, layouts["prefill"], device_mesh))
     prompt_BL = np.random.default_rng(seed).integers(0, cfg.V, (batch, prompt_len))
-    out = ti.generate(params, cfg, prompt_BL, steps, mesh=device_mesh, **layouts)
+    out = generate(params, cfg, prompt_BL, steps, mesh=device_mesh, **layouts)
     if process_id != 0:  # its report is never shown: process 0 speaks for all
         return {"process_id": process_id}
-    ref = ti.generate(params if processes == 1 else ti.init_params(cfg, seed), cfg, prompt_BL,
-                      steps)
+    ref = generate(params if processes == 1 else init_params(cfg, seed), cfg, prompt_BL, steps)
     fmt = format_of(params)
     phases = []
     for name, layout in layouts.items():
@@ -125,15 +130,11 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
     `multihost.launch` supervises them: a failed or stalled (`stall_s`) worker, or a run past
     `timeout_s`, stops all with a `WorkerError`; Ctrl-C or SIGTERM stops all and raises
     `multihost.Stopped`. `on_start(pids, estimated_s)` is called once every process started."""
-    from .config import get_model
-    from .layouts.registry import check
-    from .mesh import parse_shape
-    from .multihost import LOCALHOST, check_args, check_open_files, launch
     o = DEFAULTS | options
     shape = parse_shape(o["mesh"])
-    check_args(_devices(shape), processes, 0, f"{LOCALHOST}:1")
+    multihost.check_args(_devices(shape), processes, 0, f"{multihost.LOCALHOST}:1")
     if int(np.prod(shape)) % processes:
-        raise ValueError(f"mesh {o['mesh']} does not split evenly over {processes} processes; "
+        raise UsageError(f"mesh {o['mesh']} does not split evenly over {processes} processes; "
                          f"choose a mesh whose size divides by {processes}")
     cfg = get_model(o["model"])
     layouts = planned_layouts(cfg, shape, o["batch"], o["prompt_len"], o["steps"],
@@ -151,7 +152,7 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
         for layout in chosen:
             check(cfg, layout, s, o["batch"])
         return chosen
-    estimate_s = check_open_files(cfg, layouts_for, shape, o["batch"], processes,
+    estimate_s = multihost.check_open_files(cfg, layouts_for, shape, o["batch"], processes,
                                   o["prompt_len"], o["steps"])
     with tempfile.TemporaryDirectory(prefix="tpuinfer-demo-") as tmp:
         report_path = os.path.join(tmp, "report.json")
@@ -167,7 +168,7 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
                         ["--looped"] if layouts[0].looped and layouts[1].looped else []) + (
                         ["--bidirectional"] if layouts[0].bidirectional else [])
 
-        launch(argv, processes, timeout_s=timeout_s, stall_s=stall_s,
+        multihost.launch(argv, processes, timeout_s=timeout_s, stall_s=stall_s,
                on_start=on_start and (lambda pids: on_start(pids, estimate_s)))
         with open(report_path) as f:
             return json.load(f)
@@ -176,7 +177,6 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
 @contextlib.contextmanager
 def _as_worker(steps: int):
     """One process of a multi-process demo: it ends with its launcher and reports each step."""
-    from . import multihost
     multihost.follow_launcher()
     with multihost.report_steps(max(steps - 1, 0)):
         yield
@@ -187,19 +187,18 @@ def _as_worker(steps: int):
 def _launch(args, options) -> dict:
     """`run_demo_processes` for the command line: says on stderr what it started, and on
     Ctrl-C (exit status 130) or SIGTERM (143) which processes it stopped."""
-    from .multihost import Stopped, about_here
-
     def started(pids, estimate_s):
         print(f"tpuinfer demo: started {len(pids)} processes (pids "
-              f"{', '.join(map(str, pids))}), {about_here(estimate_s)}; Ctrl-C stops them all",
+              f"{', '.join(map(str, pids))}), {multihost.about_here(estimate_s)}; "
+              "Ctrl-C stops them all",
               file=sys.stderr, flush=True)
     for name in ("timeout", "stall"):
         value = getattr(args, name)
         if value is not None and not value > 0:
-            raise ValueError(f"--{name} must be a positive number of seconds, got {value}")
+            raise UsageError(f"--{name} must be a positive number of seconds, got {value}")
     try:
         return run_demo_processes(args.processes, args.timeout, args.stall, started, **options)
-    except Stopped as stop:
+    except multihost.Stopped as stop:
         if args.json:
             print(json.dumps({"error": str(stop), "stopped": stop.stopped}))
         print(f"tpuinfer demo: {stop}", file=sys.stderr, flush=True)
@@ -212,23 +211,20 @@ def _launch(args, options) -> dict:
 def format_report(r: dict) -> str:
     host = any(p.get("host_step_s") is not None for p in r["phases"])
     across = f" in {r['processes']} processes" if r.get("processes", 1) > 1 else ""
-    lines = [f"tpuinfer demo: {r['model']} on {r['devices']} emulated devices{across} "
-             f"(mesh {'x'.join(map(str, r['mesh']))}), batch {r['batch']}, "
-             f"prompt {r['prompt_len']} tokens, {r['steps']} generated, {r['weights']} weights",
-             "",
-             f"layouts: the planner's choice for this request on TPU v4 unless given",
-             "",
-             f"{'phase':<8} {'layout':<14} {'tokens':>7} {'compile s':>10} {'step s':>8} "
-             + (f"{'host s*':>8} " if host else "")
-             + f"{'TPU v4 s*':>10}  collectives per step, measured (kind x count over axes)"]
+    header = (["phase", "layout", "tokens", "compile s", "step s"] + (["host s*"] if host else [])
+              + ["TPU v4 s*", "collectives per step, measured (kind x count over axes)"])
+    rows = []
     for p in r["phases"]:
         colls = ", ".join(f"{c['kind']} x{c['count']} ({c['axes']})"
                           for c in p["measured"] or p["predicted"] or [])
-        tpu = f"{p['tpu_v4_step_s']:>10.2e}" if p["tpu_v4_step_s"] is not None else f"{'-':>10}"
-        here = ((f"{p['host_step_s']:>8.3f} " if p.get("host_step_s") is not None
-                 else f"{'-':>8} ") if host else "")
-        lines.append(f"{p['phase']:<8} {p['layout']:<14} {p['tokens']:>7} "
-                     f"{p['compile_s']:>10.2f} {p['step_s']:>8.3f} {here}{tpu}  {colls}")
+        here = [_or_dash(p.get("host_step_s"), ".3f")] if host else []
+        rows.append([p["phase"], p["layout"], p["tokens"], f"{p['compile_s']:.2f}",
+                     f"{p['step_s']:.3f}", *here, _or_dash(p["tpu_v4_step_s"], ".2e"), colls])
+    lines = [f"tpuinfer demo: {r['model']} on {r['devices']} emulated devices{across} "
+             f"(mesh {mesh_text(r['mesh'])}), batch {r['batch']}, "
+             f"prompt {r['prompt_len']} tokens, {r['steps']} generated, {r['weights']} weights",
+             "", "layouts: the planner's choice for this request on TPU v4 unless given", "",
+             table(header, rows, "ll" + "r" * (len(header) - 3) + "l")]
     checks = [p["collectives_match"] for p in r["phases"] if p["collectives_match"] is not None]
     if checks:
         lines.append("collectives read from the compiled steps "
@@ -245,10 +241,11 @@ def format_report(r: dict) -> str:
     return "\n".join(lines)
 
 
-def register(sub) -> None:
-    import argparse
+def _or_dash(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
-    from .cli import add_json_flag
+
+def register(sub) -> None:
     p = sub.add_parser("demo", help="sharded generation of the tiny model on 256 emulated "
                                     "devices, checked against the unsharded reference")
     p.add_argument("--model", default=DEFAULTS["model"])

@@ -28,11 +28,13 @@ Units and names are the cost model's (`tpuinfer.terms`), so the two sides compar
 
 One thing of the emulated machine is modelled here, not in the layouts: XLA:CPU has no bf16
 collectives; it widens every bf16 collective to f32 (a convert on each side). The prediction
-for a CPU-compiled step therefore counts bf16 collectives at f32 size, and says so in `notes`.
+for a CPU-compiled step therefore counts bf16 collectives at f32 size, and flags it
+(`Flag.COLLECTIVES_WIDENED`). Flags are facts; `tpuinfer.report` words them.
 """
 from __future__ import annotations
 
 import dataclasses
+import enum
 import functools
 import statistics
 import time
@@ -45,7 +47,10 @@ import numpy as np
 
 from . import engine, hlo
 from .config import ModelConfig, get_model
+from .cost import estimate
+from .errors import UsageError
 from .generate import global_array
+from .hardware import get_hardware, host_profile_path
 from .layouts import Layout, step_terms
 from .layouts import _common as c
 from .mesh import format_shape, make_mesh, mesh_shape
@@ -56,6 +61,23 @@ from .terms import Collective, StepTerms
 PHASES = ("prefill", "decode")
 PROMPT, CACHE = 8, 16  # default prompt length (prefill) and cache length (decode)
 WIDENED = {"cpu": {"bf16": "f32"}}  # backend -> element types its collectives widen, and to what
+
+
+class Flag(enum.Enum):
+    """What a reader of a measurement should know beside its numbers (`Measurement.flags`)."""
+    COLLECTIVES_WIDENED = "collectives_widened"  # bf16 collectives compiled as f32 here
+    TRANSIENT_ABOVE_PREDICTION = "transient_above_prediction"  # temporaries > 1.1x predicted
+    HOST_PROFILE_MISSING = "host_profile_missing"  # no `tpuinfer calibrate` yet: no host time
+    HOST_PROFILE_UNREADABLE = "host_profile_unreadable"  # host.json there but unreadable
+
+
+def count_by_kind(collectives) -> dict[str, tuple[int, float]]:
+    """kind -> (calls, bytes moved per device over the step) of `terms.Collective`s."""
+    out: dict[str, tuple[int, float]] = {}
+    for x in collectives:
+        n, b = out.get(x.kind, (0, 0.0))
+        out[x.kind] = (n + x.count, b + x.bytes * x.count)
+    return out
 
 
 @dataclass(frozen=True)
@@ -75,11 +97,7 @@ class Side:
 
     def by_kind(self) -> dict[str, tuple[int, float]]:
         """kind -> (count, bytes moved per device over the step)."""
-        out: dict[str, tuple[int, float]] = {}
-        for x in self.collectives:
-            n, b = out.get(x.kind, (0, 0.0))
-            out[x.kind] = (n + x.count, b + x.bytes * x.count)
-        return out
+        return count_by_kind(self.collectives)
 
     def to_json(self) -> dict:
         return {"collectives": [{"kind": x.kind, "axes": "".join(x.axes), "group": x.group,
@@ -124,7 +142,17 @@ class Measurement:
     step_times_s: tuple[float, ...]  # each timed run (after a warm-up)
     compile_s: float  # spent compiling in this call; 0.0 when the step was cached
     tpu_time_s: float  # the cost model's TPU v4 prediction for this step (bf16 activations)
-    notes: tuple[str, ...]
+    flags: frozenset[Flag]
+
+    def collective_counts(self) -> dict[tuple, tuple[int, int]]:
+        """(kind, axes as text or "-", group, dtype, bytes per device per call) -> (calls
+        predicted, calls measured), sorted: both sides' distinct collectives in one list."""
+        counts: dict[tuple, list[int]] = {}
+        for side, entries in ((0, self.predicted.collectives), (1, self.measured.collectives)):
+            for x in entries:
+                key = (x.kind, "".join(x.axes) or "-", x.group, x.dtype, x.bytes)
+                counts.setdefault(key, [0, 0])[side] += x.count
+        return {k: tuple(v) for k, v in sorted(counts.items())}
 
     def to_json(self) -> dict:
         return {"model": self.model, "mesh": format_shape(self.mesh_shape),
@@ -138,7 +166,7 @@ class Measurement:
                 "measured": self.measured.to_json() | {
                     "step_times_s": list(self.step_times_s), "compile_s": self.compile_s,
                     "memory": dataclasses.asdict(self.memory)},
-                "notes": list(self.notes)}
+                "flags": sorted(f.value for f in self.flags)}
 
 
 def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefill",
@@ -158,7 +186,7 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     tokens, context = _step_shape(phase, tokens, context)
     check_format(weights)
     if repeats < 0:
-        raise ValueError(f"repeats must be >= 0 (timed runs after the warm-up), got {repeats}")
+        raise UsageError(f"repeats must be >= 0 (timed runs after the warm-up), got {repeats}")
     engine.check(cfg, layout, shape, batch)  # the engine's own errors, before any work
 
     placed = _placed(cfg, layout.ffn, mesh, weights, seed) if params is None else \
@@ -190,29 +218,32 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
         memory_bytes=float(memory.held), transient_bytes=float(memory.temporaries),
         weight_bytes_per_device=float(engine.local_bytes(placed)),
         time_s=statistics.median(times) if times else None)
-    host_time, tpu_time = _predicted_times(cfg, layout, shape, batch, tokens, context, weights,
-                                           on_backend(terms, shape, backend))
+    host, host_flag = _host_profile()
+    kw = dict(batch=batch, tokens=tokens, context=context, weights=weights)
+    host_time = None if host is None else estimate(
+        cfg, layout, shape, **kw, hardware=host, terms=on_backend(terms, shape, backend)).step_s
+    tpu_time = estimate(cfg, layout, shape, **kw, hardware="tpu-v4").step_s
     predicted = _predicted_side(terms, shape, backend, host_time)
-    notes = _notes(terms, backend, host_time, predicted, measured)
+    flags = _flags(terms, backend, predicted, measured) | host_flag
     return Measurement(cfg.name, shape, layout, phase, batch, tokens, context, weights, backend,
                        predicted, measured, terms, compiled, memory, tuple(times), compile_s,
-                       tpu_time, notes)
+                       tpu_time, flags)
 
 
 # ---- the step's inputs ----------------------------------------------------------------------
 def _step_shape(phase, tokens, context) -> tuple[int, int]:
     if phase not in PHASES:
-        raise ValueError(f"unknown phase {phase!r}; choose prefill or decode")
+        raise UsageError(f"unknown phase {phase!r}; choose prefill or decode")
     if phase == "decode":
         if tokens not in (None, 1):
-            raise ValueError(f"a decode step processes 1 token per sequence, got tokens={tokens}; "
+            raise UsageError(f"a decode step processes 1 token per sequence, got tokens={tokens}; "
                              "leave tokens out, or measure a prefill of that length")
         tokens, context = 1, context or CACHE
     else:
         tokens = tokens or context or PROMPT
         context = context or tokens
     if tokens < 1 or context < tokens:
-        raise ValueError(f"a step needs tokens >= 1 and a cache of at least that many positions, "
+        raise UsageError(f"a step needs tokens >= 1 and a cache of at least that many positions, "
                          f"got tokens={tokens}, context={context}")
     return tokens, context
 
@@ -295,36 +326,20 @@ def _predicted_side(terms: StepTerms, shape, backend, host_time) -> Side:
                 weight_bytes_per_device=terms.stored_weight_bytes, time_s=host_time)
 
 
-def _predicted_times(cfg, layout, shape, batch, tokens, context, weights, host_terms):
-    """(host seconds or None when no host profile exists, TPU v4 seconds)."""
-    from .cost import estimate
-    from .hardware import get_hardware, host_profile_path
-    kw = dict(batch=batch, tokens=tokens, context=context, weights=weights)
-    host = None
-    if host_profile_path().exists():
-        try:  # an unreadable profile must not stop a measurement (or the calibration that
-            hw = get_hardware("host")  # measures steps to write a new one)
-        except ValueError:
-            hw = None
-        if hw is not None:
-            host = estimate(cfg, layout, shape, **kw, hardware=hw, terms=host_terms).step_s
-    return host, estimate(cfg, layout, shape, **kw, hardware="tpu-v4").step_s
+def _host_profile():
+    """(the `host` profile or None, the flag that says why there is none)."""
+    if not host_profile_path().exists():
+        return None, {Flag.HOST_PROFILE_MISSING}
+    try:  # an unreadable profile must not stop a measurement (or the calibration that
+        return get_hardware("host"), set()  # measures steps to write a new one)
+    except ValueError:
+        return None, {Flag.HOST_PROFILE_UNREADABLE}
 
 
-def _notes(terms: StepTerms, backend: str, host_time, predicted: Side,
-           measured: Side) -> tuple[str, ...]:
-    notes = []
-    widen = WIDENED.get(backend, {})
-    if any(x.dtype in widen for x in terms.collectives):
-        notes.append(f"XLA:{backend.upper()} runs bf16 collectives in f32: the prediction counts "
-                     "them at f32 size, as compiled here (a TPU moves half those bytes)")
+def _flags(terms: StepTerms, backend: str, predicted: Side, measured: Side) -> frozenset[Flag]:
+    flags = set()
+    if any(x.dtype in WIDENED.get(backend, {}) for x in terms.collectives):
+        flags.add(Flag.COLLECTIVES_WIDENED)
     if measured.transient_bytes > 1.1 * predicted.transient_bytes:
-        notes.append("memory during the step: the prediction is the largest single activation; "
-                     "the compiler's temporaries also hold activations side by side and weight "
-                     "copies (on XLA:CPU every gathered layer at once, weights transposed into "
-                     "the layouts its matmuls want, int8 weights widened whole before use)")
-    if host_time is None:
-        notes.append("no host profile yet (or it cannot be read): run `tpuinfer calibrate` for "
-                     "a predicted wall time on this machine")
-    notes.append("the TPU v4 time is a prediction (bf16 activations), not a measurement")
-    return tuple(notes)
+        flags.add(Flag.TRANSIENT_ABOVE_PREDICTION)
+    return frozenset(flags)

@@ -5,8 +5,11 @@ from __future__ import annotations
 import math
 
 from .cli import add_json_flag
-from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS
+from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
+from .measure import measure
+from .mesh import EmulationError, emulate, make_mesh, parse_shape
 from .quant import WEIGHT_FORMATS
+from .report import measurement_notes, mesh_text, nbytes, seconds, table
 
 
 def register(sub) -> None:
@@ -34,62 +37,38 @@ def register(sub) -> None:
 
 
 def run(args):
-    from .mesh import EmulationError, emulate, parse_shape
     shape = parse_shape(args.mesh)
     try:  # JAX fixes its device count when it starts: ask before anything touches it
         emulate(math.prod(shape))
     except EmulationError:
         pass  # already running (a notebook, a test session): make_mesh says if it is too few
-    from .layouts import Layout
-    from .measure import measure
-    from .mesh import make_mesh
     layout = Layout(args.ffn, args.attention, looped=args.looped or args.bidirectional,
                     bidirectional=args.bidirectional)
     m = measure(args.model, make_mesh(shape), layout,
                 phase=args.phase, batch=args.batch, tokens=args.tokens, context=args.context,
                 weights=args.weights, repeats=args.repeats)
-    return m.to_json(), text(m)
+    # the JSON keeps the sentences beside the flags they word
+    return m.to_json() | {"notes": measurement_notes(m)}, text(m)
 
 
 # ---- the readable table ---------------------------------------------------------------------
 def text(m) -> str:
     p, q = m.predicted, m.measured
-    head = (f"{m.model} on {'x'.join(map(str, m.mesh_shape))} ({m.backend}), {m.layout}, "
+    head = (f"{m.model} on {mesh_text(m.mesh_shape)} ({m.backend}), {m.layout}, "
             f"{m.phase}: batch {m.batch}, {m.tokens} token(s), context {m.context}, "
             f"{m.weights} weights" + (f"; compiled in {m.compile_s:.1f} s" if m.compile_s else
                                       "; compiled step reused"))
-    rows = [("collective(axes), bytes per device", "predicted", "measured")]
-    counts = {}
-    for side, entries in ((0, p.collectives), (1, q.collectives)):
-        for x in entries:
-            key = (x.kind, "".join(x.axes) or "-", x.bytes, x.dtype)
-            counts.setdefault(key, [0, 0])[side] += x.count
-    for (kind, axes, nbytes, dtype), (n_p, n_q) in sorted(counts.items()):
-        rows.append((f"{kind}({axes}) {_bytes(nbytes)} {dtype}", f"{n_p}×", f"{n_q}×"))
+    rows = [[f"{kind}({axes}) {nbytes(size)} {dtype}", f"{n_p}×", f"{n_q}×"]
+            for (kind, axes, _, dtype, size), (n_p, n_q) in m.collective_counts().items()]
     rows += [
-        ("comm bytes", _bytes(p.comm_bytes), _bytes(q.comm_bytes)),
-        ("weight-matmul FLOPs", f"{p.flops:.4g}", f"{q.flops:.4g}"),
-        ("attention FLOPs", f"{p.attention_flops:.4g}", f"{q.attention_flops:.4g}"),
-        ("memory held (weights, KV cache)", _bytes(p.memory_bytes), _bytes(q.memory_bytes)),
-        ("memory during the step", _bytes(p.transient_bytes), _bytes(q.transient_bytes)),
-        ("weights held", _bytes(p.weight_bytes_per_device), _bytes(q.weight_bytes_per_device)),
-        ("time (this machine)", _seconds(p.time_s), _seconds(q.time_s)),
-        ("time (TPU v4, predicted)", _seconds(m.tpu_time_s), ""),
+        ["comm bytes", nbytes(p.comm_bytes), nbytes(q.comm_bytes)],
+        ["weight-matmul FLOPs", f"{p.flops:.4g}", f"{q.flops:.4g}"],
+        ["attention FLOPs", f"{p.attention_flops:.4g}", f"{q.attention_flops:.4g}"],
+        ["memory held (weights, KV cache)", nbytes(p.memory_bytes), nbytes(q.memory_bytes)],
+        ["memory during the step", nbytes(p.transient_bytes), nbytes(q.transient_bytes)],
+        ["weights held", nbytes(p.weight_bytes_per_device), nbytes(q.weight_bytes_per_device)],
+        ["time (this machine)", seconds(p.time_s), seconds(q.time_s)],
+        ["time (TPU v4, predicted)", seconds(m.tpu_time_s), ""],
     ]
-    width = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = [head] + ["  ".join([r[0].ljust(width[0]), r[1].rjust(width[1]),
-                                 r[2].rjust(width[2])]) for r in rows]
-    return "\n".join(lines + [f"note: {n}" for n in m.notes])
-
-
-def _bytes(n: float) -> str:
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= size:
-            return f"{n / size:.4g} {unit}"
-    return f"{n:.0f} B"
-
-
-def _seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+    body = table(["collective(axes), bytes per device", "predicted", "measured"], rows, "lrr")
+    return "\n".join([head, body] + [f"note: {n}" for n in measurement_notes(m)])

@@ -4,21 +4,23 @@ Each function here calls `step_terms`, `cost.estimate`, `measure` or the planner
 lists and dicts, nothing drawn. The widgets (`tpuinfer_widgets`) plot exactly what these
 return and compute nothing themselves, so a chapter can print, check or test the same numbers.
 A configuration the library rejects keeps the library's ValueError message, word for word.
+What a measurement flags (`measure.Flag`) is returned as flags; `tpuinfer.report` words them.
 """
 from __future__ import annotations
 
 import functools
 import math
-from typing import Callable
+
+import numpy as np
 
 from .config import ModelConfig, get_model
 from .cost import estimate
+from .errors import UsageError
 from .hardware import get_hardware
 from .layouts import FFN_LAYOUTS, Layout, step_terms
-from .planner import ATTENTION_VARIANTS, kv_bytes_per_chip, max_context, pareto
+from .measure import Flag, count_by_kind, measure
+from .planner import ATTENTION_VARIANTS, Progress, kv_bytes_per_chip, max_context, pareto
 from .quant import activation_dtype, check_format
-
-Progress = Callable[[int, int, str], None]  # (done, total, what is running now)
 
 # Real steps on the emulated CPU mesh are for small models: every one of the 256 devices
 # holds its own buffers, and init_params builds the whole model in f32 first. The tiny preset
@@ -41,16 +43,12 @@ def why_not_run(cfg: ModelConfig | str) -> str | None:
 def activation_bytes(weights: str) -> int:
     """Bytes per activation element as the engine computes in this weight format
     (`quant.activation_dtype`), as `measure` predicts it."""
-    import numpy as np
     return np.dtype(activation_dtype(check_format(weights))).itemsize
 
 
 # ---- one step: predicted against measured (the layout explorer) ----------------------------
 def _side(collectives, flops, attention_flops, memory_bytes, weight_bytes, time_s) -> dict:
-    by_kind: dict[str, list] = {}
-    for x in collectives:
-        count, nbytes = by_kind.get(x.kind, (0, 0.0))
-        by_kind[x.kind] = (count + x.count, nbytes + x.bytes * x.count)
+    by_kind = count_by_kind(collectives)
     return {"collective_bytes": {k: b for k, (_, b) in by_kind.items()},
             "collective_counts": {k: n for k, (n, _) in by_kind.items()},
             "flops": {"weight matmuls": flops, "attention": attention_flops},
@@ -70,8 +68,10 @@ def step_comparison(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase
       the chip runs them): a prediction, never a measurement.
 
     Each side: collective bytes and counts per kind, FLOPs, memory per device and the step
-    time in seconds (None where there is none: no host profile yet). Raises the library's
-    ValueError for a configuration the layout or the mesh cannot run."""
+    time in seconds (None where there is none: no host profile yet). Beside them: `ran`,
+    `why_not_run` (None when it ran), the measurement's `flags` (`measure.Flag` values) and
+    the profile's `rule`. Raises the library's ValueError for a configuration the layout or
+    the mesh cannot run."""
     cfg = get_model(cfg)
     mesh_shape = tuple(int(s) for s in mesh_shape)
     tokens = context if phase == "prefill" else 1
@@ -82,11 +82,11 @@ def step_comparison(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase
                          t.stored_weight_bytes, est.step_s)
     out = {"model": cfg.name, "mesh": list(mesh_shape), "layout": str(layout), "phase": phase,
            "batch": batch, "tokens": tokens, "context": context, "weights": weights,
-           "hardware": est.hardware, "hardware_times_s": est.times() | {"step_s": est.step_s},
-           "ran": False, "compile_s": 0.0, "sides": {}, "notes": []}
-    reason = why_not_run(cfg)
-    if reason is None:
-        from .measure import measure  # imports the engine: only when a step really runs
+           "hardware": est.hardware, "rule": est.rule,
+           "hardware_times_s": est.times() | {"step_s": est.step_s},
+           "ran": False, "why_not_run": why_not_run(cfg), "compile_s": 0.0, "sides": {},
+           "flags": []}
+    if out["why_not_run"] is None:
         m = measure(cfg, mesh_shape, layout, phase=phase, batch=batch,
                     tokens=tokens if phase == "prefill" else None, context=context,
                     weights=weights, repeats=repeats)
@@ -95,15 +95,14 @@ def step_comparison(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase
             out["sides"][name] = _side(side.collectives, side.flops, side.attention_flops,
                                        side.memory_bytes, side.weight_bytes_per_device,
                                        side.time_s)
-        # measure's own TPU v4 time is not shown here (the chosen profile's is): drop its note
-        out.update(ran=True, compile_s=m.compile_s,
-                   notes=[n for n in m.notes if "TPU v4 time" not in n])
-    else:
-        out["notes"].append(reason)
+        out.update(ran=True, compile_s=m.compile_s, flags=_flag_values(m.flags))
     out["sides"][f"predicted ({est.hardware})"] = predicted_hw
-    out["notes"].append(f"the {est.hardware} side is the cost model's prediction (bf16 "
-                        f"activations, rule '{est.rule}'), not a measurement")
     return out
+
+
+def _flag_values(flags) -> list[str]:
+    """`measure.Flag`s as their JSON values, in the enum's order."""
+    return [f.value for f in Flag if f in flags]
 
 
 # ---- communication against tokens per batch (the paper's Figure 3) ------------------------
@@ -111,10 +110,10 @@ def batch_and_length(tokens: int, chips: int) -> tuple[int, int]:
     """B·L tokens as B sequences of L: as many sequences as chips (so that every layout can
     split the batch), one token each below that."""
     if tokens < 1 or chips < 1:
-        raise ValueError(f"tokens per batch and chips must be positive, got {tokens}, {chips}")
+        raise UsageError(f"tokens per batch and chips must be positive, got {tokens}, {chips}")
     batch = min(tokens, chips)
     if tokens % batch:
-        raise ValueError(f"{tokens} tokens per batch do not split into {batch} sequences of "
+        raise UsageError(f"{tokens} tokens per batch do not split into {batch} sequences of "
                          f"equal length; choose a multiple of {batch}")
     return batch, tokens // batch
 
@@ -158,17 +157,18 @@ def measured_crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
                        progress: Progress | None = None) -> dict:
     """Real steps for `crossover`'s points: `measure` of the same prefill for every layout at
     each B·L, the communication per chip read from the compiled program beside its
-    prediction for this backend. Raises ValueError when this machine cannot run `cfg`."""
-    from .measure import measure
+    prediction for this backend, and `flags`: what any of the measurements flagged
+    (`measure.Flag` values). Raises UsageError when this machine cannot run `cfg`."""
     cfg = get_model(cfg)
     reason = why_not_run(cfg)
     if reason:
-        raise ValueError(reason)
+        raise UsageError(reason)
     mesh_shape = tuple(int(s) for s in mesh_shape)
     tokens = [int(n) for n in tokens_per_batch]
     out = {"model": cfg.name, "mesh": list(mesh_shape), "attention": attention,
            "weights": weights, "tokens": tokens, "comm_bytes": {}, "predicted_comm_bytes": {},
-           "errors": {}, "notes": []}
+           "errors": {}, "flags": []}
+    flags = set()
     total, done = len(FFN_LAYOUTS) * len(tokens), 0
     for ffn in FFN_LAYOUTS:
         measured, predicted = [], []
@@ -181,9 +181,7 @@ def measured_crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
                             tokens=length, context=length, weights=weights, repeats=1)
                 measured.append(m.measured.comm_bytes)
                 predicted.append(m.predicted.comm_bytes)
-                # only the notes about collectives bear on communication bytes
-                out["notes"] += [x for x in m.notes if "collective" in x
-                                 and x not in out["notes"]]
+                flags |= m.flags
             except ValueError as err:
                 measured.append(None)
                 predicted.append(None)
@@ -192,6 +190,7 @@ def measured_crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
         out["comm_bytes"][ffn], out["predicted_comm_bytes"][ffn] = measured, predicted
     if progress:
         progress(total, total, "done")
+    out["flags"] = _flag_values(flags)
     return out
 
 
@@ -201,7 +200,7 @@ def _pareto(model, weights, hardware, input_len, gen_len, chips, batches) -> dic
     # A full sweep takes seconds to a minute: each curve is priced once per session.
     return pareto(model, hardware, chips=list(chips) if chips else None,
                   batches=list(batches) if batches else None, input_len=input_len,
-                  gen_len=gen_len, weights=weights, progress=False)
+                  gen_len=gen_len, weights=weights)
 
 
 def pareto_curves(models, weights, *, hardware: str = "tpu-v4", input_len: int = 2048,

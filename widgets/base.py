@@ -15,6 +15,8 @@ import json
 
 import ipywidgets as W
 
+from tpuinfer.report import progress_bar
+
 try:
     import anywidget  # noqa: F401  (plotly 6+ draws its FigureWidget through anywidget)
     import plotly.graph_objects as go
@@ -111,6 +113,11 @@ class Explorer:
         self.data, self.error = data, None
         self.show(" · ".join(self.notes(data)), "info")
         return True
+
+    def progress(self, desc: str):
+        """A `progress(done, total, what)` callback (a context manager yielding it) that shows
+        a text progress bar in the message line, beside the plot it is for."""
+        return progress_bar(desc, show=lambda bar: self.show(bar, "busy"))
 
     def _fail(self, err: Exception) -> bool:
         # the library's ValueErrors say what was chosen and what would work: show them as they

@@ -10,8 +10,10 @@ from tpuinfer import MODELS
 from tpuinfer.config import get_model
 from tpuinfer.hardware import PAPER_MESHES
 from tpuinfer.layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS
+from tpuinfer.measure import Flag
 from tpuinfer.mesh import format_shape
 from tpuinfer.quant import WEIGHT_FORMATS
+from tpuinfer.report import flag_text
 from tpuinfer.sweeps import crossover, measured_crossover
 
 from .base import Explorer, dropdown, int_text, toggles
@@ -94,10 +96,10 @@ class CrossoverExplorer(Explorer):
         if v["measured"]:
             points = self.measure_tokens or [v["chips"], 4 * v["chips"]]
             try:
-                data["measured"] = measured_crossover(
-                    cfg, mesh, points, attention=v["attention"], weights=v["weights"],
-                    progress=lambda done, total, what: self.show(
-                        f"measuring {what} ({done + 1}/{total}) …", "busy"))
+                with self.progress("measuring") as progress:
+                    data["measured"] = measured_crossover(
+                        cfg, mesh, points, attention=v["attention"], weights=v["weights"],
+                        progress=progress)
             except ValueError as err:  # the curves still stand; say why there are no points
                 data["measured_error"] = f"no real steps: {err}"
         return data
@@ -123,7 +125,9 @@ class CrossoverExplorer(Explorer):
         out = [f"{ffn} cannot run here: {why}" for ffn, why in data["errors"].items()]
         m = data["measured"]
         if m:
-            out += [f"{ffn} measured: {why}" for ffn, why in m["errors"].items()] + m["notes"]
+            out += [f"{ffn} measured: {why}" for ffn, why in m["errors"].items()]
+            # only widened collectives bear on communication bytes
+            out += [flag_text(f) for f in m["flags"] if f == Flag.COLLECTIVES_WIDENED.value]
         if data["measured_error"]:
             out.append(data["measured_error"])
         return out

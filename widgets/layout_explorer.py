@@ -10,10 +10,12 @@ import jax
 from plotly.subplots import make_subplots
 
 from tpuinfer import MODELS
+from tpuinfer.errors import UsageError
 from tpuinfer.hardware import PAPER_MESHES, hardware_names
 from tpuinfer.layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
 from tpuinfer.mesh import factorizations, format_shape
 from tpuinfer.quant import WEIGHT_FORMATS
+from tpuinfer.report import flag_text
 from tpuinfer.sweeps import step_comparison, why_not_run
 from tpuinfer.terms import KINDS
 
@@ -55,7 +57,7 @@ class LayoutExplorer(Explorer):
         devices = devices or total
         counts = [n for n in range(1, total + 1) if total % n == 0]
         if devices not in counts:
-            raise ValueError(f"{devices} devices is not a sub-mesh of the {total} emulated "
+            raise UsageError(f"{devices} devices is not a sub-mesh of the {total} emulated "
                              f"ones; choose one of {counts}")
         mesh = mesh or PAPER_MESHES.get(devices, (1, 1, devices))
         self.layouts = {"prefill": prefill, "decode": decode}
@@ -176,5 +178,8 @@ class LayoutExplorer(Explorer):
 
     def notes(self, data):
         ran = [f"compiled in {data['compile_s']:.1f} s" if data["compile_s"] else
-               "compiled step reused"] if data["ran"] else []
-        return ran + data["notes"]
+               "compiled step reused"] if data["ran"] else [data["why_not_run"]]
+        # measure's own TPU v4 time is not shown here (the chosen profile's is)
+        return ran + [flag_text(f) for f in data["flags"]] + [
+            f"the {data['hardware']} side is the cost model's prediction (bf16 activations, "
+            f"rule '{data['rule']}'), not a measurement"]

@@ -71,10 +71,10 @@ class ParetoExplorer(Explorer):
 
     def compute(self):
         v = {k: w.value for k, w in self.controls.items()}
-        return pareto_curves(v["models"], v["weights"], hardware=v["hardware"],
-                             input_len=v["input_len"], gen_len=v["gen_len"], chips=self.chips,
-                             batches=self.batches, progress=lambda done, total, what: self.show(
-                                 f"sweeping {what} ({done + 1}/{total}) …", "busy"))
+        with self.progress("sweeping") as progress:
+            return pareto_curves(v["models"], v["weights"], hardware=v["hardware"],
+                                 input_len=v["input_len"], gen_len=v["gen_len"],
+                                 chips=self.chips, batches=self.batches, progress=progress)
 
     def draw(self, data):
         for trace in self.figure.data:

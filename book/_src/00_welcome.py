@@ -1,4 +1,8 @@
-# Chapter 0 of the tpuinfer book (source; book/_build.py turns it into 00_welcome.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 0 · Welcome: partitioning a Transformer for inference
@@ -160,8 +164,8 @@ for phase, t in out.timings.items():
 # `tpuinfer.measure.measure` compiles the very step the engine runs, reads the collectives
 # out of the compiled program (kind, which devices talk, bytes per device), and puts them
 # beside what the layout file predicts. On an emulated mesh this comparison is *exact*: the
-# same program would move the same bytes on a TPU. The notes `measure` attaches say what each
-# side assumes.
+# same program would move the same bytes on a TPU. The flags `measure` attaches, in the words
+# of `tpuinfer.report`, say what each side assumes.
 
 # %%
 from tpuinfer.measure import measure
@@ -173,7 +177,7 @@ m = measure(cfg, mesh, layouts["prefill"], phase="prefill", batch=8, tokens=8, p
 print(bt.by_kind_table(m))
 
 # %%
-print("\n".join(m.notes))
+print("\n".join(bt.measurement_notes(m)))
 
 # %% [markdown]
 # Here is how the whole library fits together; every box is a module you can open, and the

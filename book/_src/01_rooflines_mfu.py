@@ -1,4 +1,8 @@
-# Chapter 1 of the tpuinfer book (source; book/_build.py turns it into 01_rooflines_mfu.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 1 · Rooflines and MFU

@@ -1,4 +1,8 @@
-# Chapter 2 of the tpuinfer book (source; book/_build.py turns it into 02_meshes_collectives.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 2 · Meshes, shardings and collectives on 256 emulated devices

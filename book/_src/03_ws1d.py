@@ -1,4 +1,8 @@
-# Chapter 3 of the tpuinfer book (source; book/_build.py turns it into 03_ws1d.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 3 · 1D weight-stationary

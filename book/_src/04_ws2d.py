@@ -1,4 +1,8 @@
-# Chapter 4 of the tpuinfer book (source; book/_build.py turns it into 04_ws2d.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 4 · 2D weight-stationary

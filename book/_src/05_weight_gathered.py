@@ -1,4 +1,8 @@
-# Chapter 5 of the tpuinfer book (source; book/_build.py turns it into 05_weight_gathered.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 5 · Weight-gathered layouts and the crossover

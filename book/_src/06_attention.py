@@ -1,4 +1,8 @@
-# Chapter 6 of the tpuinfer book (source; book/_build.py turns it into 06_attention.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 6 · Attention: multiquery by heads and by batch, and context length

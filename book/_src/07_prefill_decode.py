@@ -1,4 +1,8 @@
-# Chapter 7 of the tpuinfer book (source; book/_build.py turns it into 07_prefill_decode.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 7 · Prefill against decode, and the parallel block

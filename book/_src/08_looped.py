@@ -1,4 +1,8 @@
-# Chapter 8 of the tpuinfer book (source; book/_build.py turns it into 08_looped.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 8 · Looped CollectiveEinsum: hiding communication behind the matmuls
@@ -91,7 +95,6 @@ fig.update_yaxes(autorange="reversed")
 fig.update_layout(title="All-gather as a ring: at each step, multiply the chunk held, pass it on",
                   height=320, width=600)
 fig.show()
-
 
 # %% [markdown]
 # Every device sees every chunk exactly once, after K−1 permutes: that is an all-gather. In

@@ -1,4 +1,8 @@
-# Chapter 9 of the tpuinfer book (source; book/_build.py turns it into 09_int8.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 9 · int8 weights
@@ -151,7 +155,7 @@ print()
 print(bt.collectives_table(gathered["int8"]))
 
 # %%
-print("\n".join(gathered["int8"].notes[:1]))
+print("\n".join(bt.measurement_notes(gathered["int8"])[:1]))
 
 # %% [markdown]
 # The int8 matrices move as `s8`; their scales (bf16, widened to f32 by this CPU backend,

@@ -1,4 +1,8 @@
-# Chapter 10 of the tpuinfer book (source; book/_build.py turns it into 10_cost_model_planner.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 10 · The cost model and the planner, against the paper's Table 2

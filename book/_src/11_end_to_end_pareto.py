@@ -1,4 +1,8 @@
-# Chapter 11 of the tpuinfer book (source; book/_build.py turns it into 11_end_to_end_pareto.ipynb).
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,_src//py:percent
+# ---
 
 # %% [markdown]
 # # 11 · End to end: a generation on 256 devices, and the Pareto frontier

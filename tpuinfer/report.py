@@ -1,0 +1,117 @@
+"""How the front-ends say things: the command line, the widgets and the book's chapters.
+
+The library returns numbers and facts (`measure.Flag`, a calibration's fitted constants); this
+module is the one place that turns them into text: times, bytes, plain-text tables, mesh
+shapes, the sentences a measurement's flags stand for, and progress bars (`tqdm.auto`: a bar
+in a terminal and in a notebook) behind the `progress(done, total, what)` callbacks that long
+library calls take.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Callable, Iterator
+
+from tqdm.auto import tqdm as auto_tqdm
+from tqdm.std import tqdm as text_tqdm
+
+from .measure import Flag
+from .planner import Progress
+
+
+# ---- numbers --------------------------------------------------------------------------------
+def seconds(s: float | None) -> str:
+    """Three significant digits in s, ms or µs; "-" when there is no time."""
+    if s is None:
+        return "-"
+    if s >= 1:
+        return f"{s:.3g} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3g} ms"
+    return f"{s * 1e6:.3g} µs"
+
+
+def gib(b: float) -> str:
+    return f"{b / 2**30:.1f} GiB"
+
+
+def nbytes(n: float) -> str:
+    """Four significant digits in the largest binary unit the number reaches."""
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.4g} {unit}"
+    return f"{n:.0f} B"
+
+
+def mesh_text(m) -> str:
+    return "x".join(map(str, m))
+
+
+def table(header: list[str], rows: list[list], align: str = "") -> str:
+    """Columns padded to their widest cell, two spaces apart. `align`: one letter per column,
+    "l" or "r" (default: every column left)."""
+    align = align or "l" * len(header)
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(str(c).rjust(w) if a == "r" else str(c).ljust(w)
+                  for c, w, a in zip(r, widths, align)).rstrip()
+        for r in [header] + rows)
+
+
+# ---- a measurement's flags, in words ----------------------------------------------------------
+def flag_text(flag: Flag | str, backend: str = "cpu") -> str:
+    """The sentence a `measure.Flag` stands for."""
+    flag = Flag(flag)
+    if flag is Flag.COLLECTIVES_WIDENED:
+        return (f"XLA:{backend.upper()} runs bf16 collectives in f32: the prediction counts "
+                "them at f32 size, as compiled here (a TPU moves half those bytes)")
+    if flag is Flag.TRANSIENT_ABOVE_PREDICTION:
+        return ("memory during the step: the prediction is the largest single activation; "
+                "the compiler's temporaries also hold activations side by side and weight "
+                "copies (on XLA:CPU every gathered layer at once, weights transposed into "
+                "the layouts its matmuls want, int8 weights widened whole before use)")
+    if flag is Flag.HOST_PROFILE_MISSING:
+        return ("no host profile yet: run `tpuinfer calibrate` for a predicted wall time on "
+                "this machine")
+    return ("the host profile cannot be read: run `tpuinfer calibrate` again for a predicted "
+            "wall time on this machine")
+
+
+TPU_PREDICTION = "the TPU v4 time is a prediction (bf16 activations), not a measurement"
+
+
+def measurement_notes(m, tpu_time: bool = True) -> list[str]:
+    """What a reader of a `measure.Measurement` should know, one sentence each: its flags,
+    then (with `tpu_time`) that the TPU v4 time beside it is a prediction."""
+    return ([flag_text(f, m.backend) for f in sorted(m.flags, key=list(Flag).index)]
+            + ([TPU_PREDICTION] if tpu_time else []))
+
+
+# ---- progress ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def progress_bar(desc: str, *, disable: bool = False,
+                 show: Callable[[str], None] | None = None) -> Iterator[Progress]:
+    """A `progress(done, total, what)` callback drawing a tqdm bar, closed on exit.
+
+    Without `show`: `tqdm.auto` (a text bar on stderr in a terminal, a widget bar in a
+    notebook). With `show`: the bar's one line of text is passed to `show` at every step (a
+    widget puts it in its own message line, where the bar stays beside the plot it is for)."""
+    bar = None
+
+    def progress(done: int, total: int, what: str) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = (text_tqdm(total=total, desc=desc, file=io.StringIO(), mininterval=0,
+                             ascii=False) if show else
+                   auto_tqdm(total=total, desc=desc, disable=disable, leave=False))
+        bar.total = total
+        bar.set_postfix_str(what, refresh=False)
+        bar.update(done - bar.n)  # redraws at most every `mininterval` (0.1 s) in a terminal
+        if show:
+            show(str(bar))
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()
