@@ -3,9 +3,10 @@ progress and errors, a plotly FigureWidget, and a static copy of it for readers 
 kernel.
 
 An explorer subclass says which library call to make (`compute`) and how to draw its plain
-result (`draw`); it holds no formula. `update` runs the two: a ValueError from the library
-is shown word for word in the message and the previous plot stays; any other exception is
-shown too, never raised into the kernel (a workshop must not see a traceback).
+result (`draw`); it holds no formula. `update` runs the two: a `TpuinferError` from the
+library is shown word for word in the message and the previous plot stays; any other exception
+is shown too, with its type, never raised into the kernel (a workshop must not see a
+traceback).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import json
 
 import ipywidgets as W
 
+from tpuinfer.errors import TpuinferError
 from tpuinfer.report import progress_bar
 
 try:
@@ -120,9 +122,9 @@ class Explorer:
         return progress_bar(desc, show=lambda bar: self.show(bar, "busy"))
 
     def _fail(self, err: Exception) -> bool:
-        # the library's ValueErrors say what was chosen and what would work: show them as they
-        # are; anything else is a bug worth reporting, so name its type
-        text = str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
+        # the library's own errors say what was chosen and what would work: show them as they
+        # are; anything else is a bug (or XLA failing) worth reporting, so name its type
+        text = str(err) if isinstance(err, TpuinferError) else f"{type(err).__name__}: {err}"
         self.error = text
         self.show(text + (" (the plot still shows the last configuration that ran)"
                           if self.data is not None else ""), "error")
