@@ -12,7 +12,8 @@ from .cli import add_json_flag
 from .config import get_model
 from .hardware import get_hardware
 from .paper import CHIPS, MODEL, PROFILES, paper, table2
-from .planner import kv_bytes_per_chip, max_context, pareto, plan
+from .kv import kv_bytes_per_chip, max_context
+from .planner import pareto, plan
 from .report import gib, mesh_text, progress_bar, seconds, table
 
 

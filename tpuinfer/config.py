@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from .errors import UsageError
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -26,11 +28,11 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.n_kv_heads not in (1, self.n_heads):
-            raise ValueError(
+            raise UsageError(
                 f"{self.name}: K={self.n_kv_heads} key/value heads; tpuinfer supports multiquery "
                 f"(K=1) and multihead (K=H={self.n_heads}) attention")
         if self.d_head % 2:
-            raise ValueError(f"{self.name}: D={self.d_head} must be even for RoPE")
+            raise UsageError(f"{self.name}: D={self.d_head} must be even for RoPE")
 
     # Short aliases in the paper's alphabet, so formulas read like the paper's.
     @property
@@ -90,9 +92,13 @@ class ModelConfig:
         """The FLOPs the paper's MFU figures assume (its rounded N where it gives one)."""
         return 2.0 * (self.mfu_params if self.mfu_params is not None else self.matmul_params())
 
-    def attention_flops(self, batch: int, tokens: int, context: int) -> float:
-        """Score and value matmuls (QK^T and PV): not part of 2·N, reported separately."""
-        return 2.0 * 2.0 * self.n_layers * batch * tokens * context * self.H * self.D
+    def attention_flops(self, batch: int, tokens: int, context: int,
+                        heads: int | None = None) -> float:
+        """Score and value matmuls (QK^T and PV) of `tokens` queries per sequence against
+        `context` positions, on `heads` query heads (all H by default; a chip's share in a
+        layout's terms): not part of 2·N, reported separately."""
+        heads = self.H if heads is None else heads
+        return 2.0 * 2.0 * self.n_layers * batch * tokens * context * heads * self.D
 
     # ---- KV cache -----------------------------------------------------------------------
     def kv_bytes(self, batch: int, context: int, bytes_per_elem: float = 2) -> float:
@@ -135,4 +141,4 @@ def get_model(name: str | ModelConfig) -> ModelConfig:
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
+        raise UsageError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None

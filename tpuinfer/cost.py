@@ -55,8 +55,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import ModelConfig, get_model
+from .errors import UsageError
 from .hardware import HardwareProfile, get_hardware, group_links
-from .layouts import Layout
+from .layouts import Layout, step_terms
 from .terms import Collective, StepTerms
 
 
@@ -139,7 +140,7 @@ def combine(rule: str, compute_s, memory_s, comm_s, hidden_s, overhead_s=0.0):
         return compute_s + memory_s + comm_s + overhead_s
     if rule == "overlap":
         return np.maximum(compute_s, memory_s) + comm_s - hidden_s + overhead_s
-    raise ValueError(f"unknown rule {rule!r}; choose 'sum' (no overlap) or 'overlap'")
+    raise UsageError(f"unknown rule {rule!r}; choose 'sum' (no overlap) or 'overlap'")
 
 
 @dataclass(frozen=True)
@@ -185,11 +186,17 @@ class Estimate:
         return self.memory_per_chip_bytes <= self.hbm_bytes
 
     def times(self) -> dict:
-        out = {"compute_s": self.compute_s, "weights_s": self.weights_s, "kv_s": self.kv_s,
-               "comm_s": self.comm_s}
-        if self.overhead_s:
-            out["overhead_s"] = self.overhead_s
-        return out
+        return named_times(self)
+
+
+def named_times(t) -> dict:
+    """The named times of a step (`Estimate`) or of a phase (`planner.PhaseEstimate`): compute,
+    weights, KV and communication, and the fixed overhead where a profile has one."""
+    out = {"compute_s": t.compute_s, "weights_s": t.weights_s, "kv_s": t.kv_s,
+           "comm_s": t.comm_s}
+    if t.overhead_s:
+        out["overhead_s"] = t.overhead_s
+    return out
 
 
 def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, tokens: int,
@@ -229,7 +236,6 @@ def _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights) -> Ste
     """The layout's `step_terms`, built once per step (the planner, the Pareto sweep and
     `paper` price the same steps under several profiles and rules). Activations are bf16 on
     real chips (f32 only in the emulated engine)."""
-    from .layouts import step_terms
     return step_terms(cfg, layout, mesh_shape, batch=batch, tokens=tokens, context=context,
                       weights=weights, act_bytes=2)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -18,12 +19,13 @@ from jax.sharding import PartitionSpec as P
 
 from . import model
 from .config import ModelConfig
-from .layouts import Layout
-from .layouts import _common as c
-from .layouts.registry import (cache_specs, check, context, logits_spec, param_specs,
-                               token_spec)
+from .layouts import Layout, head
+from .layouts.interface import Ctx
+from .layouts.registry import cache_specs, context, logits_spec, param_specs, token_spec
+from .layouts.registry import check  # noqa: F401  (engine.check: a step's errors, up front)
 from .mesh import mesh_shape as shape_of
 from .quant import activation_dtype
+
 
 def shardings(mesh, specs):
     return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
@@ -56,21 +58,14 @@ def place(tree, mesh, specs):
 
 
 # ---- the step -------------------------------------------------------------------------------
-def _body(ctx: c.Ctx, dtype, params, tokens_BL, cache, pos):
-    # tokens_BL here: [B/|b|, L]; the table: [V, E/|e|]
-    cfg, e = ctx.cfg, ctx.axes.embed
-    x_BLE = model.embed_lookup(params["embed"], tokens_BL, dtype)  # [B/|b|, L, E/|e|]
+def _body(ctx: Ctx, dtype, params, tokens_BL, cache, pos):
+    # tokens_BL here: [B/|b|, L]; the ends of the step and their collectives: `layouts.head`
+    x_BLE = head.embed(ctx, params["embed"], tokens_BL, dtype)
     new_cache = []
     for w, layer_cache in zip(params["layers"], cache):
         x_BLE, layer_cache = ctx.ffn.block(ctx, x_BLE, w, layer_cache, pos)
         new_cache.append(layer_cache)
-    # Generation needs the next token's logits only: the last position's
-    h_BLE = model.rms_norm(x_BLE[:, -1:], params["final_norm"], cfg.E,
-                           psum_axes=e if ctx.size(e) > 1 else ())
-    # The tied output projection with the local table: partial sums over e, reduce-scattered
-    # over V, so logits end [B/|b|, 1, V/|e|].
-    partial_BLV = model.mm("BLE,VE->BLV", h_BLE, params["embed"])
-    return c.reduce_scatter(ctx, partial_BLV, e, axis=2), new_cache
+    return head.logits(ctx, x_BLE, params["final_norm"], params["embed"]), new_cache
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,7 +103,6 @@ _COMPILED: dict = {}
 def compiled_step(cfg, layout, mesh, weights, params, tokens_BL, cache, pos):
     """The compiled executable for these argument shapes, compiled once per configuration.
     Returns (executable, compile seconds spent now: 0.0 when it was cached)."""
-    import time
     key = (cfg, layout, mesh, weights, tokens_BL.shape, cache[0]["k"].shape)
     if key not in _COMPILED:
         t0 = time.perf_counter()

@@ -19,7 +19,9 @@ from jax.sharding import PartitionSpec as P
 
 from . import engine
 from .config import ModelConfig
+from .errors import UsageError
 from .layouts import Layout
+from .mesh import mesh_shape
 from .quant import format_of, prepare
 
 
@@ -119,17 +121,16 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
     """
     prompt_BL = np.asarray(prompt_BL, dtype=np.int32)
     if prompt_BL.ndim != 2 or prompt_BL.shape[1] < 1:
-        raise ValueError(f"prompt must be [batch, length] token ids, got shape {prompt_BL.shape}")
+        raise UsageError(f"prompt must be [batch, length] token ids, got shape {prompt_BL.shape}")
     if prompt_BL.min() < 0 or prompt_BL.max() >= cfg.V:
-        raise ValueError(f"prompt token ids must lie in [0, {cfg.V}) for model {cfg.name}")
+        raise UsageError(f"prompt token ids must lie in [0, {cfg.V}) for model {cfg.name}")
     if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
+        raise UsageError(f"steps must be >= 0, got {steps}")
     B, L = prompt_BL.shape
     fmt = weights or format_of(params)
     params = prepare(params, weights)
     max_len = L + steps
     if mesh is not None:
-        from .mesh import mesh_shape
         for layout in (prefill, decode):
             engine.check(cfg, layout, mesh_shape(mesh), B)
     pre, dec = (_Phase(n, cfg, lay, mesh, fmt) for n, lay in (("prefill", prefill),

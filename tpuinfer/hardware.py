@@ -36,9 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UsageError
+from .mesh import AXES, factorizations
 from .terms import KINDS
 
-AXES = ("x", "y", "z")
 RULES = ("sum", "overlap")
 INTERCONNECTS = ("torus", "switch", "host")
 HOST_KINDS = KINDS  # a host profile prices every collective kind the terms name
@@ -79,15 +80,15 @@ class HardwareProfile:
 
     def __post_init__(self):
         if self.interconnect not in INTERCONNECTS:
-            raise ValueError(f"{self.name}: interconnect {self.interconnect!r}; choose one of "
+            raise UsageError(f"{self.name}: interconnect {self.interconnect!r}; choose one of "
                              f"{INTERCONNECTS}")
         if self.interconnect == "host":
             kinds = tuple(k[0] for k in self.host_collectives)
             if sorted(kinds) != sorted(HOST_KINDS):
-                raise ValueError(f"{self.name}: a host profile prices every collective kind "
+                raise UsageError(f"{self.name}: a host profile prices every collective kind "
                                  f"{HOST_KINDS}; it has {kinds}")
         if self.rule not in RULES:
-            raise ValueError(f"{self.name}: rule {self.rule!r}; choose one of {RULES}")
+            raise UsageError(f"{self.name}: rule {self.rule!r}; choose one of {RULES}")
 
     def replace(self, **changes) -> "HardwareProfile":
         return dataclasses.replace(self, **changes)
@@ -215,7 +216,7 @@ def load_profile(path: Path) -> HardwareProfile:
         fields["host_collectives"] = tuple(tuple(k) for k in fields.get("host_collectives", ()))
         return HardwareProfile(**fields)
     except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"cannot read the hardware profile {path}: {err}; run `tpuinfer "
+        raise UsageError(f"cannot read the hardware profile {path}: {err}; run `tpuinfer "
                          "calibrate` to write it again") from None
 
 
@@ -227,10 +228,10 @@ def get_hardware(name: str | HardwareProfile = "tpu-v4") -> HardwareProfile:
     if name == "host":
         path = host_profile_path()
         if not path.exists():
-            raise ValueError(f"no host profile at {path}: run `tpuinfer calibrate` to measure "
+            raise UsageError(f"no host profile at {path}: run `tpuinfer calibrate` to measure "
                              "this machine (or set TPUINFER_CACHE to where one was written)")
         return load_profile(path)
-    raise ValueError(f"unknown hardware {name!r}; choose one of {', '.join(hardware_names())}")
+    raise UsageError(f"unknown hardware {name!r}; choose one of {', '.join(hardware_names())}")
 
 
 def hardware_names() -> list[str]:
@@ -238,14 +239,6 @@ def hardware_names() -> list[str]:
 
 
 # ---- meshes -------------------------------------------------------------------------------
-def _factorisations(n: int):
-    for x in range(1, n + 1):
-        if n % x == 0:
-            for y in range(1, n // x + 1):
-                if (n // x) % y == 0:
-                    yield (x, y, n // x // y)
-
-
 def _mesh_allowed(hw: HardwareProfile, shape) -> bool:
     if hw.interconnect in ("switch", "host"):
         return True
@@ -261,7 +254,7 @@ def _chips_allowed(hw: HardwareProfile, n: int) -> bool:
         return True
     if hw.interconnect == "switch":
         return n <= hw.node_size or n % hw.node_size == 0  # beyond a node: whole nodes
-    return any(_mesh_allowed(hw, s) for s in _factorisations(n))
+    return any(_mesh_allowed(hw, s) for s in factorizations(n))
 
 
 def chip_counts(hw: HardwareProfile | str, lo: int = 1, hi: int | None = None) -> list[int]:
@@ -277,7 +270,7 @@ def chip_counts(hw: HardwareProfile | str, lo: int = 1, hi: int | None = None) -
 def mesh_shapes(hw: HardwareProfile | str, chips: int) -> list[tuple[int, int, int]]:
     """Every (X, Y, Z) with X·Y·Z = chips that `hw` can run; a clear error if none."""
     hw = get_hardware(hw)
-    shapes = [s for s in _factorisations(chips) if _mesh_allowed(hw, s)] \
+    shapes = [s for s in factorizations(chips) if _mesh_allowed(hw, s)] \
         if _chips_allowed(hw, chips) else []
     if not shapes:
         allowed = chip_counts(hw)
@@ -291,7 +284,7 @@ def mesh_shapes(hw: HardwareProfile | str, chips: int) -> list[tuple[int, int, i
         else:
             why = (f"beyond one node of {hw.node_size} it takes whole nodes, "
                    f"{hw.max_chips} GPUs at most")
-        raise ValueError(f"{hw.name} has no mesh of {chips} chips: {why}; try "
+        raise UsageError(f"{hw.name} has no mesh of {chips} chips: {why}; try "
                          f"{' or '.join(str(n) for n in near)} chips")
     return shapes
 
@@ -300,10 +293,10 @@ def check_mesh(hw: HardwareProfile | str, mesh_shape) -> tuple[int, int, int]:
     hw = get_hardware(hw)
     shape = tuple(int(s) for s in mesh_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"a mesh is three positive sizes (X, Y, Z), got {mesh_shape!r}")
+        raise UsageError(f"a mesh is three positive sizes (X, Y, Z), got {mesh_shape!r}")
     allowed = mesh_shapes(hw, math.prod(shape))
     if shape not in allowed:
-        raise ValueError(f"{hw.name} cannot run the mesh {'x'.join(map(str, shape))}; its "
+        raise UsageError(f"{hw.name} cannot run the mesh {'x'.join(map(str, shape))}; its "
                          f"meshes of {math.prod(shape)} chips are "
                          + ", ".join("x".join(map(str, s)) for s in allowed))
     return shape

@@ -6,22 +6,35 @@ several processes: the first devices of each).
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
-import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import AxisType, Mesh
 
-AXES = ("x", "y", "z")
+from . import distributed
+from .errors import TpuinferError, UsageError
+
+AXES = ("x", "y", "z")  # the mesh's axes, in this order everywhere (specs, profiles, shapes)
+# Sharding in types (`Explicit`, jax.make_mesh's default) is not what the shard_map bodies and
+# NamedShardings here are written for: every axis is `Auto`, as `Mesh(devices, AXES)` makes.
+AXIS_TYPES = (AxisType.Auto,) * len(AXES)
 
 
-class EmulationError(RuntimeError):
+class EmulationError(TpuinferError, RuntimeError):
     """JAX's backend already started with a device count other than the one asked for."""
 
 
-def _backend_started() -> bool:
-    from jax._src import xla_bridge  # the only place JAX says whether it has started
-    return xla_bridge.backends_are_initialized()
+def _ask_for_cpu_devices(count: int) -> bool:
+    """Ask JAX for `count` CPU devices in this process; False when its backend has already
+    started. JAX has no public "has it started" query, but it refuses (RuntimeError) to change
+    the CPU device count once it has: that refusal is the answer. Asking for the count it
+    already has is no change and no refusal, so the caller checks the count it got."""
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:
+        return False
+    return True
 
 
 def emulate(n: int = 256, processes: int = 1, process_id: int = 0,
@@ -38,10 +51,16 @@ def emulate(n: int = 256, processes: int = 1, process_id: int = 0,
     `EmulationError` otherwise: the count cannot change in a running process.
     """
     if not isinstance(n, int) or n < 1:
-        raise ValueError(f"emulate(n) needs a positive device count, got {n!r}")
-    from . import multihost
-    multihost.check_args(n, processes, process_id, coordinator)
-    if _backend_started():
+        raise UsageError(f"emulate(n) needs a positive device count, got {n!r}")
+    distributed.check_args(n, processes, process_id, coordinator)
+    if jax.config.jax_num_cpu_devices == n // processes and processes == 1:
+        # Asked for before (or set by hand): asking again tells nothing. Starting the backend
+        # (if it has not started) is what this call is for: then see what it has.
+        jax.config.update("jax_platforms", "cpu")  # ignored by a backend already running
+        started = True
+    else:
+        started = not _ask_for_cpu_devices(n // processes)
+    if started:
         have = jax.device_count()
         if (have, jax.process_count(), jax.process_index()) == (n, processes, process_id):
             return n
@@ -52,10 +71,9 @@ def emulate(n: int = 256, processes: int = 1, process_id: int = 0,
             f"that in a running process. Restart the kernel (or process) and call "
             f"tpuinfer.{call} first, before any other JAX call.")
     if processes > 1:
-        multihost.initialize(n, processes, process_id, coordinator)
+        distributed.initialize(n, processes, process_id, coordinator)
         return n
     jax.config.update("jax_platforms", "cpu")
-    jax.config.update("jax_num_cpu_devices", n)
     return n
 
 
@@ -64,32 +82,31 @@ def make_mesh(shape: tuple[int, int, int]) -> Mesh:
     accelerator slice's devices: in the order of its physical topology)."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"a mesh shape is three positive sizes (x, y, z), got {shape}")
+        raise UsageError(f"a mesh shape is three positive sizes (x, y, z), got {shape}")
     n = math.prod(shape)
     have = jax.device_count()
     if n > have:
-        raise ValueError(
+        raise UsageError(
             f"mesh {format_shape(shape)} needs {n} devices but JAX has {have}; choose a mesh of "
             f"at most {have} devices, or restart and call tpuinfer.emulate({n}) first")
     devices = jax.devices()[:n]
     if n == have and devices[0].platform != "cpu":
         # A real slice or cluster: order the devices by the physical topology, so that mesh
         # neighbours are torus (or NVLink) neighbours, as the cost model's links assume.
-        from jax.experimental import mesh_utils
-        return Mesh(mesh_utils.create_device_mesh(shape), AXES)
+        return jax.make_mesh(shape, AXES, axis_types=AXIS_TYPES)
     if jax.process_count() > 1 and n < have:
         # Every process must hold part of the mesh (each runs the same program on its own
         # devices): take the first n/P devices of each process rather than process 0's alone.
         per = n // jax.process_count()
         if per * jax.process_count() != n:
-            raise ValueError(f"mesh {format_shape(shape)} of {n} devices does not split evenly "
+            raise UsageError(f"mesh {format_shape(shape)} of {n} devices does not split evenly "
                              f"over {jax.process_count()} processes; choose a mesh whose size "
                              f"divides by {jax.process_count()}")
         local = [[d for d in jax.devices() if d.process_index == p]
                  for p in range(jax.process_count())]
         devices = [d for devices_of_p in local for d in devices_of_p[:per]]
-    devices = np.array(devices).reshape(shape)
-    return Mesh(devices, AXES)
+    # given the devices, jax.make_mesh keeps their order: the first n, row-major over x, y, z
+    return jax.make_mesh(shape, AXES, axis_types=AXIS_TYPES, devices=devices)
 
 
 def format_shape(shape) -> str:
@@ -103,8 +120,18 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     except ValueError:
         shape = ()
     if len(shape) != 3 or min(shape) < 1:
-        raise ValueError(f"mesh {text!r} is not XxYxZ with positive sizes, e.g. 4x8x8")
+        raise UsageError(f"mesh {text!r} is not XxYxZ with positive sizes, e.g. 4x8x8")
     return shape
+
+
+def group_size(mesh_shape, axes) -> int:
+    """Chips in one group spanning `axes` of a mesh of `mesh_shape`."""
+    return _group_size(tuple(mesh_shape), tuple(axes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _group_size(mesh_shape, axes) -> int:  # the planner asks this ~10^5 times a sweep
+    return math.prod(mesh_shape[AXES.index(a)] for a in axes)
 
 
 def mesh_shape(mesh: Mesh) -> tuple[int, int, int]:
@@ -112,6 +139,6 @@ def mesh_shape(mesh: Mesh) -> tuple[int, int, int]:
 
 
 def factorizations(n: int) -> list[tuple[int, int, int]]:
-    """Every (x, y, z) with x·y·z = n."""
+    """Every (x, y, z) with x·y·z = n, x then y ascending."""
     return [(x, y, n // (x * y)) for x in range(1, n + 1) if n % x == 0
             for y in range(1, n // x + 1) if (n // x) % y == 0]

@@ -25,24 +25,27 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable
 
+from . import engine
+# re-exported: a worker calls them as multihost.* (initialize runs inside tpuinfer.emulate)
+from .distributed import (LAUNCHER_ENV, PROGRESS_ENV, check_args,  # noqa: F401
+                          follow_launcher, initialize, progress)
+from .errors import TpuinferError, UsageError
+from .layouts import step_terms
+
 LOCALHOST = "127.0.0.1"
 RESERVED_FILES = 1000  # open files a JAX process needs besides gloo's sockets
-LAUNCHER_ENV = "TPUINFER_LAUNCHER_PID"  # set in each worker: the process that must outlive it
-PROGRESS_ENV = "TPUINFER_PROGRESS_FILE"  # set in each worker: where `progress` writes its step
 STOP_GRACE_S = 3.0  # from SIGTERM to SIGKILL for a worker that has not exited
 STARTING = "starting Python (before its first progress report)"
 FINISHED = "finished (exit status 0)"
-_following = False  # this process has asked to end with its launcher
 
 
-class WorkerError(RuntimeError):
+class WorkerError(TpuinferError, RuntimeError):
     """A worker process failed, hung or ran past its time; every worker has been stopped."""
 
 
@@ -61,107 +64,11 @@ class Stopped(KeyboardInterrupt):
         super().__init__(f"{name} received: {what}")
 
 
-# ---- inside each process ----------------------------------------------------------------------
-def check_args(n: int, processes: int, process_id: int, coordinator: str | None) -> None:
-    """Raise a ValueError naming what is wrong with a multi-process emulation request."""
-    if not isinstance(processes, int) or processes < 1:
-        raise ValueError(f"processes must be a positive number of processes, got {processes!r}")
-    if n % processes:
-        divisors = ", ".join(str(p) for p in range(1, n + 1) if n % p == 0)
-        raise ValueError(f"{n} devices do not split evenly over {processes} processes; choose a "
-                         f"process count that divides {n}: {divisors}")
-    if not isinstance(process_id, int) or not 0 <= process_id < processes:
-        raise ValueError(f"process_id must be one of 0..{processes - 1} for {processes} "
-                         f"processes, got {process_id!r}")
-    if processes == 1:
-        if coordinator is not None:
-            raise ValueError("a coordinator is only needed with processes > 1")
-        return
-    host, _, port = (coordinator or "").rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"processes={processes} needs coordinator='HOST:PORT' (process 0's "
-                         f"address, the same in every process, e.g. '127.0.0.1:12345'), got "
-                         f"{coordinator!r}")
-
-
-def initialize(n: int, processes: int, process_id: int, coordinator: str,
-               timeout_s: int = 120) -> None:
-    """Start this process's share of an n-device emulation across `processes` processes.
-
-    Call before JAX's backend starts. The coordinator service (run by process 0) listens only
-    on the coordinator's own address, so '127.0.0.1:PORT' never opens a port to the network.
-    """
-    follow_launcher()
-    import jax
-    jax.config.update("jax_platforms", "cpu")
-    jax.config.update("jax_num_cpu_devices", n // processes)
-    # CPU collectives stay inside one process unless an implementation that crosses processes
-    # is chosen; gloo is the one every jaxlib ships.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    # The preemption service turns SIGTERM into a notice for a checkpointing loop and lets the
-    # process run on; an emulated host has nothing to checkpoint, so SIGTERM ends it.
-    jax.config.update("jax_enable_preemption_service", False)
-    _raise_open_file_limit()
-    progress(f"joining {processes} processes at {coordinator} (jax.distributed.initialize)")
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=processes,
-                               process_id=process_id, coordinator_bind_address=coordinator,
-                               # the arguments are complete: do not let a scheduler's
-                               # environment (Slurm, MPI, TPU VM) override them
-                               cluster_detection_method="deactivate",
-                               initialization_timeout=timeout_s)
-    progress(f"joined {processes} processes")
-
-
-def follow_launcher() -> None:
-    """In a worker that `launch` started: end this process when the launcher ends, however it
-    ends (a SIGKILLed launcher cannot stop anyone). No-op in a process `launch` did not start.
-
-    Linux sends the parent-death signal chosen by prctl(PR_SET_PDEATHSIG) when the thread that
-    started this process exits; elsewhere a thread watches the parent process id instead.
-    """
-    global _following
-    launcher = os.environ.get(LAUNCHER_ENV)
-    if not launcher or _following:
-        return
-    _following = True
-    if not _parent_death_signal(signal.SIGKILL):
-        threading.Thread(target=_watch_parent, args=(int(launcher),), daemon=True).start()
-    if os.getppid() != int(launcher):  # it ended before we asked: no signal will come
-        print(f"the launcher (pid {launcher}) has ended; this worker stops too", file=sys.stderr)
-        os._exit(1)
-
-
-def _parent_death_signal(signum: int) -> bool:
-    """Linux: have the kernel send `signum` to this process when its parent exits."""
-    if not sys.platform.startswith("linux"):
-        return False
-    import ctypes
-    PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-    return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) == 0
-
-
-def _watch_parent(launcher: int) -> None:
-    while os.getppid() == launcher:
-        time.sleep(0.5)
-    os._exit(1)
-
-
-def progress(step: str) -> None:
-    """Tell the launcher which step this worker is on now (no-op outside `launch`). A run whose
-    workers all stay on their steps for `stall_s` is stopped and each step is named."""
-    path = os.environ.get(PROGRESS_ENV)
-    if path:
-        with open(path + ".new", "w") as f:
-            f.write(step)
-        os.replace(path + ".new", path)  # the launcher never reads half a line
-
-
 @contextlib.contextmanager
 def report_steps(decode_steps: int):
     """Within: every step `tpuinfer.generate` runs is reported as this worker's `progress`
     ("decode step 5 of 31 (ws1d/heads)"), by wrapping the engine's `compiled_step`, which each
     step calls before it runs. A hung collective then names the step it hangs in."""
-    from . import engine
     compiled_step = engine.compiled_step
     calls = {True: 0, False: 0}  # by "runs the unsharded reference"
 
@@ -181,20 +88,6 @@ def report_steps(decode_steps: int):
         engine.compiled_step = compiled_step
 
 
-def _raise_open_file_limit() -> None:
-    """Gloo's sockets need many open files (`open_files_needed`): take all the system allows."""
-    try:
-        import resource
-    except ImportError:  # not POSIX: nothing to raise
-        return
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        except (ValueError, OSError):  # macOS refuses an unlimited soft limit: keep the soft one
-            pass
-
-
 # ---- what a run needs: open files and time --------------------------------------------------
 def open_files_needed(local_devices: int, group_sizes) -> int:
     """Sockets one process opens for its collectives, at least. Gloo makes every emulated
@@ -207,7 +100,6 @@ def open_files_needed(local_devices: int, group_sizes) -> int:
 def open_files_for(cfg, layouts, mesh_shape, batch: int, processes: int) -> int:
     """`open_files_needed` by each process for the collectives the layout files list (one
     group per set of mesh axes): a lower bound, as resharding and sampling add a few."""
-    from .layouts import step_terms
     groups = {frozenset(c.axes): c.group for layout in layouts
               for c in step_terms(cfg, layout, mesh_shape, batch=batch, tokens=1,
                                   context=1).collectives}
@@ -216,7 +108,7 @@ def open_files_for(cfg, layouts, mesh_shape, batch: int, processes: int) -> int:
 
 def open_file_limit() -> int | None:
     """The most files a process may open here (`ulimit -Hn`), None where there is no limit."""
-    try:
+    try:  # resource is POSIX-only: a local import that may fail
         import resource
     except ImportError:
         return None
@@ -241,7 +133,6 @@ def estimate_seconds(cfg, layouts, mesh_shape, batch: int, prompt_len: int, step
     """Wall time of the multi-process demo on 2 cores, mostly from how many messages its
     collectives send: each device sends g-1 per all-gather, reduce-scatter or all-to-all over
     a group of g, 2(g-1) per all-reduce. Within a factor of 1.5 of the measured runs."""
-    from .layouts import step_terms
     n = math.prod(mesh_shape)
 
     def messages(layout, tokens):
@@ -295,10 +186,10 @@ def check_open_files(cfg, layouts_for: Callable, mesh_shape, batch: int, process
            f"files each for these layouts' collectives (gloo joins every pair of devices in a "
            f"collective group by its own socket), but this machine allows {limit} (ulimit -Hn)")
     if not options:
-        raise ValueError(f"{msg}; no smaller mesh finishes within {about(REASONABLE_S)} here: "
+        raise UsageError(f"{msg}; no smaller mesh finishes within {about(REASONABLE_S)} here: "
                          f"raise the limit to {need + RESERVED_FILES}, or choose layouts with "
                          f"smaller collective groups")
-    raise ValueError(f"{msg}; instead " + ", or ".join(options))
+    raise UsageError(f"{msg}; instead " + ", or ".join(options))
 
 
 # What an error message may advise: a run in 2 processes (more share 2 cores more slowly, and
@@ -342,14 +233,6 @@ def free_port() -> int:
 
 
 @dataclass
-class Finished:
-    """What one worker printed, once every worker has exited cleanly."""
-    process_id: int
-    stdout: str
-    stderr: str
-
-
-@dataclass
 class _Worker:
     process_id: int
     out: object  # the files its stdout and stderr go to (pipes could fill and block it)
@@ -380,7 +263,7 @@ class _Worker:
 def launch(argv_of: Callable[[int, str], list[str]], processes: int,
            timeout_s: float | None = None, stall_s: float | None = None,
            stop_grace_s: float = STOP_GRACE_S,
-           on_start: Callable[[list[int]], None] | None = None) -> list[Finished]:
+           on_start: Callable[[list[int]], None] | None = None) -> None:
     """Run `argv_of(process_id, coordinator)` as `processes` local processes and wait for all.
 
     The coordinator is 127.0.0.1 on a free port. Each worker runs in its own process group
@@ -394,7 +277,7 @@ def launch(argv_of: Callable[[int, str], list[str]], processes: int,
     """
     for name, value in (("timeout_s", timeout_s), ("stall_s", stall_s)):
         if value is not None and not value > 0:
-            raise ValueError(f"{name} must be a positive number of seconds (or None for no "
+            raise UsageError(f"{name} must be a positive number of seconds (or None for no "
                              f"limit), got {value!r}")
     coordinator = f"{LOCALHOST}:{free_port()}"
     workers: list[_Worker] = []
@@ -415,7 +298,7 @@ def launch(argv_of: Callable[[int, str], list[str]], processes: int,
             if on_start:
                 on_start([w.proc.pid for w in workers])
             _supervise(workers, timeout_s, stall_s)
-            return [Finished(w.process_id, w.text(w.out), w.text(w.err)) for w in workers]
+            return
         except (KeyboardInterrupt, _Signal) as stop:
             signum = stop.signum if isinstance(stop, _Signal) else signal.SIGINT
             now = time.monotonic()

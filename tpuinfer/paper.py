@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .config import get_model
 from .hardware import PAPER_MESHES
-from .planner import max_context, plan
+from .kv import max_context
+from .planner import plan
 
 MODEL, CHIPS, CONTEXT, GENERATED = "palm-540b", 64, 2048, 64
 
@@ -137,7 +139,6 @@ def serial_slowdown(hardware) -> float:
     """One decode step of the serial block over the parallel one (2D weight-stationary,
     attention by batch, batch 512, the 4x4x4 slice), each under the schedule the planner
     prefers for it."""
-    from .config import get_model
     cfg = get_model(MODEL)
     kw = dict(batch=512, input_len=0, history_len=CONTEXT, gen_len=1, weights="bf16",
               ffn="ws2d", attention="batch", mesh=PAPER_MESHES[CHIPS])

@@ -30,11 +30,15 @@ from typing import Callable
 import numpy as np
 
 from .config import ModelConfig, get_model
-from .cost import Estimate, combine, cost_per_token, estimate, mfu
+from .cost import Estimate, combine, cost_per_token, estimate, mfu, named_times
+from .errors import LayoutError, UsageError
 from .hardware import (HardwareProfile, check_mesh, chip_counts, get_hardware, mesh_shapes,
                        wraps)
+# re-exported: the maximum-context model lived here, and `planner.max_context` is still asked
+from .kv import (ATTENTION_VARIANTS, kv_bytes_per_chip, max_context,  # noqa: F401
+                 variant_config)
 from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
-from .layouts.registry import FFN, pad_heads
+from .layouts.registry import ATTENTION, FFN, pad_heads
 from .quant import check_format
 
 PHASES = ("prefill", "decode")
@@ -89,11 +93,7 @@ class PhaseEstimate:
         return cost_per_token(self.chips, self.latency_s, self.tokens)
 
     def times(self) -> dict:
-        out = {"compute_s": self.compute_s, "weights_s": self.weights_s, "kv_s": self.kv_s,
-               "comm_s": self.comm_s}
-        if self.overhead_s:
-            out["overhead_s"] = self.overhead_s
-        return out
+        return named_times(self)
 
     @property
     def unfit_reason(self) -> str | None:
@@ -130,7 +130,7 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
     padded = pad_heads(cfg, layout, mesh_shape) if pad else cfg
     cfg, padded_heads = padded, (padded.H if padded.H != cfg.H else None)
     if (phase == "prefill" and input_len < 1) or (phase == "decode" and gen_len < 1):
-        raise ValueError(f"a {phase} needs at least one token; got input_len={input_len}, "
+        raise UsageError(f"a {phase} needs at least one token; got input_len={input_len}, "
                          f"gen_len={gen_len}")
     run = dict(batch=batch, weights=weights, hardware=hw, rule=rule)
     if phase == "prefill":
@@ -144,7 +144,7 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
                                                    context=s0 + gen_len, **run)
         steps, tokens = gen_len, batch * gen_len
     else:
-        raise ValueError(f"unknown phase {phase!r}; one of {PHASES}")
+        raise UsageError(f"unknown phase {phase!r}; one of {PHASES}")
     # Each part of step i, interpolated between the first and the last step (exact: affine).
     frac = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
     part = {k: getattr(first, k) + (getattr(last, k) - getattr(first, k)) * frac
@@ -185,9 +185,9 @@ LOOPED = ("auto", "yes", "no")
 
 def _layouts(ffn: str, attention: str, looped: str = "auto") -> list[Layout]:
     ffns = FFN_LAYOUTS if ffn == "auto" else (ffn,)
-    # by batch first, so that an exact tie (wg-xyz runs one program under both attention
-    # names) keeps the paper's name for it in the Pareto sweep too
-    attns = sorted(ATTENTION_LAYOUTS, key=lambda a: a != "batch") if attention == "auto" \
+    # the preferred attention layout first, so that an exact tie (wg-xyz runs one program
+    # under both) keeps the name `_preference` gives it in the Pareto sweep too
+    attns = sorted(ATTENTION_LAYOUTS, key=_attention_rank) if attention == "auto" \
         else (attention,)
     loops = {"no": [(False, False)], "yes": [(True, False), (True, True)],
              "auto": [(False, False), (True, False), (True, True)]}[looped]
@@ -199,25 +199,32 @@ def _layouts(ffn: str, attention: str, looped: str = "auto") -> list[Layout]:
 def candidates(cfg, hw, chips, phase, *, ffn="auto", attention="auto", looped="auto",
                mesh=None, **request):
     """Every (layout, mesh) priced for one phase: a PhaseEstimate, or the reason it cannot
-    run (a mesh that does not divide a dimension, a batch smaller than its sharding)."""
+    run (a `LayoutError`: a mesh that does not divide a dimension, a batch smaller than its
+    sharding). Any other exception is a bug and propagates."""
     meshes = [tuple(mesh)] if mesh is not None else mesh_shapes(hw, chips)
     for m, layout in itertools.product(meshes, _layouts(ffn, attention, looped)):
         try:
             yield layout, m, phase_estimate(cfg, layout, m, phase, hardware=hw, **request)
-        except ValueError as err:
+        except LayoutError as err:
             yield layout, m, str(err)
 
 
+def _attention_rank(name: str) -> bool:
+    """False (first) for an attention layout whose chips each hold 1/n of the KV cache."""
+    return not ATTENTION[name].CACHE_OVER_ALL_CHIPS
+
+
 def _preference(p: PhaseEstimate, hw: HardwareProfile):
-    """Lowest latency; exact ties to the no-overlap time, then attention by batch (under
-    wg-xyz both attention names run the same program, every chip owning whole sequences, and
-    the paper calls that one by batch), then the plain schedule over the looped ones (fewer
-    collectives for the same time), then a slice with wraparound (ties between meshes arise
-    where nothing crosses the links, as in an XYZ-weight-gathered step looped)."""
+    """Lowest latency; exact ties to the no-overlap time, then the attention layout that
+    splits the KV cache over every chip (under wg-xyz both attention layouts run the same
+    program, every chip owning whole sequences, and the paper calls that one by batch), then
+    the plain schedule over the looped ones (fewer collectives for the same time), then a
+    slice with wraparound (ties between meshes arise where nothing crosses the links, as in
+    an XYZ-weight-gathered step looped)."""
     def same(t):  # equal up to floating-point rounding: the same sum taken in another order
         return float(f"{t:.9g}")
-    return (same(p.latency_s), same(p.sum_s), p.layout.attention != "batch", p.layout.looped,
-            p.layout.bidirectional, not wraps(hw, p.mesh_shape))
+    return (same(p.latency_s), same(p.sum_s), _attention_rank(p.layout.attention),
+            p.layout.looped, p.layout.bidirectional, not wraps(hw, p.mesh_shape))
 
 
 def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
@@ -238,7 +245,7 @@ def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
     if not priced and unfit and fixed:
         priced = unfit
     if not priced:
-        raise ValueError(_nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit))
+        raise UsageError(_nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit))
     priced.sort(key=lambda p: _preference(p, hw))
     best = priced[0]
     runner = next((p for p in priced[1:] if (p.layout.ffn, p.layout.attention)
@@ -312,7 +319,7 @@ def plan(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", c
     """Choose mesh and layouts per phase (see the module docstring). `looped`: weigh plain,
     looped and bidirectional looped schedules (`auto`), only the looped ones (`yes`) or only
     plain (`no`). `pad`: pad H where a layout splits more chips than H divides. Raises
-    ValueError naming the problem when nothing runs, or (auto layouts) nothing fits;
+    UsageError naming the problem when nothing runs, or (auto layouts) nothing fits;
     `allow_unfit` keeps unfitting configurations as candidates."""
     cfg, hw = get_model(model), get_hardware(hardware)
     check_format(weights)
@@ -320,7 +327,7 @@ def plan(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", c
     if mesh is not None:
         mesh = check_mesh(hw, mesh)
         if math.prod(mesh) != chips:
-            raise ValueError(f"mesh {'x'.join(map(str, mesh))} has {math.prod(mesh)} chips, "
+            raise UsageError(f"mesh {'x'.join(map(str, mesh))} has {math.prod(mesh)} chips, "
                              f"not {chips}; pass --chips {math.prod(mesh)} or another mesh")
     rule = rule or hw.rule
     kw = dict(batch=batch, input_len=input_len, history_len=history_len, gen_len=gen_len,
@@ -338,22 +345,22 @@ def _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention
                    looped="auto"):
     for name, v in (("chips", chips), ("batch", batch)):
         if v < 1:
-            raise ValueError(f"{name} must be at least 1, got {v}")
+            raise UsageError(f"{name} must be at least 1, got {v}")
     for name, v in (("input_len", input_len), ("history_len", history_len),
                     ("gen_len", gen_len)):
         if v < 0:
-            raise ValueError(f"{name} must be 0 or more, got {v}")
+            raise UsageError(f"{name} must be 0 or more, got {v}")
     if input_len == 0 and gen_len == 0:
-        raise ValueError("nothing to run: input_len and gen_len are both 0; give input tokens "
+        raise UsageError("nothing to run: input_len and gen_len are both 0; give input tokens "
                          "to prefill or tokens to generate")
     if ffn != "auto" and ffn not in FFN_LAYOUTS:
-        raise ValueError(f"unknown ffn layout {ffn!r}; choose auto or one of "
+        raise UsageError(f"unknown ffn layout {ffn!r}; choose auto or one of "
                          f"{', '.join(FFN_LAYOUTS)}")
     if attention != "auto" and attention not in ATTENTION_LAYOUTS:
-        raise ValueError(f"unknown attention layout {attention!r}; choose auto or one of "
+        raise UsageError(f"unknown attention layout {attention!r}; choose auto or one of "
                          f"{', '.join(ATTENTION_LAYOUTS)}")
     if looped not in LOOPED:
-        raise ValueError(f"looped {looped!r}; choose {', '.join(LOOPED)} (auto weighs plain and "
+        raise UsageError(f"looped {looped!r}; choose {', '.join(LOOPED)} (auto weighs plain and "
                          "looped schedules)")
 
 
@@ -380,7 +387,7 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
     # No layout stores less than its share of the weights: skip chip counts that cannot fit.
     chips = [n for n in chips if cfg.weight_bytes(weights) / n <= hw.hbm_bytes]
     if not chips:
-        raise ValueError(f"{cfg.name} ({weights}) does not fit on any of those chip counts of "
+        raise UsageError(f"{cfg.name} ({weights}) does not fit on any of those chip counts of "
                          f"{hw.name}; use more chips or int8 weights")
     work = [(n, b, m) for n in chips for b in batches for m in mesh_shapes(hw, n)]
     layouts = _layouts(ffn, attention, looped)
@@ -395,7 +402,7 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
                 continue
             try:
                 p = phase_estimate(cfg, layout, m, phase, batch=b, **request)
-            except ValueError:
+            except LayoutError:  # this layout cannot split this batch or mesh: no point
                 continue
             if p.fits:
                 latency = p.per_token_s if phase == "decode" else p.latency_s
@@ -424,50 +431,3 @@ def _point(p: PhaseEstimate, latency: float) -> dict:
             "bidirectional": p.layout.bidirectional, "schedule": p.layout.schedule,
             "padded_heads": p.padded_heads, "latency_s": latency,
             "cost_chip_s_per_token": p.cost, "mfu": p.mfu}
-
-
-# ---- maximum context (the paper's Section 4.2) --------------------------------------------
-ATTENTION_VARIANTS = ("multihead", "multiquery-heads", "multiquery-batch")
-
-
-def variant_config(cfg: ModelConfig | str, variant: str) -> ModelConfig:
-    """The model under an attention variant. A multiquery model's multihead baseline halves
-    d_head, as the paper's comparison does (PaLM: multiquery D=256 against multihead D=128)."""
-    cfg = get_model(cfg)
-    if variant == "multihead":
-        return cfg if not cfg.multiquery else cfg.replace(n_kv_heads=cfg.H, d_head=cfg.D // 2)
-    if variant in ("multiquery-heads", "multiquery-batch"):
-        return cfg if cfg.multiquery else cfg.replace(n_kv_heads=1)
-    raise ValueError(f"unknown attention variant {variant!r}; choose one of "
-                     f"{', '.join(ATTENTION_VARIANTS)}")
-
-
-def kv_bytes_per_chip(cfg: ModelConfig | str, variant: str, chips: int, batch: int,
-                      context: int, bytes_per_elem: float = 2) -> float:
-    """The whole cache (`ModelConfig.kv_bytes`) divided as each variant shards it: by heads
-    over all chips (⌈K/n⌉ heads each: a chip holds at least one), replicated (multiquery's one
-    head cannot split by heads), or by batch over all chips (B/n sequences each)."""
-    v = variant_config(cfg, variant)
-    total = v.kv_bytes(batch, context, bytes_per_elem)
-    if variant == "multihead":
-        return total * math.ceil(v.K / chips) / v.K
-    if variant == "multiquery-heads":
-        return total
-    if batch % chips:
-        raise ValueError(f"multiquery-batch shards the batch over all {chips} chips: batch "
-                         f"{batch} must be a multiple of {chips}; use batch {chips}, "
-                         f"{2 * chips}, ... or multiquery-heads")
-    return total / chips
-
-
-def max_context(model: ModelConfig | str, chips: int, batch: int, attention_variant: str,
-                kv_fraction: float = 0.3, hardware: HardwareProfile | str = "tpu-v4") -> int:
-    """The longest context whose KV cache fits in `kv_fraction` of each chip's HBM (the paper
-    reserves 30%)."""
-    hw = get_hardware(hardware)
-    if not 0 < kv_fraction <= 1:
-        raise ValueError(f"kv_fraction must be in (0, 1], got {kv_fraction}")
-    if chips < 1 or batch < 1:
-        raise ValueError(f"chips and batch must be at least 1, got {chips} and {batch}")
-    per_position = kv_bytes_per_chip(model, attention_variant, chips, batch, 1)
-    return int(kv_fraction * hw.hbm_bytes // per_position)

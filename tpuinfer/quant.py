@@ -11,6 +11,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from .errors import UsageError
+
 WEIGHT_FORMATS = ("f32", "bf16", "int8")
 BYTES = {"f32": 4, "bf16": 2, "int8": 1}
 SCALE_BYTES = 2  # bf16 scales
@@ -18,7 +20,7 @@ SCALE_BYTES = 2  # bf16 scales
 
 def check_format(weights: str) -> str:
     if weights not in WEIGHT_FORMATS:
-        raise ValueError(f"unknown weight format {weights!r}; choose one of "
+        raise UsageError(f"unknown weight format {weights!r}; choose one of "
                          f"{', '.join(WEIGHT_FORMATS)}")
     return weights
 
@@ -106,7 +108,7 @@ def prepare(params: dict, weights: str | None) -> dict:
 
     def one(name, w):
         if isinstance(w, QWeight):
-            raise ValueError("parameters are already int8; pass the unquantized parameters")
+            raise UsageError("parameters are already int8; pass the unquantized parameters")
         if weights == "int8":
             return quantize(w, CONTRACT[name]) if is_matrix(name) else w.astype(jnp.bfloat16)
         return w.astype(jnp.float32 if weights == "f32" else jnp.bfloat16)

@@ -19,7 +19,8 @@ from .errors import UsageError
 from .hardware import get_hardware
 from .layouts import FFN_LAYOUTS, Layout, step_terms
 from .measure import Flag, count_by_kind, measure
-from .planner import ATTENTION_VARIANTS, Progress, kv_bytes_per_chip, max_context, pareto
+from .kv import ATTENTION_VARIANTS, kv_bytes_per_chip, max_context
+from .planner import Progress, pareto
 from .quant import activation_dtype, check_format
 
 # Real steps on the emulated CPU mesh are for small models: every one of the 256 devices

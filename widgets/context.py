@@ -9,7 +9,7 @@ from plotly.subplots import make_subplots
 
 from tpuinfer import MODELS
 from tpuinfer.hardware import hardware_names
-from tpuinfer.planner import ATTENTION_VARIANTS
+from tpuinfer.kv import ATTENTION_VARIANTS
 from tpuinfer.sweeps import context_curves
 
 from .base import CONTROL_STYLE, Explorer, dropdown, int_text

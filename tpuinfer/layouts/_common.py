@@ -6,54 +6,16 @@ the terms, so a mesh axis of size 1 costs nothing and emits nothing.
 """
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
+from ..errors import LayoutError
+from ..mesh import AXES, format_shape, group_size
 from ..terms import Collective
-
-AXES = ("x", "y", "z")
-
-
-@dataclass(frozen=True)
-class Axes:
-    """Where a feed-forward layout puts things, as mesh-axis tuples (order = linearisation).
-
-    batch: the residual's B is split over these (weight-gathered layouts).
-    embed: the residual's E is split over these (between layers).
-    heads: F and the attention heads are split over these at the nonlinearity / attention.
-    """
-    batch: tuple[str, ...]
-    embed: tuple[str, ...]
-    heads: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Ctx:
-    """Static facts a `shard_map` body needs: the model, the mesh sizes, the layouts."""
-    cfg: object
-    mesh_shape: tuple[int, int, int]
-    axes: Axes
-    attention: object  # the attention layout module (attn_heads or attn_batch)
-    ffn: object  # the feed-forward layout module
-    looped: bool = False  # Looped CollectiveEinsum for the collectives around the matmuls
-    bidirectional: bool = False
-
-    def size(self, axes: tuple[str, ...]) -> int:
-        return group_size(self.mesh_shape, axes)
-
-
-def group_size(mesh_shape, axes) -> int:
-    return _group_size(tuple(mesh_shape), tuple(axes))
-
-
-@functools.lru_cache(maxsize=4096)
-def _group_size(mesh_shape, axes) -> int:  # the planner asks this ~10^5 times a sweep
-    return math.prod(mesh_shape[AXES.index(a)] for a in axes)
+from .interface import Axes, Ctx  # noqa: F401  (the layout files take them from here)
 
 
 def spec_axes(entry) -> tuple[str, ...]:
@@ -81,10 +43,6 @@ def all_gather(ctx: Ctx, x, axes, axis: int):
 def reduce_scatter(ctx: Ctx, x, axes, axis: int):
     return (jax.lax.psum_scatter(x, axes, scatter_dimension=axis, tiled=True)
             if ctx.size(axes) > 1 else x)
-
-
-def all_reduce(ctx: Ctx, x, axes):
-    return jax.lax.psum(x, axes) if ctx.size(axes) > 1 else x
 
 
 def fused_reduce_scatter(ctx: Ctx, xs_BLN: list, axes):
@@ -201,12 +159,11 @@ def ring(axes, mesh_shape, chunk_bytes: float, bidirectional: bool, what: str, *
 
 # ---- checks ---------------------------------------------------------------------------------
 def require_divides(what: str, size: int, axes, mesh_shape, layout: str, hint: str = ""):
-    """Raise a ValueError naming the dimension, the axes and what would work."""
+    """Raise a LayoutError naming the dimension, the axes and what would work."""
     k = group_size(mesh_shape, axes)
     if size % k:
-        from ..mesh import format_shape
         names = "·".join(a.upper() for a in axes)
-        raise ValueError(
+        raise LayoutError(
             f"{what}={size} does not divide by {names}={k} on mesh {format_shape(mesh_shape)} "
             f"(layout {layout} splits it over {', '.join(axes)}); choose a mesh whose "
             f"{'·'.join(axes)} divides {size}" + (f", {hint}" if hint else ""))
@@ -215,8 +172,7 @@ def require_divides(what: str, size: int, axes, mesh_shape, layout: str, hint: s
 def require_batch(batch: int, axes, mesh_shape, layout: str, why: str = "its batch sharding"):
     k = group_size(mesh_shape, axes)
     if batch < k or batch % k:
-        from ..mesh import format_shape
-        raise ValueError(
+        raise LayoutError(
             f"batch B={batch} cannot be split over {'·'.join(axes)}={k} chips on mesh "
             f"{format_shape(mesh_shape)} ({layout} needs B to be a multiple of {k}, "
             f"{why}); use a batch of {k}, {2 * k}, ... or a layout that shards the batch less")

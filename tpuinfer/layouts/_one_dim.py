@@ -18,11 +18,13 @@ import functools
 import math
 
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
-from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares
-from ..quant import QWeight, scale_spec
+from ..model import ffn_act, mm, param_shapes, rms_factor, rope, sum_of_squares
+from ..quant import QWeight, scale_spec, stored_arrays
 from . import _common as c
 from . import looped
+from .ws2d import ZY, stored_specs
 
 
 def block(ctx, x_BLE, w, cache, pos, specs):
@@ -119,13 +121,16 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     return x_BLE + c.reduce_scatter(ctx, produce(0, cfg.E), m, axis=2), cache
 
 
-def collectives(cfg, axes, specs, gather, mesh_shape, batch, tokens, a, weights,
-                attention, loop=(False, False)) -> list:
-    """Every collective of one layer, per chip, under tpuinfer.terms' byte convention.
-    `loop` = (looped, bidirectional): weight-gathered layouts move their weights round the
-    ring of the batch axes; 1D weight-stationary moves activations round the ring of m."""
-    b, m = axes.batch, axes.embed
-    rows = batch // c.group_size(mesh_shape, b) * tokens  # B/|b|·L
+def collectives(step, specs) -> list:
+    """Every collective of one layer, per chip, under tpuinfer.terms' byte convention, for a
+    layout whose layer is stored with `specs`. Looped (`step.ctx.looped`): weight-gathered
+    layouts move their weights round the ring of the batch axes; 1D weight-stationary moves
+    activations round the ring of m (both ways if `step.ctx.bidirectional`)."""
+    cfg, mesh_shape, a, weights = step.cfg, step.mesh_shape, step.act_bytes, step.weights
+    axes, gather = step.axes, step.ctx.ffn.GATHER
+    loop = (step.ctx.looped, step.ctx.bidirectional)
+    m = axes.embed
+    rows = step.sequences * step.tokens  # B/|b|·L
     out = []
     used = {}  # matrix -> (elements each chip multiplies by, bytes per element)
     for name, label, held, whole, nbytes, g in _arrays(cfg, tuple(sorted(specs.items())),
@@ -155,7 +160,7 @@ def collectives(cfg, axes, specs, gather, mesh_shape, batch, tokens, a, weights,
             out += c.collective("all-gather", m, mesh_shape, rows * cfg.E * a, 1,
                                 "1. B_bLE_m -> B_bLE", itemsize=a)
         if attn:
-            out += attention.collectives(cfg, axes, mesh_shape, batch, tokens, a)
+            out += step.ctx.attention.collectives(step)
         if ring_activations:
             out += c.ring(m, mesh_shape, chunk, loop[1], "4. B_bLE_m accumulators of the "
                           "output matmuls", itemsize=a, matmul=matmul(outs))
@@ -171,8 +176,6 @@ def _arrays(cfg, spec_items, gather, mesh_shape, weights) -> tuple:
     label, the elements a chip holds and the elements it multiplies by once gathered over
     `gather`, bytes per element, and the axes gathered. Cached: every schedule, batch and
     context of a layout on a mesh shares them."""
-    from ..model import param_shapes
-    from ..quant import stored_arrays
     shapes, out = param_shapes(cfg.replace(n_layers=1))["layers"][0], []  # all layers alike
     for name, spec_ in spec_items:
         if "norm" in name:
@@ -189,16 +192,14 @@ def _arrays(cfg, spec_items, gather, mesh_shape, weights) -> tuple:
 def gathered_specs(cfg) -> dict:
     """Weight-gathered layouts store weights as 2D weight-stationary does (`E_xF_yz`), so one
     stored layout serves weight-gathered prefill and 2D weight-stationary decode."""
-    from .ws2d import stored_specs
-    from jax.sharding import PartitionSpec as P
     return stored_specs(cfg) | {n: P() for n in c.norm_names(cfg)}
 
 
-def check_gathered(cfg, mesh_shape, batch, axes, name):
-    from .ws2d import ZY
+def check_gathered(step):
+    cfg, mesh_shape, axes, name = step.cfg, step.mesh_shape, step.axes, step.ctx.ffn.NAME
     c.require_divides("E", cfg.E, ("x",), mesh_shape, name)
     c.require_divides("E", cfg.E, axes.embed, mesh_shape, name)
     c.require_divides("F", cfg.F, ZY, mesh_shape, name, "or pad F")
     c.require_divides("H", cfg.H, ZY, mesh_shape, name,
                       "or pad the heads as the paper pads PaLM 540B's 48 to 64")
-    c.require_batch(batch, axes.batch, mesh_shape, name)
+    c.require_batch(step.batch, axes.batch, mesh_shape, name)

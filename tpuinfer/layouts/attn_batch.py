@@ -23,6 +23,7 @@ from ..model import write_cache
 from . import _common as c
 
 NAME = "batch"
+CACHE_OVER_ALL_CHIPS = True  # B split over every chip: each holds 1/n of the cache
 
 
 def cache_spec(cfg, axes) -> P:
@@ -58,15 +59,23 @@ def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
     return _to_heads(ctx, o_BLHD), cache
 
 
-def collectives(cfg, axes, mesh_shape, batch, tokens, a) -> list:
-    rows = batch // c.group_size(mesh_shape, axes.batch) * tokens
-    q = rows * cfg.H * cfg.D / c.group_size(mesh_shape, axes.heads) * a  # local Q, either side
+def collectives(step) -> list:
+    """Steps 1 and 3: the all-to-alls over h."""
+    cfg, h, a = step.cfg, step.axes.heads, step.act_bytes
+    rows = step.sequences * step.tokens
+    q = rows * cfg.H * cfg.D / step.size(h) * a  # local Q, either side
     n_moved = 2 if cfg.multiquery else 4  # Q and O; multihead also K and V
-    return c.collective("all-to-all", axes.heads, mesh_shape, q, n_moved,
+    return c.collective("all-to-all", h, step.mesh_shape, q, n_moved,
                         "Q to batch-split, O back to heads" + ("" if cfg.multiquery else
                                                                 ", and K, V"), itemsize=a)
 
 
-def check(cfg, axes, mesh_shape, batch, ffn_name):
-    c.require_batch(batch, axes.batch + axes.heads, mesh_shape, f"{ffn_name}/batch",
+def per_chip(step) -> tuple[int, int]:
+    """Step 2: whole heads for B/(|b||h|) sequences."""
+    return step.sequences // step.size(step.axes.heads), step.cfg.H
+
+
+def check(step):
+    c.require_batch(step.batch, step.axes.batch + step.axes.heads, step.mesh_shape,
+                    f"{step.ctx.ffn.NAME}/batch",
                     "attention by batch splits the batch over every chip")

@@ -17,6 +17,7 @@ from ..model import write_cache
 from . import _common as c
 
 NAME = "heads"
+CACHE_OVER_ALL_CHIPS = False  # split over h only, and multiquery's one head not at all
 
 
 def cache_spec(cfg, axes) -> P:
@@ -30,10 +31,15 @@ def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
     return attend_local(q_BLHD, cache["k"], cache["v"], pos), cache
 
 
-def collectives(cfg, axes, mesh_shape, batch, tokens, a) -> list:
-    return []
+def collectives(step) -> list:
+    return []  # attention runs on the chip's own heads
 
 
-def check(cfg, axes, mesh_shape, batch, ffn_name):
+def per_chip(step) -> tuple[int, int]:
+    """The chip's B/|b| sequences, on its H/|h| heads."""
+    return step.sequences, step.cfg.H // step.size(step.axes.heads)
+
+
+def check(step):
     """Nothing beyond the feed-forward layout's checks: heads split exactly as F does, and
     those checks already ask H to divide by the heads axes."""

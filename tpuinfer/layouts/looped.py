@@ -24,7 +24,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..model import mm
 from ..quant import QWeight
+from ._common import group_size, spec_axes
 
 RECV_FROM_NEXT, RECV_FROM_PREV = 1, -1
 
@@ -112,8 +114,6 @@ def ring_matmul(eq: str, x, ring: Ring):
     """einsum(eq, x, W) where W is `ring.w` all-gathered over `ring.axes`, without ever
     holding W whole: chunk j of the group arrives, is multiplied, and moves on. Contracting
     dims of a chunk pick their slice of x; output dims place the product in the result."""
-    from ..model import mm
-    from ._common import group_size, spec_axes
     axes, w = ring.axes, ring.w
     k = group_size(ring.mesh_shape, axes)
     sizes = [group_size(ring.mesh_shape, (a,)) for a in axes]

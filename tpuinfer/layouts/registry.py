@@ -8,36 +8,47 @@ import math
 from jax.sharding import PartitionSpec as P
 
 from ..config import ModelConfig
+from ..errors import LayoutError
 from ..quant import QWeight, scale_spec
-from . import Layout, attn_batch, attn_heads, wg_x, wg_xy, wg_xyz, ws1d, ws2d
 from . import _common as c
+from . import attn_batch, attn_heads, wg_x, wg_xy, wg_xyz, ws1d, ws2d
+from .interface import AttentionLayout, Ctx, FfnLayout, Step
+from .layout import Layout
 
-FFN = {"ws1d": ws1d, "ws2d": ws2d, "wg-x": wg_x, "wg-xy": wg_xy, "wg-xyz": wg_xyz}
-ATTENTION = {"heads": attn_heads, "batch": attn_batch}
+FFN: dict[str, FfnLayout] = {"ws1d": ws1d, "ws2d": ws2d, "wg-x": wg_x, "wg-xy": wg_xy,
+                             "wg-xyz": wg_xyz}
+ATTENTION: dict[str, AttentionLayout] = {"heads": attn_heads, "batch": attn_batch}
 
 
-def context(cfg: ModelConfig, layout: Layout, mesh_shape) -> c.Ctx:
+def context(cfg: ModelConfig, layout: Layout, mesh_shape) -> Ctx:
     ffn = FFN[layout.ffn]
-    return c.Ctx(cfg, tuple(mesh_shape), ffn.AXES, ATTENTION[layout.attention], ffn,
-                 layout.looped, layout.bidirectional)
+    return Ctx(cfg, tuple(mesh_shape), ffn.AXES, ATTENTION[layout.attention], ffn,
+               layout.looped, layout.bidirectional)
+
+
+def step(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int, tokens: int = 1,
+         act_bytes: float = 2, weights: str = "bf16") -> Step:
+    return Step(context(cfg, layout, mesh_shape), batch, tokens, act_bytes, weights)
 
 
 def check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
-    """Raise a ValueError naming the first dimension the mesh does not divide, or a batch
+    """Raise a LayoutError naming the first dimension the mesh does not divide, or a batch
     smaller than its sharding, with what would work instead."""
-    ctx = context(cfg, layout, mesh_shape)
-    ctx.ffn.check(cfg, ctx.mesh_shape, batch)
+    s = step(cfg, layout, mesh_shape, batch)
+    ctx = s.ctx
+    ctx.ffn.check(s)
     c.require_batch(batch, ctx.axes.batch, ctx.mesh_shape, layout.ffn)
-    ctx.attention.check(cfg, ctx.axes, ctx.mesh_shape, batch, layout.ffn)
-    c.require_divides("V", cfg.V, ctx.axes.embed, ctx.mesh_shape, layout.ffn, "or pad the vocabulary")
+    ctx.attention.check(s)
+    c.require_divides("V", cfg.V, ctx.axes.embed, ctx.mesh_shape, layout.ffn,
+                      "or pad the vocabulary")
     if layout.bidirectional and ctx.ffn.GATHER:
-        raise ValueError(f"{layout.ffn} loops its weights round the ring one way only; use "
+        raise LayoutError(f"{layout.ffn} loops its weights round the ring one way only; use "
                          f"looped=True without bidirectional, or ws1d/ws2d")
     if layout.bidirectional:
         # both halves of every moving chunk of E must be whole
         n_e = c.group_size(ctx.mesh_shape, ctx.axes.embed)
         if (cfg.E // n_e) % 2:
-            raise ValueError(
+            raise LayoutError(
                 f"bidirectional looping splits each chip's E/{n_e}={cfg.E // n_e} columns in "
                 f"halves; choose a mesh of fewer chips (E/n even) or the one-way loop")
 
@@ -83,6 +94,23 @@ def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32") -> dict:
 def cache_spec(cfg: ModelConfig, layout: Layout) -> P:
     """The spec of every layer's K and V cache, [B, S, K, D]."""
     return ATTENTION[layout.attention].cache_spec(cfg, FFN[layout.ffn].AXES)
+
+
+def cache_shape_per_chip(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int,
+                         context: int) -> tuple[int, int, int, int]:
+    """[B, S, K, D] of one layer's K (or V) cache on one chip, from `cache_spec`. A dimension
+    split over more chips than it has rows rounds up (each chip holds at least one head, as a
+    padded model would): only the maximum-context model asks that of a layout it cannot run."""
+    spec = tuple(cache_spec(cfg, layout))
+    return tuple(-(-d // c.group_size(mesh_shape, c.spec_axes(e)))
+                 for d, e in zip((batch, context, cfg.K, cfg.D), spec))
+
+
+def cache_bytes_per_chip(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int,
+                         context: int, bytes_per_elem: float = 2) -> float:
+    """KV-cache bytes one chip holds: K and V, every layer."""
+    local = cache_shape_per_chip(cfg, layout, mesh_shape, batch, context)
+    return 2 * cfg.n_layers * math.prod(local) * bytes_per_elem
 
 
 def cache_specs(cfg: ModelConfig, layout: Layout) -> list:

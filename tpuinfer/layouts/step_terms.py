@@ -1,8 +1,12 @@
 """`step_terms`: what one step of a layout costs each chip, before any hardware is chosen.
 
-The collectives come from each layout file's `collectives()`, written beside the body they
-predict. FLOPs, weight bytes and KV bytes follow from the partition specs themselves: a chip's
-weight matmuls read exactly its (gathered) shard of each matrix, for each of its tokens.
+Every term is asked of the code that runs it: the collectives of each layer of the
+feed-forward layout's `collectives()` (which asks its attention layout for attention's), and
+those of the step's two ends of `head.collectives()`; the attention FLOPs of the attention
+layout's `per_chip()` and the model's `attention_flops`. FLOPs, weight bytes and KV bytes
+follow from the partition specs themselves: a chip's weight matmuls read exactly its
+(gathered) shard of each matrix, for each of its tokens; its cache is its shard of the
+cache spec.
 """
 from __future__ import annotations
 
@@ -12,11 +16,14 @@ import math
 from ..config import ModelConfig
 from ..model import QUERY_BLOCK, param_shapes
 from ..quant import check_format, stored_arrays
+from ..errors import UsageError
 from ..terms import StepTerms
-from . import Layout
 from . import _common as c
-from .registry import cache_spec, check, param_specs
-from .registry import context as layout_context
+from . import head
+from .interface import Step
+from .layout import Layout
+from .registry import cache_bytes_per_chip, check, param_specs
+from .registry import step as layout_step
 
 
 @functools.lru_cache(maxsize=2048)
@@ -55,69 +62,49 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     check_format(weights)
     mesh_shape = tuple(mesh_shape)
     if tokens < 1 or context < tokens:
-        raise ValueError(f"a step needs tokens >= 1 and context >= tokens, got tokens={tokens}, "
+        raise UsageError(f"a step needs tokens >= 1 and context >= tokens, got tokens={tokens}, "
                          f"context={context}")
     check(cfg, layout, mesh_shape, batch)
-    ctx = layout_context(cfg, layout, mesh_shape)
-    ffn, attention, axes = ctx.ffn, ctx.attention, ctx.axes
-    n_b = c.group_size(mesh_shape, axes.batch)
-    seqs = batch // n_b  # sequences each chip processes: B/|b|
+    step = layout_step(cfg, layout, mesh_shape, batch, tokens, act_bytes, weights)
+    seqs = step.sequences  # sequences each chip processes: B/|b|
     rows = seqs * tokens  # and their tokens: B/|b|·L
-    a = act_bytes
-
-    collectives = _collectives(cfg, layout, mesh_shape, batch, tokens, a, weights)
 
     stored_w, read_w, layer_elements, table_elements = _weights_per_chip(
-        cfg, layout.ffn, mesh_shape, weights, ffn.GATHER)
-    kv_spec = cache_spec(cfg, layout)
-    kv_local = c.local_shape((batch, context, cfg.K, cfg.D), kv_spec, mesh_shape)
-    kv_bytes = 2 * cfg.n_layers * math.prod(kv_local) * a
-
-    # Attention runs on (sequences, heads) per chip: by heads (B/|b|, H/|h|); by batch
-    # (B/(|b||h|), H). Score and value matmuls over the whole cache of `context` positions.
-    n_h = c.group_size(mesh_shape, axes.heads)
-    att_b, att_h = (batch // n_b, cfg.H // n_h) if layout.attention == "heads" else \
-        (batch // (n_b * n_h), cfg.H)
-    attention_flops = 4.0 * cfg.n_layers * att_b * tokens * context * att_h * cfg.D
+        cfg, layout.ffn, mesh_shape, weights, step.ctx.ffn.GATHER)
+    kv_bytes = cache_bytes_per_chip(cfg, layout, mesh_shape, batch, context, act_bytes)
+    # Score and value matmuls over the whole cache of `context` positions, for the
+    # (sequences, heads) the attention layout gives each chip.
+    att_b, att_h = step.ctx.attention.per_chip(step)
 
     return StepTerms(
         # every token goes through every layer; only the last position is projected to logits
         flops=2.0 * rows * layer_elements + 2.0 * seqs * table_elements,
-        attention_flops=attention_flops,
+        attention_flops=cfg.attention_flops(att_b, tokens, context, heads=att_h),
         weight_bytes=read_w, kv_bytes=kv_bytes,
         stored_weight_bytes=stored_w, stored_kv_bytes=kv_bytes,
-        activation_bytes=_largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens,
-                                             context, a),
-        collectives=collectives)
+        activation_bytes=_largest_activation(step, att_b, att_h, context),
+        collectives=_collectives(step))
 
 
 @functools.lru_cache(maxsize=8192)
-def _collectives(cfg, layout, mesh_shape, batch, tokens, a, weights) -> tuple:
+def _collectives(step: Step) -> tuple:
     """Every collective of the step: one layer's, n_layers times (every layer is the same),
-    then the final norm's and the output projection's. They do not depend on the context:
-    cached, one tuple for every decode step the planner prices."""
-    ctx = layout_context(cfg, layout, mesh_shape)
-    per_layer = ctx.ffn.collectives(cfg, mesh_shape, batch, tokens, a, weights, ctx.attention,
-                                    (layout.looped, layout.bidirectional))
-    seqs, e = batch // ctx.size(ctx.axes.batch), ctx.axes.embed
-    return tuple([x.times(cfg.n_layers) for x in per_layer]
-                 + c.collective("all-reduce", e, mesh_shape, seqs * 4, 1,
-                                "final RMS-norm sum of squares, B·L f32", itemsize=4)
-                 + c.collective("reduce-scatter", e, mesh_shape, seqs * cfg.V * a, 1,
-                                "output projection, last position: BV partial-sum(e) -> BV_e",
-                                itemsize=a))
+    then the two ends' (`head`). They do not depend on the context: cached, one tuple for
+    every decode step the planner prices."""
+    per_layer = step.ctx.ffn.collectives(step)
+    return tuple([x.times(step.cfg.n_layers) for x in per_layer] + head.collectives(step))
 
 
-def _largest_activation(cfg, ctx, seqs, rows, att_b, att_h, tokens, context, a) -> float:
+def _largest_activation(step: Step, att_b, att_h, context) -> float:
     """The largest single activation a chip holds: the gathered input, the FFN hidden
     activations, one block of attention scores (f32) or the output projection's partial sums
     for the last position."""
+    cfg, ctx, a = step.cfg, step.ctx, step.act_bytes
+    seqs, rows = step.sequences, step.sequences * step.tokens
     n_h = ctx.size(ctx.axes.heads)
-    # a layout whose matmuls keep E split (2D weight-stationary: over x) declares it
-    e_split = ctx.size(getattr(ctx.ffn, "E_STAYS_SPLIT", ()))
+    e_split = ctx.size(ctx.ffn.E_STAYS_SPLIT)  # E stays split over these in the matmuls
     gathered_e, f_local = cfg.E // e_split, cfg.F // n_h * e_split
     return max(rows * gathered_e * a,
                rows * f_local * (2 if cfg.gated_ffn else 1) * a,
-               att_b * att_h * min(tokens, QUERY_BLOCK) * context * 4,
+               att_b * att_h * min(step.tokens, QUERY_BLOCK) * context * 4,
                seqs * cfg.V * a)
-

@@ -20,6 +20,7 @@ from ._common import Axes
 NAME = "wg-xyz"
 AXES = Axes(batch=('x', 'y', 'z'), embed=(), heads=())
 GATHER = AXES.batch  # the weights are all-gathered over the batch axes
+E_STAYS_SPLIT: tuple[str, ...] = ()  # the matmuls see the whole of E
 
 
 def layer_specs(cfg) -> dict:
@@ -30,10 +31,9 @@ def block(ctx, x_BLE, w, cache, pos):
     return _one_dim.block(ctx, x_BLE, w, cache, pos, layer_specs(ctx.cfg))
 
 
-def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(False, False)):
-    return _one_dim.collectives(cfg, AXES, layer_specs(cfg), GATHER, mesh_shape, batch, tokens,
-                                a, weights, attention, loop)
+def collectives(step) -> list:
+    return _one_dim.collectives(step, layer_specs(step.cfg))
 
 
-def check(cfg, mesh_shape, batch):
-    _one_dim.check_gathered(cfg, mesh_shape, batch, AXES, NAME)
+def check(step):
+    _one_dim.check_gathered(step)

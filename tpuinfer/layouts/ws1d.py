@@ -22,7 +22,8 @@ from ._common import Axes
 NAME = "ws1d"
 XYZ = ("x", "y", "z")
 AXES = Axes(batch=(), embed=XYZ, heads=XYZ)
-GATHER: tuple[str, ...] = ()
+GATHER: tuple[str, ...] = ()  # weights never move
+E_STAYS_SPLIT: tuple[str, ...] = ()  # step 1 gathers the whole of E
 
 
 def layer_specs(cfg) -> dict:
@@ -38,12 +39,12 @@ def block(ctx, x_BLE, w, cache, pos):
     return _one_dim.block(ctx, x_BLE, w, cache, pos, layer_specs(ctx.cfg))
 
 
-def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(False, False)):
-    return _one_dim.collectives(cfg, AXES, layer_specs(cfg), GATHER, mesh_shape, batch, tokens,
-                                a, weights, attention, loop)
+def collectives(step) -> list:
+    return _one_dim.collectives(step, layer_specs(step.cfg))
 
 
-def check(cfg, mesh_shape, batch):
+def check(step):
+    cfg, mesh_shape = step.cfg, step.mesh_shape
     pad = ("or pad the heads as the paper pads PaLM 540B's 48 to 64 (the planner does unless "
            "told --no-pad; or the model palm-540b-64heads)")
     c.require_divides("E", cfg.E, XYZ, mesh_shape, NAME)

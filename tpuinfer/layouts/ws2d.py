@@ -138,14 +138,16 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     return x_BLE + c.reduce_scatter(ctx, produce(0, cfg.E // ctx.size(("x",))), YZ, axis=2), cache
 
 
-def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(False, False)) -> list:
+def collectives(step) -> list:
     """Every collective of one layer, per chip (bytes under tpuinfer.terms' convention).
-    `loop` = (looped, bidirectional): steps 1 and 7 become collective permutes round yz, each
-    round beside a partial matmul of steps 2 and 6 (one E/(XYZ) slice of their contraction
-    or output columns)."""
+    Looped (`step.ctx.looped`, `.bidirectional`): steps 1 and 7 become collective permutes
+    round yz, each round beside a partial matmul of steps 2 and 6 (one E/(XYZ) slice of their
+    contraction or output columns)."""
+    cfg, mesh_shape, a = step.cfg, step.mesh_shape, step.act_bytes
     X, Y, Z = mesh_shape
-    BL, n_zy = batch * tokens, Y * Z
-    wb = BYTES[weights]  # the weights never move; the looped rings read them as they go
+    BL, n_zy = step.batch * step.tokens, Y * Z
+    wb = BYTES[step.weights]  # the weights never move; the looped rings read them as they go
+    is_looped, bidirectional = step.ctx.looped, step.ctx.bidirectional
     out = []
     for attn, ffn in c.passes(cfg):
         down = (cfg.F if ffn else 0) + (cfg.H * cfg.D if attn else 0)
@@ -153,9 +155,8 @@ def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(Fal
             (cfg.H * cfg.D * (1 if cfg.multiquery else 3)) if attn else 0)
         kv = 2 * cfg.D if attn and cfg.multiquery else 0  # whole on every chip of yz
         whole = 1 + kv  # X copies ride along
-        looped, bidirectional = loop
         chunk = BL * cfg.E / (X * n_zy) * a  # one chip's BLE_xyz
-        if looped:  # 2.'s matmul: [B·L, E/X] by [E/X, up/YZ + 2D] on each chip
+        if is_looped:  # 2.'s matmul: [B·L, E/X] by [E/X, up/YZ + 2D] on each chip
             w_in = cfg.E / X * (up / n_zy + kv)
             out += c.ring(YZ, mesh_shape, chunk, bidirectional, "1. BLE_xyz chunks fed to the "
                           "input matmuls", itemsize=a, matmul=(2 * BL * w_in, w_in * wb))
@@ -167,10 +168,10 @@ def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(Fal
                             "3. BLF_yz, BLH_yzD partial-sum(x) -> split over x, with X copies "
                             "of the norm's sum of squares and multiquery K, V", itemsize=a)
         if attn:
-            out += attention.collectives(cfg, AXES, mesh_shape, batch, tokens, a)
+            out += step.ctx.attention.collectives(step)
         out += c.collective("all-gather", ("x",), mesh_shape, BL * down / n_zy * a, 1,
                             "5. BLF_xyz, BLH_xyzD -> split over yz", itemsize=a)
-        if looped:  # 6.'s matmul: [B·L, down/YZ] by [down/YZ, E/X] on each chip
+        if is_looped:  # 6.'s matmul: [B·L, down/YZ] by [down/YZ, E/X] on each chip
             w_out = down / n_zy * cfg.E / X
             out += c.ring(YZ, mesh_shape, chunk, bidirectional, "7. BLE_xyz accumulators of "
                           "the output matmuls", itemsize=a, matmul=(2 * BL * w_out, w_out * wb))
@@ -180,8 +181,8 @@ def collectives(cfg, mesh_shape, batch, tokens, a, weights, attention, loop=(Fal
     return out
 
 
-def check(cfg, mesh_shape, batch):
-    X, Y, Z = mesh_shape
+def check(step):
+    cfg, mesh_shape = step.cfg, step.mesh_shape
     pad = ("or pad the heads as the paper pads PaLM 540B's 48 to 64 (the planner does unless "
            "told --no-pad; or the model palm-540b-64heads)")
     c.require_divides("E", cfg.E, ("x", "y", "z"), mesh_shape, NAME)

@@ -1,0 +1,62 @@
+"""The longest context whose KV cache fits (Pope et al. 2022, arXiv 2211.05102, Section 4.2).
+
+The paper compares three ways to hold the cache of PaLM 540B on 64 chips: multihead attention
+split by heads, multiquery split by heads (its one K/V head replicated on every chip) and
+multiquery split by batch. Each is an attention layout over all the chips (1D
+weight-stationary splits the heads over every chip), so a chip's cache here is its shard of
+that layout's cache spec (`registry.cache_bytes_per_chip`): the same accounting the cost
+model and the engine use.
+"""
+from __future__ import annotations
+
+from .config import ModelConfig, get_model
+from .errors import LayoutError, UsageError
+from .hardware import HardwareProfile, get_hardware
+from .layouts import Layout
+from .layouts.registry import ATTENTION, cache_bytes_per_chip
+
+# variant -> (the model's attention: multiquery?, the layout over all chips that holds it)
+VARIANTS = {"multihead": (False, Layout("ws1d", "heads")),
+            "multiquery-heads": (True, Layout("ws1d", "heads")),
+            "multiquery-batch": (True, Layout("ws1d", "batch"))}
+ATTENTION_VARIANTS = tuple(VARIANTS)
+
+
+def variant_config(cfg: ModelConfig | str, variant: str) -> ModelConfig:
+    """The model under an attention variant. A multiquery model's multihead baseline halves
+    d_head, as the paper's comparison does (PaLM: multiquery D=256 against multihead D=128)."""
+    cfg = get_model(cfg)
+    if variant not in VARIANTS:
+        raise UsageError(f"unknown attention variant {variant!r}; choose one of "
+                         f"{', '.join(ATTENTION_VARIANTS)}")
+    if VARIANTS[variant][0]:
+        return cfg if cfg.multiquery else cfg.replace(n_kv_heads=1)
+    return cfg if not cfg.multiquery else cfg.replace(n_kv_heads=cfg.H, d_head=cfg.D // 2)
+
+
+def kv_bytes_per_chip(cfg: ModelConfig | str, variant: str, chips: int, batch: int,
+                      context: int, bytes_per_elem: float = 2) -> float:
+    """A chip's KV cache under each variant: split by heads over all chips (⌈K/n⌉ heads each:
+    a chip holds at least one), replicated (multiquery's one head cannot split by heads), or
+    split by batch over all chips (B/n sequences each)."""
+    v = variant_config(cfg, variant)
+    layout = VARIANTS[variant][1]
+    if ATTENTION[layout.attention].CACHE_OVER_ALL_CHIPS and batch % chips:
+        raise LayoutError(f"{variant} shards the batch over all {chips} chips: batch "
+                          f"{batch} must be a multiple of {chips}; use batch {chips}, "
+                          f"{2 * chips}, ... or multiquery-heads")
+    return float(cache_bytes_per_chip(v, layout, (chips, 1, 1), batch, context,
+                                      bytes_per_elem))
+
+
+def max_context(model: ModelConfig | str, chips: int, batch: int, attention_variant: str,
+                kv_fraction: float = 0.3, hardware: HardwareProfile | str = "tpu-v4") -> int:
+    """The longest context whose KV cache fits in `kv_fraction` of each chip's HBM (the paper
+    reserves 30%)."""
+    hw = get_hardware(hardware)
+    if not 0 < kv_fraction <= 1:
+        raise UsageError(f"kv_fraction must be in (0, 1], got {kv_fraction}")
+    if chips < 1 or batch < 1:
+        raise UsageError(f"chips and batch must be at least 1, got {chips} and {batch}")
+    per_position = kv_bytes_per_chip(model, attention_variant, chips, batch, 1)
+    return int(kv_fraction * hw.hbm_bytes // per_position)
