@@ -1,6 +1,7 @@
 """Every layout against the unsharded reference, in prefill and decode, on several meshes
 (the full 4x8x8 among them); every layout's partition specs pinned."""
 import functools
+import inspect
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from jax.sharding import PartitionSpec as P
 
 import tpuinfer as ti
 from tpuinfer.layouts import registry
+from tpuinfer.layouts.interface import AttentionLayout, FfnLayout
 
 CFG = ti.MODELS["tiny"]
 MESHES = [(2, 2, 2), (1, 4, 2), (4, 8, 8)]  # cubic, non-cubic with a size-1 axis, the full mesh
@@ -100,6 +102,31 @@ def test_partition_specs_are_pinned(ffn):
     heads, batch = CACHE[ffn]
     assert registry.cache_specs(CFG, ti.Layout(ffn, "heads"))[0]["k"] == heads
     assert registry.cache_specs(CFG, ti.Layout(ffn, "batch"))[0]["k"] == batch
+
+
+def _members(protocol) -> dict:
+    """What `protocol` asks for: each method's parameters (without self), each attribute's type."""
+    methods = {n: list(inspect.signature(f).parameters)[1:] for n, f in vars(protocol).items()
+               if inspect.isfunction(f) and not n.startswith("_")}
+    return methods | {n: t for n, t in protocol.__annotations__.items()}
+
+
+@pytest.mark.parametrize("registered, protocol", [(registry.FFN, FfnLayout),
+                                                  (registry.ATTENTION, AttentionLayout)])
+def test_every_registered_layout_meets_the_interface(registered, protocol):
+    """Each layout module defines every name of its interface, methods with the interface's
+    parameters (one context object each), under the name it is registered by."""
+    assert set(registered) == set(ti.FFN_LAYOUTS if protocol is FfnLayout
+                                  else ti.ATTENTION_LAYOUTS)
+    for name, module in registered.items():
+        assert isinstance(module, protocol), name
+        assert module.NAME == name
+        for member, want in _members(protocol).items():
+            got = getattr(module, member)
+            if isinstance(want, list):
+                assert list(inspect.signature(got).parameters) == want, (name, member)
+            else:
+                assert not callable(got), (name, member)
 
 
 # ---- bad input -----------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from . import quant
 from .errors import UsageError
 
 
@@ -80,8 +81,7 @@ class ModelConfig:
     def weight_bytes(self, weights: str = "bf16") -> float:
         """Bytes of all parameters in a weight format; int8 adds a bf16 scale per output
         channel of each matrix (norms stay bf16)."""
-        from .quant import weight_bytes  # one formula, shared with the engine's int8 path
-        return weight_bytes(self, weights)
+        return quant.weight_bytes(self, weights)  # one formula, shared with the int8 path
 
     # ---- compute ------------------------------------------------------------------------
     def flops_per_token(self) -> float:

@@ -174,7 +174,7 @@ def check_open_files(cfg, layouts_for: Callable, mesh_shape, batch: int, process
         try:
             smaller = layouts_for(shape)
             fits = open_files_for(cfg, smaller, shape, batch, p) + RESERVED_FILES <= limit
-        except ValueError:  # the model or batch does not split over this mesh
+        except UsageError:  # the model or batch does not split over this mesh
             continue
         t = estimate_seconds(cfg, smaller, shape, batch, prompt_len, steps, p)
         if fits and t <= REASONABLE_S:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import get_model
+from .errors import UsageError
 from .hardware import PAPER_MESHES
 from .kv import max_context
 from .planner import plan
@@ -72,10 +73,10 @@ def as_run(col: Column, hardware, weights: str | None = None):
 
 def planned(col: Column, hardware):
     """The planner's choice for the column (auto layouts, any mesh), or the reason it has
-    none (a ValueError's message: nothing fits)."""
+    none (a UsageError's message: nothing fits)."""
     try:
         return _phase(col.plan(hardware))
-    except ValueError as err:
+    except UsageError as err:
         return str(err)
 
 

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
 from .errors import UsageError
 
@@ -42,7 +43,6 @@ def is_matrix(name: str) -> bool:
 def scale_spec(name: str, spec):
     """A scale vector is split like its matrix's output dimensions."""
     entries = tuple(spec) + (None,) * (3 - len(spec))
-    from jax.sharding import PartitionSpec
     ndim = {"w_q": 3, "w_k": 3, "w_v": 3, "w_o": 3}.get(name, 2)
     return PartitionSpec(*[e for d, e in enumerate(entries[:ndim]) if d not in CONTRACT[name]])
 
