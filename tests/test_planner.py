@@ -295,3 +295,20 @@ def test_pareto_frontier_is_monotone_and_fits(capsys):
         assert lat == sorted(lat) and cost == sorted(cost, reverse=True)
     # 3 batches x 24 layouts and schedules on every mesh of 4 and of 8 chips
     assert res["considered"] == sum(72 * len(mesh_shapes("tpu-v4", n)) for n in (4, 8))
+
+
+def test_only_layout_errors_become_reasons(monkeypatch):
+    """A layout that cannot split the model on a mesh is a reason the planner records; any
+    other exception while pricing is a bug, and propagates."""
+    from tpuinfer import planner
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal consistency check failed")
+    monkeypatch.setattr(planner, "estimate", broken)
+    for run in (lambda: plan("palm-8b", "tpu-v4", 8, batch=1, input_len=16, gen_len=0),
+                lambda: pareto("palm-8b", "tpu-v4", chips=[8], batches=[1], input_len=16,
+                               gen_len=0)):
+        with pytest.raises(ValueError) as raised:
+            run()
+        # the bug itself, not "no configuration runs ... because <the bug>"
+        assert type(raised.value) is ValueError and "no configuration" not in str(raised.value)
