@@ -11,6 +11,13 @@ than) its source, mid-workshop.
     .venv/bin/python book/_build.py              # write and run every chapter
     .venv/bin/python book/_build.py 03 05        # only the chapters whose names start so
     .venv/bin/python book/_build.py --no-run 03  # write without running (outputs dropped)
+    .venv/bin/python book/_build.py --student DIR  # the student's edition: answers emptied
+
+The student's edition is written from the sources without running them: every line of a code
+cell that assigns an answer (`answer_3 = 256`, at the start of a line) becomes
+`answer_3 = ...  # your answer`, and DIR gets a copy of booktools.py whose checks print the
+exercise's hint instead of the expected value. The instructor's edition (book/*.ipynb) keeps
+the answers, so that nbval checks them.
 
 Each notebook runs in a fresh kernel with book/ as its working directory (as nbval and
 JupyterLab run it), so `import booktools` finds book/booktools.py.
@@ -19,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import pathlib
+import re
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -79,6 +88,39 @@ def keep_readable(nb: nbformat.NotebookNode) -> None:
                 out["data"] = {"text/plain": LIVE_ONLY}
 
 
+ANSWER = re.compile(r"^(answer_\w+)\s*=.*$", re.MULTILINE)
+
+
+def student_notebook(path: pathlib.Path) -> nbformat.NotebookNode:
+    """The chapter as a student gets it: no outputs, every answer assignment emptied."""
+    nb = notebook(path)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = ANSWER.sub(r"\1 = ...  # your answer", cell.source)
+    return nb
+
+
+def write_student_edition(target: pathlib.Path, chapters=()) -> list[pathlib.Path]:
+    """Write the student's edition of the chapters (all, or those whose names start with one
+    of `chapters`) into `target`, with booktools.py in hint mode and the workshop guide."""
+    target.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in sorted(SOURCES.glob("[0-9][0-9]_*.py")):
+        if chapters and not src.name.startswith(tuple(chapters)):
+            continue
+        out = target / (src.stem + ".ipynb")
+        nbformat.write(student_notebook(src), out)
+        written.append(out)
+    tools = (BOOK / "booktools.py").read_text()
+    assert "\nSTUDENT = False\n" in tools, "booktools.py lost its STUDENT switch"
+    (target / "booktools.py").write_text(tools.replace("\nSTUDENT = False\n",
+                                                       "\nSTUDENT = True\n"))
+    for name in ("README.md", "WORKSHOP.md"):
+        if (BOOK / name).exists():
+            shutil.copy(BOOK / name, target / name)
+    return written
+
+
 def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
@@ -88,7 +130,14 @@ def main(argv=None) -> int:
     parser.add_argument("chapters", nargs="*", help="name prefixes, e.g. 03 (default: all)")
     parser.add_argument("--no-run", action="store_true", help="write without executing")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
+    parser.add_argument("--student", metavar="DIR", type=pathlib.Path,
+                        help="write the student's edition (answers emptied, checks give "
+                             "hints) into DIR, without running it")
     args = parser.parse_args(argv)
+    if args.student:
+        written = write_student_edition(args.student, args.chapters)
+        print(f"student edition: {len(written)} chapters and booktools.py in {args.student}")
+        return 0 if written else 2
     sources = sorted(p for p in SOURCES.glob("[0-9][0-9]_*.py")
                      if not args.chapters or p.name.startswith(tuple(args.chapters)))
     if not sources:

@@ -115,11 +115,25 @@ def mesh_figure(mesh, axes: tuple[str, ...], title: str) -> go.Figure:
 
 
 # ---- exercises -----------------------------------------------------------------------------
-def check(label: str, answer, expected, rel: float = 1e-6) -> None:
+# The instructor's edition (the repository's notebooks) checks answers and fails loudly, so that
+# CI catches a wrong one. `python book/_build.py --student DIR` copies this file with STUDENT
+# set to True: there a check never shows the expected value, only whether the answer is right
+# and, if not, the exercise's hint.
+STUDENT = False
+
+
+def check(label: str, answer, expected, rel: float = 1e-6, hint: str = "") -> None:
     """Print '<label>: correct' when `answer` equals what the library says (numbers: within a
-    relative `rel`); otherwise fail, showing both."""
+    relative `rel`). Otherwise, in the instructor's edition fail, showing both; in the
+    student's edition print the hint, never the expected value."""
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
                   for v in (answer, expected))
     ok = math.isclose(answer, expected, rel_tol=rel) if numeric else answer == expected
-    assert ok, f"{label}: your answer is {answer!r}; the library says {expected!r}"
-    print(f"{label}: correct")
+    if ok:
+        print(f"{label}: correct")
+    elif STUDENT:
+        said = "not answered yet" if answer is Ellipsis else f"{answer!r} is not it yet"
+        print(f"{label}: {said}." + (f" Hint: {hint}" if hint else ""))
+    else:
+        raise AssertionError(f"{label}: your answer is {answer!r}; the library says "
+                             f"{expected!r}")

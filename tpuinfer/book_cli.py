@@ -1,0 +1,39 @@
+"""`tpuinfer book --student DIR`: write the book's student edition (answers emptied, checks
+that give hints) from the chapter sources in the repository's book/ folder.
+
+The chapters are not part of the installed package: they live beside it in a checkout
+(`pip install -e .`). Installed any other way, the command says where it looked.
+"""
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+from .cli import add_json_flag
+from .errors import UsageError
+
+BOOK = pathlib.Path(__file__).resolve().parents[1] / "book"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("book", help="write the book's student edition (answers emptied)")
+    p.add_argument("--student", metavar="DIR", required=True, type=pathlib.Path,
+                   help="folder to write the student's chapters into")
+    p.add_argument("chapters", nargs="*", help="name prefixes, e.g. 03 (default: all)")
+    add_json_flag(p)
+    p.set_defaults(func=run)
+
+
+def run(args):
+    build = BOOK / "_build.py"
+    if not build.exists():
+        raise UsageError(f"the book's sources are not beside this installation of tpuinfer "
+                         f"(looked for {build}); run this from a checkout of the repository "
+                         f"installed with `pip install -e .`, or use "
+                         f"`python book/_build.py --student DIR` there")
+    spec = importlib.util.spec_from_file_location("tpuinfer_book_build", build)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    written = module.write_student_edition(args.student, args.chapters)
+    obj = {"student_edition": str(args.student), "chapters": [p.name for p in written]}
+    return obj, f"student edition: {len(written)} chapters and booktools.py in {args.student}"

@@ -1,0 +1,53 @@
+"""The paper's closed-form results, each derived in the book and checked there against the
+layouts' own counts (`step_terms`) and the cost model.
+
+Pope et al. 2022, "Efficiently Scaling Transformer Inference", arXiv 2211.05102. The layouts
+and the cost model never call these: they count what the code moves. These formulas are what
+a reader derives by hand from the paper's idealised feed-forward (two E×F matrices, no
+attention, no SwiGLU gate), so the book can show where the library's exact counts agree with
+them and where, and why, they differ.
+"""
+from __future__ import annotations
+
+import math
+
+from .hardware import get_hardware
+from .quant import BYTES
+
+
+def ws2d_optimal_x(n: int, E: int, F: int) -> float:
+    """The X that minimises 2D weight-stationary's feed-forward communication
+    2·B·L·(E/X + F·X/n) (Section 3.2.2): X = √(n·E/F)."""
+    return math.sqrt(n * E / F)
+
+
+def ws2d_crossover_chips(E: int, F: int) -> float:
+    """The chip count above which optimal 2D weight-stationary moves fewer bytes than 1D
+    (Section 3.2.2): 4·B·L·√(E·F/n) < 2·B·L·E when n > 4F/E."""
+    return 4 * F / E
+
+
+def wg_optimal_gather(tokens: int, n: int, F: int) -> float:
+    """The number of chips N to gather the weights over that minimises weight-gathered
+    communication 2·E·F·N/n + 2·B·L·E/N (Section 3.2.3): N = √(B·L·n/F), B·L = `tokens`."""
+    return math.sqrt(tokens * n / F)
+
+
+def decode_ridge_batch(hardware="tpu-v4", weights: str = "bf16") -> float:
+    """The batch above which a decode step's weight matmuls take longer than reading the
+    weights (Section 2: compute 2·N·B / (n·peak), weights N·b / (n·HBM bandwidth)):
+    B = peak·b / (2·HBM bandwidth), b the bytes per weight. The KV cache and communication
+    are left out: this is the weights' own ridge point."""
+    hw = get_hardware(hardware)
+    return hw.peak_flops * BYTES[weights] / (2 * hw.hbm_bandwidth)
+
+
+def bytes_sent(collective) -> float:
+    """The bytes one chip sends over its links for a `terms.Collective` (Section 3.1's costs),
+    where the library's convention (`tpuinfer.terms`) charges the larger side of the operation:
+    a chip's own 1/K of an all-gather, reduce-scatter or all-to-all never leaves it, and an
+    all-reduce is a reduce-scatter then an all-gather. Per call, times `count`."""
+    c, k = collective, collective.group
+    share = {"all-gather": (k - 1) / k, "reduce-scatter": (k - 1) / k, "all-to-all": (k - 1) / k,
+             "all-reduce": 2 * (k - 1) / k, "collective-permute": 1.0}[c.kind]
+    return c.bytes * share * c.count
