@@ -6,6 +6,7 @@ import pytest
 
 import tpuinfer as ti
 from tpuinfer import model
+from tpuinfer.shapes import param_shapes
 
 
 def test_tiny_param_count_matches_initialised_params():
@@ -35,7 +36,7 @@ def test_64_head_palm_adds_about_18b_params():
 def test_flops_per_token_is_twice_the_weight_matmul_elements(name):
     """An independent count: walk the parameter shapes, keep the matrices (not norms)."""
     cfg = ti.MODELS[name]
-    shapes = model.param_shapes(cfg)
+    shapes = param_shapes(cfg)
     matrices = [s for layer in shapes["layers"] for n, s in layer.items() if "norm" not in n]
     elements = sum(int(np.prod(s)) for s in matrices) + int(np.prod(shapes["embed"]))
     assert cfg.flops_per_token() == 2 * elements

@@ -215,7 +215,7 @@ def test_stored_weights_counted_once_per_layer_equal_every_array_held(ffn, weigh
     every array `init_params` makes is held chip by chip, from the specs the engine uses."""
     from tpuinfer.layouts import _common as c
     from tpuinfer.layouts.registry import param_specs
-    from tpuinfer.model import param_shapes
+    from tpuinfer.shapes import param_shapes
     from tpuinfer.quant import stored_arrays
     cfg, mesh = MODELS["mini"], (2, 2, 4)
     shapes, specs = param_shapes(cfg), param_specs(cfg, Layout(ffn), "bf16")

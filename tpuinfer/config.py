@@ -7,9 +7,10 @@ here are the single source that the cost model, the planner, the tests and the b
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
-from . import quant
+from . import quant, shapes
 from .errors import UsageError
 
 
@@ -58,21 +59,20 @@ class ModelConfig:
 
     # ---- parameter counts -------------------------------------------------------------
     def attention_params_per_layer(self) -> int:
-        E, H, K, D = self.E, self.H, self.K, self.D
-        return E * H * D + 2 * E * K * D + H * D * E  # W_q, W_k and W_v, W_o
+        return sum(math.prod(shapes.shape(self, n)) for n in shapes.ATTENTION)  # W_q, W_k, W_v, W_o
 
     def ffn_params_per_layer(self) -> int:
-        return (3 if self.gated_ffn else 2) * self.E * self.F
+        return sum(math.prod(shapes.shape(self, n)) for n in shapes.layer_matrices(self)
+                   if n not in shapes.ATTENTION)
 
     def norm_params_per_layer(self) -> int:
-        # the parallel block shares one norm between its two branches
-        return self.E if self.parallel_block else 2 * self.E
+        return self.E * len(shapes.layer_norms(self))
 
     def matmul_params(self) -> int:
         """Parameters that take part in a matmul: every weight matrix and the (tied)
         embedding, which is the output projection. Norm scales do not."""
         per_layer = self.attention_params_per_layer() + self.ffn_params_per_layer()
-        return self.n_layers * per_layer + self.V * self.E
+        return self.n_layers * per_layer + math.prod(shapes.shape(self, "embed"))
 
     def n_params(self) -> int:
         """Every parameter, as `init_params` creates them (tested exactly)."""

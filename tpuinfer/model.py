@@ -12,40 +12,25 @@ stack under a plain `lax.scan` read its weights at 32% of HBM bandwidth, unrolle
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
 
 from .config import ModelConfig
 from .quant import QWeight
+from .shapes import CONTRACT, param_shapes
 
 EPS = 1e-6
 ROPE_BASE = 10_000.0
 
 
 # ---- parameters ---------------------------------------------------------------------------
-def param_shapes(cfg: ModelConfig) -> dict:
-    """Shapes of every parameter, keyed as `init_params` returns them."""
-    E, F, H, K, D = cfg.E, cfg.F, cfg.H, cfg.K, cfg.D
-    layer = {"w_q": (E, H, D), "w_k": (E, K, D), "w_v": (E, K, D), "w_o": (H, D, E),
-             "w_up": (E, F), "w_down": (F, E)}
-    if cfg.gated_ffn:
-        layer["w_gate"] = (E, F)
-    if cfg.parallel_block:
-        layer["norm"] = (E,)
-    else:
-        layer["norm_attn"], layer["norm_ffn"] = (E,), (E,)
-    return {"embed": (cfg.V, E), "final_norm": (E,),
-            "layers": [dict(layer) for _ in range(cfg.n_layers)]}
-
-
 def _init_one(key, name: str, shape, dtype):
     if "norm" in name:
         # around 1 rather than exactly 1, so a mis-sharded scale shows in the comparison
         return (1.0 + 0.1 * jax.random.normal(key, shape)).astype(dtype)
-    fan_in = shape[0] if name != "w_o" else shape[0] * shape[1]
-    if name == "embed":
-        fan_in = shape[1]
+    fan_in = math.prod(shape[d] for d in CONTRACT[name])  # the inputs each output sums
     return (jax.random.normal(key, shape) / jnp.sqrt(fan_in)).astype(dtype)
 
 

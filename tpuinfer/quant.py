@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from .errors import UsageError
+from .shapes import CONTRACT, dims, is_matrix, layer_matrices, output_channels
 
 WEIGHT_FORMATS = ("f32", "bf16", "int8")
 BYTES = {"f32": 4, "bf16": 2, "int8": 1}
@@ -31,19 +32,10 @@ class QWeight(NamedTuple):
     scale: jax.Array  # bf16, the shape of its output dimensions (contracting dims dropped)
 
 
-# The contracting (input) dimensions of each weight; the rest are output channels.
-CONTRACT = {"w_q": (0,), "w_k": (0,), "w_v": (0,), "w_o": (0, 1), "w_gate": (0,), "w_up": (0,),
-            "w_down": (0,), "embed": (1,)}
-
-
-def is_matrix(name: str) -> bool:
-    return name in CONTRACT
-
-
 def scale_spec(name: str, spec):
     """A scale vector is split like its matrix's output dimensions."""
     entries = tuple(spec) + (None,) * (3 - len(spec))
-    ndim = {"w_q": 3, "w_k": 3, "w_v": 3, "w_o": 3}.get(name, 2)
+    ndim = len(dims(name))
     return PartitionSpec(*[e for d, e in enumerate(entries[:ndim]) if d not in CONTRACT[name]])
 
 
@@ -58,22 +50,6 @@ def stored_arrays(name: str, shape, spec, weights: str):
     yield name + ".scale", out_shape, scale_spec(name, spec), SCALE_BYTES
 
 
-def output_channels(cfg, name: str) -> int:
-    """Output channels of each weight matrix: one int8 scale each."""
-    return {"w_q": cfg.H * cfg.D, "w_k": cfg.K * cfg.D, "w_v": cfg.K * cfg.D, "w_o": cfg.E,
-            "w_gate": cfg.F, "w_up": cfg.F, "w_down": cfg.E, "embed": cfg.V}[name]
-
-
-def matrix_sizes(cfg) -> dict[str, int]:
-    """Elements of each weight matrix of one layer (plus the embedding, once)."""
-    E, F, H, K, D = cfg.E, cfg.F, cfg.H, cfg.K, cfg.D
-    sizes = {"w_q": E * H * D, "w_k": E * K * D, "w_v": E * K * D, "w_o": H * D * E,
-             "w_up": E * F, "w_down": F * E}
-    if cfg.gated_ffn:
-        sizes["w_gate"] = E * F
-    return sizes
-
-
 def weight_bytes(cfg, weights: str = "bf16") -> float:
     """Bytes of the whole model in a weight format (int8: matrices int8, one bf16 scale per
     output channel, norm scales bf16)."""
@@ -82,7 +58,7 @@ def weight_bytes(cfg, weights: str = "bf16") -> float:
     matrices = cfg.matmul_params()
     if weights != "int8":
         return (matrices + norms) * BYTES[weights]
-    scales = cfg.n_layers * sum(output_channels(cfg, n) for n in matrix_sizes(cfg))
+    scales = cfg.n_layers * sum(output_channels(cfg, n) for n in layer_matrices(cfg))
     scales += output_channels(cfg, "embed")
     return matrices * 1 + (scales + norms) * SCALE_BYTES
 

@@ -20,8 +20,9 @@ import math
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from ..model import ffn_act, mm, param_shapes, rms_factor, rope, sum_of_squares
+from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares
 from ..quant import QWeight, scale_spec, stored_arrays
+from ..shapes import param_shapes
 from . import _common as c
 from . import looped
 from .ws2d import ZY, stored_specs

@@ -14,7 +14,8 @@ import functools
 import math
 
 from ..config import ModelConfig
-from ..model import QUERY_BLOCK, param_shapes
+from ..model import QUERY_BLOCK
+from ..shapes import param_shapes
 from ..quant import check_format, stored_arrays
 from ..errors import UsageError
 from ..terms import StepTerms

@@ -1,0 +1,57 @@
+"""Every parameter's shape, from one table.
+
+Each weight matrix is named by its dimensions in the paper's letters (Pope et al. 2022, arXiv
+2211.05102, Section 3.1: E d_model, F d_ff, H query heads, K key/value heads, D d_head, V
+vocabulary) and by the dimensions its matmul contracts; the rest are its output channels, one
+int8 scale each. Parameter shapes (`param_shapes`), parameter counts (`ModelConfig`), int8 scales
+and their specs (`tpuinfer.quant`) all derive from `MATRICES`; nothing else lists them.
+
+This module imports nothing of tpuinfer, so `config` and `quant` can both build on it.
+"""
+from __future__ import annotations
+
+import math
+
+# name: (dimensions, contracting dimensions). The embedding table is also the (tied) output
+# projection, which contracts E.
+MATRICES = {"w_q": ("EHD", (0,)), "w_k": ("EKD", (0,)), "w_v": ("EKD", (0,)),
+            "w_o": ("HDE", (0, 1)), "w_gate": ("EF", (0,)), "w_up": ("EF", (0,)),
+            "w_down": ("FE", (0,)), "embed": ("VE", (1,))}
+ATTENTION = ("w_q", "w_k", "w_v", "w_o")
+CONTRACT = {name: contract for name, (_, contract) in MATRICES.items()}
+
+
+def is_matrix(name: str) -> bool:
+    return name in MATRICES
+
+
+def dims(name: str) -> str:
+    """A matrix's dimensions in the paper's letters, e.g. "EHD" for W_q."""
+    return MATRICES[name][0]
+
+
+def shape(cfg, name: str) -> tuple[int, ...]:
+    return tuple(getattr(cfg, letter) for letter in dims(name))
+
+
+def layer_matrices(cfg) -> tuple[str, ...]:
+    """The weight matrices of one layer: SwiGLU has W_gate, a GELU feed-forward does not."""
+    return tuple(n for n in MATRICES if n != "embed" and (n != "w_gate" or cfg.gated_ffn))
+
+
+def layer_norms(cfg) -> tuple[str, ...]:
+    """The parallel block shares one norm between its branches; the serial block has two."""
+    return ("norm",) if cfg.parallel_block else ("norm_attn", "norm_ffn")
+
+
+def output_channels(cfg, name: str) -> int:
+    """A matrix's output channels (its dimensions the matmul does not contract)."""
+    return math.prod(d for i, d in enumerate(shape(cfg, name)) if i not in CONTRACT[name])
+
+
+def param_shapes(cfg) -> dict:
+    """Shapes of every parameter, keyed as `tpuinfer.model.init_params` returns them."""
+    layer = {n: shape(cfg, n) for n in layer_matrices(cfg)}
+    layer |= {n: (cfg.E,) for n in layer_norms(cfg)}
+    return {"embed": shape(cfg, "embed"), "final_norm": (cfg.E,),
+            "layers": [dict(layer) for _ in range(cfg.n_layers)]}
