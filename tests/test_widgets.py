@@ -11,7 +11,6 @@ from tpuinfer.mesh import factorizations
 from tpuinfer.sweeps import crossover
 from tpuinfer_widgets import (ContextExplorer, CrossoverExplorer, LayoutExplorer,
                               ParetoExplorer)
-from tpuinfer_widgets.layout_explorer import LOOPED
 
 MESH = (2, 2, 2)
 
@@ -103,14 +102,12 @@ def test_layout_explorer_offers_every_mesh_of_every_sub_mesh(layout_explorer):
 
 def test_layout_explorer_looped_control_follows_the_layout(layout_explorer):
     looped = layout_explorer.controls["looped"]
-    assert looped.disabled == (not LOOPED)
-    if LOOPED:
-        with layout_explorer.hold():
-            looped.value = True
-            assert layout_explorer.layout().looped
-            looped.value = False
-    else:
-        assert "not in this version" in looped.tooltip
+    assert not looped.disabled
+    with layout_explorer.hold():
+        looped.value = True
+        assert layout_explorer.layout().looped
+        looped.value = False
+    assert not layout_explorer.layout().looped
 
 
 def test_an_unexpected_error_is_shown_not_raised(layout_explorer, monkeypatch):

@@ -10,9 +10,11 @@ import argparse
 
 from .cli import add_json_flag
 from .config import get_model
+from .errors import UsageError
 from .hardware import get_hardware
-from .paper import CHIPS, MODEL, PROFILES, paper, table2
 from .kv import kv_bytes_per_chip, max_context
+from .mesh import parse_shape
+from .paper import CHIPS, MODEL, PROFILES, paper, table2
 from .planner import pareto, plan
 from .report import gib, mesh_text, progress_bar, seconds, table
 
@@ -78,12 +80,9 @@ def _request_flags(p):
 
 def _mesh(text: str) -> tuple[int, int, int]:
     try:
-        shape = tuple(int(s) for s in text.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3:
-        raise argparse.ArgumentTypeError(f"a mesh is XxYxZ, e.g. 4x4x4; got {text!r}")
-    return shape
+        return parse_shape(text)
+    except UsageError as err:  # argparse words it as a usage error of --mesh
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _ints(text: str) -> list[int]:

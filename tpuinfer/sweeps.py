@@ -15,11 +15,11 @@ import numpy as np
 
 from .config import ModelConfig, get_model
 from .cost import estimate
-from .errors import UsageError
+from .errors import LayoutError, UsageError
 from .hardware import get_hardware
+from .kv import ATTENTION_VARIANTS, kv_bytes_per_chip, max_context
 from .layouts import FFN_LAYOUTS, Layout, step_terms
 from .measure import Flag, count_by_kind, measure
-from .kv import ATTENTION_VARIANTS, kv_bytes_per_chip, max_context
 from .planner import Progress, pareto
 from .quant import activation_dtype, check_format
 
@@ -141,7 +141,7 @@ def crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
                                    tokens=length, context=length, weights=weights,
                                    act_bytes=act)
                 ys.append(terms.comm_bytes)
-            except ValueError as err:
+            except LayoutError as err:
                 ys.append(None)
                 first_error = first_error or str(err)
         if any(y is not None for y in ys):
@@ -183,7 +183,7 @@ def measured_crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
                 measured.append(m.measured.comm_bytes)
                 predicted.append(m.predicted.comm_bytes)
                 flags |= m.flags
-            except ValueError as err:
+            except LayoutError as err:
                 measured.append(None)
                 predicted.append(None)
                 out["errors"].setdefault(ffn, str(err))
@@ -223,7 +223,7 @@ def pareto_curves(models, weights, *, hardware: str = "tpu-v4", input_len: int =
             result = _pareto(model, fmt, hardware, input_len, gen_len,
                              tuple(chips) if chips else None,
                              tuple(batches) if batches else None)
-        except ValueError as err:
+        except UsageError as err:  # e.g. does not fit on any chip count in that format
             out["errors"][label] = str(err)
             continue
         for phase in ("prefill", "decode"):
@@ -260,7 +260,7 @@ def context_curves(model: ModelConfig | str, chips: int, batch: int, contexts, b
             at_batch[variant] = max_context(cfg, chips, batch, variant, kv_fraction, hardware)
             out["kv_bytes_per_chip"][variant] = [kv_bytes_per_chip(cfg, variant, chips, batch, s)
                                                  for s in out["contexts"]]
-        except ValueError as err:
+        except LayoutError as err:
             at_batch[variant] = None
             out["kv_bytes_per_chip"][variant] = [None] * len(out["contexts"])
             out["errors"][variant] = str(err)
@@ -272,5 +272,5 @@ def context_curves(model: ModelConfig | str, chips: int, batch: int, contexts, b
 def _or_none(fn, *args):
     try:
         return fn(*args)
-    except ValueError:
+    except LayoutError:
         return None

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from tpuinfer import MODELS
 from tpuinfer.config import get_model
+from tpuinfer.errors import UsageError
 from tpuinfer.hardware import PAPER_MESHES
 from tpuinfer.layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS
 from tpuinfer.measure import Flag
@@ -100,7 +101,7 @@ class CrossoverExplorer(Explorer):
                     data["measured"] = measured_crossover(
                         cfg, mesh, points, attention=v["attention"], weights=v["weights"],
                         progress=progress)
-            except ValueError as err:  # the curves still stand; say why there are no points
+            except UsageError as err:  # the curves still stand; say why there are no points
                 data["measured_error"] = f"no real steps: {err}"
         return data
 

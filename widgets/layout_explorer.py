@@ -21,10 +21,6 @@ from tpuinfer.terms import KINDS
 
 from .base import Explorer, dropdown, int_text, toggles
 
-# Looped CollectiveEinsum is a field of Layout once the engine supports it; until then the
-# control is shown, disabled, so the chapter's screenshots and text stay the same.
-LOOPED = "looped" in Layout.__dataclass_fields__
-
 CPU_PREDICTED, CPU_MEASURED = "predicted (this CPU)", "measured (this CPU)"
 PANELS = (("collective_bytes", "collective bytes per device, by kind"),
           ("flops", "FLOPs per device"),
@@ -74,11 +70,10 @@ class LayoutExplorer(Explorer):
             "attention": dropdown("attention", ATTENTION_LAYOUTS, shown.attention,
                                   "attention layout of this phase"),
             "looped": W.Checkbox(
-                value=bool(getattr(shown, "looped", False)), description="looped",
-                disabled=not LOOPED, indent=False, layout=W.Layout(width="7em"),
-                tooltip=("Looped CollectiveEinsum: each collective runs inside the matmul it "
-                         "feeds" if LOOPED else "Looped CollectiveEinsum is not in this "
-                         "version of tpuinfer yet (Layout has no `looped` field)")),
+                value=shown.looped, description="looped", indent=False,
+                layout=W.Layout(width="7em"),
+                tooltip="Looped CollectiveEinsum: each collective runs inside the matmul it "
+                        "feeds"),
             "batch": int_text("batch", batch, tooltip="sequences per step (B)"),
             "context": int_text("context", context, tooltip="prefill: prompt tokens; "
                                 "decode: KV-cache positions attended over"),
@@ -114,7 +109,7 @@ class LayoutExplorer(Explorer):
         with self.hold():
             self.controls["ffn"].value = layout.ffn
             self.controls["attention"].value = layout.attention
-            self.controls["looped"].value = bool(getattr(layout, "looped", False))
+            self.controls["looped"].value = layout.looped
 
     def _offer_meshes(self, change):
         n = change["new"]
@@ -125,8 +120,7 @@ class LayoutExplorer(Explorer):
     # ---- the library call and the drawing ---------------------------------------------------
     def layout(self) -> Layout:
         v = {k: self.controls[k].value for k in ("ffn", "attention", "looped")}
-        return Layout(v["ffn"], v["attention"], looped=v["looped"]) if LOOPED else \
-            Layout(v["ffn"], v["attention"])
+        return Layout(v["ffn"], v["attention"], looped=v["looped"])
 
     def busy_text(self) -> str:
         v = {k: w.value for k, w in self.controls.items()}
