@@ -119,3 +119,28 @@ def test_book_command_writes_the_student_edition(tmp_path, capsys):
     assert main(["book", "--student", str(tmp_path), "00", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["chapters"] == ["00_welcome.ipynb"]
     assert (tmp_path / "booktools.py").exists()
+
+
+def _markdown(path):
+    return "".join(source(c) for c in json.loads(path.read_text())["cells"]
+                   if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_is_a_lesson(path):
+    """Objectives first, a recap before the exercises, the paper linked, 3 to 5 exercises."""
+    md = _markdown(path)
+    assert "**After this chapter you can**" in md
+    assert "## Recap" in md and md.index("## Recap") < md.index("## Exercises")
+    assert "https://arxiv.org/abs/2211.05102" in md
+    answers = {line.split("=")[0].strip() for c in code_cells(path)
+               for line in source(c).splitlines() if line.startswith("answer_")}
+    assert 3 <= len(answers) <= 5
+
+
+def test_the_book_has_a_dozen_exercises_that_need_thought():
+    """Derivations and predict-then-run exercises, as the exercise lists mark them."""
+    marked = sum(len(re.findall(r"^# \d\. \*\*(Derive|Predict)", (BOOK / "_src" /
+                                                                  (p.stem + ".py")).read_text(),
+                                re.MULTILINE)) for p in CHAPTERS)
+    assert marked >= 12

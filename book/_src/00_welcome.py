@@ -14,8 +14,9 @@
 # costs, and how long a context fits in memory.
 #
 # This book teaches the partitioning ideas of Pope et al., *Efficiently Scaling Transformer
-# Inference* (MLSys 2023), which served PaLM 540B on 64 TPU v4 chips at 29 ms per generated
-# token. Every idea is shown three ways:
+# Inference* (MLSys 2023, [arXiv 2211.05102](https://arxiv.org/abs/2211.05102)), which served
+# PaLM 540B on 64 TPU v4 chips at 29 ms per generated token. Keep the paper open beside the
+# book: every chapter names the section it follows. Every idea is shown three ways:
 #
 # 1. **as code** — the real `shard_map` body of each layout, shown with `inspect.getsource`
 #    from the `tpuinfer` library, with every collective written out;
@@ -24,13 +25,23 @@
 # 3. **as a prediction** — an analytical cost model says what the step should cost, and we put
 #    that prediction beside what the compiler actually emitted.
 #
+# **After this chapter you can** start a chapter correctly (why `ti.emulate(256)` comes
+# first), read the paper's tensor notation (`BLE_xyz`), name the models the book uses and
+# where their parameters sit, run a sharded generation and check it against the reference,
+# and read a table of predicted against compiled collectives.
+# (Paper: [Section 2 and Section 3.1](https://arxiv.org/abs/2211.05102).)
+#
 # ## How to use it
 #
 # From the repository root: `pip install -e ".[book]"`, then `jupyter lab book/`. Run each
 # chapter top to bottom (the first code cell must run first: see below). Two cores are enough.
-# Every chapter ends with a few exercises; each has an answer cell and a cell that checks the
-# answer against the library. **The answer cells ship filled in with correct answers** so that
-# the book runs green in CI; clear them and work the answers out yourself.
+# Every chapter ends with exercises; each has an answer cell (`answer_1 = ...`) and a cell
+# that checks the answer against the library. Some are derivations on paper; some ask you to
+# **predict, then run**: the answer cell sits *before* the cell that measures the answer.
+# Get the student's edition, with the answers emptied and checks that give a hint instead of
+# the number, with `tpuinfer book --student DIR` (or `python book/_build.py --student DIR`);
+# the repository's notebooks are the instructor's edition, answers filled in so that CI can
+# check them. A workshop plan is in `book/WORKSHOP.md`.
 #
 # | chapter | what it teaches |
 # |---|---|
@@ -91,9 +102,9 @@ print(jax.device_count(), "devices on", jax.devices()[0].platform)
 # ## The models
 #
 # The configurations live in `ti.MODELS`. `tiny` is built so that every layout runs on the
-# full 4×8×8 mesh (E, F, H and V all divide by 256) in well under a second per step; `mini`
-# is deeper and wider, for checking int8's accuracy over more layers; the PaLM presets are
-# for the cost model. Each config computes its own counts: the book never
+# full 4×8×8 mesh (E, F, H and V all divide by 256) in well under a second per step; the
+# PaLM and MT-NLG presets are for the cost model (the table lists every preset the library
+# has; the book runs only `tiny`). Each config computes its own counts: the book never
 # recounts them.
 
 # %%
@@ -105,7 +116,10 @@ print(bt.table(["model", "layers", "E", "F", "H", "D", "K", "V", "parameters"], 
 # %% [markdown]
 # Where do the parameters sit? Per layer, attention holds W_q, W_k, W_v and W_o and the
 # feed-forward holds W_gate, W_up and W_down; the embedding table is shared with the output
-# projection. In PaLM the feed-forward holds most of each layer: F = 4E, three matrices of
+# projection. The feed-forward is **SwiGLU**: `(swish(x·W_gate) * (x·W_up))·W_down`, two
+# E×F matrices in and one F×E out, where the paper's formulas count a plain two-matrix
+# feed-forward (W_in, W_out). Chapters 4 and 5 show where the third matrix changes the
+# paper's numbers. In PaLM the feed-forward holds most of each layer: F = 4E, three matrices of
 # E·F, against attention's H·D ≈ E wide projections and a single K/V head. The tiny model,
 # with 256 heads of 8, is shaped for partitioning, not for realism.
 
@@ -163,9 +177,11 @@ for phase, t in out.timings.items():
 #
 # `tpuinfer.measure.measure` compiles the very step the engine runs, reads the collectives
 # out of the compiled program (kind, which devices talk, bytes per device), and puts them
-# beside what the layout file predicts. On an emulated mesh this comparison is *exact*: the
-# same program would move the same bytes on a TPU. The flags `measure` attaches, in the words
-# of `tpuinfer.report`, say what each side assumes.
+# beside what the layout file predicts. On an emulated mesh this comparison is *exact* for
+# the program compiled here. It carries over to a TPU with one caveat: XLA's CPU backend runs
+# bf16 collectives in f32, so a bf16 model's collectives move twice the bytes here that they
+# would on a TPU (the tiny model here is f32, so nothing is widened). The flags `measure`
+# attaches, in the words of `tpuinfer.report`, say what each side assumes.
 
 # %%
 from tpuinfer.measure import measure
@@ -198,28 +214,39 @@ print("\n".join(bt.measurement_notes(m)))
 # ```
 
 # %% [markdown]
+# ## Recap
+#
+# - `ti.emulate(256)` runs first, always: JAX fixes its device count when it starts.
+# - `BLE_xyz` is [B, L, E] with E split over x, y and z; an axis not written is replicated.
+# - A layout changes where the arithmetic happens, never what it computes: the sharded run's
+#   tokens equal the reference's.
+# - `measure` reads the collectives out of the compiled program and puts them beside the
+#   layout's prediction; on the emulated mesh they agree exactly.
+#
 # ## Exercises
 #
-# 1. How many devices does the mesh `ti.make_mesh((2, 4, 4))` span? Put the number in
-#    `answer_1`.
+# 1. On the mesh `ti.make_mesh((2, 4, 4))`, a collective over (y, z) runs in separate groups
+#    at once, as in the 4×8×8 picture of chapter 2. How many groups?
 # 2. How many parameters does the tiny model have (every parameter, norms included)?
-# 3. The table shows one all-reduce in the prefill step, of 32 bytes per device. It sums the
-#    final RMS-norm's sum of squares (one f32 number per sequence, for the last position
-#    only: the only one whose logits generation needs). How many bytes would it move with a
-#    batch of 64 sequences?
-#
-# The answers below ship filled in so that the book runs green: replace them with yours, then
-# run the check cell.
+# 3. **Predict, then run.** The table shows one all-reduce in the prefill step, of 32 bytes
+#    per device. It sums the final RMS-norm's sum of squares: one f32 number per sequence,
+#    for the last position only (the only one whose logits generation needs). Derive how
+#    many bytes it moves with a batch of 64 sequences; the check cell compiles that step and
+#    reads the all-reduce out of it.
 
 # %%
-answer_1 = 32
+answer_1 = 2
 answer_2 = 3_810_048
 answer_3 = 256
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1, ti.make_mesh((2, 4, 4)).size)
-bt.check("exercise 2", answer_2, cfg.n_params())
+bt.check("exercise 1", answer_1, ti.make_mesh((2, 4, 4)).shape["x"],
+         hint="devices that differ only along y and z form one group; count the positions "
+              "along x")
+bt.check("exercise 2", answer_2, cfg.n_params(), hint="the table of models has it")
 bigger = measure(cfg, mesh, layouts["prefill"], phase="prefill", batch=64, tokens=8,
                  params=params, repeats=1)
-bt.check("exercise 3", answer_3, bigger.measured.by_kind()["all-reduce"][1])
+bt.check("exercise 3", answer_3, bigger.measured.by_kind()["all-reduce"][1],
+         hint="4 bytes of f32 per sequence; the bytes are per device, and every device "
+              "holds the whole sum")

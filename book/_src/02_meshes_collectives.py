@@ -20,6 +20,12 @@
 # 3. a **collective** moves blocks between the devices of a *group*: the devices that differ
 #    only along the axes it runs over. What it costs depends on the bytes each chip sends and
 #    on the links its group can use.
+#
+# **After this chapter you can** write a paper subscript as a JAX `PartitionSpec` and back;
+# say which devices form the groups of a collective over given axes; state the library's byte
+# convention for each collective and the bytes a chip actually sends; and estimate when a
+# collective is latency-bound. (Paper: [Section 3.1](https://arxiv.org/abs/2211.05102),
+# "Partitioning notation and communication collectives".)
 
 # %%
 import tpuinfer as ti
@@ -38,6 +44,7 @@ from tpuinfer.hardware import group_links, wraps
 from tpuinfer.measure import group_axes
 from tpuinfer.mesh import mesh_shape
 from tpuinfer.terms import Collective
+from tpuinfer.theory import bytes_sent
 
 # %% [markdown]
 # ## The mesh
@@ -138,7 +145,10 @@ print(bt.table(["program", "compiled as", "axes", "group", "groups", "bytes (HLO
 
 # %% [markdown]
 # Each row agrees with the convention: the all-gather's bytes are its output block, the
-# reduce-scatter's its input block, the all-reduce and all-to-all their input. The group
+# reduce-scatter's its input block, the all-reduce and all-to-all their input. The
+# convention counts the larger side of the operation, not what crosses the links: of an
+# all-gather's output, a chip's own 1/K never leaves it (`tpuinfer.theory.bytes_sent` counts
+# what does; exercise 1 uses it). The group
 # sizes are the products of the axes' sizes (64 for y·z, 4 for x), and there are as many
 # groups as positions along the other axes.
 #
@@ -228,29 +238,46 @@ step = measure(cfg, mesh, ti.Layout("ws2d", "heads"), phase="decode", batch=8, c
 print(bt.collectives_table(step))
 
 # %% [markdown]
+# ## Recap
+#
+# - A mesh names positions; a `PartitionSpec` is the paper's subscript; a collective's group
+#   is the devices that differ only along its axes.
+# - The library charges an all-gather its output and a reduce-scatter its input, per device;
+#   a chip sends (K−1)/K of that.
+# - Only slices of whole 4×4×4 cubes wrap round; a ring over a wrapped side of k chips takes
+#   k/2 neighbour steps both ways, a line of k chips k−1.
+# - Small collectives pay latency (about 1 µs a step); large ones pay bandwidth.
+#
 # ## Exercises
 #
-# 1. An activation `BE_xyz` with B = 8, E = 256 in f32 is all-gathered over (y, z) on the
-#    4×8×8 mesh. How many bytes per device does the library's convention charge it? (Check
-#    your reasoning against the table: what shape does each device end with?)
-# 2. On a TPU v4 4×8×8 slice, how many neighbour steps does a ring all-gather over the y axis
-#    (8 chips, with wraparound, data flowing both ways) take?
+# 1. **Derive.** An activation `BE_xyz` with B = 8, E = 256 in f32 is all-gathered over (y, z)
+#    on the 4×8×8 mesh. The convention charges each device its output, [8, 256/4] in f32.
+#    How many bytes does each device actually *send* over its links? (Its own block never
+#    leaves it.)
+# 2. **Derive.** On a TPU v4 4×8×8 slice, how many neighbour steps does a ring all-gather over
+#    the y axis (8 chips, with wraparound, data flowing both ways round the ring) take?
 # 3. How many separate groups run at once when the 4×8×8 mesh does a collective over the x
 #    axis alone?
 # 4. On a 2×4×4 slice, which has no wraparound, how many neighbour steps does an all-gather
 #    over the y axis (4 chips, a line) take?
-#
-# The answers ship filled in so that the book runs green: replace them with yours.
 
 # %%
-answer_1 = 2048
+answer_1 = 2016
 answer_2 = 4
 answer_3 = 64
 answer_4 = 3
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1, compiled["all-gather(yz)"][0].bytes)
-bt.check("exercise 2", answer_2, group_links("tpu-v4", (4, 8, 8), ("y",)).steps)
-bt.check("exercise 3", answer_3, len(compiled["all-reduce(x)"][0].groups))
-bt.check("exercise 4", answer_4, group_links("tpu-v4", (2, 4, 4), ("y",)).steps)
+c = compiled["all-gather(yz)"][0]
+bt.check("exercise 1", answer_1,
+         bytes_sent(Collective(c.kind, group_axes(c.groups, mesh_shape(mesh)), c.group_size,
+                               c.bytes)),
+         hint="the output is 8 x 64 f32 = 2048 bytes; the group has 64 chips, and one of "
+              "its 64 blocks is the chip's own")
+bt.check("exercise 2", answer_2, group_links("tpu-v4", (4, 8, 8), ("y",)).steps,
+         hint="both directions at once: each block travels at most half way round")
+bt.check("exercise 3", answer_3, len(compiled["all-reduce(x)"][0].groups),
+         hint="one group per position in (y, z)")
+bt.check("exercise 4", answer_4, group_links("tpu-v4", (2, 4, 4), ("y",)).steps,
+         hint="on a line the end chips' blocks must cross every link")

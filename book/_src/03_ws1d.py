@@ -29,6 +29,11 @@
 # Attention is partitioned the same way, over heads instead of F, and fused into the same two
 # collectives (the PaLM parallel block, chapter 7). Between layers the residual stream stays
 # split, `BLE_xyz`, so that the norm and the residual add cost 1/n each.
+#
+# **After this chapter you can** read a layout file (docstring, partition specs, body,
+# predicted collectives); run 1D weight-stationary and check it against the reference;
+# derive its communication per layer from the shapes; and explain why it stops scaling.
+# (Paper: [Section 3.2.1](https://arxiv.org/abs/2211.05102), "1D weight-stationary layout".)
 
 # %%
 import tpuinfer as ti
@@ -43,7 +48,7 @@ import plotly.graph_objects as go
 import booktools as bt
 from tpuinfer import cost
 from tpuinfer.hardware import PAPER_MESHES
-from tpuinfer.layouts import _one_dim, ws1d
+from tpuinfer.layouts import _one_dim, step_terms, ws1d
 from tpuinfer.layouts.registry import param_specs
 from tpuinfer.measure import measure
 
@@ -137,10 +142,12 @@ sweep = {n: cost.estimate("palm-540b-64heads", layout, PAPER_MESHES[n], batch=64
 # NBVAL_CHECK_OUTPUT
 rows = [[n, "x".join(map(str, e.mesh_shape)), f"{e.terms.comm_bytes / 2**20:,.0f}",
          f"{e.terms.weight_bytes / 2**20:,.0f}", bt.seconds(e.comm_s), bt.seconds(e.weights_s),
+         f"{e.terms.stored_kv_bytes / 2**30:.1f}", f"{e.memory_per_chip_bytes / 2**30:.1f}",
          "yes" if e.fits else "no"] for n, e in sweep.items()]
-print("PaLM 540B decode step, 1D weight-stationary: times predicted on tpu-v4 (datasheet)")
+print("PaLM 540B decode step, 1D weight-stationary (attention by heads): times predicted on "
+      "tpu-v4 (datasheet)")
 print(bt.table(["chips", "mesh", "comm MiB/chip", "weights MiB/chip", "comm time",
-                "weight time", "fits in HBM"], rows))
+                "weight time", "KV GiB/chip", "memory GiB/chip", "fits in 32 GiB"], rows))
 
 # %%
 fig = go.Figure()
@@ -155,34 +162,49 @@ fig.update_layout(title="1D weight-stationary: weights shrink with n, communicat
 fig.show()
 
 # %% [markdown]
-# (At 8 chips PaLM 540B does not even fit: 135 GB of bf16 weights per chip against 32 GiB of
-# HBM. The cost model prices it anyway and says so.) The step is memory-bound throughout:
+# No chip count fits (last column). At 8 chips the bf16 weights alone are over 130 GiB per
+# chip against 32 GiB of HBM. At 64 they shrink to 18 GiB, but attention by heads keeps the
+# multiquery KV cache whole on every chip (chapter 6): at batch 64 and 2048 tokens that
+# adds almost 15 GiB, and the total still does not fit. The cost model prices each step
+# anyway and says so; chapter 6's attention by batch is what makes this request fit.
+# The step is memory-bound throughout:
 # reading the weights takes longest. But that time halves with every doubling of the chips,
 # while the communication stays put: at 8 chips it is under 4% of the weight time, at 64 it
 # is over a fifth, and three more doublings would make it the larger. Its time moves a
 # little from mesh to mesh with the links each one offers (chapter 2: only the 4×4×4 cube
 # has wraparound; the smaller slices' sides are lines), but its *bytes* do not shrink. The next chapter cuts E as well as F so that communication shrinks as 1/√n.
 #
+# ## Recap
+#
+# - 1D weight-stationary splits F (and the heads) over all n chips: `EF_xyz`, `F_xyzE`.
+# - Per layer: one all-gather to `BLE`, one reduce-scatter back to `BLE_xyz`; each chip moves
+#   the whole activation, so communication does not shrink as chips are added.
+# - The weights per chip shrink as 1/n; so past some n communication dominates.
+#
 # ## Exercises
 #
-# 1. In the measured prefill above (batch 8, 8 tokens, f32 activations, E = 256), how many
-#    bytes per device does each layer's all-gather produce? Reason from the shapes: each chip
-#    ends with the whole `BLE`.
-# 2. By what factor do PaLM 540B's communication bytes per chip change from 8 to 64 chips in
-#    1D weight-stationary?
+# 1. **Predict, then run.** The measured prefill above ran batch 8, 8 tokens, f32
+#    activations, E = 256. Derive the bytes per device of each layer's all-gather for a
+#    prefill of batch 16, 8 tokens, on the same mesh (each chip ends with the whole `BLE`);
+#    the check cell asks the layout file.
+# 2. **Derive.** By what factor do PaLM 540B's communication bytes per chip change from 8 to
+#    64 chips in 1D weight-stationary? Then check against the sweep's table.
 # 3. How many all-gathers does one prefill step of the two-layer tiny model run in 1D
-#    weight-stationary?
-#
-# The answers ship filled in so that the book runs green: replace them with yours.
+#    weight-stationary, and why not one per weight matrix?
 
 # %%
-answer_1 = 65536
+answer_1 = 131072
 answer_2 = 1.0
 answer_3 = 2
 
 # %%
 # NBVAL_CHECK_OUTPUT
-gathers = [x for x in m.measured.collectives if x.kind == "all-gather"]
-bt.check("exercise 1", answer_1, gathers[0].bytes)
-bt.check("exercise 2", answer_2, sweep[64].terms.comm_bytes / sweep[8].terms.comm_bytes)
-bt.check("exercise 3", answer_3, m.measured.by_kind()["all-gather"][0])
+bigger = step_terms(cfg, layout, (2, 2, 2), batch=16, tokens=8, context=8, weights="f32",
+                    act_bytes=4)
+bt.check("exercise 1", answer_1,
+         next(c.bytes for c in bigger.collectives if c.kind == "all-gather"),
+         hint="B·L·E elements of 4 bytes: the all-gather's output is the whole activation")
+bt.check("exercise 2", answer_2, sweep[64].terms.comm_bytes / sweep[8].terms.comm_bytes,
+         hint="which of B, L, E, n appears in 2·B·L·E?")
+bt.check("exercise 3", answer_3, m.measured.by_kind()["all-gather"][0],
+         hint="one per layer: the parallel block's attention and feed-forward share it")

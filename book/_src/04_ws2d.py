@@ -27,11 +27,17 @@
 #   G -- "7 reduce-scatter(yz)" --> H["BLE_xyz"]
 # ```
 #
-# Steps 1 and 7 move E/X per token, steps 3 and 5 move F/(YZ): per layer
-# 2·B·L·(E/X + F/(YZ)) elements. With X·YZ = n, that sum is smallest when the two terms
-# balance, at X = √(n·E/F); for PaLM's F = 4E that is X = ½√n, and the communication falls
-# as 1/√n. (The paper derives this; the library's code and cost model compute it from the
-# layout, never from the formula.)
+# In the paper's idealised feed-forward (two matrices, W_in and W_out, no attention), steps 1
+# and 7 move E/X per token and steps 3 and 5 move F/(YZ): per layer 2·B·L·(E/X + F/(YZ))
+# elements. Exercises 1 and 2 derive from it the best X and the chip count where 2D beats 1D;
+# the library's code and cost model count what the real layer moves, and the end of the
+# chapter compares the two.
+#
+# **After this chapter you can** read `E_xF_yz` and its seven steps; derive the X that
+# minimises 2D weight-stationary's communication and the chip count above which it beats 1D;
+# and account for every byte the library's count adds to the paper's formula, under both
+# ways of counting a collective's bytes. (Paper:
+# [Section 3.2.2](https://arxiv.org/abs/2211.05102), "2D weight-stationary layout".)
 
 # %%
 import tpuinfer as ti
@@ -49,6 +55,7 @@ from tpuinfer.hardware import mesh_shapes
 from tpuinfer.layouts import ws2d
 from tpuinfer.layouts.registry import param_specs
 from tpuinfer.measure import measure
+from tpuinfer.theory import bytes_sent, ws2d_crossover_chips, ws2d_optimal_x
 
 # %% [markdown]
 # ## The layout file
@@ -159,13 +166,49 @@ fig.update_layout(title="PaLM 540B on 64 chips: communication against X", height
 fig.show()
 
 # %% [markdown]
-# The minimum sits at X = 4, the paper's ½√64, and the 4×4×4 cube is also the fastest mesh:
-# the paper's choice. At X = 1, 2D weight-stationary *is* 1D weight-stationary.
+# The minimum sits at X = 4 (exercise 1 derives it), and the 4×4×4 cube is also the fastest
+# mesh: the paper's choice. At X = 1, 2D weight-stationary *is* 1D weight-stationary.
 #
-# Look at the bytes, though: at 64 chips the 2D layout saves a quarter of 1D's
-# communication, not half. The paper's 1/√n counts the feed-forward alone; here the
-# attention projections and the multiquery K/V riding along in step 3 add terms that do
-# not shrink with X the same way. The library counts what the code moves.
+# ## Every byte accounted for
+#
+# The paper's formula says 2D at X = 4 on 64 chips moves half of 1D's 2·B·L·E (with F = 4E,
+# E/4 + F/16 = E/2). The library's count saves only about a quarter. Here is every
+# collective of both decode steps, from the layouts' own lists, counted two ways: by the
+# library's convention (chapter 2: an all-gather's output, a reduce-scatter's input, per
+# chip) and as the bytes a chip actually sends (`theory.bytes_sent`: its own 1/K stays).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+two_d = by_mesh[(4, 4, 4)]
+rows, totals = [], {}
+for name, e in (("ws1d", one_d), ("ws2d", two_d)):
+    for c in e.terms.collectives:
+        rows.append([name, c.kind, "".join(c.axes), c.group,
+                     c.what if len(c.what) <= 50 else c.what[:49] + "…",
+                     f"{c.bytes * c.count / 2**20:,.1f}", f"{bytes_sent(c) / 2**20:,.1f}"])
+    totals[name] = (e.terms.comm_bytes, sum(bytes_sent(c) for c in e.terms.collectives))
+print("PaLM 540B (64 heads) decode step on 4x4x4, batch 64, bf16: MiB per chip per step")
+print(bt.table(["layout", "collective", "axes", "group", "what", "convention", "sent"], rows))
+print()
+for i, how in enumerate(("convention", "sent")):
+    print(f"ws2d / ws1d, counted as {how}: {totals['ws2d'][i] / totals['ws1d'][i]:.2f}")
+
+# %% [markdown]
+# Read the ws2d rows against the paper's formula:
+#
+# - **Steps 1 and 7** move exactly the paper's E/X per token: a quarter of 1D's rows each.
+# - **Step 3** carries well over twice the paper's F/(YZ). SwiGLU has two input matrices,
+#   W_gate and W_up, so the reduce-scatter sums 2F columns, not F; the attention's query
+#   projection rides in the same reduce-scatter (the parallel block fuses W_q with W_in); and
+#   the layout tiles X copies of each token's norm statistic and multiquery K and V into it
+#   (the `whole` term of `ws2d.collectives` above). Those copies all cross the links: at
+#   X = 4 they send more than an all-reduce of the same values over x would.
+# - **Step 5** gathers the attention output beside the hidden activation: F + H·D, not F.
+# - The **output projection's** reduce-scatter is the same in both layouts and never shrinks.
+#
+# Counted as bytes sent, the ratio is lower than by the convention: 1D's groups are 64 chips
+# (a chip keeps only 1/64 of each gather), while 2D's steps 3 and 5 run over groups of 4,
+# where a chip keeps a quarter. Neither count is wrong; say which one you mean.
 #
 # ## Scaling past 64 chips
 #
@@ -220,24 +263,43 @@ explorer
 explorer.snapshot()
 
 # %% [markdown]
+# ## Recap
+#
+# - 2D weight-stationary stores `E_xF_yz`: four collectives per layer, each over part of the
+#   mesh and part of the activation.
+# - The paper's formula 2·B·L·(E/X + F/(YZ)) is smallest at X = √(n·E/F) and beats 1D once
+#   n > 4F/E; past that, communication falls as 1/√n.
+# - The library counts what the code moves (SwiGLU's gate, the fused attention projections,
+#   the tiled norm statistic and K/V), so its saving at 64 chips is smaller than the
+#   formula's; and bytes by convention differ from bytes sent.
+#
 # ## Exercises
 #
-# 1. At 64 chips, which X gives PaLM 540B the least communication in 2D weight-stationary?
-# 2. On the 2×4×4 mesh, how many chips are in each group of step 3's reduce-scatter?
-# 3. For MT-NLG 530B at 128 chips, what fraction of 1D weight-stationary's communication
-#    bytes does the best 2D mesh move? (Two significant digits.)
-#
-# The answers ship filled in so that the book runs green: replace them with yours.
+# 1. **Derive.** Write X·YZ = n and minimise 2·B·L·(E/X + F·X/n) over X. What X does it give
+#    for PaLM 540B (E = 18432, F = 73728) on 64 chips? Check it against the table's
+#    minimum.
+# 2. **Derive.** At the optimal X, the communication is 4·B·L·√(E·F/n). Above how many chips
+#    does it fall below 1D's 2·B·L·E for PaLM's F = 4E?
+# 3. On the 2×4×4 mesh, how many chips are in each group of step 3's reduce-scatter?
+# 4. For MT-NLG 530B at 128 chips, what fraction of 1D weight-stationary's communication
+#    bytes does the best 2D mesh move? (Two significant digits, from the scaling figure.)
 
 # %%
 answer_1 = 4
-answer_2 = 2
-answer_3 = 0.32
+answer_2 = 16
+answer_3 = 2
+answer_4 = 0.32
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1, min(fastest, key=lambda x: fastest[x].terms.comm_bytes))
+pal = ti.MODELS["palm-540b-64heads"]
+bt.check("exercise 1", answer_1, ws2d_optimal_x(64, pal.E, pal.F),
+         hint="set the derivative -E/X² + F/n to zero")
+assert min(fastest, key=lambda x: fastest[x].terms.comm_bytes) == ws2d_optimal_x(64, pal.E, pal.F)
+bt.check("exercise 2", answer_2, ws2d_crossover_chips(pal.E, pal.F),
+         hint="square both sides of 4·√(E·F/n) < 2·E")
 step3 = [x for x in m.measured.collectives if x.kind == "reduce-scatter" and x.axes == ("x",)]
-bt.check("exercise 2", answer_2, step3[0].group)
-bt.check("exercise 3", answer_3,
-         scaling[128, "ws2d"].terms.comm_bytes / scaling[128, "ws1d"].terms.comm_bytes, rel=0.02)
+bt.check("exercise 3", answer_3, step3[0].group, hint="step 3 runs over x")
+bt.check("exercise 4", answer_4,
+         scaling[128, "ws2d"].terms.comm_bytes / scaling[128, "ws1d"].terms.comm_bytes, rel=0.02,
+         hint="hover the figure's points at 128 chips and divide")

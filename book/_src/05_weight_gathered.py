@@ -27,8 +27,15 @@
 # sequences. So for every B·L there is a best layout, and the best moves from 2D
 # weight-stationary to X-, XY- and XYZ-weight-gathered as B·L grows: the paper's Figure 3.
 #
-# Because all of them *store* the weights as 2D weight-stationary, one copy of the weights
-# serves a weight-gathered prefill and a weight-stationary decode.
+# Because all of them *store* the weights as 2D weight-stationary does, one copy of the
+# weights serves a weight-gathered prefill and a weight-stationary decode.
+#
+# **After this chapter you can** say when moving weights is cheaper than moving activations;
+# derive the best number of chips to gather the weights over, N = √(B·L·n/F); read the
+# crossover between layouts as tokens per batch grow; and explain where the library's count
+# of gathered weights differs from the paper's formula. (Paper:
+# [Section 3.2.3](https://arxiv.org/abs/2211.05102), "Weight-gathered layouts", and
+# Figure 3.)
 
 # %%
 import tpuinfer as ti
@@ -44,6 +51,7 @@ from tpuinfer import sweeps
 from tpuinfer.layouts import FFN_LAYOUTS, _common, _one_dim, wg_x, wg_xy, wg_xyz
 from tpuinfer.layouts.registry import param_specs
 from tpuinfer.measure import measure
+from tpuinfer.theory import wg_optimal_gather, ws2d_crossover_chips
 
 # %% [markdown]
 # ## The layout files
@@ -98,7 +106,7 @@ bt.ownership_figure(small, _common.drop_axes(spec, ("x",)), (cfg.E, cfg.F),
 # splits it over) has no point there.
 
 # %%
-tokens = [2**k for k in range(21)]  # 1 .. 1M tokens per batch
+tokens = [2**k for k in range(23)]  # 1 .. 4M tokens per batch
 curves = sweeps.crossover("palm-540b-64heads", (4, 4, 4), tokens, weights="bf16")
 fig = go.Figure()
 for ffn, ys in curves["comm_bytes"].items():
@@ -127,20 +135,30 @@ print(bt.table(["tokens per batch", "layout"], rows))
 # %% [markdown]
 # The weight-stationary layouts' lines rise in proportion to B·L; the weight-gathered ones
 # start from a floor (the weights they gather, the same at any batch) and rise more slowly.
-# 2D weight-stationary moves the fewest bytes up to 16k tokens, X-weight-gathered from 32k,
-# XY-weight-gathered from 128k. Up to a million tokens XYZ-weight-gathered never moves the fewest bytes here: its
-# floor is the whole model, about 1 TB per chip per prefill. The paper nevertheless ran its
-# million-token prefill in XYZ-weight-gathered: fewest bytes is not the whole story. A layout
-# whose collectives move more bytes may still finish first if they are looped and hide
-# behind its compute (chapter 8) or if its other terms are smaller. Chapter 10 asks the planner, which prices
-# time, not bytes.
+# 2D weight-stationary moves the fewest bytes at small batches, then X-, XY- and
+# XYZ-weight-gathered take over in turn: the order of the paper's Figure 3.
+#
+# Where XYZ takes over is a matter of counting. Its floor is every weight of the model
+# gathered onto every chip, about 1 TB per chip per prefill in bf16. The paper's formula,
+# 2·E·F·N/n + 2·B·L·E/N per layer, counts two E×F matrices; with it, XYZ (N = 64) beats XY
+# (N = 16) once B·L > 16F, about 1.2M tokens for PaLM 540B. The library gathers what the
+# layer holds: SwiGLU's three matrices (W_gate, W_up, W_down) and the attention
+# projections, about 1.7 times the formula's weights, and that raises both floors; in its
+# count XYZ takes over at about 1.5M tokens (the first power of two in the table: 2²¹). By
+# either count, XY moves fewer bytes than XYZ at the paper's million-token prefill. Bytes
+# are not time: hiding the gathers behind compute (chapter 8) is a separate question, and
+# chapter 7's planner, pricing time, runs that prefill in XYZ-weight-gathered, as the paper
+# did.
 #
 # ## Measured
 #
 # The same comparison on the emulated mesh, with real steps: every layout's prefill of the
 # tiny model on 2×2×2 at 2048 tokens per batch (64 sequences of 32: the bytes depend on B·L,
 # and short sequences keep the CPU's attention work small), read back from the compiled
-# programs. At this size X-weight-gathered has just overtaken 1D weight-stationary.
+# programs. At this size X-weight-gathered has just overtaken 1D weight-stationary, and 2D
+# weight-stationary moves the most: 8 chips is below its crossover with 1D (for the tiny
+# model's F = 4E, 4F/E = 16 chips: exercise 2 of chapter 4), so splitting E as well as F
+# only adds collectives here.
 
 # %%
 params = ti.init_params(cfg, seed=0)
@@ -153,6 +171,8 @@ rows = [[ffn, f"{m.predicted.comm_bytes:,.0f}", f"{m.measured.comm_bytes:,.0f}",
          "yes" if m.predicted.comm_bytes == m.measured.comm_bytes else "NO"]
         for ffn, m in sorted(measured.items(), key=lambda kv: kv[1].measured.comm_bytes)]
 print(bt.table(["layout", "predicted bytes/device", "measured bytes/device", "equal"], rows))
+print(f"\n2D beats 1D above {ws2d_crossover_chips(cfg.E, cfg.F):g} chips (the paper's 4F/E); "
+      f"this mesh has {small.size}")
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -177,23 +197,38 @@ explorer
 explorer.snapshot()
 
 # %% [markdown]
+# ## Recap
+#
+# - Weight-gathered layouts store the weights as 2D weight-stationary does and all-gather
+#   them over N chips before each layer; the batch is split over those N chips.
+# - Activation bytes fall as 1/N, weight bytes grow as N: the best N is √(B·L·n/F).
+# - As tokens per batch grow, the best layout moves from 2D weight-stationary to X-, XY- and
+#   XYZ-weight-gathered; where exactly depends on what is counted as the layer's weights.
+#
 # ## Exercises
 #
-# 1. For PaLM 540B on 64 chips, from how many tokens per batch (a power of two) does some
-#    weight-gathered layout move fewer bytes than 2D weight-stationary?
-# 2. Which layout moves the fewest bytes at a million (2²⁰) tokens per batch?
+# 1. **Derive.** Minimise 2·E·F·N/n + 2·B·L·E/N over N. What N does it give for PaLM 540B
+#    (F = 73728) on 64 chips at B·L = 2²⁰ tokens? (Three significant digits.)
+# 2. **Predict, then check.** Your N lies between XY's 16 chips and XYZ's 64. Which of the
+#    two layouts do you expect to move fewer bytes at 2²⁰ tokens? The check reads the
+#    library's sweep.
 # 3. Which layout's communication does not depend on the number of tokens at all?
-#
-# The answers ship filled in so that the book runs green: replace them with yours.
+# 4. In the library's count, from how many tokens per batch (a power of two) does
+#    XYZ-weight-gathered move the fewest bytes?
 
 # %%
-answer_1 = 32768
+answer_1 = 30.2
 answer_2 = "wg-xy"
 answer_3 = "wg-xyz"
+answer_4 = 2097152
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1, next(n for n, ffn in best.items() if ffn.startswith("wg")))
-bt.check("exercise 2", answer_2, best[2**20])
+bt.check("exercise 1", answer_1, wg_optimal_gather(2**20, 64, ti.MODELS["palm-540b"].F),
+         rel=0.005, hint="set the derivative 2·E·F/n - 2·B·L·E/N² to zero")
+bt.check("exercise 2", answer_2, best[2**20],
+         hint="on a log scale, 30 is nearer 16 or 64? (√(16·64) = 32)")
 flat = [ffn for ffn, ys in curves["comm_bytes"].items() if len({y for y in ys if y}) == 1]
-bt.check("exercise 3", answer_3, flat[0])
+bt.check("exercise 3", answer_3, flat[0], hint="which layout moves no activations?")
+bt.check("exercise 4", answer_4, next(n for n, ffn in best.items() if ffn == "wg-xyz"),
+         hint="the table of fewest bytes has it")

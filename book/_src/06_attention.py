@@ -23,6 +23,13 @@
 # back. In decode, Q is one token per sequence while the cache holds thousands: the trade
 # pays.
 #
+# **After this chapter you can** derive the KV cache per chip of multihead, multiquery by
+# heads and multiquery by batch; explain why partitioning by batch multiplies the context
+# that fits; count the collectives attention by batch adds; and say when it pays in decode
+# and why prefill keeps attention by heads. (Paper:
+# [Section 3.3](https://arxiv.org/abs/2211.05102), "Partitioning the attention layer", and
+# Table 1.)
+#
 # ```mermaid
 # flowchart LR
 #   Q["Q: B_bLH_hD<br/>(heads split)"] -- "all-to-all(h)" --> QB["Q: B_bhLHD<br/>(batch split)"]
@@ -189,26 +196,40 @@ explorer
 explorer.snapshot()
 
 # %% [markdown]
+# ## Recap
+#
+# - Multiquery shares one K/V head among all query heads: an H-times smaller cache.
+# - Partitioned by heads, that one head is replicated on every chip and the saving is lost;
+#   partitioned by batch, each chip holds 1/n of the sequences' cache.
+# - The price is two all-to-alls per layer, small in decode (one query token per sequence).
+# - Prefill keeps attention by heads: its K/V loads are spread over every prompt token.
+#
 # ## Exercises
 #
-# 1. At batch 512 on 64 chips, how many times longer a context does multiquery by batch fit
+# 1. **Derive.** For PaLM 540B (multiquery, one K/V head) on 64 chips, how many times more KV
+#    cache does each chip hold with attention by heads than by batch? Derive it from who
+#    holds which sequences' cache, then check it against the library's count.
+# 2. **Predict, then check.** How many all-to-alls does attention by batch add per layer
+#    for a multiquery model? Write your prediction before reading the by-batch table.
+# 3. **Derive.** On the 2×2×2 mesh, what is the smallest batch that attention by batch (in
+#    2D weight-stationary, which splits the batch over every chip) can run with?
+# 4. At batch 512 on 64 chips, how many times longer a context does multiquery by batch fit
 #    than multihead? (Round to a whole number.)
-# 2. How many all-to-alls does attention by batch add per layer for a multiquery model?
-# 3. On the 2×2×2 mesh, what is the smallest batch that attention by batch can run with?
-#
-# The answers ship filled in so that the book runs green: replace them with yours.
 
 # %%
-answer_1 = 32
+answer_1 = 64
 answer_2 = 2
 answer_3 = 8
+answer_4 = 32
 
 # %%
 # NBVAL_CHECK_OUTPUT
-ratio = (planner.max_context("palm-540b", 64, 512, "multiquery-batch")
-         / planner.max_context("palm-540b", 64, 512, "multihead"))
-bt.check("exercise 1", answer_1, round(ratio))
-bt.check("exercise 2", answer_2, m.measured.by_kind()["all-to-all"][0] // cfg.n_layers)
+bt.check("exercise 1", answer_1,
+         planner.kv_bytes_per_chip("palm-540b", "multiquery-heads", 64, 512, 2048)
+         / planner.kv_bytes_per_chip("palm-540b", "multiquery-batch", 64, 512, 2048),
+         hint="by heads every chip holds every sequence's cache; by batch, 1/n of them")
+bt.check("exercise 2", answer_2, m.measured.by_kind()["all-to-all"][0] // cfg.n_layers,
+         hint="one to bring Q to the sequences' chips, one to bring the output back")
 
 
 def runs_with(batch):
@@ -219,4 +240,8 @@ def runs_with(batch):
         return False
 
 
-bt.check("exercise 3", answer_3, next(b for b in range(1, 65) if runs_with(b)))
+bt.check("exercise 3", answer_3, next(b for b in range(1, 65) if runs_with(b)),
+         hint="every chip must own at least one whole sequence")
+ratio = (planner.max_context("palm-540b", 64, 512, "multiquery-batch")
+         / planner.max_context("palm-540b", 64, 512, "multihead"))
+bt.check("exercise 4", answer_4, round(ratio), hint="the table of max context has it")

@@ -33,6 +33,11 @@
 # other low-level optimisations (Section 3.5). This chapter shows why, in the cost model's
 # terms and with its numbers: a plain layout's collectives sit on the critical path, a looped
 # layout's permutes run beside the partial matmuls they feed.
+#
+# **After this chapter you can** decompose an all-gather into K−1 ring steps; say what a
+# looped schedule hides and what stays exposed; explain why a looped ring is slower on the
+# links yet shortens the step; and count the collective permutes a looped layout compiles
+# to. (Paper: [Section 3.5](https://arxiv.org/abs/2211.05102), "Low-level optimizations".)
 
 # %%
 import tpuinfer as ti
@@ -291,6 +296,13 @@ fig.show()
 #
 # On this CPU nothing runs beside anything else, so the looped step is *slower* here (more,
 # smaller operations): the emulator can check what the program moves, not what it hides.
+#
+# **Predict, then run (exercise 3).** In the unidirectional looped form, each looped
+# collective becomes a chain of collective permutes round its (y, z) group of 4 chips. How
+# many permutes per looped collective will the compiled step hold? Write it before running.
+
+# %%
+answer_3 = 3
 
 # %%
 cfg = ti.MODELS["tiny"]
@@ -330,33 +342,43 @@ print("looped generation's tokens equal the reference's:", bool((out.tokens == r
 print(inspect.getsource(looped.allgather_matmul))
 
 # %% [markdown]
+# ## Recap
+#
+# - A looped collective is K−1 collective permutes round a ring, each beside a partial
+#   matmul; bidirectional sends half each way.
+# - It moves the same bytes (less the chip's own share) at lower bandwidth, but off the
+#   critical path: each round hides up to its partial matmul's time.
+# - Only the looped rings hide; the plain collectives of the same step stay exposed.
+# - On the CPU emulator looping is slower: it checks what moves, not what hides.
+#
 # ## Exercises
 #
 # 1. In the looped decode step above (the planner's choice), which collective kinds does the
 #    `overlap` rule hide any of? Give them as a set of names.
 # 2. By what fraction is the looped low-latency decode faster than the plain one (the whole
 #    phase, three decimals)?
-# 3. In a unidirectional looped all-gather over a group of 4 chips, how many collective
-#    permutes run? (Check against the measured looped step.)
+# 3. **Predict, then run** (above): in a unidirectional looped all-gather over a group of 4
+#    chips, how many collective permutes run?
 # 4. In the bidirectional looped decode step on the 4×4×4 cube, what share of the
 #    communication time hides behind the matmuls? (Two significant digits.)
 #
-# The answers ship filled in so that the book runs green: replace them with yours.
-
 # %%
 answer_1 = {"collective-permute"}
 answer_2 = 0.114
-answer_3 = 3
 answer_4 = 0.52
 
 # %%
 # NBVAL_CHECK_OUTPUT
 looped_decode = chosen[decode.name, "yes"].first
 bt.check("exercise 1", answer_1, {c.collective.kind for c in looped_decode.collectives
-                                  if c.hidden_s > 0})
+                                  if c.hidden_s > 0},
+         hint="only a looped ring runs beside a partial matmul; what does it compile to?")
 bt.check("exercise 2", answer_2, 1 - chosen[decode.name, "yes"].latency_s
-         / chosen[decode.name, "no"].latency_s, rel=0.01)
+         / chosen[decode.name, "no"].latency_s, rel=0.01,
+         hint="1 - looped / plain, from the phase latencies of the first table")
 permutes = looped_steps["looped"].measured.by_kind()["collective-permute"][0]
-bt.check("exercise 3", answer_3, permutes / (cfg.n_layers * 2))  # steps 1 and 7, per layer
+bt.check("exercise 3", answer_3, permutes / (cfg.n_layers * 2),  # steps 1 and 7, per layer
+         hint="every chunk must visit every other chip of the ring once")
 bidir = cube[decode.name, "looped, bidirectional"].first
-bt.check("exercise 4", answer_4, bidir.hidden_s / bidir.comm_s, rel=0.02)
+bt.check("exercise 4", answer_4, bidir.hidden_s / bidir.comm_s, rel=0.02,
+         hint="hidden over comm in the 4x4x4 table")
