@@ -84,12 +84,21 @@ SPECS = {
     "wg-xy": (STORED_2D | {"norm": P()}, P(None, ("z",))),
     "wg-xyz": (STORED_2D | {"norm": P()}, P(None, None)),
 }
-CACHE = {  # (heads, batch) cache specs of [B, S, K, D]
+CACHE = {  # (heads, batch) cache specs of [B, S, K, D] on 4x8x8, batch 256
     "ws1d": (P(None, None, None, None), P(XYZ, None, None, None)),
     "ws2d": (P(None, None, None, None), P(("z", "y", "x"), None, None, None)),
     "wg-x": (P(("x",), None, None, None), P(("x", "z", "y"), None, None, None)),
     "wg-xy": (P(("x", "y"), None, None, None), P(("x", "y", "z"), None, None, None)),
     "wg-xyz": (P(XYZ, None, None, None), P(XYZ, None, None, None)),
+}
+# Attention by batch below the chip count on 4x8x8: the batch takes the longest suffix of the
+# heads axes that divides B/|b|; multihead K stays split over the rest.
+SMALL_BATCH_CACHE = {  # (ffn, batch, multihead) -> spec
+    ("ws2d", 16, False): P(("x",), None, None, None),  # h = z·y·x = 8·8·4: x divides 16
+    ("ws2d", 32, False): P(("y", "x"), None, None, None),
+    ("ws2d", 32, True): P(("y", "x"), None, ("z",), None),
+    ("ws1d", 64, True): P(("y", "z"), None, ("x",), None),  # h = x·y·z
+    ("wg-x", 32, False): P(("x", "y"), None, None, None),  # b = x, h = z·y; B/|b| = 8
 }
 
 
@@ -100,8 +109,15 @@ def test_partition_specs_are_pinned(ffn):
     assert specs["layers"][0] == layer
     assert specs["embed"] == embed
     heads, batch = CACHE[ffn]
-    assert registry.cache_specs(CFG, ti.Layout(ffn, "heads"))[0]["k"] == heads
-    assert registry.cache_specs(CFG, ti.Layout(ffn, "batch"))[0]["k"] == batch
+    assert registry.cache_specs(CFG, ti.Layout(ffn, "heads"), (4, 8, 8), 256)[0]["k"] == heads
+    assert registry.cache_specs(CFG, ti.Layout(ffn, "batch"), (4, 8, 8), 256)[0]["k"] == batch
+
+
+@pytest.mark.parametrize("ffn, batch, multihead", list(SMALL_BATCH_CACHE))
+def test_small_batch_cache_specs_are_pinned(ffn, batch, multihead):
+    cfg = ti.MODELS["tiny-mtnlg" if multihead else "tiny"]
+    spec = registry.cache_specs(cfg, ti.Layout(ffn, "batch"), (4, 8, 8), batch)[0]["k"]
+    assert spec == SMALL_BATCH_CACHE[ffn, batch, multihead]
 
 
 def _members(protocol) -> dict:
@@ -141,9 +157,9 @@ def test_mesh_that_does_not_divide_names_dimension_axes_and_padding():
 
 
 def test_batch_smaller_than_its_sharding_says_what_would_work():
-    with pytest.raises(ValueError, match=r"batch B=4 cannot be split over .*=8 chips.*use a "
-                                         r"batch of 8, 16"):
-        ti.generate(params(), CFG, prompt(4), 1, mesh=ti.make_mesh((2, 2, 2)),
+    with pytest.raises(ValueError, match=r"batch B=3 cannot be split over x=2 chips.*use a "
+                                         r"batch of 2, 4"):
+        ti.generate(params(), CFG, prompt(3), 1, mesh=ti.make_mesh((2, 2, 2)),
                     prefill=ti.Layout("ws2d", "heads"), decode=ti.Layout("ws2d", "batch"))
 
 

@@ -121,8 +121,8 @@ def test_second_measure_reuses_the_compiled_step(measured):
 
 def test_bad_input_gets_the_engines_errors():
     mesh = ti.make_mesh((2, 2, 2))
-    with pytest.raises(ValueError, match=r"batch B=4 cannot be split over .*=8 chips"):
-        measure(CFG, mesh, ti.Layout("ws2d", "batch"), phase="decode", batch=4)
+    with pytest.raises(ValueError, match=r"batch B=3 cannot be split over x=2 chips"):
+        measure(CFG, mesh, ti.Layout("ws2d", "batch"), phase="decode", batch=3)
     with pytest.raises(ValueError, match=r"E=256 does not divide by X·Y·Z=3"):
         measure(CFG, (3, 1, 1), ti.Layout("ws1d", "heads"), batch=3)
     with pytest.raises(ValueError, match="unknown phase 'generate'"):
@@ -150,8 +150,8 @@ def test_command_line_json_and_table(capsys):
     text = capsys.readouterr().out
     assert "reduce-scatter(yz)" in text and "time (TPU v4, predicted)" in text
     assert main(["measure", "--mesh", "2x2x2", "--ffn", "ws2d", "--attention", "batch",
-                 "--batch", "4", "--json"]) == 2
-    assert "batch B=4 cannot be split" in json.loads(capsys.readouterr().out)["error"]
+                 "--batch", "3", "--json"]) == 2
+    assert "batch B=3 cannot be split" in json.loads(capsys.readouterr().out)["error"]
 
 
 def test_command_line_looped_bidirectional(capsys):

@@ -119,6 +119,11 @@ MODELS: dict[str, ModelConfig] = {
     # 4x8x8 mesh (E, F, H and V by 256), so every layout runs there; H=256 because attention by
     # heads gives each chip whole heads, as the paper pads PaLM 540B's heads to the chip count.
     "tiny": ModelConfig("tiny", 2, 256, 1024, 256, 8, 1, 512),
+    # tiny-mtnlg: tiny with MT-NLG 530B's shape of block (below): serial, GELU MLP, multihead
+    # (K = H). Its dimensions divide as tiny's, so every layout runs it on the full 4x8x8
+    # mesh; H·D is 8E, not E as in MT-NLG, so that 256 chips each get whole heads.
+    "tiny-mtnlg": ModelConfig("tiny-mtnlg", 2, 256, 1024, 256, 8, 256, 512,
+                              parallel_block=False, gated_ffn=False),
     # mini: deeper and wider than tiny (8 layers, 36M parameters), still a few seconds per
     # forward pass on a CPU: where int8's error is checked on more than two layers. E, F and V
     # divide by 256; its 16 heads limit attention by heads to 16 chips.

@@ -69,12 +69,13 @@ def _body(ctx: Ctx, dtype, params, tokens_BL, cache, pos):
 
 
 @functools.lru_cache(maxsize=None)
-def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str):
+def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int):
     """The jitted sharded step `(params, tokens_BL, cache, pos) -> (logits_B1V, cache)`: the
-    logits of each sequence's last position, and the cache with this step's K/V written."""
+    logits of each sequence's last position, and the cache with this step's K/V written.
+    The cache's spec depends on the batch (attention by batch splits what it divides)."""
     ctx = context(cfg, layout, shape_of(mesh))
     body = functools.partial(_body, ctx, activation_dtype(weights))
-    cspecs = cache_specs(cfg, layout)
+    cspecs = cache_specs(cfg, layout, shape_of(mesh), batch)
     sharded = jax.shard_map(
         body, mesh=mesh,
         in_specs=(param_specs(cfg, layout, weights), token_spec(layout), cspecs, P()),
@@ -107,7 +108,7 @@ def compiled_step(cfg, layout, mesh, weights, params, tokens_BL, cache, pos):
     if key not in _COMPILED:
         t0 = time.perf_counter()
         fn = reference_step_fn(cfg, weights) if mesh is None else \
-            step_fn(cfg, layout, mesh, weights)
+            step_fn(cfg, layout, mesh, weights, tokens_BL.shape[0])
         _COMPILED[key] = fn.lower(params, tokens_BL, cache, pos).compile()
         return _COMPILED[key], time.perf_counter() - t0
     return _COMPILED[key], 0.0
@@ -121,7 +122,8 @@ def init_cache(cfg, layout, mesh, batch, max_len, weights):
         return model.init_cache(cfg, batch, max_len, dtype)
     zeros = jax.jit(lambda: [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
                              for _ in range(cfg.n_layers)],
-                    out_shardings=shardings(mesh, cache_specs(cfg, layout)))
+                    out_shardings=shardings(mesh, cache_specs(cfg, layout, shape_of(mesh),
+                                                              batch)))
     return zeros()
 
 

@@ -149,7 +149,8 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
     # Decode: one token per step against the growing cache, in the decode layout.
     if mesh is not None and decode != prefill:
         params = engine.place(params, mesh, engine.param_specs(cfg, decode, fmt))
-        cache = engine.place(cache, mesh, engine.cache_specs(cfg, decode))
+        cache = engine.place(cache, mesh,
+                             engine.cache_specs(cfg, decode, mesh_shape(mesh), B))
     tokens, step_logits = [], []
     for t in range(steps):
         step_logits.append(to_host(last_BV))

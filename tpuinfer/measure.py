@@ -261,7 +261,7 @@ def _zero_cache(cfg, layout, mesh, batch, context, weights):
     dtype = activation_dtype(weights)
     zeros = np.zeros((batch, context, cfg.K, cfg.D), dtype)
     host = [{"k": zeros, "v": zeros} for _ in range(cfg.n_layers)]
-    return engine.place(host, mesh, engine.cache_specs(cfg, layout))
+    return engine.place(host, mesh, engine.cache_specs(cfg, layout, mesh_shape(mesh), batch))
 
 
 _RAN: set[int] = set()  # ids of the executables `_time` has run (the engine keeps them all)

@@ -1,17 +1,26 @@
-"""Attention partitioned by batch ("optimized multiquery").
+"""Attention partitioned by batch ("optimized multiquery"), over as many chips as the batch allows.
 
-Q, K, V and the KV cache are split over the batch on every chip, so each chip loads only its
-1/n of the KV cache. The price is two all-to-alls over the heads axes h:
+Q, K, V and the KV cache are split over the batch, so each chip loads only its share of the
+KV cache. The feed-forward layout hands attention Q split over its heads axes h (and the
+batch over its batch axes b). The batch takes g, the minor end of h: the longest suffix of h
+(in h's order) whose chip count divides the B/|b| sequences; the heads stay split over the
+rest, r = h less g. With B a multiple of every chip, g = h (the paper's layout at large
+batch); below that, the paper's layouts at small batch (arXiv 2211.05102, Section 3.3 and
+Figure 4): the batch over some axes, the heads over the others. Taking g from h's minor end
+keeps each chip's heads one contiguous block (`B_bgLH_rD`), so the (multihead) cache is a
+plain partition spec; of the suffixes that divide, the longest splits the cache most.
 
-1. all-to-all(h): Q `B_bLH_hD` -> `B_bhLHD` (split the batch, gather the heads)
+1. all-to-all(g): Q `B_bLH_hD` -> `B_bgLH_rD` (split the batch, gather the heads over g)
    multiquery K/V: every chip of h already holds `B_bLD`; it keeps its own rows (no traffic).
    multihead K/V: the same all-to-all as Q.
-2. attention on whole heads for B/n sequences against the local cache `B_bhSD`
-3. all-to-all(h): `B_bhLHD` -> `B_bLH_hD`, back to heads before W_o
+2. attention on H/|r| heads for B/(|b||g|) sequences against the local cache `B_bgSK_rD`
+3. all-to-all(g): `B_bgLH_rD` -> `B_bLH_hD`, back to heads before W_o
 
 In decode Q is one token per sequence while the cache holds thousands, so the trade pays;
 prefill amortises K/V loading over all its tokens and usually stays by heads.
-KV-cache bytes per chip: 2·layers·K·D·b·(B/n)·S. Needs B to be a multiple of n.
+KV-cache bytes per chip: multiquery 2·layers·D·b·S·B/(|b||g|), multihead the same times K/|r|.
+Needs B/|b| to divide by at least the last axis of h that has more than one chip (else
+attention by heads is this layout: nothing to split).
 """
 from __future__ import annotations
 
@@ -23,59 +32,78 @@ from ..model import write_cache
 from . import _common as c
 
 NAME = "batch"
-CACHE_OVER_ALL_CHIPS = True  # B split over every chip: each holds 1/n of the cache
+# The batch split over every chip the batch allows (all of them once B is a multiple of n):
+# the planner prefers it to attention by heads between two of equal time.
+CACHE_OVER_ALL_CHIPS = True
 
 
-def cache_spec(cfg, axes) -> P:
-    return P(c.entry(axes.batch + axes.heads), None, None, None)
+def split(ctx, batch: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(g, r): the heads axes the batch of `batch` sequences takes (the longest suffix of h
+    whose chip count divides B/|b|), and those the heads stay split over."""
+    h, per_b = ctx.axes.heads, batch // ctx.size(ctx.axes.batch)
+    for i in range(len(h) + 1):  # suffix sizes grow along h: the first that divides is longest
+        if per_b % ctx.size(h[i:]) == 0:
+            return h[i:], h[:i]
+    raise AssertionError("the empty suffix always divides")
 
 
-def _to_batch(ctx, t_BLHD):
-    return (jax.lax.all_to_all(t_BLHD, ctx.axes.heads, 0, 2, tiled=True)
-            if ctx.size(ctx.axes.heads) > 1 else t_BLHD)
+def cache_spec(step) -> P:
+    """[B, S, K, D]: the batch over b then g; multihead K over r."""
+    g, r = split(step.ctx, step.batch)
+    return P(c.entry(step.axes.batch + g), None, None if step.cfg.multiquery else c.entry(r),
+             None)
 
 
-def _to_heads(ctx, t_BLHD):
-    return (jax.lax.all_to_all(t_BLHD, ctx.axes.heads, 2, 0, tiled=True)
-            if ctx.size(ctx.axes.heads) > 1 else t_BLHD)
+def _to_batch(ctx, g, t_BLHD):
+    return jax.lax.all_to_all(t_BLHD, g, 0, 2, tiled=True) if ctx.size(g) > 1 else t_BLHD
+
+
+def _to_heads(ctx, g, t_BLHD):
+    return jax.lax.all_to_all(t_BLHD, g, 2, 0, tiled=True) if ctx.size(g) > 1 else t_BLHD
 
 
 def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
-    # q_BLHD here: [B/|b|, L, H/|h|, D] -> [B/(|b||h|), L, H, D]
-    h = ctx.axes.heads
-    # 1. all-to-all(h): Q (and multihead K, V) from head-split to batch-split
-    q_BLHD = _to_batch(ctx, q_BLHD)
+    # q_BLHD here: [B/|b|, L, H/|h|, D] -> [B/(|b||g|), L, H/|r|, D]
+    g, _ = split(ctx, q_BLHD.shape[0] * ctx.size(ctx.axes.batch))
+    # 1. all-to-all(g): Q (and multihead K, V) from head-split to batch-split
+    q_BLHD = _to_batch(ctx, g, q_BLHD)
     if ctx.cfg.multiquery:
         rows = q_BLHD.shape[0]
-        start = jax.lax.axis_index(h) * rows if ctx.size(h) > 1 else 0
+        start = jax.lax.axis_index(g) * rows if ctx.size(g) > 1 else 0
         k_BLKD = jax.lax.dynamic_slice_in_dim(k_BLKD, start, rows, axis=0)
         v_BLKD = jax.lax.dynamic_slice_in_dim(v_BLKD, start, rows, axis=0)
     else:
-        k_BLKD, v_BLKD = _to_batch(ctx, k_BLKD), _to_batch(ctx, v_BLKD)
-    # 2. whole heads, own sequences, own cache rows
+        k_BLKD, v_BLKD = _to_batch(ctx, g, k_BLKD), _to_batch(ctx, g, v_BLKD)
+    # 2. the chip's heads, own sequences, own cache rows
     cache = {"k": write_cache(cache["k"], k_BLKD, pos), "v": write_cache(cache["v"], v_BLKD, pos)}
     o_BLHD = attend_local(q_BLHD, cache["k"], cache["v"], pos)
-    # 3. all-to-all(h): back to head-split for W_o
-    return _to_heads(ctx, o_BLHD), cache
+    # 3. all-to-all(g): back to head-split for W_o
+    return _to_heads(ctx, g, o_BLHD), cache
 
 
 def collectives(step) -> list:
-    """Steps 1 and 3: the all-to-alls over h."""
-    cfg, h, a = step.cfg, step.axes.heads, step.act_bytes
+    """Steps 1 and 3: the all-to-alls over g."""
+    cfg, a = step.cfg, step.act_bytes
+    g, _ = split(step.ctx, step.batch)
     rows = step.sequences * step.tokens
-    q = rows * cfg.H * cfg.D / step.size(h) * a  # local Q, either side
+    q = rows * cfg.H * cfg.D / step.size(step.axes.heads) * a  # local Q, either side
     n_moved = 2 if cfg.multiquery else 4  # Q and O; multihead also K and V
-    return c.collective("all-to-all", h, step.mesh_shape, q, n_moved,
+    return c.collective("all-to-all", g, step.mesh_shape, q, n_moved,
                         "Q to batch-split, O back to heads" + ("" if cfg.multiquery else
                                                                 ", and K, V"), itemsize=a)
 
 
 def per_chip(step) -> tuple[int, int]:
-    """Step 2: whole heads for B/(|b||h|) sequences."""
-    return step.sequences // step.size(step.axes.heads), step.cfg.H
+    """Step 2: H/|r| heads for B/(|b||g|) sequences."""
+    g, r = split(step.ctx, step.batch)
+    return step.sequences // step.size(g), step.cfg.H // step.size(r)
 
 
 def check(step):
-    c.require_batch(step.batch, step.axes.batch + step.axes.heads, step.mesh_shape,
-                    f"{step.ctx.ffn.NAME}/batch",
-                    "attention by batch splits the batch over every chip")
+    """B/|b| must divide by the last axis of h with more than one chip: otherwise nothing of
+    the batch splits over the heads axes, and attention by heads is the same program."""
+    h, b = step.axes.heads, step.axes.batch
+    first = next((h[i:] for i in range(len(h) - 1, -1, -1) if step.size(h[i:]) > 1), ())
+    c.require_batch(step.batch, b + first, step.mesh_shape, f"{step.ctx.ffn.NAME}/batch",
+                    f"attention by batch splits B/|b| over at least {'·'.join(first)}, the "
+                    f"minor end of the heads axes {'·'.join(h)}")

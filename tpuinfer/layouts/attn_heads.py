@@ -20,9 +20,11 @@ NAME = "heads"
 CACHE_OVER_ALL_CHIPS = False  # split over h only, and multiquery's one head not at all
 
 
-def cache_spec(cfg, axes) -> P:
+def cache_spec(step) -> P:
     """[B, S, K, D]: batch split as the residual's; K split with the heads if multihead."""
-    return P(c.entry(axes.batch), None, None if cfg.multiquery else c.entry(axes.heads), None)
+    axes = step.axes
+    return P(c.entry(axes.batch), None, None if step.cfg.multiquery else c.entry(axes.heads),
+             None)
 
 
 def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):

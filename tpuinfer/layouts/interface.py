@@ -109,12 +109,13 @@ class FfnLayout(Protocol):
 class AttentionLayout(Protocol):
     """An attention layout inside a feed-forward layout's block (the paper's Section 3.3)."""
     NAME: str  # the name users pass (`Layout(attention=...)`)
-    # Each chip holds (and reads) 1/n of the KV cache, n every chip of the mesh: the planner
-    # prefers such a layout between two of equal time (they then run the same program).
+    # The layout splits the KV cache over every chip the batch allows (all n of them once B
+    # is a multiple of n): the planner prefers it between two of equal time (they then run
+    # the same program).
     CACHE_OVER_ALL_CHIPS: bool
 
-    def cache_spec(self, cfg: ModelConfig, axes: Axes) -> P:
-        """The spec of every layer's K and V cache, [B, S, K, D]."""
+    def cache_spec(self, step: Step) -> P:
+        """The spec of every layer's K and V cache, [B, S, K, D], for this step's batch."""
 
     def check(self, step: Step) -> None:
         """Raise `LayoutError` when this batch cannot be split as the layout splits it."""

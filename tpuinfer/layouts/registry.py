@@ -91,9 +91,11 @@ def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32") -> dict:
             "layers": [dict(layer) for _ in range(cfg.n_layers)]}
 
 
-def cache_spec(cfg: ModelConfig, layout: Layout) -> P:
-    """The spec of every layer's K and V cache, [B, S, K, D]."""
-    return ATTENTION[layout.attention].cache_spec(cfg, FFN[layout.ffn].AXES)
+def cache_spec(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> P:
+    """The spec of every layer's K and V cache, [B, S, K, D], for a batch of `batch` on this
+    mesh (attention by batch splits the batch over as many heads axes as it divides)."""
+    s = step(cfg, layout, mesh_shape, batch)
+    return s.ctx.attention.cache_spec(s)
 
 
 def cache_shape_per_chip(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int,
@@ -101,7 +103,7 @@ def cache_shape_per_chip(cfg: ModelConfig, layout: Layout, mesh_shape, batch: in
     """[B, S, K, D] of one layer's K (or V) cache on one chip, from `cache_spec`. A dimension
     split over more chips than it has rows rounds up (each chip holds at least one head, as a
     padded model would): only the maximum-context model asks that of a layout it cannot run."""
-    spec = tuple(cache_spec(cfg, layout))
+    spec = tuple(cache_spec(cfg, layout, mesh_shape, batch))
     return tuple(-(-d // c.group_size(mesh_shape, c.spec_axes(e)))
                  for d, e in zip((batch, context, cfg.K, cfg.D), spec))
 
@@ -113,8 +115,8 @@ def cache_bytes_per_chip(cfg: ModelConfig, layout: Layout, mesh_shape, batch: in
     return 2 * cfg.n_layers * math.prod(local) * bytes_per_elem
 
 
-def cache_specs(cfg: ModelConfig, layout: Layout) -> list:
-    spec = cache_spec(cfg, layout)
+def cache_specs(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> list:
+    spec = cache_spec(cfg, layout, mesh_shape, batch)
     return [{"k": spec, "v": spec} for _ in range(cfg.n_layers)]
 
 
