@@ -12,6 +12,7 @@ each computation runs once per step.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass
@@ -29,8 +30,8 @@ ITEMSIZE = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2
             "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16,
             "f8e4m3fn": 1, "f8e5m2": 1, "s4": 0.5, "u4": 0.5, "token": 0}
 
-_INSTR = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<type>.+?)\s+"
-                    r"(?P<op>[a-z][\w\-]*)\((?P<operands>[^)]*)\)(?P<attrs>.*)$")
+_ASSIGN = re.compile(r"^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*")
+_OP = re.compile(r"\s+(?P<op>[a-z][\w\-]*)\(")
 _ARRAY = re.compile(r"\b([a-z]\w*)\[([\d,]*)\]")
 _OPERAND = re.compile(r"%([\w.\-]+)")
 _IOTA = re.compile(r"\[([\d,]+)\]<=\[([\d,]+)\](?:T\(([\d,]+)\))?")
@@ -64,6 +65,19 @@ class Module:
     entry: str  # the ENTRY computation's name
     roots: dict  # computation -> its ROOT instruction's name
     callers: dict  # computation -> the instructions that call it (fusions, calls, async)
+    loops: dict = dataclasses.field(default_factory=dict)  # a while's body -> the while
+
+    def runs(self, computation: str) -> int:
+        """How many times one run of the program runs `computation`: a while loop's body
+        its known trip count (1 when XLA does not know it) times what runs the loop."""
+        if computation == self.entry:
+            return 1
+        if computation in self.loops:
+            loop = self[self.loops[computation]]
+            trips = re.search(r'"known_trip_count":\{"n":"(\d+)"', loop.attrs)
+            return (int(trips[1]) if trips else 1) * self.runs(loop.computation)
+        callers = self.callers.get(computation, [])
+        return self.runs(self[callers[0]].computation) if callers else 1
 
     def __getitem__(self, name) -> Instruction:
         return self.instructions[name]
@@ -71,27 +85,59 @@ class Module:
 
 _HEADER = re.compile(r"^(ENTRY\s+)?%?([\w.\-]+)\s*\(.*\{\s*$")
 _CALLS = re.compile(r"\bcalls=%?([\w.\-]+)")
+_BODY = re.compile(r"\bbody=%?([\w.\-]+)")
+
+
+def _closing(text: str, i: int) -> int:
+    """The index of the parenthesis that closes the one at `text[i]`."""
+    depth = 0
+    for k in range(i, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[k], 0)
+        if depth == 0:
+            return k
+    raise ValueError(f"unbalanced parentheses in HLO line {text[:200]!r}")
+
+
+def _instruction(line: str, computation: str) -> Instruction | None:
+    """One instruction line: `[ROOT] %name = TYPE op(OPERANDS), attrs`. TYPE may be a tuple
+    `(s32[], f32[4,8]{1,0})`, and OPERANDS may carry their types, tuples included
+    (`get-tuple-element((s32[], f32[8]{0}) %t)`), as XLA prints with operand shapes."""
+    m = _ASSIGN.match(line)
+    if not m:
+        return None
+    rest = line[m.end():]
+    if rest.startswith("("):
+        end = _closing(rest, 0) + 1
+    else:
+        end = len(rest.split(None, 1)[0]) if rest.strip() else 0
+    op = _OP.match(rest, end)
+    if not end or not op:
+        return None
+    close = _closing(rest, op.end() - 1)
+    operands = rest[op.end():close]
+    return Instruction(m["name"], op["op"], rest[:end], tuple(_OPERAND.findall(operands)),
+                       operands, rest[close + 1:], computation)
 
 
 def parse(hlo_text: str) -> Module:
-    instrs, roots, callers, entry, comp = {}, {}, {}, "", ""
+    instrs, roots, callers, loops, entry, comp = {}, {}, {}, {}, "", ""
     for line in hlo_text.splitlines():
         header = _HEADER.match(line)
         if header and "=" not in line.split("(")[0]:
             comp = header[2]
             entry = comp if header[1] else entry
             continue
-        m = _INSTR.match(line)
-        if not m:
+        ins = _instruction(line, comp)
+        if ins is None:
             continue
-        ins = Instruction(m["name"], m["op"], m["type"], tuple(_OPERAND.findall(m["operands"])),
-                          m["operands"], m["attrs"], comp)
         instrs[ins.name] = ins
         if line.lstrip().startswith("ROOT"):
             roots[comp] = ins.name
         for called in _CALLS.findall(ins.attrs):
             callers.setdefault(called, []).append(ins.name)
-    return Module(instrs, entry, roots, callers)
+        if ins.op == "while":
+            loops[_BODY.search(ins.attrs)[1]] = ins.name
+    return Module(instrs, entry, roots, callers, loops)
 
 
 # ---- collectives ----------------------------------------------------------------------------
@@ -106,6 +152,7 @@ class HloCollective:
     result_shape: str
     bytes: float
     dtype: str  # element type of its operands as compiled, e.g. "f32" ("s8,f32" when mixed)
+    count: int = 1  # times one step runs it (inside a loop: the trip count)
 
     @property
     def group_size(self) -> int:
@@ -186,7 +233,7 @@ def collectives(module: Module, n_devices: int) -> list[HloCollective]:
             size *= len(groups[0])  # its output: every member's operand
         dtypes = sorted({dt for s in shapes for dt, _ in arrays(s)})
         out.append(HloCollective(ins.name, kind, groups, shapes, ins.type, float(size),
-                                 ",".join(dtypes)))
+                                 ",".join(dtypes), module.runs(ins.computation)))
     return out
 
 
@@ -199,6 +246,8 @@ class Matmul:
     flops: float  # 2 · output elements · contracted elements
     einsum: str  # the einsum it came from (jax's op_name metadata), "" when the compiler lost it
     reads_argument: bool  # an operand is a step argument, moved but not computed on: a weight
+    count: int = 1  # times one step runs it (inside a loop: the trip count)
+    library: str = ""  # the custom call's target when a library runs it (a GPU's cuBLAS)
 
 
 def _dims(attrs: str, key: str) -> tuple[int, ...]:
@@ -238,12 +287,54 @@ def reads_argument(module: Module, name: str, seen=None) -> bool:
     if ins.op == "fusion":
         root = module.roots[_CALLS.search(ins.attrs)[1]]
         return reads_argument(module, root, seen)
+    if ins.op == "get-tuple-element":  # an element of a tuple built here or fed to a loop
+        element = _tuple_element(module, module[ins.operands[0]],
+                                 int(re.search(r"\bindex=(\d+)", ins.attrs)[1]))
+        if element is not None:
+            return reads_argument(module, element, seen)
     return ins.op in MOVES and any(reads_argument(module, o, seen) for o in ins.operands)
 
 
+# A backend may hand a matmul to a library as a custom call instead of printing a dot: XLA:GPU
+# calls cuBLAS (`__cublas$gemm`, `__cublas$lt$matmul`, hipBLASLt on ROCm under the same
+# names), XLA:CPU may call oneDNN (`__onednn$matmul`). Their FLOPs count as a dot's.
+MIN_MATMUL_SHARE = 0.5  # of the compiler's FLOPs: below it, matmuls were missed (`flops_disagree`)
+_LIBRARY_MATMUL = re.compile(r'custom_call_target="([^"]*(?:gemm|matmul)[^"]*)"', re.I)
+
+
+def _library_dims(attrs: str, key: str) -> tuple[int, ...] | None:
+    """Dimension numbers from a library call's backend config (JSON: `"key":["1"]`)."""
+    m = re.search(rf'"{key}":\[([^\]]*)\]', attrs)
+    return None if m is None else tuple(int(v.strip(' "')) for v in m[1].split(",") if v.strip())
+
+
+def _tuple_element(module: Module, ins: Instruction, index: int) -> str | None:
+    """The instruction that is element `index` of the tuple `ins`, where the text says: a
+    `tuple`, or a loop body's parameter at an element the loop passes on unchanged (a scan's
+    weights): its initial value."""
+    if ins.op == "tuple":
+        return ins.operands[index]
+    body = ins.computation
+    if ins.op == "parameter" and body in module.loops:
+        carried = module[module.roots[body]]  # what the next iteration gets at `index`
+        if carried.op == "tuple" and _is_element(module[carried.operands[index]], ins, index):
+            return _tuple_element(module, module[module[module.loops[body]].operands[0]],
+                                  index)
+    return None
+
+
+def _is_element(ins: Instruction, tuple_: Instruction, index: int) -> bool:
+    return (ins.op == "get-tuple-element" and ins.operands[0] == tuple_.name
+            and re.search(r"\bindex=(\d+)", ins.attrs)[1] == str(index))
+
+
 def matmuls(module: Module) -> list[Matmul]:
+    """Every matmul of the program: dots (inside fusions too), dots rewritten as a broadcast
+    multiply, and library calls (`_LIBRARY_MATMUL`). `flops` are one run's; `count` says how
+    many runs a step makes."""
     out = []
     for ins in module.instructions.values():
+        library = ""
         if ins.op == "dot":
             (_, lhs), = arrays(module[ins.operands[0]].type)
             contracted = math.prod(lhs[d] for d in _dims(ins.attrs, "lhs_contracting_dims"))
@@ -252,8 +343,35 @@ def matmuls(module: Module) -> list[Matmul]:
         elif ins.op == "multiply" and _einsum(ins.attrs):
             (_, result), = arrays(ins.type)
             flops = 2.0 * math.prod(result)
+        elif ins.op == "custom-call" and _LIBRARY_MATMUL.search(ins.attrs):
+            library = _LIBRARY_MATMUL.search(ins.attrs)[1]
+            (_, lhs), = arrays(module[ins.operands[0]].type)[:1]
+            (_, result), = arrays(ins.type)[:1]  # cuBLAS returns (result, workspace)
+            dims = _library_dims(ins.attrs, "lhs_contracting_dimensions")
+            contracted = math.prod(lhs[d] for d in dims) if dims is not None else lhs[-1]
+            flops = 2.0 * math.prod(result) * contracted
         else:
             continue
         weight = any(reads_argument(module, o) for o in ins.operands)
-        out.append(Matmul(ins.name, flops, _einsum(ins.attrs), weight))
+        out.append(Matmul(ins.name, flops, _einsum(ins.attrs), weight,
+                          module.runs(ins.computation), library))
     return out
+
+
+def flops_disagree(matmuls_read: list[Matmul], compiler_flops: float | None) -> str | None:
+    """Why the matmul FLOPs read from the text disagree with the compiler's own count
+    (`Compiled.cost_analysis()["flops"]`, which counts every instruction once, loop bodies
+    once, elementwise work too), or None when they agree or the compiler gave no count.
+    Read FLOPs above the compiler's, or nothing read where the compiler counts FLOPs, mean
+    the text was misread (a matmul counted twice, or one of a form this module skips)."""
+    if not compiler_flops:
+        return None
+    read = sum(m.flops for m in matmuls_read)
+    if read > compiler_flops * (1 + 1e-6):
+        return (f"the matmuls read from the HLO text come to {read:.4g} FLOPs, more than the "
+                f"compiler's cost analysis counts for the whole program ({compiler_flops:.4g})")
+    if read < MIN_MATMUL_SHARE * compiler_flops:
+        return (f"the matmuls read from the HLO text come to {read:.4g} FLOPs, under "
+                f"{MIN_MATMUL_SHARE:.0%} of the compiler's cost analysis ({compiler_flops:.4g}): "
+                f"matmuls of a form this reader does not know were missed")
+    return None

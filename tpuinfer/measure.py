@@ -69,6 +69,7 @@ class Flag(enum.Enum):
     TRANSIENT_ABOVE_PREDICTION = "transient_above_prediction"  # temporaries > 1.1x predicted
     HOST_PROFILE_MISSING = "host_profile_missing"  # no `tpuinfer calibrate` yet: no host time
     HOST_PROFILE_UNREADABLE = "host_profile_unreadable"  # host.json there but unreadable
+    FLOPS_MISREAD = "flops_misread"  # matmul FLOPs read disagree with the compiler's count
 
 
 def count_by_kind(collectives) -> dict[str, tuple[int, float]]:
@@ -143,6 +144,9 @@ class Measurement:
     compile_s: float  # spent compiling in this call; 0.0 when the step was cached
     tpu_time_s: float  # the cost model's TPU v4 prediction for this step (bf16 activations)
     flags: frozenset[Flag]
+    # the compiler's own FLOP count (`Compiled.cost_analysis()`: every instruction once,
+    # elementwise work too), the check on the matmul FLOPs read from the text; None if absent
+    compiler_flops: float | None = None
 
     def collective_counts(self) -> dict[tuple, tuple[int, int]]:
         """(kind, axes as text or "-", group, dtype, bytes per device per call) -> (calls
@@ -165,7 +169,8 @@ class Measurement:
                     "tpu_v4_time_s": self.tpu_time_s},
                 "measured": self.measured.to_json() | {
                     "step_times_s": list(self.step_times_s), "compile_s": self.compile_s,
-                    "memory": dataclasses.asdict(self.memory)},
+                    "memory": dataclasses.asdict(self.memory),
+                    "compiler_flops": self.compiler_flops},
                 "flags": sorted(f.value for f in self.flags)}
 
 
@@ -212,9 +217,9 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
 
     measured = Side(
         collectives=_grouped(Collective(x.kind, group_axes(x.groups, shape), x.group_size,
-                                        x.bytes, 1, x.name, x.dtype) for x in compiled),
-        flops=sum(m.flops for m in matmuls if m.reads_argument),
-        attention_flops=sum(m.flops for m in matmuls if not m.reads_argument),
+                                        x.bytes, x.count, x.name, x.dtype) for x in compiled),
+        flops=sum(m.flops * m.count for m in matmuls if m.reads_argument),
+        attention_flops=sum(m.flops * m.count for m in matmuls if not m.reads_argument),
         memory_bytes=float(memory.held), transient_bytes=float(memory.temporaries),
         weight_bytes_per_device=float(engine.local_bytes(placed)),
         time_s=statistics.median(times) if times else None)
@@ -224,10 +229,25 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
         cfg, layout, shape, **kw, hardware=host, terms=on_backend(terms, shape, backend)).step_s
     tpu_time = estimate(cfg, layout, shape, **kw, hardware="tpu-v4").step_s
     predicted = _predicted_side(terms, shape, backend, host_time)
-    flags = _flags(terms, backend, predicted, measured) | host_flag
+    compiler_flops = _compiler_flops(exe)
+    flags = _flags(terms, backend, predicted, measured) | host_flag | (
+        {Flag.FLOPS_MISREAD} if hlo.flops_disagree(matmuls, compiler_flops) else set())
     return Measurement(cfg.name, shape, layout, phase, batch, tokens, context, weights, backend,
                        predicted, measured, terms, compiled, memory, tuple(times), compile_s,
-                       tpu_time, flags)
+                       tpu_time, flags, compiler_flops)
+
+
+def _compiler_flops(exe) -> float | None:
+    """`cost_analysis()["flops"]` of a compiled step (a dict, or a list of one per program in
+    older JAX); None where the backend gives none."""
+    try:
+        analysis = exe.cost_analysis()
+    except Exception:  # noqa: BLE001 - some backends implement no cost analysis
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else {}
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops is not None and flops >= 0 else None
 
 
 # ---- the step's inputs ----------------------------------------------------------------------

@@ -73,6 +73,9 @@ def flag_text(flag: Flag | str, backend: str = "cpu") -> str:
     if flag is Flag.HOST_PROFILE_MISSING:
         return ("no host profile yet: run `tpuinfer calibrate` for a predicted wall time on "
                 "this machine")
+    if flag is Flag.FLOPS_MISREAD:
+        return ("the matmul FLOPs read from the compiled program disagree with the compiler's "
+                "own count (cost analysis): the measured FLOPs may be misread")
     return ("the host profile cannot be read: run `tpuinfer calibrate` again for a predicted "
             "wall time on this machine")
 
