@@ -76,14 +76,17 @@ def global_array(host_array: np.ndarray, mesh, spec):
     return jax.make_array_from_callback(host_array.shape, sharding, lambda idx: host_array[idx])
 
 
-def _sample(logits_BV, key, temperature: float):
+def _sample(logits_BV, key, temperature: float, top_k: int | None):
     if temperature == 0.0:
         return jnp.argmax(logits_BV, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(key, logits_BV.astype(jnp.float32) / temperature,
-                                  axis=-1).astype(jnp.int32)
+    logits_BV = logits_BV.astype(jnp.float32) / temperature
+    if top_k is not None:  # only the k likeliest tokens stay candidates
+        kth_B1 = jax.lax.top_k(logits_BV, top_k)[0][:, -1:]
+        logits_BV = jnp.where(logits_BV < kth_B1, -jnp.inf, logits_BV)
+    return jax.random.categorical(key, logits_BV, axis=-1).astype(jnp.int32)
 
 
-_sample_jit = jax.jit(_sample, static_argnames="temperature")
+_sample_jit = jax.jit(_sample, static_argnames=("temperature", "top_k"))
 
 
 class _Phase:
@@ -112,12 +115,14 @@ class _Phase:
 
 def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
              prefill: Layout = Layout("ws2d", "heads"), decode: Layout = Layout("ws2d", "batch"),
-             weights: str | None = None, temperature: float = 0.0, seed: int = 0) -> Generation:
+             weights: str | None = None, temperature: float = 0.0, top_k: int | None = None,
+             seed: int = 0) -> Generation:
     """Prefill `prompt_BL` (host ints [B, L]) and generate `steps` tokens per sequence.
 
     `mesh=None` runs the unsharded reference; otherwise the prefill and decode layouts run on
     `mesh`. `weights` is None (as the parameters are), "f32", "bf16" or "int8".
-    Greedy when temperature is 0; otherwise sampled with a key from `seed`.
+    Greedy when temperature is 0; otherwise sampled with a key from `seed` (the same key on
+    a mesh as in the reference), from the `top_k` likeliest tokens when given.
     """
     prompt_BL = np.asarray(prompt_BL, dtype=np.int32)
     if prompt_BL.ndim != 2 or prompt_BL.shape[1] < 1:
@@ -126,6 +131,8 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
         raise UsageError(f"prompt token ids must lie in [0, {cfg.V}) for model {cfg.name}")
     if steps < 0:
         raise UsageError(f"steps must be >= 0, got {steps}")
+    if top_k is not None and not 1 <= top_k <= cfg.V:
+        raise UsageError(f"top_k must lie in [1, {cfg.V}] for model {cfg.name}, got {top_k}")
     B, L = prompt_BL.shape
     fmt = weights or format_of(params)
     params = prepare(params, weights)
@@ -154,7 +161,8 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
     tokens, step_logits = [], []
     for t in range(steps):
         step_logits.append(to_host(last_BV))
-        next_B = _sample_jit(last_BV, jax.random.fold_in(key, t), temperature=float(temperature))
+        next_B = _sample_jit(last_BV, jax.random.fold_in(key, t), temperature=float(temperature),
+                             top_k=top_k)
         host_next = to_host(next_B)
         tokens.append(host_next)
         if t == steps - 1:

@@ -15,10 +15,13 @@ step-by-step sum in tests/test_planner.py).
 Choice: every mesh factorisation the hardware allows times every layout, each plain, looped and
 (weight-stationary) bidirectional looped; where a layout splits the heads over more chips than
 H divides, H is padded up as the paper pads PaLM 540B's 48 heads to 64 (Section 4.4), and the
-padded heads are priced. Lowest phase latency among those that fit in HBM, ties broken by the
-no-overlap (`sum`) time, then in favour of attention by batch, then of the plain schedule. Each
-phase chooses independently (the paper too stores one weight layout and runs weight-gathered
-prefill and weight-stationary decode from it).
+padded heads are priced. Attention by batch is a candidate at any batch it can split: below
+the chip count it splits the batch over the heads axes the batch divides and keeps the heads
+split over the rest (`layouts.attn_batch.split`; the paper's layouts at small batch, Section
+3.3), so a batch-16 decode on 64 chips can run by batch. Lowest phase latency among those
+that fit in HBM, ties broken by the no-overlap (`sum`) time, then in favour of attention by
+batch, then of the plain schedule. Each phase chooses independently (the paper too stores one
+weight layout and runs weight-gathered prefill and weight-stationary decode from it).
 """
 from __future__ import annotations
 
