@@ -34,6 +34,20 @@ LOOPED = [(s, ti.Layout(f, a, looped=True, bidirectional=b), phase) for f, a, b,
              ("ws1d", "heads", True, (2, 2, 2)), ("ws2d", "batch", True, (2, 2, 2)),
              ("ws2d", "heads", True, (1, 4, 2)), ("ws2d", "heads", False, (4, 8, 8))]
           for phase in PHASES]
+# Attention by batch below the chip count, and MT-NLG's block (serial, GELU, multihead):
+# test_layouts.py's small-batch and tiny-mtnlg runs (the same compiled steps), each layout in
+# the phase it ran there: (model, shape, batch, layout, phase)
+MTNLG, L_ = ti.MODELS["tiny-mtnlg"], ti.Layout
+SMALL = ([(CFG, (2, 2, 2), 4, L_("ws2d", "batch"), ph) for ph in PHASES]
+         + [(CFG, (2, 2, 2), 2, L_("ws1d", "batch"), ph) for ph in PHASES]
+         + [(CFG, (1, 4, 2), 4, L_("wg-x", "batch"), ph) for ph in PHASES]
+         + [(CFG, (4, 8, 8), 16, L_("ws2d", "batch"), "decode")]
+         + [(MTNLG, (2, 2, 2), 8, L_(f, a), ph) for f in ti.FFN_LAYOUTS
+            for a, ph in (("heads", "prefill"), ("batch", "decode"))]
+         + [(MTNLG, (4, 8, 8), b, L_(f, a), ph) for b, (f, a, ph) in [
+             (32, ("ws1d", "heads", "prefill")), (32, ("ws2d", "batch", "decode")),
+             (64, ("ws2d", "heads", "prefill")), (64, ("ws1d", "batch", "decode")),
+             (32, ("wg-xy", "heads", "prefill")), (32, ("wg-x", "batch", "decode"))]])
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +55,11 @@ def measured():
     """measure(...) of one configuration, each read once per session (not run: repeats=0)."""
     seen = {}
 
-    def get(shape, layout, phase, weights="f32"):
-        key = (shape, layout, phase, weights)
+    def get(shape, layout, phase, weights="f32", batch=None, cfg=CFG):
+        batch = batch or shape[0] * shape[1] * shape[2]
+        key = (shape, layout, phase, weights, batch, cfg)
         if key not in seen:
-            seen[key] = measure(CFG, ti.make_mesh(shape), layout, phase=phase,
-                                batch=shape[0] * shape[1] * shape[2],
+            seen[key] = measure(cfg, ti.make_mesh(shape), layout, phase=phase, batch=batch,
                                 tokens=PROMPT_LEN if phase == "prefill" else None,
                                 context=CACHE_LEN, weights=weights, repeats=0)
         return seen[key]
@@ -74,6 +88,20 @@ def assert_matches_prediction(m):
                          ids=[f"{'x'.join(map(str, s))}-{l}-{ph}" for s, l, ph in CONFIGS + LOOPED])
 def test_measured_step_matches_prediction(measured, shape, layout, phase):
     assert_matches_prediction(measured(shape, layout, phase))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cfg, shape, batch, layout, phase", SMALL,
+                         ids=[f"{c.name}-{'x'.join(map(str, s))}-B{b}-{l}-{ph}"
+                              for c, s, b, l, ph in SMALL])
+def test_small_batch_and_mtnlg_steps_match_prediction(measured, cfg, shape, batch, layout,
+                                                      phase):
+    m = measured(shape, layout, phase, batch=batch, cfg=cfg)
+    assert_matches_prediction(m)
+    # byte for byte, collective by collective
+    exact = lambda side: sorted((x.kind, x.axes, x.group, x.count, x.bytes)
+                                for x in side.collectives)
+    assert exact(m.measured) == exact(m.predicted)
 
 
 @pytest.mark.parametrize("weights, layout", [
