@@ -198,9 +198,10 @@ SPECS = {
               "w_gate": P(None, XYZ), "w_up": P(None, XYZ), "w_down": P(XYZ, None),
               "norm": P()}, P(None, XYZ)),
     "ws2d": (STORED_2D | {"norm": P("x")}, P(None, XYZ)),
-    "wg-x": (STORED_2D | {"norm": P()}, P(None, ZY)),
-    "wg-xy": (STORED_2D | {"norm": P()}, P(None, ("z",))),
-    "wg-xyz": (STORED_2D | {"norm": P()}, P(None, None)),
+    # the table split over every chip: E over the residual's axes, then the gathered ones
+    "wg-x": (STORED_2D | {"norm": P()}, P(None, ("z", "y", "x"))),
+    "wg-xy": (STORED_2D | {"norm": P()}, P(None, ("z", "x", "y"))),
+    "wg-xyz": (STORED_2D | {"norm": P()}, P(None, XYZ)),
 }
 CACHE = {  # (heads, batch) cache specs of [B, S, K, D] on 4x8x8, batch 256
     "ws1d": (P(None, None, None, None), P(XYZ, None, None, None)),

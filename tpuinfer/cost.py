@@ -241,9 +241,10 @@ def _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights) -> Ste
 
 
 def memory_per_chip(terms: StepTerms) -> float:
-    """What a chip holds at the step's peak: its weights, its KV cache, the largest
-    activation."""
-    return terms.stored_weight_bytes + terms.stored_kv_bytes + terms.activation_bytes
+    """What a chip holds at the step's peak: its weights, its KV cache, and what the step adds
+    while it runs (the largest activation and, weight-gathered, one layer's gathered weights
+    or the gathered table)."""
+    return terms.stored_weight_bytes + terms.stored_kv_bytes + terms.transient_bytes
 
 
 def mfu(cfg: ModelConfig | str, tokens: float, chips: int, hardware, time_s: float) -> float:

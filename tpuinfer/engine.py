@@ -101,6 +101,18 @@ def reference_step_fn(cfg: ModelConfig, weights: str):
 _COMPILED: dict = {}
 
 
+def compiler_options(platform: str) -> dict:
+    """A step holds one layer's gathered weights at a time, as on a device. XLA:CPU's default
+    scheduler starts every independent operation as early as it can (for its threads), so in
+    a weight-gathered layout it ran every layer's all-gathers first and kept all the layers'
+    gathered weights live at once; ordering the layers with `lax.optimization_barrier` changes
+    nothing there (XLA:CPU removes barriers before it schedules). Its memory-minimising
+    scheduler gathers each weight just before the matmul that reads it. A TPU's or GPU's
+    scheduler already bounds memory: they get no option."""
+    return {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"} \
+        if platform == "cpu" else {}
+
+
 def compiled_step(cfg, layout, mesh, weights, params, tokens_BL, cache, pos):
     """The compiled executable for these argument shapes, compiled once per configuration.
     Returns (executable, compile seconds spent now: 0.0 when it was cached)."""
@@ -109,7 +121,9 @@ def compiled_step(cfg, layout, mesh, weights, params, tokens_BL, cache, pos):
         t0 = time.perf_counter()
         fn = reference_step_fn(cfg, weights) if mesh is None else \
             step_fn(cfg, layout, mesh, weights, tokens_BL.shape[0])
-        _COMPILED[key] = fn.lower(params, tokens_BL, cache, pos).compile()
+        _COMPILED[key] = fn.lower(params, tokens_BL, cache, pos).compile(
+            compiler_options(jax.devices()[0].platform if mesh is None else
+                             mesh.devices.flat[0].platform))
         return _COMPILED[key], time.perf_counter() - t0
     return _COMPILED[key], 0.0
 

@@ -15,12 +15,12 @@ Units and names are the cost model's (`tpuinfer.terms`), so the two sides compar
   are `attention_flops`);
 - `memory_bytes` per device, what it holds from step to step: predicted, its weights and KV
   cache; measured, the compiled step's arguments and outputs (the donated cache counted once);
-- `transient_bytes` per device, what the step adds while it runs: predicted, its largest single
-  activation (`cost.memory_per_chip` is the sum of the two); measured, the compiled step's
-  temporaries. On XLA:CPU these exceed the prediction: it erases optimization barriers before
-  scheduling and runs every weight all-gather of a weight-gathered layout first, so all layers'
-  gathered weights are live at once, and it copies weights into the layouts its matmuls want.
-  The measurement shows them as they are; they say little about a TPU's schedule;
+- `transient_bytes` per device, what the step adds while it runs: predicted, its largest
+  activation plus the weights it holds gathered at once (one layer's, or the gathered table;
+  `cost.memory_per_chip` adds them to the memory held); measured, the compiled step's
+  temporaries. The engine compiles for XLA:CPU's memory-minimising scheduler
+  (`engine.compiler_options`), so a weight-gathered layout gathers each weight just before
+  its matmul, as on a device;
 - `weight_bytes_per_device`: the parameters each device holds;
 - `time_s`: measured, the median step; predicted, the cost model on the `host` profile that
   `tpuinfer calibrate` writes (None until it has run), with the TPU v4 prediction beside it,
@@ -342,7 +342,7 @@ def _predicted_side(terms: StepTerms, shape, backend, host_time) -> Side:
     return Side(collectives=_grouped(on_backend(terms, shape, backend).collectives),
                 flops=terms.flops, attention_flops=terms.attention_flops,
                 memory_bytes=terms.stored_weight_bytes + terms.stored_kv_bytes,
-                transient_bytes=float(terms.activation_bytes),
+                transient_bytes=float(terms.transient_bytes),
                 weight_bytes_per_device=terms.stored_weight_bytes, time_s=host_time)
 
 

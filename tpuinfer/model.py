@@ -58,7 +58,7 @@ def init_params(cfg: ModelConfig, seed: int = 0, dtype=jnp.float32, shardings=No
     return params
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=128)  # bounded: a session over many meshes stays small
 def _initializer(name: str, shape, dtype, sharding):
     """One compiled initializer per kind of parameter: the layers share them, and a second
     `init_params` compiles nothing (each compile costs a good part of a second on a CPU)."""
@@ -75,14 +75,25 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 
 # ---- local math, shared by the reference and every layout ---------------------------------
 def mm(eq: str, x, w):
-    """einsum with a weight that may be int8. For int8 the bf16 scale per output channel is
-    applied after the matmul, as in the paper, so the matmul itself reads int8 weights; it
-    multiplies the f32 accumulator (as a TPU's matrix unit keeps it) and the product is
-    rounded to the activation dtype once, not twice."""
+    """A weight matmul, `eq` spelling it ("BLHD,HDE->BLE"): the weight's dimensions are
+    contracted in the order it is stored, and the output is x's free dimensions then the
+    weight's, so no weight is ever copied into another layout (an einsum may transpose W_o to
+    put H and D in its own order: a copy of the matrix every step). For int8 the bf16 scale
+    per output channel is applied after the matmul, as in the paper, so the matmul itself
+    reads int8 weights; it multiplies the f32 accumulator (as a TPU's matrix unit keeps it)
+    and the product is rounded to the activation dtype once, not twice."""
+    ins, out = eq.split("->")
+    xs, ws = ins.split(",")
+    contract = [ch for ch in ws if ch in xs]
+    assert out == "".join(ch for ch in xs if ch not in contract) + "".join(
+        ch for ch in ws if ch not in contract), eq
+    dims = ((tuple(xs.index(ch) for ch in contract), tuple(ws.index(ch) for ch in contract)),
+            ((), ()))
     if isinstance(w, QWeight):
-        acc = jnp.einsum(eq, x, w.q.astype(x.dtype), preferred_element_type=jnp.float32)
+        acc = jax.lax.dot_general(x, w.q.astype(x.dtype), dims,
+                                  preferred_element_type=jnp.float32)
         return (acc * w.scale.astype(jnp.float32)).astype(x.dtype)
-    return jnp.einsum(eq, x, w.astype(x.dtype))
+    return jax.lax.dot_general(x, w.astype(x.dtype), dims)
 
 
 def sum_of_squares(x_BLE):
@@ -140,8 +151,10 @@ def _attend_block(q_BLHD, k_BSKD, v_BSKD, pos):
     B, L, H, D = q_BLHD.shape
     S, K = k_BSKD.shape[1], k_BSKD.shape[2]
     q_BLKGD = q_BLHD.reshape(B, L, K, H // K, D)
-    s_BKGLS = jnp.einsum("BLKGD,BSKD->BKGLS", q_BLKGD, k_BSKD.astype(q_BLHD.dtype))
-    s_BKGLS = s_BKGLS.astype(jnp.float32) / jnp.sqrt(jnp.float32(D))
+    # scores in f32 from the matmul itself (as a TPU's matrix unit accumulates), not rounded
+    # to the activation dtype first
+    s_BKGLS = jnp.einsum("BLKGD,BSKD->BKGLS", q_BLKGD, k_BSKD.astype(q_BLHD.dtype),
+                         preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(D))
     q_pos_L = pos + jnp.arange(L)
     visible_LS = jnp.arange(S)[None, :] <= q_pos_L[:, None]
     s_BKGLS = jnp.where(visible_LS, s_BKGLS, -jnp.inf)

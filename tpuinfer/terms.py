@@ -62,7 +62,16 @@ class StepTerms:
     stored_kv_bytes: float  # KV-cache bytes each chip holds, at the step's full context
     activation_bytes: float  # the largest activation a chip holds during the step
     collectives: tuple[Collective, ...] = field(default_factory=tuple)
+    # the most weight bytes a chip holds gathered at once: one layer's gathered weights, or
+    # the gathered embedding table at the step's ends (0 in a weight-stationary layout)
+    gathered_weight_bytes: float = 0.0
 
     @property
     def comm_bytes(self) -> float:
         return sum(c.bytes * c.count for c in self.collectives)
+
+    @property
+    def transient_bytes(self) -> float:
+        """What the step adds to a chip's memory while it runs: its largest activation and
+        the weights it holds gathered at once."""
+        return self.activation_bytes + self.gathered_weight_bytes

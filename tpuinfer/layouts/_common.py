@@ -14,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from ..errors import LayoutError
 from ..mesh import AXES, format_shape, group_size
+from ..quant import QWeight, scale_spec
 from ..terms import Collective
 from .interface import Axes, Ctx  # noqa: F401  (the layout files take them from here)
 
@@ -38,6 +39,10 @@ def local_shape(shape, spec: P, mesh_shape) -> tuple[int, ...]:
 # ---- collectives (code) ---------------------------------------------------------------------
 def all_gather(ctx: Ctx, x, axes, axis: int):
     return jax.lax.all_gather(x, axes, axis=axis, tiled=True) if ctx.size(axes) > 1 else x
+
+
+def all_reduce(ctx: Ctx, x, axes):
+    return jax.lax.psum(x, axes) if ctx.size(axes) > 1 else x
 
 
 def reduce_scatter(ctx: Ctx, x, axes, axis: int):
@@ -106,6 +111,15 @@ def gather_weight(ctx: Ctx, w, spec: P, gather_axes: tuple[str, ...]):
         order += lead + [len(axes) + d]
         merged.append(w.shape[d] * math.prod(ctx.size((axes[i],)) for i in lead))
     return jnp.transpose(g, order).reshape(merged)
+
+
+def gather_param(ctx: Ctx, name: str, w, spec: P):
+    """A stored parameter gathered over the feed-forward layout's GATHER axes (int8: the
+    scales travel with their matrix)."""
+    if isinstance(w, QWeight):
+        return QWeight(gather_weight(ctx, w.q, spec, ctx.ffn.GATHER),
+                       gather_weight(ctx, w.scale, scale_spec(name, spec), ctx.ffn.GATHER))
+    return gather_weight(ctx, w, spec, ctx.ffn.GATHER)
 
 
 # ---- the block's structure -------------------------------------------------------------------

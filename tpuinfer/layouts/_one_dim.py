@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares
-from ..quant import QWeight, scale_spec, stored_arrays
+from ..quant import stored_arrays
 from ..shapes import param_shapes
 from . import _common as c
 from . import looped
@@ -37,19 +37,12 @@ def block(ctx, x_BLE, w, cache, pos, specs):
                                                                    ctx.mesh_shape), ctx.mesh_shape)
              if "norm" not in name else arr for name, arr in w.items()}
     else:
-        w = {name: _gather(ctx, name, arr, specs[name]) for name, arr in w.items()}
+        w = {name: c.gather_param(ctx, name, arr, specs[name]) for name, arr in w.items()}
     if cfg.parallel_block:
         return _pass(ctx, x_BLE, w, cache, pos, "norm", attn=True, ffn=True)
     x_BLE, cache = _pass(ctx, x_BLE, w, cache, pos, "norm_attn", attn=True, ffn=False)
     x_BLE, _ = _pass(ctx, x_BLE, w, cache, pos, "norm_ffn", attn=False, ffn=True)
     return x_BLE, cache
-
-
-def _gather(ctx, name, w, spec):
-    if isinstance(w, QWeight):  # int8: the scales travel with their matrix
-        return QWeight(c.gather_weight(ctx, w.q, spec, ctx.ffn.GATHER),
-                       c.gather_weight(ctx, w.scale, scale_spec(name, spec), ctx.ffn.GATHER))
-    return c.gather_weight(ctx, w, spec, ctx.ffn.GATHER)
 
 
 def _mm_rows(eq, x, w, row_start, n):
@@ -200,6 +193,8 @@ def check_gathered(step):
     cfg, mesh_shape, axes, name = step.cfg, step.mesh_shape, step.axes, step.ctx.ffn.NAME
     c.require_divides("E", cfg.E, ("x",), mesh_shape, name)
     c.require_divides("E", cfg.E, axes.embed, mesh_shape, name)
+    c.require_divides("E", cfg.E, axes.embed + axes.batch, mesh_shape, name,
+                      "(the embedding table is stored split over every chip)")
     c.require_divides("F", cfg.F, ZY, mesh_shape, name, "or pad F")
     c.require_divides("H", cfg.H, ZY, mesh_shape, name,
                       "or pad the heads as the paper pads PaLM 540B's 48 to 64")

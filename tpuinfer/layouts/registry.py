@@ -11,7 +11,7 @@ from ..config import ModelConfig
 from ..errors import LayoutError
 from ..quant import QWeight, scale_spec
 from . import _common as c
-from . import attn_batch, attn_heads, wg_x, wg_xy, wg_xyz, ws1d, ws2d
+from . import attn_batch, attn_heads, head, wg_x, wg_xy, wg_xyz, ws1d, ws2d
 from .interface import AttentionLayout, Ctx, FfnLayout, Step
 from .layout import Layout
 
@@ -87,7 +87,8 @@ def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32") -> dict:
             else spec
 
     layer = {n: with_scale(n, s) for n, s in ffn.layer_specs(cfg).items()}
-    return {"embed": with_scale("embed", P(None, e)), "final_norm": P(e),
+    return {"embed": with_scale("embed", head.table_spec(ffn.AXES, ffn.GATHER)),
+            "final_norm": P(e),
             "layers": [dict(layer) for _ in range(cfg.n_layers)]}
 
 

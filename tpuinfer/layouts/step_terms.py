@@ -29,9 +29,10 @@ from .registry import step as layout_step
 
 @functools.lru_cache(maxsize=2048)
 def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather):
-    """Per chip: bytes stored, bytes read, and the matmul elements read of the layers' weights
-    and of the (tied) output projection's table. Every layer has the same shapes and specs,
-    so one is counted, n_layers times. Cached: the attention layout and the schedule (plain or
+    """Per chip: bytes stored, bytes read, the matmul elements read of the layers' weights
+    and of the (tied) output projection's table, and the bytes of one layer's weights as
+    gathered (0 when nothing is gathered). Every layer has the same shapes and specs, so one
+    is counted, n_layers times. Cached: the attention layout and the schedule (plain or
     looped) do not change them, and the planner prices every combination."""
     one_layer = cfg.replace(n_layers=1)
     shapes, specs = param_shapes(one_layer), param_specs(one_layer, Layout(ffn), "bf16")
@@ -39,20 +40,22 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather):
     named = [("embed", shapes["embed"], specs["embed"], 1),
              ("final_norm", shapes["final_norm"], specs["final_norm"], 1)]
     named += [(n, layer_shapes[n], layer_specs[n], cfg.n_layers) for n in sorted(layer_shapes)]
-    stored = read = layer_elements = table_elements = 0.0
+    stored = read = layer_elements = table_elements = layer_gathered = 0.0
     for name, shape, spec, times in named:
-        g = () if name == "embed" else gather  # the table stays put in every layout
         for label, arr_shape, arr_spec, nbytes in stored_arrays(name, shape, spec, weights):
+            g = c.gathered_axes(arr_spec, gather, mesh_shape)
             held = times * math.prod(c.local_shape(arr_shape, arr_spec, mesh_shape))
             used = times * math.prod(c.local_shape(arr_shape, c.drop_axes(arr_spec, g),
                                                    mesh_shape))
             stored += held * nbytes
             read += used * nbytes
+            if g and name != "embed":
+                layer_gathered += used / times * nbytes
             if label == name and name == "embed":
                 table_elements += used
             elif label == name and "norm" not in name:
                 layer_elements += used
-    return stored, read, layer_elements, table_elements
+    return stored, read, layer_elements, table_elements, layer_gathered
 
 
 def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, tokens: int,
@@ -70,7 +73,7 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     seqs = step.sequences  # sequences each chip processes: B/|b|
     rows = seqs * tokens  # and their tokens: B/|b|·L
 
-    stored_w, read_w, layer_elements, table_elements = _weights_per_chip(
+    stored_w, read_w, layer_elements, table_elements, layer_gathered = _weights_per_chip(
         cfg, layout.ffn, mesh_shape, weights, step.ctx.ffn.GATHER)
     kv_bytes = cache_bytes_per_chip(cfg, layout, mesh_shape, batch, context, act_bytes)
     # Score and value matmuls over the whole cache of `context` positions, for the
@@ -84,7 +87,9 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
         weight_bytes=read_w, kv_bytes=kv_bytes,
         stored_weight_bytes=stored_w, stored_kv_bytes=kv_bytes,
         activation_bytes=_largest_activation(step, att_b, att_h, context),
-        collectives=_collectives(step))
+        collectives=_collectives(step),
+        # one layer's gathered weights at a time, or the table gathered at the step's ends
+        gathered_weight_bytes=max(layer_gathered, head.gathered_table_bytes(step)))
 
 
 @functools.lru_cache(maxsize=8192)
@@ -97,7 +102,8 @@ def _collectives(step: Step) -> tuple:
 
 
 def _largest_activation(step: Step, att_b, att_h, context) -> float:
-    """The largest single activation a chip holds: the gathered input, the FFN hidden
+    """The largest activation a chip holds: the gathered input together with its normalized
+    copy (the norm's scale multiplies E before the matmuls, so both are held), the FFN hidden
     activations, one block of attention scores (f32) or the output projection's partial sums
     for the last position."""
     cfg, ctx, a = step.cfg, step.ctx, step.act_bytes
@@ -105,7 +111,7 @@ def _largest_activation(step: Step, att_b, att_h, context) -> float:
     n_h = ctx.size(ctx.axes.heads)
     e_split = ctx.size(ctx.ffn.E_STAYS_SPLIT)  # E stays split over these in the matmuls
     gathered_e, f_local = cfg.E // e_split, cfg.F // n_h * e_split
-    return max(rows * gathered_e * a,
+    return max(2 * rows * gathered_e * a,
                rows * f_local * (2 if cfg.gated_ffn else 1) * a,
                att_b * att_h * min(step.tokens, QUERY_BLOCK) * context * 4,
                seqs * cfg.V * a)

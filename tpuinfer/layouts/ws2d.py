@@ -8,7 +8,8 @@ so that a weight-gathered layout gathering over y alone still receives one conti
 2. ·`E_xF_yz` (and ·`E_xH_yzD`) -> `BLF_yz`, `BLH_yzD` partial-sum over x
 3. reduce-scatter(x) -> `BLF_xyz`, `BLH_xyzD`    (one collective for W_gate, W_up and W_q;
    multiquery K, V and the RMS-norm's sum of squares, B·L·(2D+1), ride along in X copies so
-   that every chip of x receives their full sum: no separate all-reduce)
+   that every chip of x receives their full sum: no separate all-reduce. With bf16
+   activations the sum of squares stays f32, as in the reference: all-reduce(x) of B·L f32)
    attention on H/n heads per chip (`attn_heads`), or moved to batch (`attn_batch`)
 4. nonlinearity
 5. all-gather(x) -> `BLF_yz`, `BLH_yzD`          (one collective for the FFN and attention)
@@ -19,6 +20,8 @@ Communication per layer 2·B·L·(E/X + F/(YZ)) elements, optimal at X = √(n·
 (`tpuinfer.cost` derives it); 2D beats 1D once n > 4F/E.
 """
 from __future__ import annotations
+
+import itertools
 
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
@@ -89,7 +92,10 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
         partial = looped.allgather_matmul(x_BLE, YZ, ctx.size(YZ), project, ctx.bidirectional)
     else:
         partial = project(0, c.all_gather(ctx, x_BLE, YZ, axis=2))
-    ss_BL1 = partial.pop("ss")
+    ss_BL1 = partial.pop("ss")  # f32, as the reference keeps it
+    # In f32 the norm's sum of squares rides in step 3's reduce-scatter; with bf16 activations
+    # that would round it to bf16, so it is all-reduced apart, in f32 (B·L numbers).
+    ride = x_BLE.dtype == jnp.float32
     if attn and cfg.multiquery:  # the one K/V head is needed whole: it rides in step 3
         kv = [partial.pop("k"), partial.pop("v")]
     # 3. one reduce-scatter(x) for all of them -> F and H split over (z, y, x). What every chip
@@ -97,10 +103,16 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     #    partial sums) rides along as X copies, one in each chip's chunk, so this same
     #    reduce-scatter hands every chip the full sum: no all-reduce, whose latency a
     #    low-batch decode step could not hide.
-    whole = [ss_BL1.astype(x_BLE.dtype)] + (kv if attn and cfg.multiquery else [])
-    partial["whole"] = jnp.tile(jnp.concatenate(whole, -1), (1, 1, ctx.size(("x",))))
+    whole = ([ss_BL1] if ride else []) + (kv if attn and cfg.multiquery else [])
+    if whole:
+        partial["whole"] = jnp.tile(jnp.concatenate(whole, -1), (1, 1, ctx.size(("x",))))
     summed = dict(zip(partial, c.fused_reduce_scatter(ctx, list(partial.values()), ("x",))))
-    ss_BL1, *kv = jnp.split(summed.pop("whole"), [1, 1 + cfg.D][:len(whole) - 1], axis=-1)
+    if whole:
+        cuts = list(itertools.accumulate(t.shape[-1] for t in whole))[:-1]
+        whole = jnp.split(summed.pop("whole"), cuts, axis=-1)
+        ss_BL1, kv = (whole[0], whole[1:]) if ride else (ss_BL1, whole)
+    if not ride:
+        ss_BL1 = c.all_reduce(ctx, ss_BL1, ("x",))
     inv_BL1 = rms_factor(ss_BL1, cfg.E)
     summed = {t: (v * inv_BL1).astype(v.dtype) for t, v in summed.items()}
     back = {}
@@ -154,7 +166,8 @@ def collectives(step) -> list:
         up = ((2 if cfg.gated_ffn else 1) * cfg.F if ffn else 0) + (
             (cfg.H * cfg.D * (1 if cfg.multiquery else 3)) if attn else 0)
         kv = 2 * cfg.D if attn and cfg.multiquery else 0  # whole on every chip of yz
-        whole = 1 + kv  # X copies ride along
+        ride = a == 4  # the norm's f32 sum of squares rides along only in f32
+        whole = (1 if ride else 0) + kv  # X copies ride along
         chunk = BL * cfg.E / (X * n_zy) * a  # one chip's BLE_xyz
         if is_looped:  # 2.'s matmul: [B·L, E/X] by [E/X, up/YZ + 2D] on each chip
             w_in = cfg.E / X * (up / n_zy + kv)
@@ -167,6 +180,10 @@ def collectives(step) -> list:
                             BL * (up / n_zy + X * whole) * a, 1,
                             "3. BLF_yz, BLH_yzD partial-sum(x) -> split over x, with X copies "
                             "of the norm's sum of squares and multiquery K, V", itemsize=a)
+        if not ride:
+            out += c.collective("all-reduce", ("x",), mesh_shape, BL * 4, 1,
+                                "3. the norm's sum of squares, B·L f32 (bf16 would round it)",
+                                itemsize=4)
         if attn:
             out += step.ctx.attention.collectives(step)
         out += c.collective("all-gather", ("x",), mesh_shape, BL * down / n_zy * a, 1,
