@@ -8,7 +8,9 @@ as real JAX code on an emulated mesh, with the analytical cost model that predic
     mesh = ti.make_mesh((4, 8, 8))
     out = ti.generate(params, cfg, prompt_BL, steps=8, mesh=mesh,
                       prefill=ti.Layout("ws2d", "heads"), decode=ti.Layout("ws2d", "batch"))
+    ti.clear_caches()                    # what it compiled, dropped (the caches are bounded)
 """
+from .caches import cache_sizes, clear_caches
 from .config import MODELS, ModelConfig, get_model
 from .generate import Generation, generate
 from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
@@ -19,4 +21,4 @@ from .terms import Collective, StepTerms
 
 __all__ = ["MODELS", "ModelConfig", "get_model", "Generation", "generate", "ATTENTION_LAYOUTS",
            "FFN_LAYOUTS", "Layout", "EmulationError", "emulate", "make_mesh", "init_params",
-           "Collective", "StepTerms", "measure", "Measurement"]
+           "Collective", "StepTerms", "measure", "Measurement", "clear_caches", "cache_sizes"]

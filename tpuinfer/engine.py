@@ -7,54 +7,28 @@ configuration, so a second `generate` or `measure` of the same configuration nev
 """
 from __future__ import annotations
 
+import collections
 import functools
 import math
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import model
+from . import model, placement
 from .config import ModelConfig
 from .layouts import Layout, head
 from .layouts.interface import Ctx
 from .layouts.registry import cache_specs, context, logits_spec, param_specs, token_spec
 from .layouts.registry import check  # noqa: F401  (engine.check: a step's errors, up front)
 from .mesh import mesh_shape as shape_of
+# placing arrays on the mesh: `engine.place` and `engine.shardings` are placement's
+from .placement import place, shardings  # noqa: F401
 from .quant import activation_dtype
-
-
-def shardings(mesh, specs):
-    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
-                        is_leaf=lambda s: isinstance(s, P))
 
 
 def param_shardings(cfg, layout, mesh, weights="f32"):
     return shardings(mesh, param_specs(cfg, layout, weights))
-
-
-def place(tree, mesh, specs):
-    """Move (reshard) a pytree onto the mesh: parameters onto it, and between phases when the
-    layouts differ. On one process the arrays go through the host: on 256 CPU devices that
-    takes milliseconds, where XLA's resharding programs take seconds each to compile. Across
-    processes (no host holds everything) XLA reshards."""
-    target = shardings(mesh, specs)
-    if not all(getattr(x, "is_fully_addressable", True) for x in jax.tree.leaves(tree)):
-        # Parameters created in their shards for this very layout (`init_params(shardings=)`)
-        # need nothing: skip compiling a program that would only copy them.
-        if all(x.sharding.is_equivalent_to(s, x.ndim)
-               for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(target))):
-            return tree
-        return jax.jit(lambda t: t, out_shardings=target)(tree)
-
-    def one(x, sharding):
-        host = np.asarray(x)
-        return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
-
-    return jax.tree.map(one, tree, target)
 
 
 # ---- the step -------------------------------------------------------------------------------
@@ -68,7 +42,7 @@ def _body(ctx: Ctx, dtype, params, tokens_BL, cache, pos):
     return head.logits(ctx, x_BLE, params["final_norm"], params["embed"]), new_cache
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)  # bounded: `COMPILED_STEPS`
 def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int):
     """The jitted sharded step `(params, tokens_BL, cache, pos) -> (logits_B1V, cache)`: the
     logits of each sequence's last position, and the cache with this step's K/V written.
@@ -88,7 +62,7 @@ def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int):
     return jax.jit(sharded, donate_argnums=(2,))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=16)
 def reference_step_fn(cfg: ModelConfig, weights: str):
     dtype = activation_dtype(weights)
 
@@ -98,7 +72,29 @@ def reference_step_fn(cfg: ModelConfig, weights: str):
     return jax.jit(step, donate_argnums=(2,))
 
 
-_COMPILED: dict = {}
+COMPILED_STEPS = 32  # compiled steps kept (about 1-3 MB each for the tiny model on 4x8x8)
+
+
+class _Recent(collections.OrderedDict):
+    """A dict that keeps its `maxsize` most recently used entries: a workshop's widget clicks
+    compile a step for every configuration they visit, and must not keep them all."""
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = maxsize
+
+    def __getitem__(self, key):
+        self.move_to_end(key)
+        return super().__getitem__(key)
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.maxsize:
+            self.popitem(last=False)
+
+
+_COMPILED = _Recent(COMPILED_STEPS)  # (configuration, shapes) -> compiled step
 
 
 def compiler_options(platform: str) -> dict:
@@ -129,16 +125,13 @@ def compiled_step(cfg, layout, mesh, weights, params, tokens_BL, cache, pos):
 
 
 def init_cache(cfg, layout, mesh, batch, max_len, weights):
-    """Zeros, created directly in their shards (no host holds the whole cache)."""
+    """Zeros, created directly in their shards (no host holds the whole cache; compiled, where
+    it compiles, once per configuration: `placement.zeros`)."""
     dtype = activation_dtype(weights)
-    shape = (batch, max_len, cfg.K, cfg.D)
     if mesh is None:
         return model.init_cache(cfg, batch, max_len, dtype)
-    zeros = jax.jit(lambda: [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-                             for _ in range(cfg.n_layers)],
-                    out_shardings=shardings(mesh, cache_specs(cfg, layout, shape_of(mesh),
-                                                              batch)))
-    return zeros()
+    return placement.zeros((batch, max_len, cfg.K, cfg.D), dtype, mesh,
+                           cache_specs(cfg, layout, shape_of(mesh), batch))
 
 
 def local_bytes(tree) -> int:

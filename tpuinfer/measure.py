@@ -38,6 +38,7 @@ import enum
 import functools
 import statistics
 import time
+import weakref
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -45,7 +46,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import engine, hlo
+from . import engine, hlo, placement
 from .config import ModelConfig, get_model
 from .cost import estimate
 from .errors import UsageError
@@ -198,7 +199,7 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
         engine.place(prepare(params, weights), mesh, engine.param_specs(cfg, layout, weights))
     tokens_BL = global_array(np.zeros((batch, tokens), np.int32), mesh,
                              engine.token_spec(layout))
-    cache = _zero_cache(cfg, layout, mesh, batch, context, weights)
+    cache = engine.init_cache(cfg, layout, mesh, batch, context, weights)
     pos = jnp.int32(0 if phase == "prefill" else context - 1)
     exe, compile_s = engine.compiled_step(cfg, layout, mesh, weights, placed, tokens_BL,
                                           cache, pos)
@@ -271,30 +272,27 @@ def _step_shape(phase, tokens, context) -> tuple[int, int]:
 @functools.lru_cache(maxsize=8)
 def _placed(cfg, ffn: str, mesh, weights: str, seed: int):
     """`init_params(cfg, seed)` in a weight format, placed for a feed-forward layout (the
-    parameter specs depend on nothing else), kept for the next measurement."""
-    params = prepare(init_params(cfg, seed), weights)
-    return engine.place(params, mesh, engine.param_specs(cfg, Layout(ffn), weights))
+    parameter specs depend on nothing else), kept for the next measurement. On real devices
+    the parameters are created in their shards; on the emulated mesh on the host, whose
+    initializers compile once for every mesh (`placement`)."""
+    layout = Layout(ffn)
+    shards = None if placement.through_host(mesh) else engine.param_shardings(cfg, layout, mesh)
+    params = prepare(init_params(cfg, seed, shardings=shards), weights)
+    return engine.place(params, mesh, engine.param_specs(cfg, layout, weights))
 
 
-def _zero_cache(cfg, layout, mesh, batch, context, weights):
-    # through the host, like `engine.place`: a jitted zeros would compile for every call
-    dtype = activation_dtype(weights)
-    zeros = np.zeros((batch, context, cfg.K, cfg.D), dtype)
-    host = [{"k": zeros, "v": zeros} for _ in range(cfg.n_layers)]
-    return engine.place(host, mesh, engine.cache_specs(cfg, layout, mesh_shape(mesh), batch))
-
-
-_RAN: set[int] = set()  # ids of the executables `_time` has run (the engine keeps them all)
+# the executables `_time` has run, held weakly: gone when the engine's cache drops them
+_RAN: weakref.WeakSet = weakref.WeakSet()
 
 
 def _time(exe, params, tokens_BL, cache, pos, repeats) -> list[float]:
     """Seconds per step: one warm-up (unless an earlier measurement ran this very executable),
     then `repeats` runs, each blocking on every output. The step donates its cache, so each run
     feeds the cache the previous one returned."""
-    if id(exe) not in _RAN:
+    if exe not in _RAN:
         logits, cache = exe(params, tokens_BL, cache, pos)
         jax.block_until_ready((logits, cache))
-        _RAN.add(id(exe))
+        _RAN.add(exe)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()

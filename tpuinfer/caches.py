@@ -1,0 +1,61 @@
+"""What a session keeps between calls, and how to let it go.
+
+Compiling a step for 256 emulated devices takes seconds, so tpuinfer keeps what it compiled:
+the compiled steps (`engine._COMPILED`), the jitted functions behind them, the parameter and
+cache initializers, the parameters `measure` placed, and memoised cost-model terms. Every one
+of these is bounded (least recently used dropped first), so a workshop of widget clicks stays
+small; `clear_caches()` empties them all at once, with JAX's own compilation caches.
+"""
+from __future__ import annotations
+
+import sys
+
+import jax
+
+
+def _modules():
+    """tpuinfer's modules loaded so far (the widgets' too), never importing one."""
+    return [m for name, m in list(sys.modules.items())
+            if m is not None and (name == "tpuinfer" or name.startswith(("tpuinfer.",
+                                                                          "tpuinfer_widgets")))]
+
+
+def _memoised(module):
+    """(name, function) of each `functools.lru_cache` defined in `module`."""
+    for name, value in vars(module).items():
+        if callable(getattr(value, "cache_info", None)) and \
+                getattr(value, "__module__", None) == module.__name__:
+            yield f"{module.__name__}.{name}", value
+
+
+def cache_sizes() -> dict[str, int]:
+    """Entries held by each of tpuinfer's caches, by qualified name: what a long session
+    has accumulated (each is bounded; see the module docstring)."""
+    sizes = {}
+    for module in _modules():
+        for name, fn in _memoised(module):
+            sizes[name] = fn.cache_info().currsize
+    engine = sys.modules.get("tpuinfer.engine")
+    if engine is not None:
+        sizes["tpuinfer.engine._COMPILED"] = len(engine._COMPILED)
+    measure = sys.modules.get("tpuinfer.measure")
+    if measure is not None:
+        sizes["tpuinfer.measure._RAN"] = len(measure._RAN)
+    return dict(sorted(sizes.items()))
+
+
+def clear_caches() -> None:
+    """Drop everything tpuinfer has compiled or memoised, and JAX's compilation caches: the
+    next step of each configuration compiles again. For a session that wants its memory
+    back at once (the caches are bounded anyway)."""
+    for module in _modules():
+        for _, fn in _memoised(module):
+            fn.cache_clear()
+    engine = sys.modules.get("tpuinfer.engine")
+    if engine is not None:
+        engine._COMPILED.clear()
+    measure = sys.modules.get("tpuinfer.measure")
+    if measure is not None:
+        measure._RAN.clear()
+    jax.clear_caches()
+

@@ -1,0 +1,77 @@
+"""Placing arrays on a mesh: parameters onto it, caches created on it, and both moved between
+phases when the prefill and decode layouts split them differently.
+
+Two paths, each where it is the faster:
+- on the emulated CPU mesh, through the host: every device is host memory, so reading an
+  array into numpy and cutting the pieces (`jax.make_array_from_callback`) takes milliseconds
+  and compiles nothing, where XLA's resharding programs over 256 CPU devices take seconds each
+  to compile;
+- on real devices (TPU, GPU), device to device: `jax.device_put` reshards on the devices (or
+  sends a host array's pieces straight to their devices), so a model is never copied device
+  to host to device at every `generate` and `measure`.
+Across processes, where no host holds every piece, a jitted identity reshards.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+CACHE_SIZE = 32  # compiled cache initializers kept (real devices), least recently used dropped
+
+
+def through_host(mesh) -> bool:
+    """Whether placing on `mesh` goes through host memory: on the CPU backend that emulates
+    the devices (`tpuinfer.emulate`), where host and devices share memory."""
+    return mesh.devices.flat[0].platform == "cpu"
+
+
+def shardings(mesh, specs):
+    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
+                        is_leaf=lambda s: isinstance(s, P))
+
+
+def place(tree, mesh, specs):
+    """`tree` (of jax or numpy arrays) with every leaf on `mesh` split as `specs` says."""
+    target = shardings(mesh, specs)
+    leaves, targets = jax.tree.leaves(tree), jax.tree.leaves(target)
+    if all(isinstance(x, jax.Array) and x.sharding.is_equivalent_to(s, x.ndim)
+           for x, s in zip(leaves, targets)):
+        # Already there (parameters created in their shards for this very layout,
+        # `init_params(shardings=)`): skip even a program that would only copy them.
+        return tree
+    if not all(getattr(x, "is_fully_addressable", True) for x in leaves):
+        return jax.jit(lambda t: t, out_shardings=target)(tree)
+    if through_host(mesh):
+        return jax.tree.map(_via_host, tree, target)
+    return jax.device_put(tree, target)
+
+
+def _via_host(x, sharding):
+    host = np.asarray(x)  # on the CPU backend: the device buffer itself, or one copy
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+def zeros(shape, dtype, mesh, specs) -> list[dict]:
+    """One {'k', 'v'} pair of zeros of `shape` per entry of `specs` (a KV cache, a pair per
+    layer), each array made in its shards as its spec says: no host holds a whole array, and nothing compiles twice for one
+    configuration."""
+    dtype = jnp.dtype(dtype)
+    if through_host(mesh):
+        # a zero-stride view: each device's piece is copied from one host scalar
+        host = np.broadcast_to(np.zeros((), dtype), shape)
+        return [{"k": _via_host(host, NamedSharding(mesh, s["k"])),
+                 "v": _via_host(host, NamedSharding(mesh, s["v"]))} for s in specs]
+    frozen = tuple((s["k"], s["v"]) for s in specs)
+    return _zeros_fn(tuple(shape), dtype, mesh, frozen)()
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _zeros_fn(shape, dtype, mesh, specs):
+    out = [{"k": NamedSharding(mesh, k), "v": NamedSharding(mesh, v)} for k, v in specs]
+    return jax.jit(lambda: [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+                            for _ in specs], out_shardings=out)
