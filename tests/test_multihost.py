@@ -289,14 +289,34 @@ def test_bad_emulation_arguments_say_what_would_work():
         ti.emulate(256, processes=2, coordinator="127.0.0.1:1234")
 
 
+def test_demo_runs_the_fastest_layouts_whose_sockets_fit():
+    """On a machine allowing 20,000 open files the planner's 256-device layouts need 41,088 in
+    2 processes: the demo runs the fastest pair whose groups fit instead, and says so."""
+    from tpuinfer import demo
+    shape = (4, 8, 8)
+    chosen = demo.planned_layouts(CFG, shape, 256, 16, 32)
+    assert multihost.open_files_for(CFG, chosen, shape, 256, 2) == 41088
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(multihost, "open_file_limit", lambda: 20000)
+        fitting = demo.layouts_that_fit(CFG, shape, 256, 16, 32, 2, chosen)
+        assert fitting == (ti.Layout("wg-x", "heads"), ti.Layout("wg-x", "heads"))
+        assert multihost.open_files_for(CFG, fitting, shape, 256, 2) == 8448
+        # a layout given by name stays: with ws1d's 256-device groups nothing fits
+        assert demo.layouts_that_fit(CFG, shape, 256, 16, 32, 2, chosen,
+                                     decode=("ws1d", "heads")) == chosen
+        mp.setattr(multihost, "open_file_limit", lambda: None)  # no limit: the planner's
+        assert demo.layouts_that_fit(CFG, shape, 256, 16, 32, 2, chosen) == chosen
+
+
 def test_demo_refuses_more_open_files_than_allowed_before_starting(monkeypatch, capsys):
     from tpuinfer.cli import main
-    monkeypatch.setattr(multihost, "open_file_limit", lambda: 20000)
+    # a machine where no layout pair of 256 devices fits in 2 (or 4) processes
+    monkeypatch.setattr(multihost, "open_file_limit", lambda: 3500)
     assert main(["demo", "--processes", "2", "--json"]) == 2
     error = json.loads(capsys.readouterr().out)["error"]
     assert "2 processes of 128 devices each need about 41088 open files" in error
-    # the advice: a run that fits and was measured to finish here (191 s on 2 cores)
-    advice = "allows 20000 (ulimit -Hn); instead run fewer devices: `--processes 2 --mesh " \
+    # the advice: a run that fits and finishes within minutes here
+    advice = "allows 3500 (ulimit -Hn); instead run fewer devices: `--processes 2 --mesh " \
              "4x4x4` (64 devices, about 3 min on 2 cores"
     assert advice in error
     assert main(["demo", "--processes", "4"]) == 2  # 64 devices each: still too many

@@ -3,13 +3,16 @@
 A real sharded generation of the tiny model on 256 emulated devices (mesh 4x8x8): prefill in
 one layout, decode in another, a table of what each phase ran, and whether the tokens equal the
 unsharded reference's. With `--processes P` the same demo runs as P local processes, each with
-256/P of the devices, as on the P hosts of a slice; process 0's report is the one shown.
+256/P of the devices, as on the P hosts of a slice; process 0's report is the one shown. Their
+collectives need an open file per pair of devices in a group (`multihost.open_files_needed`):
+where the planner's layouts need more than this machine allows, the fastest that fit run.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
+import itertools
 import json
 import os
 import sys
@@ -23,7 +26,7 @@ from .cli import add_json_flag
 from .config import get_model
 from .errors import UsageError
 from .generate import generate
-from .layouts import Layout
+from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
 from .layouts.registry import check
 from .measure import measure
 from .mesh import emulate, make_mesh, parse_shape
@@ -117,6 +120,45 @@ def run_demo(model="tiny", mesh="4x8x8", batch=256, prompt_len=16, steps=32,
             "wall_s": time.perf_counter() - t0}
 
 
+def layouts_that_fit(cfg, shape, batch, prompt_len, steps, processes, chosen, prefill=None,
+                     decode=None, looped=None, bidirectional=False) -> tuple[Layout, Layout]:
+    """`chosen` (the planner's layouts) when their gloo sockets fit this machine's open-file
+    limit in `processes` processes (`multihost.open_files_for`); else the pair, each phase the
+    planner's best plain schedule of one (ffn, attention) on TPU v4, with the least total
+    latency whose sockets fit (as `--looped` runs them); `chosen` again when none fits (`multihost.check_open_files` then says so).
+    A layout given by name stays."""
+    limit = multihost.open_file_limit()
+
+    def fits(pair):
+        return limit is None or multihost.open_files_for(
+            cfg, pair, shape, batch, processes) + multihost.RESERVED_FILES <= limit
+    if fits(chosen):
+        return chosen
+    options = {"prefill": [], "decode": []}
+    for ffn, attention in itertools.product(FFN_LAYOUTS, ATTENTION_LAYOUTS):
+        try:
+            p = plan(cfg, "tpu-v4", chips=int(np.prod(shape)), batch=batch,
+                     input_len=prompt_len, history_len=0, gen_len=steps, weights="bf16",
+                     mesh=tuple(shape), ffn=ffn, attention=attention, looped="no")
+        except UsageError:  # this layout cannot run this request on this mesh
+            continue
+        for phase in options:
+            best = getattr(p, phase).best
+            if best.fits:
+                options[phase].append((best.latency_s, best.layout))
+    if prefill is not None:
+        options["prefill"] = [(0.0, chosen[0])]
+    if decode is not None:
+        options["decode"] = [(0.0, chosen[1])]
+    pairs = sorted(((a + b, pre, dec) for a, pre in options["prefill"]
+                    for b, dec in options["decode"]), key=lambda t: t[0])
+    if looped is not None or bidirectional:  # as `planned_layouts` runs them
+        loop = dict(looped=bool(looped or bidirectional), bidirectional=bidirectional)
+        pairs = [(t, dataclasses.replace(pre, **loop), dataclasses.replace(dec, **loop))
+                 for t, pre, dec in pairs]
+    return next(((pre, dec) for _, pre, dec in pairs if fits((pre, dec))), chosen)
+
+
 def _devices(shape) -> int:
     """Every demo process starts JAX with 256 devices (or the mesh's, when larger)."""
     return max(256, int(np.prod(shape)))
@@ -143,6 +185,17 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
     for layout in layouts:
         check(cfg, layout, shape, o["batch"])
     loop = {k: o[k] for k in ("looped", "bidirectional") if k in o}
+    note = None
+    if o["prefill"] is None or o["decode"] is None:
+        fitting = layouts_that_fit(cfg, shape, o["batch"], o["prompt_len"], o["steps"],
+                                   processes, layouts, o["prefill"], o["decode"], **loop)
+        if fitting != layouts:
+            need = multihost.open_files_for(cfg, layouts, shape, o["batch"], processes)
+            note = (f"layouts: the fastest on TPU v4 whose collective groups fit this "
+                    f"machine's open-file limit ({multihost.open_file_limit()} per process; "
+                    f"the planner's first choice, {layouts[0]} then {layouts[1]}, needs "
+                    f"{need} in {processes} processes)")
+            layouts = fitting
 
     def layouts_for(s):  # also for the smaller meshes the open-file advice considers
         if s == shape:
@@ -171,7 +224,8 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
         multihost.launch(argv, processes, timeout_s=timeout_s, stall_s=stall_s,
                on_start=on_start and (lambda pids: on_start(pids, estimate_s)))
         with open(report_path) as f:
-            return json.load(f)
+            report = json.load(f)
+    return report | ({"layouts_note": note} if note else {})
 
 
 @contextlib.contextmanager
@@ -223,7 +277,8 @@ def format_report(r: dict) -> str:
     lines = [f"tpuinfer demo: {r['model']} on {r['devices']} emulated devices{across} "
              f"(mesh {mesh_text(r['mesh'])}), batch {r['batch']}, "
              f"prompt {r['prompt_len']} tokens, {r['steps']} generated, {r['weights']} weights",
-             "", "layouts: the planner's choice for this request on TPU v4 unless given", "",
+             "", r.get("layouts_note") or
+             "layouts: the planner's choice for this request on TPU v4 unless given", "",
              table(header, rows, "ll" + "r" * (len(header) - 3) + "l")]
     checks = [p["collectives_match"] for p in r["phases"] if p["collectives_match"] is not None]
     if checks:

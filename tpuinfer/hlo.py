@@ -6,9 +6,12 @@ finds onto mesh axes and puts it beside the cost model's prediction.
 Forms handled: synchronous collectives; async `-start`/`-done` pairs (counted once, at the
 start); collectives wrapped in `async-start` computations; combined (variadic, tuple-shaped)
 collectives, whose operands are summed; replica groups as explicit lists, as `{}` (every device)
-and in the iota form `[G,K]<=[dims]T(perm)`; collective-permute source-target pairs.
-Every instruction is counted once: the engine's step has no loops (its layers are unrolled), so
-each computation runs once per step.
+and in the iota form `[G,K]<=[dims]T(perm)`; collective-permute source-target pairs; operands
+printed with their types, tuples included (`get-tuple-element((f32[8], s32[]) %t)`); matmuls
+as dots, inside fusions or not, and as library calls (a GPU's cuBLAS custom calls).
+An instruction inside a while loop runs its known trip count of times per step (`count`); the
+engine's step has none today (its layers are unrolled). `flops_disagree` checks the matmul
+FLOPs read against the compiler's own count.
 """
 from __future__ import annotations
 
