@@ -101,7 +101,7 @@ def test_int8_on_the_deeper_mini_model():
     assert diff < 0.05 and agree > 0.85
 
 
-def test_int8_logits_close_to_bf16_and_sharded_int8_equals_reference_int8(params):
+def test_int8_logits_close_to_bf16(params):
     prompt = np.random.default_rng(0).integers(0, CFG.V, (8, 16))
     bf16 = ti.generate(params, CFG, prompt, 1, weights="bf16")
     int8 = ti.generate(params, CFG, prompt, 1, weights="int8")
@@ -112,9 +112,8 @@ def test_int8_logits_close_to_bf16_and_sharded_int8_equals_reference_int8(params
     # Gaussian weights) adds up over the 15 matrices each logit passes through, 2.2% against
     # f32 with no bf16 rounding at all; the rest is bf16 rounding on two different paths.
     assert rel < 0.03, rel
-    sharded = ti.generate(params, CFG, prompt, 1, weights="int8", mesh=ti.make_mesh((2, 2, 2)),
-                          prefill=ti.Layout("ws2d", "heads"), decode=ti.Layout("ws2d", "batch"))
-    np.testing.assert_array_equal(sharded.tokens, int8.tokens)
+    # every layout's int8 run against this int8 reference, by logits and tokens:
+    # tests/test_layouts.py::test_weight_format_logits_match_reference
 
 
 def test_cost_model_int8_versus_bf16_decode_ratio_matches_the_paper():

@@ -160,7 +160,11 @@ def test_sampling_on_a_mesh_matches_reference():
 
 # bf16 and int8 (bf16 activations) against the reference in the same format, by logits: the
 # layouts reorder sums of bf16 products, so logits move by bf16 rounding, not by 1e-4.
-# Measured on 2x2x2: at most 1.0% (bf16) and 1.1% (int8) relative norm, every layout.
+# Measured on 2x2x2 (relative norm): at most 1.2% in bf16 and in int8, every layout, for the
+# prompt's logits and for every decode step of a sequence whose tokens stayed the reference's.
+# The random tiny model's top two logits lie as close as one bf16 rounding (0.03), so a
+# rounding can flip a greedy choice, after which that sequence follows another prefix: in
+# bf16 1 sequence of 8 (wg-x, wg-xy), in int8 up to 2 (ws2d). At most half may differ.
 FORMAT_TOLERANCE = {"bf16": 0.02, "int8": 0.02}
 
 
@@ -179,13 +183,13 @@ def test_weight_format_logits_match_reference(ffn, weights):
                       prefill=ti.Layout(ffn, "heads"), decode=ti.Layout(ffn, "batch"),
                       weights=weights)
     ref = reference_in(weights, batch)
+    same = (out.tokens == ref.tokens).all(axis=1)  # sequences that kept the reference's tokens
+    assert same.mean() >= 0.5, out.tokens != ref.tokens
     for got, want in [(out.prefill_logits, ref.prefill_logits),
-                      (out.step_logits, ref.step_logits)]:
+                      (out.step_logits[same], ref.step_logits[same])]:
         got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
         rel = np.linalg.norm(got - want) / np.linalg.norm(want)
-        print(f"{ffn} {weights}: logits {rel:.2%} from the reference")
-        assert rel < FORMAT_TOLERANCE[weights], rel
-    np.testing.assert_array_equal(out.tokens, ref.tokens)
+        assert rel < FORMAT_TOLERANCE[weights], (ffn, weights, rel)
 
 
 # ---- partition specs, pinned ---------------------------------------------------------------

@@ -94,9 +94,11 @@ def test_measured_step_matches_prediction(measured, shape, layout, phase):
         # transient (largest activation plus one layer's gathered weights) ...
         assert m.measured.transient_bytes <= 3 * m.predicted.transient_bytes, (
             m.measured.transient_bytes, m.predicted.transient_bytes)
-        # ... and never two layers' gathered weights at once (tiny has two layers)
+        # ... and, where gathered weights outweigh the activations, never two layers' gathered
+        # weights at once (tiny has two layers: both held would pass the 3x alone)
         gathered = m.terms.gathered_weight_bytes
-        assert not gathered or m.measured.transient_bytes < 2 * gathered
+        if gathered > m.terms.activation_bytes:
+            assert m.measured.transient_bytes < 2 * gathered
 
 
 @pytest.mark.slow
