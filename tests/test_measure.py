@@ -81,6 +81,8 @@ def assert_matches_prediction(m):
     assert q.attention_flops == pytest.approx(p.attention_flops, rel=0.05)
     assert q.weight_bytes_per_device == p.weight_bytes_per_device
     assert q.memory_bytes == pytest.approx(p.memory_bytes, rel=0.10)
+    # the matmul FLOPs read from the text agree with the compiler's own count
+    assert m.compiler_flops and Flag.FLOPS_MISREAD not in m.flags
 
 
 @pytest.mark.slow
