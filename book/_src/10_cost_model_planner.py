@@ -299,7 +299,7 @@ for phase, m in ran.items():
 # 4. To how many heads does the planner pad PaLM 540B for the paper's low-latency decode?
 #
 # %%
-answer_1 = 1.45e-4
+answer_1 = 1.41e-4
 answer_2 = 1.03
 answer_3 = "ws1d/batch"
 answer_4 = 64
