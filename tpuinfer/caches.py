@@ -5,9 +5,16 @@ the compiled steps (`engine._COMPILED`), the jitted functions behind them, the p
 cache initializers, the parameters `measure` placed, and memoised cost-model terms. Every one
 of these is bounded (least recently used dropped first), so a workshop of widget clicks stays
 small; `clear_caches()` empties them all at once, with JAX's own compilation caches.
+
+Memory freed is not memory returned: glibc's allocator keeps the pages of freed compiled
+programs for reuse, so a process's RSS kept rising (to 1.5 GB after 200 widget changes) with
+every cache bounded; `release_memory` hands them back, after a clear and when a compiled step
+is dropped.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import sys
 
 import jax
@@ -58,4 +65,14 @@ def clear_caches() -> None:
     if measure is not None:
         measure._RAN.clear()
     jax.clear_caches()
+    release_memory()
+
+
+def release_memory() -> None:
+    """Return freed heap pages to the system (glibc's `malloc_trim`; elsewhere nothing)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator decides
+        pass
 

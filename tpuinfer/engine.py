@@ -15,7 +15,7 @@ import time
 import jax
 from jax.sharding import PartitionSpec as P
 
-from . import model, placement
+from . import caches, model, placement
 from .config import ModelConfig
 from .layouts import Layout, head
 from .layouts.interface import Ctx
@@ -72,7 +72,7 @@ def reference_step_fn(cfg: ModelConfig, weights: str):
     return jax.jit(step, donate_argnums=(2,))
 
 
-COMPILED_STEPS = 32  # compiled steps kept (about 1-3 MB each for the tiny model on 4x8x8)
+COMPILED_STEPS = 32  # compiled steps kept: the bulk of a long session's memory
 
 
 class _Recent(collections.OrderedDict):
@@ -90,8 +90,10 @@ class _Recent(collections.OrderedDict):
     def __setitem__(self, key, value):
         super().__setitem__(key, value)
         self.move_to_end(key)
-        while len(self) > self.maxsize:
-            self.popitem(last=False)
+        if len(self) > self.maxsize:
+            while len(self) > self.maxsize:
+                self.popitem(last=False)
+            caches.release_memory()  # a dropped program's pages back to the system
 
 
 _COMPILED = _Recent(COMPILED_STEPS)  # (configuration, shapes) -> compiled step
