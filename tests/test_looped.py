@@ -74,7 +74,10 @@ def test_looped_weight_gathered_moves_weights_round_the_ring():
     # w_q, stored E_xH_yzD: one chip's chunk 128·64·8 f32 = 262144 bytes (w_o alike), moved
     # 7 times per layer round the ring of all 8 chips
     assert ("collective-permute", ("x", "y", "z"), 14, 262144.0) in looped
-    assert not any(k[0] == "all-gather" for k in looped)
+    # the only all-gather: the token ids of the whole batch (8·4 s32), for the embedding
+    # lookup (the table is split over every chip and never moves)
+    assert {k for k in looped if k[0] == "all-gather"} == {
+        ("all-gather", ("x", "y", "z"), 1, 128.0)}
 
 
 def test_bidirectional_needs_even_halves_and_an_activation_ring():

@@ -62,8 +62,8 @@ class StepTerms:
     stored_kv_bytes: float  # KV-cache bytes each chip holds, at the step's full context
     activation_bytes: float  # the largest activation a chip holds during the step
     collectives: tuple[Collective, ...] = field(default_factory=tuple)
-    # the most weight bytes a chip holds gathered at once: one layer's gathered weights, or
-    # the gathered embedding table at the step's ends (0 in a weight-stationary layout)
+    # the weight bytes a chip holds gathered at once: one layer's gathered weights (0 in a
+    # weight-stationary layout)
     gathered_weight_bytes: float = 0.0
 
     @property

@@ -139,12 +139,14 @@ DTYPE = {4: "f32", 2: "bf16", 1: "s8"}  # bytes per element -> the element type 
 
 
 def collective(kind: str, axes, mesh_shape, nbytes: float, count: int, what: str, *,
-               itemsize: float, concurrent: int = 1, beside=(0.0, 0.0)):
+               itemsize: float, concurrent: int = 1, beside=(0.0, 0.0), dtype: str = ""):
     """A term for one collective, or none when its group is a single chip. `itemsize`: bytes
-    per element of the tensor it moves; `beside`: (FLOPs, weight bytes) of the partial matmul
-    each round runs beside (looped rings only)."""
+    per element of the tensor it moves (`dtype` names its type where it is not a float:
+    "s32" for token ids); `beside`: (FLOPs, weight bytes) of the partial matmul each round
+    runs beside (looped rings only)."""
     k = group_size(mesh_shape, axes)
-    return [Collective(kind, tuple(axes), k, float(nbytes), count, what, DTYPE[itemsize],
+    return [Collective(kind, tuple(axes), k, float(nbytes), count, what,
+                       dtype or DTYPE[itemsize],
                        concurrent, float(beside[0]), float(beside[1]))] if k > 1 else []
 
 

@@ -48,12 +48,16 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather):
             used = times * math.prod(c.local_shape(arr_shape, c.drop_axes(arr_spec, g),
                                                    mesh_shape))
             stored += held * nbytes
+            if name == "embed":
+                # the table never moves: a chip reads its own columns, for the |g| times as
+                # many sequences of its group (as many FLOPs as its `VE_e` for its own)
+                read += held * nbytes
+                table_elements += used if label == name else 0
+                continue
             read += used * nbytes
-            if g and name != "embed":
+            if g:
                 layer_gathered += used / times * nbytes
-            if label == name and name == "embed":
-                table_elements += used
-            elif label == name and "norm" not in name:
+            if label == name and "norm" not in name:
                 layer_elements += used
     return stored, read, layer_elements, table_elements, layer_gathered
 
@@ -88,8 +92,7 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
         stored_weight_bytes=stored_w, stored_kv_bytes=kv_bytes,
         activation_bytes=_largest_activation(step, att_b, att_h, context),
         collectives=_collectives(step),
-        # one layer's gathered weights at a time, or the table gathered at the step's ends
-        gathered_weight_bytes=max(layer_gathered, head.gathered_table_bytes(step)))
+        gathered_weight_bytes=layer_gathered)  # one layer's gathered weights at a time
 
 
 @functools.lru_cache(maxsize=8192)
