@@ -75,25 +75,24 @@ def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) ->
 
 # ---- local math, shared by the reference and every layout ---------------------------------
 def mm(eq: str, x, w):
-    """A weight matmul, `eq` spelling it ("BLHD,HDE->BLE"): the weight's dimensions are
-    contracted in the order it is stored, and the output is x's free dimensions then the
-    weight's, so no weight is ever copied into another layout (an einsum may transpose W_o to
-    put H and D in its own order: a copy of the matrix every step). For int8 the bf16 scale
-    per output channel is applied after the matmul, as in the paper, so the matmul itself
-    reads int8 weights; it multiplies the f32 accumulator (as a TPU's matrix unit keeps it)
-    and the product is rounded to the activation dtype once, not twice."""
-    ins, out = eq.split("->")
-    xs, ws = ins.split(",")
-    contract = [ch for ch in ws if ch in xs]
-    assert out == "".join(ch for ch in xs if ch not in contract) + "".join(
-        ch for ch in ws if ch not in contract), eq
-    dims = ((tuple(xs.index(ch) for ch in contract), tuple(ws.index(ch) for ch in contract)),
-            ((), ()))
+    """einsum with a weight that may be int8. A weight contracted over several dimensions
+    (W_o over H and D) is contracted as one, as stored (a free reshape): einsum may otherwise
+    take them in its own order and transpose the matrix, a copy of it every step. For int8
+    the bf16 scale per output channel is applied after the matmul, as in the paper, so the
+    matmul itself reads int8 weights; it multiplies the f32 accumulator (as a TPU's matrix
+    unit keeps it) and the product is rounded to the activation dtype once, not twice."""
+    (xs, ws), out = eq.split("->")[0].split(","), eq.split("->")[1]
+    contract = "".join(ch for ch in ws if ch in xs)
+    k = len(contract)
+    if k > 1 and xs.endswith(contract) and ws.startswith(contract):
+        x = x.reshape(x.shape[:-k] + (-1,))
+        flat = lambda a: a.reshape((-1,) + a.shape[k:])
+        w = QWeight(flat(w.q), w.scale) if isinstance(w, QWeight) else flat(w)
+        eq = f"{xs[:-k]}c,c{ws[k:]}->{out}"  # c: the contracted dimensions, merged
     if isinstance(w, QWeight):
-        acc = jax.lax.dot_general(x, w.q.astype(x.dtype), dims,
-                                  preferred_element_type=jnp.float32)
+        acc = jnp.einsum(eq, x, w.q.astype(x.dtype), preferred_element_type=jnp.float32)
         return (acc * w.scale.astype(jnp.float32)).astype(x.dtype)
-    return jax.lax.dot_general(x, w.astype(x.dtype), dims)
+    return jnp.einsum(eq, x, w.astype(x.dtype))
 
 
 def sum_of_squares(x_BLE):
