@@ -290,12 +290,12 @@ def test_bad_emulation_arguments_say_what_would_work():
 
 
 def test_demo_runs_the_fastest_layouts_whose_sockets_fit():
-    """On a machine allowing 20,000 open files the planner's 256-device layouts need 41,088 in
+    """On a machine allowing 20,000 open files the planner's 256-device layouts need 32,640 in
     2 processes: the demo runs the fastest pair whose groups fit instead, and says so."""
     from tpuinfer import demo
     shape = (4, 8, 8)
     chosen = demo.planned_layouts(CFG, shape, 256, 16, 32)
-    assert multihost.open_files_for(CFG, chosen, shape, 256, 2) == 41088
+    assert multihost.open_files_for(CFG, chosen, shape, 256, 2) == 32640
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(multihost, "open_file_limit", lambda: 20000)
         fitting = demo.layouts_that_fit(CFG, shape, 256, 16, 32, 2, chosen)
@@ -314,7 +314,7 @@ def test_demo_refuses_more_open_files_than_allowed_before_starting(monkeypatch, 
     monkeypatch.setattr(multihost, "open_file_limit", lambda: 3500)
     assert main(["demo", "--processes", "2", "--json"]) == 2
     error = json.loads(capsys.readouterr().out)["error"]
-    assert "2 processes of 128 devices each need about 41088 open files" in error
+    assert "2 processes of 128 devices each need about 32640 open files" in error
     # the advice: a run that fits and finishes within minutes here
     advice = "allows 3500 (ulimit -Hn); instead run fewer devices: `--processes 2 --mesh " \
              "4x4x4` (64 devices, about 3 min on 2 cores"

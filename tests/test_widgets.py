@@ -138,10 +138,11 @@ def test_crossover_explorer_plots_the_sweep(crossover_explorer):
     wider = MODELS["tiny"].replace(name="tiny E=512 F=1024", d_model=512)
     assert ys(cx, 0) != before
     assert ys(cx, 0) == crossover(wider, MESH, TOKENS, weights="f32")["comm_bytes"]["ws1d"]
-    assert cx.set(d_model=100)  # splits over no mesh axis: only wg-xyz keeps E whole
-    odd = crossover(MODELS["tiny"].replace(name="odd", d_model=100), MESH, TOKENS,
-                    weights="f32")
-    assert "ws1d cannot run here: E=100 does not divide" in cx.message.value
+    # F=100 splits over 4 chips, not 8: the weight-stationary layouts (F over x, y, z) cannot
+    # run; the weight-gathered ones (F stored over y, z) still can
+    assert cx.set(d_ff=100)
+    odd = crossover(wider.replace(name="odd", d_ff=100), MESH, TOKENS, weights="f32")
+    assert "ws1d cannot run here: F=100 does not divide" in cx.message.value
     assert list(cx.figure.data[0].y) == [] and ys(cx, 4) == odd["comm_bytes"]["wg-xyz"]
     assert cx.set(model="palm-8b")  # a preset brings its own dimensions
     assert (cx.controls["d_model"].value, cx.controls["d_ff"].value) == (4096, 16384)

@@ -64,7 +64,8 @@ for module in (wg_x, wg_xy, wg_xyz):
     print(module.__doc__)
 
 # %%
-print(inspect.getsource(_one_dim._gather))
+print(inspect.getsource(_one_dim.block))
+print(inspect.getsource(_common.gather_param))
 print(inspect.getsource(_common.gather_weight))
 
 # %% [markdown]
@@ -212,7 +213,8 @@ explorer.snapshot()
 # 2. **Predict, then check.** Your N lies between XY's 16 chips and XYZ's 64. Which of the
 #    two layouts do you expect to move fewer bytes at 2²⁰ tokens? The check reads the
 #    library's sweep.
-# 3. Which layout's communication does not depend on the number of tokens at all?
+# 3. From 64 tokens per batch (where every layout runs) to the sweep's last column, whose
+#    communication grows least?
 # 4. In the library's count, from how many tokens per batch (a power of two) does
 #    XYZ-weight-gathered move the fewest bytes?
 
@@ -228,7 +230,8 @@ bt.check("exercise 1", answer_1, wg_optimal_gather(2**20, 64, ti.MODELS["palm-54
          rel=0.005, hint="set the derivative 2·E·F/n - 2·B·L·E/N² to zero")
 bt.check("exercise 2", answer_2, best[2**20],
          hint="on a log scale, 30 is nearer 16 or 64? (√(16·64) = 32)")
-flat = [ffn for ffn, ys in curves["comm_bytes"].items() if len({y for y in ys if y}) == 1]
-bt.check("exercise 3", answer_3, flat[0], hint="which layout moves no activations?")
+growth = {ffn: ys[-1] / ys[tokens.index(64)] for ffn, ys in curves["comm_bytes"].items()}
+bt.check("exercise 3", answer_3, min(growth, key=growth.get),
+         hint="which layout moves no activations inside its layers?")
 bt.check("exercise 4", answer_4, next(n for n, ffn in best.items() if ffn == "wg-xyz"),
          hint="the table of fewest bytes has it")

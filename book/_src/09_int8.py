@@ -190,7 +190,7 @@ print("\n".join(bt.measurement_notes(gathered["int8"])[:1]))
 
 # %%
 answer_1 = 504
-answer_2 = 1.54
+answer_2 = 1.53
 answer_3 = True
 answer_4 = 115
 

@@ -294,7 +294,7 @@ explorer.snapshot()
 #    "looped both ways"?
 #
 # %%
-answer_1 = 8.2
+answer_1 = 8.7
 answer_2 = 64
 answer_3 = "palm-8b prefill"
 answer_4 = "looped"
