@@ -189,6 +189,16 @@ def gathered_specs(cfg) -> dict:
     return stored_specs(cfg) | {n: P() for n in c.norm_names(cfg)}
 
 
+def gathered_block(ctx, x_BLE, w, cache, pos):
+    """The weight-gathered layouts differ only in their axes (each module's AXES and GATHER):
+    each runs this block on its layer stored by `gathered_specs`."""
+    return block(ctx, x_BLE, w, cache, pos, gathered_specs(ctx.cfg))
+
+
+def gathered_collectives(step) -> list:
+    return collectives(step, gathered_specs(step.cfg))
+
+
 def check_gathered(step):
     cfg, mesh_shape, axes, name = step.cfg, step.mesh_shape, step.axes, step.ctx.ffn.NAME
     c.require_divides("E", cfg.E, ("x",), mesh_shape, name)

@@ -14,26 +14,18 @@ the activations outweigh the weights, so the weights move instead (`tpuinfer.cos
 """
 from __future__ import annotations
 
-from . import _one_dim
 from ._common import Axes
+# The block, its collectives and its checks are the weight-gathered layouts' own (_one_dim):
+# only the axes below differ between X-, XY- and XYZ-weight-gathered.
+from ._one_dim import check_gathered as check
+from ._one_dim import gathered_block as block
+from ._one_dim import gathered_collectives as collectives
+from ._one_dim import gathered_specs as layer_specs
 
 NAME = "wg-xyz"
 AXES = Axes(batch=('x', 'y', 'z'), embed=(), heads=())
 GATHER = AXES.batch  # the weights are all-gathered over the batch axes
 E_STAYS_SPLIT: tuple[str, ...] = ()  # the matmuls see the whole of E
 
-
-def layer_specs(cfg) -> dict:
-    return _one_dim.gathered_specs(cfg)
-
-
-def block(ctx, x_BLE, w, cache, pos):
-    return _one_dim.block(ctx, x_BLE, w, cache, pos, layer_specs(ctx.cfg))
-
-
-def collectives(step) -> list:
-    return _one_dim.collectives(step, layer_specs(step.cfg))
-
-
-def check(step):
-    _one_dim.check_gathered(step)
+__all__ = ["NAME", "AXES", "GATHER", "E_STAYS_SPLIT", "layer_specs", "block", "collectives",
+           "check"]
