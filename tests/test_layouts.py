@@ -137,25 +137,35 @@ def test_mtnlg_shape_matches_reference(shape, batch, prefill, decode):
     check_run(MTNLG, shape, batch, prefill, decode)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("cfg, prefill, decode", [
-    (CFG.replace(name="tiny-8-heads", n_heads=8), L_("ws2d", "batch"), L_("ws1d", "heads")),
-    (MTNLG.replace(name="tiny-mtnlg-8-heads", n_heads=8, n_kv_heads=8), L_("ws1d", "heads"),
-     L_("ws2d", "batch")),
-], ids=["tiny", "tiny-mtnlg"])
-def test_prompt_longer_than_the_query_block_matches_reference(cfg, prefill, decode):
-    """Two blocks of queries (model.QUERY_BLOCK), by batch (g = x) and by heads. 8 heads,
-    not 256, and batch 2: the f32 scores of 520 queries are the cost here."""
-    check_run(cfg, (2, 2, 2), 2, prefill, decode, length=QUERY_BLOCK + 8)
+# Prompts longer than one block of queries (model.QUERY_BLOCK): two blocks, on two meshes,
+# by heads and by batch. Few heads and a small batch: the f32 scores of 520 queries are the
+# cost here (the unsharded reference holds a block's scores for every head).
+TINY8 = CFG.replace(name="tiny-8-heads", n_heads=8)
+LONG_RUNS = [
+    ((2, 2, 2), 2, TINY8, L_("ws2d", "batch"), L_("ws1d", "heads")),  # g = x
+    ((2, 2, 2), 2, MTNLG.replace(name="tiny-mtnlg-8-heads", n_heads=8, n_kv_heads=8),
+     L_("ws1d", "heads"), L_("ws2d", "batch")),
+    ((1, 4, 2), 4, TINY8, L_("ws1d", "heads"), L_("ws2d", "batch")),  # g = y·x, r = z
+]
 
 
 @pytest.mark.slow
-def test_sampling_on_a_mesh_matches_reference():
-    """The same key, temperature and top-k give the reference's tokens (test_layout_matches_
-    reference's compiled steps)."""
+@pytest.mark.parametrize("shape, batch, cfg, prefill, decode", LONG_RUNS,
+                         ids=[f"{'x'.join(map(str, s))}-{c.name}-{p}-{d}"
+                              for s, b, c, p, d in LONG_RUNS])
+def test_prompt_longer_than_the_query_block_matches_reference(shape, batch, cfg, prefill,
+                                                              decode):
+    check_run(cfg, shape, batch, prefill, decode, length=QUERY_BLOCK + 8)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape, batch", [((2, 2, 2), 8), ((1, 4, 2), 8), ((4, 8, 8), 256)],
+                         ids=["2x2x2", "1x4x2", "4x8x8"])
+def test_sampling_on_a_mesh_matches_reference(shape, batch):
+    """The same key, temperature and top-k give the reference's tokens."""
     layout = L_("ws2d", "batch")
-    out = check_run(CFG, (2, 2, 2), 8, layout, layout, temperature=0.8, top_k=20, seed=3)
-    assert (out.tokens != reference(8).tokens).any()  # it sampled: not the greedy tokens
+    out = check_run(CFG, shape, batch, layout, layout, temperature=0.8, top_k=20, seed=3)
+    assert (out.tokens != reference(batch).tokens).any()  # it sampled: not the greedy tokens
 
 
 # bf16 and int8 (bf16 activations) against the reference in the same format, by logits: the
@@ -173,15 +183,23 @@ def reference_in(weights, batch):
     return ti.generate(params(), CFG, prompt(batch), STEPS, weights=weights)
 
 
+# Every feed-forward layout in both formats: on 2x2x2 each in both phases (attention by heads
+# in prefill, by batch in decode); on 1x4x2 each in one phase of a pair, so that each layout
+# compiles once per format. (On 4x8x8 they cost a minute each: left to CI's time budget.)
+FORMAT_PAIRS = [(L_("ws1d", "heads"), L_("ws2d", "batch")),
+                (L_("wg-x", "heads"), L_("wg-xy", "batch")),
+                (L_("wg-xyz", "heads"), L_("ws1d", "batch"))]
+FORMAT_RUNS = ([((2, 2, 2), 8, L_(f, "heads"), L_(f, "batch")) for f in ti.FFN_LAYOUTS]
+               + [((1, 4, 2), 8, p, d) for p, d in FORMAT_PAIRS])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("weights", list(FORMAT_TOLERANCE))
-@pytest.mark.parametrize("ffn", ti.FFN_LAYOUTS)
-def test_weight_format_logits_match_reference(ffn, weights):
-    """Every feed-forward layout, attention by heads in prefill and by batch in decode."""
-    shape, batch = (2, 2, 2), 8
+@pytest.mark.parametrize("shape, batch, prefill, decode", FORMAT_RUNS,
+                         ids=[f"{'x'.join(map(str, s))}-{p}-{d}" for s, b, p, d in FORMAT_RUNS])
+def test_weight_format_logits_match_reference(shape, batch, prefill, decode, weights):
     out = ti.generate(params(), CFG, prompt(batch), STEPS, mesh=ti.make_mesh(shape),
-                      prefill=ti.Layout(ffn, "heads"), decode=ti.Layout(ffn, "batch"),
-                      weights=weights)
+                      prefill=prefill, decode=decode, weights=weights)
     ref = reference_in(weights, batch)
     same = (out.tokens == ref.tokens).all(axis=1)  # sequences that kept the reference's tokens
     assert same.mean() >= 0.5, out.tokens != ref.tokens
@@ -189,7 +207,7 @@ def test_weight_format_logits_match_reference(ffn, weights):
                       (out.step_logits[same], ref.step_logits[same])]:
         got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
         rel = np.linalg.norm(got - want) / np.linalg.norm(want)
-        assert rel < FORMAT_TOLERANCE[weights], (ffn, weights, rel)
+        assert rel < FORMAT_TOLERANCE[weights], (prefill, decode, weights, rel)
 
 
 # ---- partition specs, pinned ---------------------------------------------------------------
