@@ -7,7 +7,7 @@ import pytest
 
 from tpuinfer.cli import main
 from tpuinfer.config import get_model
-from tpuinfer.demo import format_report, planned_layouts, run_demo
+from tpuinfer.demo import DEFAULTS, format_report, planned_layouts, run_demo
 
 
 @pytest.mark.slow
@@ -21,10 +21,14 @@ def test_demo_default_json_tokens_match_reference():
     assert report["devices"] == 256 and report["mesh"] == [4, 8, 8]
     # the layouts the planner chooses for this request, and the compiled steps' collectives
     # equal to the cost model's
-    planned = planned_layouts(get_model("tiny"), (4, 8, 8), 256, 16, 32)
+    planned = planned_layouts(get_model("tiny"), (4, 8, 8), 256, DEFAULTS["prompt_len"],
+                              DEFAULTS["steps"])
     assert [p["layout"] for p in report["phases"]] == [str(x) for x in planned]
     assert all(p["collectives_match"] for p in report["phases"])
-    assert report["wall_s"] > 0
+    # where the time went, part by part, within the whole
+    assert list(report["parts_s"]) == ["plan and parameters", "sharded generation",
+                                       "unsharded reference", "reading the compiled steps"]
+    assert 0 < sum(report["parts_s"].values()) <= report["wall_s"]
 
 
 def test_demo_table_on_a_small_mesh_with_given_layouts():

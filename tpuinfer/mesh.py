@@ -49,10 +49,16 @@ def emulate(n: int = 256, processes: int = 1, process_id: int = 0,
 
     Called again after the backend started, it is a no-op if JAX already has this setup and an
     `EmulationError` otherwise: the count cannot change in a running process.
+
+    One process also turns on JAX's persistent compilation cache in tpuinfer's cache
+    directory (`tpuinfer.compile_cache`; `TPUINFER_COMPILE_CACHE=off` leaves it off).
     """
     if not isinstance(n, int) or n < 1:
         raise UsageError(f"emulate(n) needs a positive device count, got {n!r}")
     distributed.check_args(n, processes, process_id, coordinator)
+    if processes == 1:
+        from . import compile_cache  # here: it reads the cache directory from .hardware,
+        compile_cache.enable()       # which imports this module
     if jax.config.jax_num_cpu_devices == n // processes and processes == 1:
         # Asked for before (or set by hand): asking again tells nothing. Starting the backend
         # (if it has not started) is what this call is for: then see what it has.
