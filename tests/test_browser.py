@@ -168,6 +168,18 @@ PLOT_STATE = f"""() => {{
 }}"""
 
 
+# The plot changed while the explorer still measures, its measured bars hidden: the cost
+# model's side was drawn first (trace 1 is the measured side of the first panel).
+PREDICTED_FIRST = f"""(old) => {{
+    const gd = document.querySelector('{PLOT}');
+    const busy = document.querySelector('{EXPLORER} .tpuinfer-busy');
+    if (!gd || !gd.data || !busy) return false;
+    const now = JSON.stringify(gd.data.map(t => Array.from(t.y || [])));
+    return now !== old && gd.data[1].visible === false;
+}}"""
+MEASURED_SHOWN = f"() => document.querySelector('{PLOT}').data[1].visible !== false"
+
+
 def select(page, label: str, value: str):
     page.locator(f"{EXPLORER} .widget-dropdown:has(label:text-is('{label}')) select") \
         .select_option(label=value)
@@ -225,10 +237,10 @@ def drive(page, url, token, notebook):
     current = page.locator(f"{EXPLORER} .widget-dropdown:has(label:text-is('ffn')) "
                            "select").input_value()
     select(page, "ffn", "ws1d" if current != "ws1d" else "ws2d")
-    page.wait_for_function(f"(old) => ({PLOT_DATA})() !== old", arg=before,
-                           timeout=60_000)
+    page.wait_for_function(PREDICTED_FIRST, arg=before, timeout=60_000)
     wait_idle(page, 60_000)
     after = page.evaluate(PLOT_DATA)
+    assert page.evaluate(MEASURED_SHOWN)  # then the measurement landed beside it
 
     explorer = page.locator(EXPLORER).first
     explorer.scroll_into_view_if_needed()

@@ -7,6 +7,7 @@ prompt, a 7-position cache), so in one session the compiled steps are shared thr
 engine's cache. Memory during the step (the compiler's temporaries) is reported, not compared:
 tpuinfer/measure.py says why.
 """
+import importlib
 import json
 import statistics
 
@@ -160,7 +161,55 @@ def test_second_measure_reuses_the_compiled_step():
     assert again.compile_s == 0.0  # no time spent compiling: the step was reused
     # and it was timed: one warm-up, then the median of the runs, each blocking
     assert len(again.step_times_s) == 2 and all(t > 0 for t in again.step_times_s)
+    assert again.to_json()["measured"]["runs"] == again.runs == 2
     assert again.measured.time_s == statistics.median(again.step_times_s)
+
+
+measure_module = importlib.import_module("tpuinfer.measure")  # the package exports the function
+
+
+def clocked_step(monkeypatch, durations):
+    """A step whose runs take `durations` (the warm-up first) on a clock it advances itself,
+    so the stopping rule is checked without timing anything real."""
+    clock, runs = [0.0], iter(durations)
+    monkeypatch.setattr(measure_module.time, "perf_counter", lambda: clock[0])
+
+    def step(params, tokens_BL, cache, pos):
+        clock[0] += next(runs)
+        return jnp.zeros(1), cache
+    return step
+
+
+@pytest.mark.parametrize("durations, budget_s, runs", [
+    ([1.0, 0.5, 0.2, 0.2, 0.2, 9, 9], None, 4),  # the last three agree: stop
+    ([1.0] + [0.1, 0.2] * 5, None, 8),  # never settled: every one of the repeats
+    ([1.0] + [0.1, 0.2] * 5, 0.5, 4),  # the budget spent after 0.6 s of runs
+    ([1.0, 2.0, 0.1, 0.1], 0.5, 1),  # at least one run, however long
+])
+def test_timing_stops_once_runs_agree_or_the_budget_is_spent(monkeypatch, durations, budget_s,
+                                                             runs):
+    seen = []
+    times = measure_module._time(clocked_step(monkeypatch, durations), None, None, None, 0, 8,
+                                 budget_s, lambda done, total, what: seen.append(what))
+    assert times == pytest.approx(durations[1:1 + runs])
+    assert seen == [f"running step {k} of at most 8" for k in range(1, runs + 1)]
+    assert measure_module.spread(times) == (
+        None if runs == 1 else pytest.approx((max(times) - min(times)) / statistics.median(times)))
+
+
+def test_a_progress_callback_that_raises_stops_the_measurement():
+    class Stop(Exception):
+        pass
+
+    def stop_at_second_run(done, total, what):
+        if done == 2:
+            raise Stop
+    with pytest.raises(Stop):
+        measure(CFG, (2, 2, 2), ti.Layout("ws2d", "heads"), phase="decode", batch=8,
+                context=CACHE_LEN, repeats=5, progress=stop_at_second_run)
+    with pytest.raises(ValueError, match="budget_s must be a positive number"):
+        measure(CFG, (2, 2, 2), ti.Layout("ws2d", "heads"), phase="decode", batch=8,
+                context=CACHE_LEN, budget_s=0)
 
 
 def test_bad_input_gets_the_engines_errors():

@@ -1,6 +1,8 @@
 """The explorers driven from Python, as a student's clicks would drive them: each control
 change redraws the library's own numbers, and an invalid choice leaves a message and the
 previous plot. Real steps run on small meshes (2x2x2) to keep the file fast."""
+import threading
+
 import pytest
 
 from tpuinfer import MODELS, planner
@@ -118,6 +120,56 @@ def test_an_unexpected_error_is_shown_not_raised(layout_explorer, monkeypatch):
     monkeypatch.setattr(ex, "compute", broken)
     assert ex.update() is False
     assert "RuntimeError: boom" in ex.message.value
+
+
+@pytest.fixture
+def gate(layout_explorer, monkeypatch):
+    """An open gate the explorer's measurements pass before they start: `gate.clear()` holds
+    them there, `gate.set()` lets them go."""
+    gate = threading.Event()
+    gate.set()
+    real = layout_explorer.measure
+
+    def gated(data, progress):
+        assert gate.wait(60)
+        return real(data, progress)
+    monkeypatch.setattr(layout_explorer, "measure", gated)
+    yield gate
+    gate.set()
+    layout_explorer.wait()
+
+
+def test_a_click_draws_the_prediction_before_the_measurement(layout_explorer, gate):
+    ex = layout_explorer
+    assert ex.set(ffn="ws2d", attention="heads", batch=8)
+    gate.clear()
+    ex.controls["batch"].value = 16  # a click: returns with the measurement still held
+    est = estimate("tiny", Layout("ws2d", "heads"), MESH, batch=16, tokens=8, context=8,
+                   weights="f32")
+    assert ys(ex, 11) == [est.step_s]  # the TPU v4 prediction for batch 16, drawn already
+    assert not ex.data["ran"] and not ex.figure.data[1].visible  # nothing measured yet
+    assert "measuring" in ex.message.value
+    gate.set()
+    assert ex.wait() and ex.data["ran"] and ex.data["batch"] == 16
+    m = measure("tiny", MESH, Layout("ws2d", "heads"), phase="prefill", batch=16, tokens=8,
+                context=8, weights="f32", repeats=0)
+    measured = ex.figure.data[1]
+    assert measured.visible and dict(zip(measured.x, measured.y)) == by_kind(m.measured)
+    assert 1 <= ex.data["runs"] <= ex.repeats
+
+
+def test_a_newer_click_cancels_the_pending_measurement(layout_explorer, gate):
+    ex = layout_explorer
+    assert ex.set(ffn="ws2d", attention="heads", batch=8)
+    gate.clear()
+    cancelled = ex.cancelled
+    ex.controls["batch"].value = 16  # its measurement is held ...
+    ex.controls["batch"].value = 32  # ... and superseded before it starts
+    gate.set()
+    assert ex.wait()
+    assert ex.cancelled == cancelled + 1  # batch 16 was never measured nor drawn
+    assert ex.data["ran"] and ex.data["batch"] == 32
+    assert "batch 32" in ex.figure.layout.title.text
 
 
 # ---- crossover explorer ---------------------------------------------------------------------

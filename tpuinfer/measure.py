@@ -149,6 +149,16 @@ class Measurement:
     # elementwise work too), the check on the matmul FLOPs read from the text; None if absent
     compiler_flops: float | None = None
 
+    @property
+    def runs(self) -> int:
+        """Timed runs after the warm-up (fewer than `repeats` once they agreed)."""
+        return len(self.step_times_s)
+
+    @property
+    def spread(self) -> float | None:
+        """(max - min) / median of the timed runs; None for fewer than two."""
+        return spread(self.step_times_s)
+
     def collective_counts(self) -> dict[tuple, tuple[int, int]]:
         """(kind, axes as text or "-", group, dtype, bytes per device per call) -> (calls
         predicted, calls measured), sorted: both sides' distinct collectives in one list."""
@@ -169,7 +179,8 @@ class Measurement:
                     "time_hardware": "host" if self.predicted.time_s is not None else None,
                     "tpu_v4_time_s": self.tpu_time_s},
                 "measured": self.measured.to_json() | {
-                    "step_times_s": list(self.step_times_s), "compile_s": self.compile_s,
+                    "step_times_s": list(self.step_times_s), "runs": self.runs,
+                    "spread": self.spread, "compile_s": self.compile_s,
                     "memory": dataclasses.asdict(self.memory),
                     "compiler_flops": self.compiler_flops},
                 "flags": sorted(f.value for f in self.flags)}
@@ -177,14 +188,19 @@ class Measurement:
 
 def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefill",
             batch: int, tokens: int | None = None, context: int | None = None,
-            weights: str = "f32", params=None, seed: int = 0, repeats: int = 5) -> Measurement:
+            weights: str = "f32", params=None, seed: int = 0, repeats: int = 5,
+            budget_s: float | None = None, progress=None) -> Measurement:
     """Compile (once per configuration), read and time one step, beside its prediction.
 
     `mesh`: a mesh from `make_mesh`, or its shape. `tokens`: the prompt length of a prefill
     (default: `context`, else 8); a decode step processes 1. `context`: the cache length
     (default: the prompt in prefill, 16 in decode). `params`: unquantized parameters (default:
-    `init_params(cfg, seed)`). The time is the median of `repeats` runs after one warm-up;
-    `repeats=0` reads the compiled step without running it (measured `time_s` is None).
+    `init_params(cfg, seed)`). The time is the median of the timed runs after one warm-up:
+    at most `repeats`, fewer once the last `STABLE_RUNS` agree within `STABLE_SPREAD` or the
+    timed runs have spent `budget_s` seconds (at least one runs); `runs` and `spread` say
+    how many ran and how far apart. `repeats=0` reads the compiled step without running it
+    (measured `time_s` is None). `progress(done, total, what)` is called before the compile
+    and before each run; an exception it raises stops the measurement (a widget's cancel).
     """
     cfg = get_model(cfg)
     mesh = mesh if not isinstance(mesh, (tuple, list)) else make_mesh(tuple(mesh))
@@ -193,6 +209,8 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     check_format(weights)
     if repeats < 0:
         raise UsageError(f"repeats must be >= 0 (timed runs after the warm-up), got {repeats}")
+    if budget_s is not None and not budget_s > 0:
+        raise UsageError(f"budget_s must be a positive number of seconds, got {budget_s}")
     engine.check(cfg, layout, shape, batch)  # the engine's own errors, before any work
 
     placed = _placed(cfg, layout.ffn, mesh, weights, seed) if params is None else \
@@ -201,9 +219,12 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
                              engine.token_spec(layout))
     cache = engine.init_cache(cfg, layout, mesh, batch, context, weights)
     pos = jnp.int32(0 if phase == "prefill" else context - 1)
+    progress = progress or (lambda done, total, what: None)
+    progress(0, repeats + 1, "compiling")
     exe, compile_s = engine.compiled_step(cfg, layout, mesh, weights, placed, tokens_BL,
                                           cache, pos)
-    times = _time(exe, placed, tokens_BL, cache, pos, repeats) if repeats else []
+    times = _time(exe, placed, tokens_BL, cache, pos, repeats, budget_s,
+                  progress) if repeats else []
 
     backend = mesh.devices.flat[0].platform
     act = jnp.dtype(activation_dtype(weights)).itemsize
@@ -285,20 +306,41 @@ def _placed(cfg, ffn: str, mesh, weights: str, seed: int):
 _RAN: weakref.WeakSet = weakref.WeakSet()
 
 
-def _time(exe, params, tokens_BL, cache, pos, repeats) -> list[float]:
+# Timed runs stop early once the last STABLE_RUNS lie within STABLE_SPREAD of their median.
+# Five runs of one step on an idle 2-core machine spread over 11% (a batch-256 decode on 4x8x8,
+# 0.56-0.63 s): three within 5% is as settled as the median gets here, and saves the rest.
+STABLE_RUNS, STABLE_SPREAD = 3, 0.05
+
+
+def spread(times) -> float | None:
+    """(max - min) / median of a step's timed runs; None for fewer than two."""
+    if len(times) < 2:
+        return None
+    return (max(times) - min(times)) / statistics.median(times)
+
+
+def _time(exe, params, tokens_BL, cache, pos, repeats, budget_s=None,
+          progress=lambda done, total, what: None) -> list[float]:
     """Seconds per step: one warm-up (unless an earlier measurement ran this very executable),
-    then `repeats` runs, each blocking on every output. The step donates its cache, so each run
-    feeds the cache the previous one returned."""
+    then up to `repeats` runs, each blocking on every output, until the last STABLE_RUNS agree
+    or `budget_s` is spent. The step donates its cache, so each run feeds the cache the
+    previous one returned."""
     if exe not in _RAN:
         logits, cache = exe(params, tokens_BL, cache, pos)
         jax.block_until_ready((logits, cache))
         _RAN.add(exe)
     times = []
-    for _ in range(repeats):
+    for k in range(repeats):
+        progress(k + 1, repeats + 1, f"running step {k + 1} of at most {repeats}")
         t0 = time.perf_counter()
         logits, cache = exe(params, tokens_BL, cache, pos)
         jax.block_until_ready((logits, cache))
         times.append(time.perf_counter() - t0)
+        last = times[-STABLE_RUNS:]
+        if len(last) == STABLE_RUNS and spread(last) <= STABLE_SPREAD:
+            break
+        if budget_s is not None and sum(times) >= budget_s:
+            break
     return times
 
 

@@ -31,7 +31,11 @@ def register(sub) -> None:
                         "matmuls they feed")
     p.add_argument("--bidirectional", action="store_true",
                    help="with --looped: halves both ways round the ring")
-    p.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="at most this many timed runs after one warm-up (fewer once the last "
+                        "three agree within 5%%)")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="stop timing once the timed runs have spent this long")
     add_json_flag(p)
     p.set_defaults(func=run)
 
@@ -46,7 +50,7 @@ def run(args):
                     bidirectional=args.bidirectional)
     m = measure(args.model, make_mesh(shape), layout,
                 phase=args.phase, batch=args.batch, tokens=args.tokens, context=args.context,
-                weights=args.weights, repeats=args.repeats)
+                weights=args.weights, repeats=args.repeats, budget_s=args.budget)
     # the JSON keeps the sentences beside the flags they word
     return m.to_json() | {"notes": measurement_notes(m)}, text(m)
 
@@ -67,7 +71,8 @@ def text(m) -> str:
         ["memory held (weights, KV cache)", nbytes(p.memory_bytes), nbytes(q.memory_bytes)],
         ["memory during the step", nbytes(p.transient_bytes), nbytes(q.transient_bytes)],
         ["weights held", nbytes(p.weight_bytes_per_device), nbytes(q.weight_bytes_per_device)],
-        ["time (this machine)", seconds(p.time_s), seconds(q.time_s)],
+        ["time (this machine)", seconds(p.time_s), seconds(q.time_s) + (
+            f" (median of {m.runs}, spread {m.spread:.0%})" if m.spread is not None else "")],
         ["time (TPU v4, predicted)", seconds(m.tpu_time_s), ""],
     ]
     body = table(["collective(axes), bytes per device", "predicted", "measured"], rows, "lrr")

@@ -59,7 +59,8 @@ def _side(collectives, flops, attention_flops, memory_bytes, weight_bytes, time_
 
 def step_comparison(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase: str,
                     batch: int, context: int, weights: str = "f32",
-                    hardware: str = "tpu-v4", repeats: int = 3) -> dict:
+                    hardware: str = "tpu-v4", repeats: int = 3,
+                    budget_s: float | None = None) -> dict:
     """One step (a prefill of `context` prompt tokens, or a decode step over a cache of
     `context` positions) as up to three sides in the same units:
 
@@ -70,34 +71,54 @@ def step_comparison(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase
 
     Each side: collective bytes and counts per kind, FLOPs, memory per device and the step
     time in seconds (None where there is none: no host profile yet). Beside them: `ran`,
-    `why_not_run` (None when it ran), the measurement's `flags` (`measure.Flag` values) and
-    the profile's `rule`. Raises the library's ValueError for a configuration the layout or
-    the mesh cannot run."""
+    `why_not_run` (None when it ran), the measurement's `flags` (`measure.Flag` values), its
+    `runs` and `spread`, and the profile's `rule`. Raises the library's ValueError for a
+    configuration the layout or the mesh cannot run. `step_prediction` then
+    `with_measurement` are its two halves: the first at once, the second compiles and runs."""
+    out = step_prediction(cfg, mesh_shape, layout, phase=phase, batch=batch, context=context,
+                          weights=weights, hardware=hardware)
+    return with_measurement(out, layout, repeats=repeats, budget_s=budget_s)
+
+
+def step_prediction(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase: str,
+                    batch: int, context: int, weights: str = "f32",
+                    hardware: str = "tpu-v4") -> dict:
+    """`step_comparison` without this machine's sides (`ran` False): the cost model alone,
+    computed at once, for a widget to draw before the measurement lands."""
     cfg = get_model(cfg)
     mesh_shape = tuple(int(s) for s in mesh_shape)
     tokens = context if phase == "prefill" else 1
     est = estimate(cfg, layout, mesh_shape, batch=batch, tokens=tokens, context=context,
                    weights=weights, hardware=hardware)
     t = est.terms
-    predicted_hw = _side(t.collectives, t.flops, t.attention_flops, est.memory_per_chip_bytes,
-                         t.stored_weight_bytes, est.step_s)
-    out = {"model": cfg.name, "mesh": list(mesh_shape), "layout": str(layout), "phase": phase,
-           "batch": batch, "tokens": tokens, "context": context, "weights": weights,
-           "hardware": est.hardware, "rule": est.rule,
-           "hardware_times_s": est.times() | {"step_s": est.step_s},
-           "ran": False, "why_not_run": why_not_run(cfg), "compile_s": 0.0, "sides": {},
-           "flags": []}
-    if out["why_not_run"] is None:
-        m = measure(cfg, mesh_shape, layout, phase=phase, batch=batch,
-                    tokens=tokens if phase == "prefill" else None, context=context,
-                    weights=weights, repeats=repeats)
-        for name, side in (("predicted (this CPU)", m.predicted), ("measured (this CPU)",
-                                                                  m.measured)):
-            out["sides"][name] = _side(side.collectives, side.flops, side.attention_flops,
-                                       side.memory_bytes, side.weight_bytes_per_device,
-                                       side.time_s)
-        out.update(ran=True, compile_s=m.compile_s, flags=_flag_values(m.flags))
-    out["sides"][f"predicted ({est.hardware})"] = predicted_hw
+    return {"model": cfg.name, "mesh": list(mesh_shape), "layout": str(layout), "phase": phase,
+            "batch": batch, "tokens": tokens, "context": context, "weights": weights,
+            "hardware": est.hardware, "rule": est.rule,
+            "hardware_times_s": est.times() | {"step_s": est.step_s},
+            "ran": False, "why_not_run": why_not_run(cfg), "compile_s": 0.0, "flags": [],
+            "runs": 0, "spread": None, "sides": {f"predicted ({est.hardware})": _side(
+                t.collectives, t.flops, t.attention_flops, est.memory_per_chip_bytes,
+                t.stored_weight_bytes, est.step_s)}}
+
+
+def with_measurement(prediction: dict, layout: Layout, *, repeats: int = 3,
+                     budget_s: float | None = None, progress=None) -> dict:
+    """`prediction` (from `step_prediction` for `layout`) with this machine's two sides, when
+    it runs the model: compiles (once per configuration) and times the step. `progress` goes
+    to `measure`, and may stop it by raising."""
+    out = dict(prediction)
+    if out["why_not_run"] is not None:
+        return out
+    m = measure(out["model"], tuple(out["mesh"]), layout, phase=out["phase"],
+                batch=out["batch"], tokens=out["tokens"] if out["phase"] == "prefill" else None,
+                context=out["context"], weights=out["weights"], repeats=repeats,
+                budget_s=budget_s, progress=progress)
+    here = {name: _side(side.collectives, side.flops, side.attention_flops, side.memory_bytes,
+                        side.weight_bytes_per_device, side.time_s)
+            for name, side in (("predicted (this CPU)", m.predicted),
+                               ("measured (this CPU)", m.measured))}
+    out.update(ran=True, compile_s=m.compile_s, flags=_flag_values(m.flags), runs=m.runs,
+               spread=m.spread, sides=here | prediction["sides"])
     return out
 
 

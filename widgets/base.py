@@ -7,12 +7,21 @@ result (`draw`); it holds no formula. `update` runs the two: a `TpuinferError` f
 library is shown word for word in the message and the previous plot stays; any other exception
 is shown too, with its type, never raised into the kernel (a workshop must not see a
 traceback).
+
+A subclass with a slow part (`measure`: compile and run a step) draws `compute`'s prediction
+first, then measures. With `background` on, a control's change returns at once: the
+measurement runs on one worker thread, its progress in the message line, and lands in the plot
+when done; a newer change cancels it (at its next progress report, or discarded when it
+lands), so only the latest configuration is ever drawn. Code that sets controls (`set`,
+`update`) waits for the measurement, and `wait()` waits for a pending one.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import html
 import json
+import threading
 
 import ipywidgets as W
 
@@ -54,6 +63,10 @@ class Static:
                 "text/plain": f"<plotly figure: {self.figure.layout.title.text or ''}>"}
 
 
+class Cancelled(Exception):
+    """A newer change of the controls superseded this measurement."""
+
+
 def static(figure) -> Static:
     """A copy of `figure` (a Figure or FigureWidget) that stays visible in a saved notebook
     opened without a kernel."""
@@ -66,6 +79,7 @@ class Explorer:
     `snapshot()`. Displaying an explorer displays `widget`."""
 
     title = ""
+    background = False  # measure in the background (a subclass with `measure` may turn it on)
 
     def __init__(self, controls: dict, figure, rows=None):
         """`rows`: the control names of each row of the panel (default: one wrapping row)."""
@@ -74,7 +88,12 @@ class Explorer:
         self.message = W.HTML(layout=W.Layout(min_height="1.6em"))
         self.data = None
         self.error = None  # the last update's error message, None when it succeeded
+        self.cancelled = 0  # measurements a newer change superseded
         self._muted = 0
+        self._generation = 0  # bumped by every update: a measurement of an older one is stale
+        self._lock = threading.RLock()  # one drawing at a time, kernel thread or worker
+        self._worker = None  # the one thread measurements run on, made when first needed
+        self._pending = None  # the Future of the latest background measurement
         rows = rows or [list(controls)]
         panel = [W.HBox([controls[name] for name in row], layout=W.Layout(flex_flow="row wrap"))
                  for row in rows]
@@ -98,21 +117,79 @@ class Explorer:
     def notes(self, data) -> list[str]:
         return []
 
+    def needs_measuring(self, data) -> bool:
+        """Whether `data` (from `compute`) still lacks a slow part for `measure` to add."""
+        return False
+
+    def measure(self, data, progress):
+        """The slow part: `data` completed (a measurement added). `progress(done, total,
+        what)` shows how far it got, and raises `Cancelled` once a newer change came."""
+        return data
+
     # ---- shared behaviour ------------------------------------------------------------------
-    def update(self) -> bool:
+    def update(self, wait: bool = True) -> bool:
         """Recompute and redraw from the controls. Returns whether it succeeded; on failure
-        the message says why and the figure keeps its last good data."""
+        the message says why and the figure keeps its last good data. With `background` on
+        and `wait` False, a measurement still to come runs on the worker thread (and this
+        returns True once the prediction is drawn)."""
+        with self._lock:
+            self._generation += 1
+            generation = self._generation
         self.show(self.busy_text(), "busy")
         try:
             data = self.compute()
         except Exception as err:  # noqa: BLE001 - nothing may raise into the kernel
             return self._fail(err)
+        if not self._draw(data, generation):
+            return False
+        if not self.needs_measuring(data):
+            return self._settle(data)
+        if not self.background:
+            return self._measure(data, generation)
+        if self._worker is None:
+            self._worker = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="tpuinfer-measure")
+        self._pending = self._worker.submit(self._measure, data, generation)
+        return self._pending.result() if wait else True
+
+    def wait(self) -> bool:
+        """Wait for the pending background measurement; whether it landed."""
+        pending = self._pending
+        return True if pending is None else pending.result()
+
+    def _measure(self, data, generation) -> bool:
+        def progress(done, total, what):
+            if generation != self._generation:
+                raise Cancelled
+            self.show(f"{self.busy_text()} {what} ({done} of {total})", "busy")
         try:
-            with self.figure.batch_update():
-                self.draw(data)
-        except Exception as err:  # noqa: BLE001
-            return self._fail(err)
-        self.data, self.error = data, None
+            full = self.measure(data, progress)
+        except Cancelled:
+            self.cancelled += 1
+            return False
+        except Exception as err:  # noqa: BLE001 - nothing may raise into the kernel
+            with self._lock:
+                return self._fail(err) if generation == self._generation else False
+        if not self._draw(full, generation):
+            self.cancelled += 1  # landed after a newer change: never drawn
+            return False
+        return self._settle(full)
+
+    def _draw(self, data, generation) -> bool:
+        """Draw `data` unless a newer update began; False (with the message) on failure."""
+        with self._lock:
+            if generation != self._generation:
+                return False
+            try:
+                with self.figure.batch_update():
+                    self.draw(data)
+            except Exception as err:  # noqa: BLE001
+                return self._fail(err)
+            self.data = data
+            return True
+
+    def _settle(self, data) -> bool:
+        self.error = None
         self.show(" · ".join(self.notes(data)), "info")
         return True
 
@@ -137,7 +214,7 @@ class Explorer:
 
     def _changed(self, change) -> None:
         if not self._muted:
-            self.update()
+            self.update(wait=not self.background)
 
     @contextlib.contextmanager
     def hold(self):
@@ -157,7 +234,9 @@ class Explorer:
         return self.update()
 
     def snapshot(self) -> Static:
-        """The current figure as plain plotly output, for a reader without a kernel."""
+        """The current figure as plain plotly output, for a reader without a kernel (after
+        the pending measurement, if any, has landed)."""
+        self.wait()
         return static(self.figure)
 
     def _repr_mimebundle_(self, include=None, exclude=None):

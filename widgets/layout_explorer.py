@@ -1,6 +1,7 @@
 """The layout explorer: choose a mesh, layouts per phase, a batch and a context; run the real
 step on the emulated mesh and see the cost model's prediction beside what was compiled and
-measured (`tpuinfer.sweeps.step_comparison`, which calls `measure` and `cost.estimate`)."""
+measured (`tpuinfer.sweeps.step_prediction` at once, then `with_measurement`, which compiles
+and runs the step on the worker thread while the kernel stays free)."""
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ from tpuinfer.layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
 from tpuinfer.mesh import factorizations, format_shape
 from tpuinfer.quant import WEIGHT_FORMATS
 from tpuinfer.report import flag_text
-from tpuinfer.sweeps import step_comparison, why_not_run
+from tpuinfer.sweeps import step_prediction, why_not_run, with_measurement
 from tpuinfer.terms import KINDS
 
 from .base import Explorer, dropdown, int_text, toggles
@@ -39,13 +40,16 @@ class LayoutExplorer(Explorer):
     Controls: model, devices, mesh, phase, ffn, attention, looped, batch, context, weights,
     hardware. `ffn`, `attention` and `looped` edit the layout of the phase shown; each phase
     keeps its own (`layouts`). Models too large for this machine show the cost model alone.
+    The cost model's side is drawn as soon as a control changes; the measured side follows
+    from the background (`background=False`: each change waits for it). A measurement times
+    at most `repeats` runs, and stops once they agree or `budget_s` of runs is spent.
     """
 
     def __init__(self, model: str = "tiny", mesh=None, *, phase: str = "prefill",
                  prefill: Layout = Layout("ws2d", "heads"),
                  decode: Layout = Layout("ws2d", "batch"), batch: int = 1, context: int = 8,
                  weights: str = "f32", hardware: str = "tpu-v4", devices: int | None = None,
-                 repeats: int = 3):
+                 repeats: int = 3, budget_s: float = 3.0, background: bool = True):
         total = jax.device_count()
         if mesh is not None:
             mesh = tuple(int(s) for s in mesh)
@@ -57,7 +61,7 @@ class LayoutExplorer(Explorer):
                              f"ones; choose one of {counts}")
         mesh = mesh or PAPER_MESHES.get(devices, (1, 1, devices))
         self.layouts = {"prefill": prefill, "decode": decode}
-        self.repeats = repeats
+        self.repeats, self.budget_s, self.background = repeats, budget_s, background
         shown = self.layouts[phase]
         c = {
             "model": dropdown("model", list(MODELS), model),
@@ -87,7 +91,7 @@ class LayoutExplorer(Explorer):
         super().__init__(c, self._empty_figure(), rows=[
             ["model", "devices", "mesh", "hardware"], ["phase", "ffn", "attention", "looped"],
             ["batch", "context", "weights"]])
-        self.update()
+        self.update(wait=not background)
 
     @staticmethod
     def _empty_figure():
@@ -124,16 +128,23 @@ class LayoutExplorer(Explorer):
 
     def busy_text(self) -> str:
         v = {k: w.value for k, w in self.controls.items()}
-        verb = "compiling and running" if why_not_run(v["model"]) is None else "pricing"
+        verb = "measuring" if why_not_run(v["model"]) is None else "pricing"
         return (f"{verb} {v['model']} {self.layout()} on {format_shape(v['mesh'])} "
                 f"({v['phase']}, batch {v['batch']}) …")
 
     def compute(self):
         v = {k: w.value for k, w in self.controls.items()}
         self.layouts[v["phase"]] = self.layout()
-        return step_comparison(v["model"], v["mesh"], self.layout(), phase=v["phase"],
+        return step_prediction(v["model"], v["mesh"], self.layout(), phase=v["phase"],
                                batch=v["batch"], context=v["context"], weights=v["weights"],
-                               hardware=v["hardware"], repeats=self.repeats)
+                               hardware=v["hardware"])
+
+    def needs_measuring(self, data) -> bool:
+        return data["why_not_run"] is None and not data["ran"]
+
+    def measure(self, data, progress):
+        return with_measurement(data, self.layouts[data["phase"]], repeats=self.repeats,
+                                budget_s=self.budget_s, progress=progress)
 
     def draw(self, data):
         sides = data["sides"]
@@ -172,7 +183,9 @@ class LayoutExplorer(Explorer):
 
     def notes(self, data):
         ran = [f"compiled in {data['compile_s']:.1f} s" if data["compile_s"] else
-               "compiled step reused"] if data["ran"] else [data["why_not_run"]]
+               "compiled step reused"] + ([f"median of {data['runs']} timed runs, spread "
+                                          f"{data['spread']:.0%}"] if data["spread"] is not None
+                                         else []) if data["ran"] else [data["why_not_run"]]
         # measure's own TPU v4 time is not shown here (the chosen profile's is)
         return ran + [flag_text(f) for f in data["flags"]] + [
             f"the {data['hardware']} side is the cost model's prediction (bf16 activations, "
