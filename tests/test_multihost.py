@@ -317,7 +317,7 @@ def test_demo_refuses_more_open_files_than_allowed_before_starting(monkeypatch, 
     assert "2 processes of 128 devices each need about 32640 open files" in error
     # the advice: a run that fits and finishes within minutes here
     advice = "allows 3500 (ulimit -Hn); instead run fewer devices: `--processes 2 --mesh " \
-             "4x4x4` (64 devices, about 3 min on 2 cores"
+             "4x4x4` (64 devices, about 2 min on 2 cores"
     assert advice in error
     assert main(["demo", "--processes", "4"]) == 2  # 64 devices each: still too many
     assert advice in capsys.readouterr().err  # and 2 processes, the rehearsal tested here

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import jax
 
-from .hardware import cache_dir
+from .paths import cache_dir
 
 SWITCH = "TPUINFER_COMPILE_CACHE"
 OFF = ("0", "off", "no", "false")

@@ -30,7 +30,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,7 @@ import numpy as np
 
 from .errors import UsageError
 from .mesh import AXES, factorizations
+from .paths import cache_dir
 from .terms import KINDS
 
 RULES = ("sum", "overlap")
@@ -194,10 +194,6 @@ PAPER_MESHES = {8: (2, 2, 2), 16: (2, 4, 2), 32: (4, 2, 4), 64: (4, 4, 4), 128: 
 
 
 # ---- the host profile ---------------------------------------------------------------------
-def cache_dir() -> Path:
-    return Path(os.environ.get("TPUINFER_CACHE") or Path.home() / ".cache" / "tpuinfer")
-
-
 def host_profile_path() -> Path:
     return cache_dir() / "host.json"
 

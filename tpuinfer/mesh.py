@@ -12,7 +12,7 @@ import math
 import jax
 from jax.sharding import AxisType, Mesh
 
-from . import distributed
+from . import compile_cache, distributed
 from .errors import TpuinferError, UsageError
 
 AXES = ("x", "y", "z")  # the mesh's axes, in this order everywhere (specs, profiles, shapes)
@@ -57,8 +57,7 @@ def emulate(n: int = 256, processes: int = 1, process_id: int = 0,
         raise UsageError(f"emulate(n) needs a positive device count, got {n!r}")
     distributed.check_args(n, processes, process_id, coordinator)
     if processes == 1:
-        from . import compile_cache  # here: it reads the cache directory from .hardware,
-        compile_cache.enable()       # which imports this module
+        compile_cache.enable()
     if jax.config.jax_num_cpu_devices == n // processes and processes == 1:
         # Asked for before (or set by hand): asking again tells nothing. Starting the backend
         # (if it has not started) is what this call is for: then see what it has.

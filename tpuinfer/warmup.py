@@ -15,6 +15,7 @@ import os
 import pathlib
 import time
 
+from . import compile_cache
 from .cli import add_json_flag
 from .config import get_model
 from .errors import UsageError
@@ -83,9 +84,9 @@ def compile_steps(steps, progress=None) -> list[dict]:
 def run_chapters(progress=None) -> list[dict]:
     """Run every chapter of the book in a fresh kernel, which inherits this process's cache
     settings (the environment), so that what it compiles lands in the same cache."""
-    try:
+    try:  # the chapters' runner comes with the book's extras (jupyterlab), not the package's
         import nbclient
-        import nbformat
+        import nbformat  # and the notebook format, with it
     except ImportError as err:
         raise UsageError(f"warmup --book runs the chapters with nbclient ({err}); install the "
                          'book\'s extras: pip install -e ".[book]"') from None
@@ -117,7 +118,6 @@ def register(sub) -> None:
 
 
 def run(args):
-    from . import compile_cache
     emulate(256)
     where = compile_cache.in_use()
     if where is None:

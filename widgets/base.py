@@ -159,9 +159,10 @@ class Explorer:
 
     def _measure(self, data, generation) -> bool:
         def progress(done, total, what):
-            if generation != self._generation:
-                raise Cancelled
-            self.show(f"{self.busy_text()} {what} ({done} of {total})", "busy")
+            with self._lock:
+                if generation != self._generation:
+                    raise Cancelled
+                self.show(f"{self.busy_text()} {what} ({done} of {total})", "busy")
         try:
             full = self.measure(data, progress)
         except Cancelled:
@@ -170,10 +171,11 @@ class Explorer:
         except Exception as err:  # noqa: BLE001 - nothing may raise into the kernel
             with self._lock:
                 return self._fail(err) if generation == self._generation else False
-        if not self._draw(full, generation):
-            self.cancelled += 1  # landed after a newer change: never drawn
-            return False
-        return self._settle(full)
+        with self._lock:  # drawn and worded together, unless a newer change came meanwhile
+            if generation != self._generation:
+                self.cancelled += 1  # landed after a newer change: never drawn
+                return False
+            return self._draw(full, generation) and self._settle(full)
 
     def _draw(self, data, generation) -> bool:
         """Draw `data` unless a newer update began; False (with the message) on failure."""
