@@ -18,12 +18,6 @@ through the environment before anything imports JAX: a step one process compiled
 back by the next that needs it, instead of compiled again. XLA:CPU spends most of a 4x8x8
 step's compile on its collectives (one 256-way all-to-all took 8-20 s, one kernel per piece);
 read back, 0.1 s. An executable read back reports the same HLO text, memory and cost analysis.
-
-The suite's processes also compile with LLVM's optimizations off
-(`--xla_backend_optimization_level=0`): a test compiles many steps and runs each a few times,
-and what it checks (values, HLO, collectives, bytes) is decided before LLVM runs. On an idle
-machine a ws1d/batch run on 4x8x8 compiled in 49 s instead of 60, a 2x2x2 run in 3.1 s instead
-of 4.1. Wall times are the benchmarks' business (`benchmarks/`), which run with the defaults.
 """
 import os
 import tempfile
@@ -33,9 +27,6 @@ import pytest
 # Set in the first process (pytest's own, before xdist starts its workers); inherited after.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="tpuinfer-test-jax-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + " --xla_backend_optimization_level=0").strip()
 
 # Modules whose module-scoped fixtures are worth building once (test_measure's session cache
 # of measurements is not among them: its steps are shared through the compilation cache, and
