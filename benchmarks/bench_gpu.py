@@ -16,28 +16,16 @@ CPU's, and the targets do not apply.
     python benchmarks/bench_gpu.py [--model palm-8b] [--hardware PROFILE]
 """
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
 import tpuinfer as ti
+from tpuinfer.calibrate import timed  # a warm-up, then the median of five calls
 from tpuinfer.cost import estimate
 
 MESH = (1, 1, 1)
 LAYOUT = ti.Layout("ws1d", "heads")
-
-
-def timed(fn, *args, repeats=10) -> float:
-    """Median seconds of `repeats` calls after one warm-up (compile)."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def hbm_bytes_per_s(n_bytes: int) -> float:

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import time
 
 from . import compile_cache
+from .book_cli import BOOK
 from .cli import add_json_flag
 from .config import get_model
 from .errors import UsageError
@@ -25,7 +25,6 @@ from .mesh import emulate
 from .report import progress_bar
 
 FULL = (4, 8, 8)
-BOOK = pathlib.Path(__file__).resolve().parents[1] / "book"
 CHAPTER_TIMEOUT_S = 1800  # one cell; a cold 4x8x8 chapter cell takes about a minute
 
 
