@@ -22,7 +22,8 @@ HOST = HardwareProfile(
     name="host", description="made up", peak_flops=1e11, hbm_bytes=2**34, hbm_bandwidth=1e10,
     interconnect="host", link_bandwidth=0.0, hop_latency_s=0.0, max_chips=256,
     device_overhead_s=2e-5, layer_overhead_s=1e-5, rule="sum",
-    host_collectives=tuple((k, 1e-4, 1e-5, 1e-7, 1e-10) for k in HOST_KINDS))
+    host_collectives=tuple((k, 1e-4, 1e-5, 1e-7, 1e-10) for k in HOST_KINDS),
+    activation_bandwidth=5e9, multirow_weight_bandwidth=4e9)
 
 
 def test_devices_of_an_emulated_mesh_share_the_host():
@@ -39,6 +40,40 @@ def test_devices_of_an_emulated_mesh_share_the_host():
     assert e.times()["overhead_s"] == e.overhead_s
 
 
+def test_a_host_prices_activations_and_multi_row_weights_at_their_own_rates():
+    """What a matmul's shape costs on a host: the activations it moves, and the weights of a
+    multi-row matmul, which XLA:CPU packs before multiplying; one-row reads stream at
+    `hbm_bandwidth`. A profile without those rates (every chip's) leaves them as before."""
+    terms = StepTerms(flops=0.0, attention_flops=0.0, weight_bytes=3e6, kv_bytes=1e6,
+                      stored_weight_bytes=3e6, stored_kv_bytes=1e6, activation_bytes=0.0,
+                      activation_traffic_bytes=2e6, multirow_weight_bytes=2e6)
+    e = estimate("tiny", ti.Layout("ws2d", "heads"), (2, 2, 2), batch=8, tokens=1,
+                 context=16, hardware=HOST, terms=terms)
+    assert e.weights_s == pytest.approx(8 * (1e6 / 1e10 + 2e6 / 4e9))
+    assert e.kv_s == pytest.approx(8 * 1e6 / 1e10)
+    assert e.activations_s == pytest.approx(8 * 2e6 / 5e9) == e.times()["activations_s"]
+    assert e.memory_s == pytest.approx(e.weights_s + e.kv_s + e.activations_s)
+    assert e.step_s == pytest.approx(e.memory_s + e.overhead_s)  # no FLOPs, no collectives
+    plain = estimate("tiny", ti.Layout("ws2d", "heads"), (2, 2, 2), batch=8, tokens=1,
+                     context=16, hardware=HOST.replace(activation_bandwidth=0.0,
+                                                       multirow_weight_bandwidth=0.0),
+                     terms=terms)
+    assert plain.weights_s == pytest.approx(8 * 3e6 / 1e10) and plain.activations_s == 0.0
+    assert "activations_s" not in plain.times()
+
+
+def test_a_host_profile_written_before_the_shape_terms_still_loads(tmp_path, monkeypatch):
+    """A `host.json` from before `activation_bandwidth` and `multirow_weight_bandwidth`
+    loads, and prices neither (as it did), until `tpuinfer calibrate` runs again."""
+    monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
+    save_host_profile(HOST)
+    fields = json.loads((tmp_path / "host.json").read_text())
+    del fields["activation_bandwidth"], fields["multirow_weight_bandwidth"]
+    (tmp_path / "host.json").write_text(json.dumps(fields))
+    old = get_hardware("host")
+    assert old.activation_bandwidth == old.multirow_weight_bandwidth == 0.0
+
+
 def test_the_planner_carries_dispatch_through_a_phase():
     from tpuinfer.planner import phase_estimate
     ph = phase_estimate("tiny", ti.Layout("ws2d", "heads"), (2, 2, 2), "decode", batch=8,
@@ -46,6 +81,7 @@ def test_the_planner_carries_dispatch_through_a_phase():
     assert ph.overhead_s == pytest.approx(4 * ph.first.overhead_s) and ph.overhead_s > 0
     assert ph.latency_s == pytest.approx(ph.sum_s)  # rule "sum": every part adds
     assert ph.times()["overhead_s"] == ph.overhead_s
+    assert ph.activations_s == pytest.approx(4 * ph.first.activations_s) and ph.activations_s > 0
 
 
 def test_a_host_collective_is_priced_per_call_device_member_and_byte():
@@ -67,12 +103,15 @@ def test_calibrate_needs_the_256_device_mesh(monkeypatch):
         calibrate()
 
 
-# Steps as `step_samples` returns them: [compute, memory, collectives, chips·layers] seconds on
-# the micro-benchmarks' profile, the launch seconds, and the measured seconds. Made from known
-# constants, so the fit has one right answer.
-SLOW = (1.5, 2.0, 3.0, 2e-5)  # FLOP/s x1/1.5, bytes/s x1/2, collectives x3, 20 µs per layer
-PARTS = [[1e-3, 2e-4, 5e-4, 16], [4e-4, 1e-3, 1e-4, 16], [2e-4, 3e-4, 2e-3, 128],
-         [3e-3, 1e-4, 3e-4, 128], [1e-4, 2e-3, 1e-3, 16], [5e-4, 5e-4, 5e-4, 128]]
+# Steps as `step_samples` returns them: [compute, multi-row weights, activations, collectives,
+# chips·layers] seconds on the micro-benchmarks' profile, the seconds taken as measured, and
+# the measured seconds. Made from known constants, so the fit has one right answer.
+SLOW = (1.5, 2.0, 4.0, 3.0, 2e-5)  # FLOP/s x1/1.5, multi-row weight bytes/s x1/2,
+#                                    activation bytes/s x1/4, collectives x3, 20 µs per layer
+PARTS = [[1e-3, 2e-4, 1e-4, 5e-4, 16], [4e-4, 1e-3, 3e-4, 1e-4, 16],
+         [2e-4, 3e-4, 1e-3, 2e-3, 128], [3e-3, 1e-4, 2e-4, 3e-4, 128],
+         [1e-4, 2e-3, 5e-4, 1e-3, 16], [5e-4, 5e-4, 2e-3, 5e-4, 128],
+         [2e-3, 1e-4, 4e-4, 1e-4, 128]]
 
 
 def _steps(slow):
@@ -84,7 +123,9 @@ def test_the_step_fit_recovers_known_constants():
     were made with, and scales every collective by the fitted factor."""
     profile, factor, worst = fit_steps(HOST, _steps(SLOW))
     assert profile.flops_efficiency == pytest.approx(1 / 1.5)
-    assert profile.hbm_efficiency == pytest.approx(1 / 2.0)
+    assert profile.multirow_weight_bandwidth == pytest.approx(HOST.multirow_weight_bandwidth / 2)
+    assert profile.activation_bandwidth == pytest.approx(HOST.activation_bandwidth / 4)
+    assert profile.hbm_efficiency == HOST.hbm_efficiency  # one-row reads: the micro-benchmark's
     assert factor == pytest.approx(3.0) and worst == pytest.approx(0.0, abs=1e-9)
     assert profile.layer_overhead_s == pytest.approx(2e-5)
     assert profile.host_collectives[0][1:] == pytest.approx(
@@ -95,10 +136,10 @@ def test_a_fit_outside_physical_bounds_fails_and_says_so(tmp_path, monkeypatch):
     """Steps whose compute the fit cannot see (an efficiency of 1000x) fail the calibration;
     `tpuinfer calibrate` then writes no profile."""
     with pytest.raises(CalibrationError, match="calibration failed.*FLOP/s efficiency 1e"):
-        fit_steps(HOST, _steps((1e-3, 2.0, 3.0, 2e-5)))
+        fit_steps(HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5)))
     monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
     monkeypatch.setattr(calibrate_module, "calibrate", lambda progress=None: fit_steps(
-        HOST, _steps((1e-3, 2.0, 3.0, 2e-5))))
+        HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5))))
     assert main(["calibrate"]) == 2
     assert not (tmp_path / "host.json").exists()
 
@@ -130,11 +171,11 @@ def test_calibrate_writes_the_host_profile_and_measure_predicts_wall_time(
     host = get_hardware("host")
     assert host.interconnect == "host" and host.rule == "sum"
     assert host.peak_flops > 1e9 and host.hbm_bandwidth > 1e8  # a CPU, not a zero
-    assert 0 < host.flops_efficiency and 0 < host.hbm_efficiency
+    assert 0 < host.flops_efficiency and host.hbm_efficiency == 1.0  # one-row reads: measured
+    assert host.activation_bandwidth > 1e8 and host.multirow_weight_bandwidth > 1e8
     for kind, *coef in host.host_collectives:
         assert all(x >= 0 for x in coef) and any(coef), kind
-    for name in ("flops_efficiency", "hbm_efficiency"):  # inside the bounds it fails outside
-        assert EFFICIENCY_BOUNDS[0] <= getattr(host, name) <= EFFICIENCY_BOUNDS[1], name
+    assert EFFICIENCY_BOUNDS[0] <= host.flops_efficiency <= EFFICIENCY_BOUNDS[1]  # or it fails
     m = measure("tiny", (2, 2, 2), ti.Layout("ws2d", "heads"), phase="decode", batch=8,
                 repeats=0)
     # the host profile's price of this very step (how far that is from wall time is

@@ -280,3 +280,29 @@ def test_mfu_and_cost_follow_papers_definitions():
     # Table 2 high-throughput prefill: 512·2048 tokens, 64 chips, 85.2 s -> 76%
     assert mfu(cfg, 512 * 2048, 64, V4, 85.2) == pytest.approx(0.755, abs=1e-3)
     assert cost_per_token(64, 1.82, 64 * 64) == pytest.approx(64 * 1.82 / 4096)
+
+
+def test_matmul_shape_terms_follow_the_partition_specs_hand_worked():
+    """`activation_traffic_bytes`: what each weight matmul reads and writes per row (a local
+    [k, n] weight: k in, n out), over the chip's rows. tiny (E 256, F 1024, H 256, D 8, K 1,
+    V 512) as ws1d on 4x8x8, batch 256 x 8 tokens in f32: 2048 rows through W_q, W_k, W_v
+    ([256, 8] local each: 264), W_o ([8, 256]: 264), W_gate and W_up ([256, 4]: 260) and W_down
+    ([4, 256]: 260), two layers; the output projection's [512, 1] slice of the table for the
+    256 last positions (513). `multirow_weight_bytes`: the weights read by matmuls of more
+    than one row."""
+    from tpuinfer.layouts import step_terms
+    cfg = MODELS["tiny"]
+    t = step_terms(cfg, Layout("ws1d", "heads"), (4, 8, 8), batch=256, tokens=8, context=8,
+                   weights="f32", act_bytes=4)
+    per_row = 2 * (4 * 264 + 3 * 260)
+    assert t.activation_traffic_bytes == (2048 * per_row + 256 * 513) * 4
+    assert t.multirow_weight_bytes == t.weight_bytes  # every matmul has 2048 or 256 rows
+    # wg-xyz splits the batch over all 8 chips of 2x2x2: a decode step at batch 8 gives each
+    # one sequence, one row: every weight is read by a matrix-vector product
+    one_row = step_terms(cfg, Layout("wg-xyz", "batch"), (2, 2, 2), batch=8, tokens=1,
+                         context=16, weights="f32", act_bytes=4)
+    assert one_row.multirow_weight_bytes == 0.0 < one_row.weight_bytes
+    # the chip profiles leave both out, as the paper's model does
+    e = estimate(cfg, Layout("ws1d", "heads"), (4, 8, 8), batch=256, tokens=8, context=8,
+                 hardware=V4, terms=t)
+    assert e.activations_s == 0.0 and e.weights_s == pytest.approx(t.weight_bytes / 1.2e12)

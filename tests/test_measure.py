@@ -197,6 +197,26 @@ def test_timing_stops_once_runs_agree_or_the_budget_is_spent(monkeypatch, durati
         None if runs == 1 else pytest.approx((max(times) - min(times)) / statistics.median(times)))
 
 
+def test_warm_up_by_time_and_a_floor_on_timed_runs(monkeypatch):
+    """`measure.PRECISE`'s two knobs: warm-up runs until `warmup_s` has passed (the first
+    runs of a short step are slow), and no early stop before `min_runs` timed runs."""
+    durations = [1.0, 0.5, 0.5] + [0.2] * 8  # three warm-ups reach 2.0 s >= 1.6 s
+    times = measure_module._time(clocked_step(monkeypatch, durations), None, None, None, 0, 8,
+                                 warmup_s=1.6, min_runs=5)
+    assert times == pytest.approx([0.2] * 5)  # three agreed after 3, but 5 must run
+    assert measure_module.PRECISE["min_runs"] > measure_module.STABLE_RUNS
+    with pytest.raises(ValueError, match="warmup_s must be >= 0"):
+        measure(CFG, (2, 2, 2), ti.Layout("ws2d", "heads"), phase="decode", batch=8,
+                context=CACHE_LEN, warmup_s=-1)
+
+
+def test_the_host_error_is_relative_to_the_measurement():
+    assert measure_module.relative_error(1.2, 1.0) == pytest.approx(0.2)
+    assert measure_module.relative_error(0.5, 1.0) == pytest.approx(0.5)
+    assert measure_module.relative_error(None, 1.0) is None
+    assert measure_module.relative_error(1.0, None) is None
+
+
 def test_a_progress_callback_that_raises_stops_the_measurement():
     class Stop(Exception):
         pass

@@ -54,6 +54,26 @@ def test_layout_explorer_plots_measure_and_estimate(layout_explorer):
     assert "prediction" in ex.message.value
 
 
+def test_the_explorer_words_the_host_predictions_error(layout_explorer, tmp_path, monkeypatch):
+    """With a host profile, the message says how far its prediction of this CPU's step was
+    from the measurement: the library's `Measurement.host_error`, as the benchmark counts."""
+    from tpuinfer.hardware import HOST_KINDS, HardwareProfile, save_host_profile
+    from tpuinfer.measure import relative_error
+    from tpuinfer.sweeps import step_comparison
+    monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
+    save_host_profile(HardwareProfile(
+        name="host", description="made up", peak_flops=1e11, hbm_bytes=2**34,
+        hbm_bandwidth=1e10, interconnect="host", link_bandwidth=0.0, hop_latency_s=0.0,
+        rule="sum", host_collectives=tuple((k, 1e-4, 1e-5, 1e-7, 1e-10) for k in HOST_KINDS)))
+    data = step_comparison("tiny", MESH, Layout("ws2d", "heads"), phase="prefill", batch=8,
+                           context=8, repeats=1)
+    predicted, measured = (data["sides"][f"{k} (this CPU)"]["time_s"]
+                           for k in ("predicted", "measured"))
+    assert data["host_error"] == relative_error(predicted, measured) > 0
+    (line,) = [n for n in layout_explorer.notes(data) if "host profile predicted" in n]
+    assert line.endswith(f"{data['host_error']:.0%} off")
+
+
 def test_layout_explorer_invalid_batch_keeps_the_last_plot(layout_explorer):
     ex = layout_explorer
     ex.set(ffn="wg-xy", batch=8)

@@ -13,20 +13,38 @@ a fixed part, a rendezvous part per device taking part, a part per message (each
 exchanges one with every member of its group in an all-to-all), and the copy of every device's
 `bytes` (per device, under `tpuinfer.terms`' convention) through the one shared memory.
 
+What a chip's model leaves out, a host cannot: how a matmul's shape sets its speed. Two
+effects, each measured by its own micro-benchmark:
+- the activations a matmul reads and writes (`StepTerms.activation_traffic_bytes`). On 256
+  emulated devices a thin per-device slice of a matmul (ws1d gives each device 4 columns of
+  F) reads a whole [B·L, E] activation to compute a sliver, and the mesh's activations (512 MiB
+  of them in a 4x8x8 ws1d prefill at batch 256) stream from DRAM: XLA:CPU ran such a matmul at
+  15-25 GFLOP/s, a sixth of the host's matmul rate. Priced at `activation_bandwidth`;
+- the weights of a matmul of more than one row (`StepTerms.multirow_weight_bytes`): XLA:CPU
+  packs them into panels before multiplying, and read them at 5-10 GB/s where a one-row
+  product streams them at 35. Priced at `multirow_weight_bandwidth`.
+
 Each constant is fitted (non-negative least squares on relative error) to programs that do only
 that one thing, timed as `measure` times a step (a warm-up, then the median of five runs, each
 blocking on its output):
 1. launch: an elementwise op on meshes of 8, 64 and 256 devices: a fixed part and per device;
 2. matmul: a chain of f32 matmuls on every device of a 2x2x2 mesh: the host's FLOP/s;
-3. memory: a vector times a matrix far larger than the caches: the host's bytes/s;
-4. collectives: each kind over groups of 2 to 256 devices, at two sizes.
+3. memory: a vector times a matrix far larger than the caches: the host's bytes/s, at which
+   one-row matmuls read their weights and attention its KV cache;
+4. multi-row weights: eight rows times the same matrix: bytes/s once its FLOPs are taken out;
+5. activations: a thin matmul pair ([2048, 256]·[256, 4]·[4, 256]) on every device of a 4x4x4
+   mesh, 270 MB of activations, past any cache: bytes/s once its FLOPs are taken out;
+6. collectives: each kind over groups of 2 to 256 devices, at two sizes.
 Programs that do one thing at a time run faster than a step, where 8 to 256 device threads
 interleave small matmuls, copies and rendezvous on the same cores. So, as `tpu-v4-calibrated`
-fits efficiencies to the paper's measured steps, the last stage times eight real steps of
-the engine (two layouts, prefill and decode, on meshes of 8 and 64 devices: 1x4x2 and 4x4x4,
-meshes `benchmarks/bench_measure.py` does not check against) and fits four numbers to them:
-the FLOP/s and bytes/s efficiencies, one factor on every collective's time, and the dispatch
-cost of one layer per device.
+fits efficiencies to the paper's measured steps, the last stage times real steps of the engine
+(`STEP_POINTS`: two layouts, prefill and decode, on 1x4x2 and on 4x4x4 at batch 64 and 256,
+where the activations outgrow the caches; none is a configuration
+`benchmarks/bench_measure.py` checks against, and 2x4x8 is a mesh it never runs) and fits five
+numbers to them: the efficiencies of the FLOP/s, the multi-row weight bytes/s and the
+activation bytes/s, one factor on every collective's time, and the dispatch cost of one layer
+per device. One-row weight reads and the KV cache keep the micro-benchmark's rate: the
+steps have too few of them to fit it.
 Everything runs in f32, as `measure` does by default. XLA:CPU has no bf16 matrix unit, so a bf16
 or int8 step runs slower than this profile predicts.
 
@@ -55,7 +73,7 @@ from .cost import estimate
 from .errors import TpuinferError, UsageError
 from .hardware import HOST_KINDS, HardwareProfile, save_host_profile
 from .layouts import Layout
-from .measure import measure, on_backend
+from .measure import PRECISE, measure, on_backend
 from .mesh import EmulationError, emulate, make_mesh
 from .planner import Progress
 from .report import progress_bar
@@ -75,10 +93,15 @@ FULL = (4, 8, 8)  # calibration needs the paper's largest mesh: 256 emulated dev
 # f32 elements per device of a collective's input: small (1 KiB: latency) and large (128 KiB:
 # 32 MiB over the 256 devices, past the caches, as the tiny model's larger steps move)
 SMALL, LARGE = 256, 32768
-# (mesh, axes, elements): groups of 2 to 256 devices, meshes of 8 and 256, two sizes
+# (mesh, axes, elements): groups of 2 to 256 devices, meshes of 8, 64 and 256, two sizes. Small
+# groups on each mesh separate a call's cost per device from its cost per member (a step's
+# weight gathers run in groups of 2 to 8): a group of 4 on 4x8x8 cost 14 µs per device, one of
+# 8 25 µs, one of 64 on 4x4x4 107 µs.
 COLLECTIVE_POINTS = [
+    ((2, 2, 2), ("x",), SMALL),
     ((2, 2, 2), ("x", "y", "z"), SMALL), ((2, 2, 2), ("x", "y", "z"), LARGE),
-    (FULL, ("z",), SMALL), (FULL, ("z",), LARGE),
+    ((4, 4, 4), ("x",), SMALL), ((4, 4, 4), ("y", "z"), SMALL),
+    (FULL, ("x",), SMALL), (FULL, ("z",), SMALL), (FULL, ("z",), LARGE),
     (FULL, ("y", "z"), SMALL), (FULL, ("x", "y", "z"), SMALL),
 ]
 PERMUTE_POINTS = [((2, 2, 2), ("z",), SMALL), ((2, 2, 2), ("z",), LARGE),
@@ -136,6 +159,34 @@ def matmul_flops_per_s() -> float:
     w = jnp.full((k, k), 1.0 / k, jnp.float32)
     t = per_call(mesh, lambda x: (x.reshape(m, k) @ w).reshape(-1), _per_device(mesh, m * k))
     return 2 * m * k * k * mesh.size / t
+
+
+ACTIVATION_SHAPE = (2048, 256, 4)  # rows, E, columns: a ws1d slice of F on a large mesh
+
+
+def activation_bytes_per_s(flops_per_s: float) -> float:
+    """The host's bytes/s through thin matmuls: x[m, k]·w[k, n]·w2[n, k] on every device of a
+    4x4x4 mesh (64 x 4 MiB of activations in and out, past the caches), counted as
+    `StepTerms.activation_traffic_bytes` counts them, its FLOPs' time (at `flops_per_s`)
+    taken out."""
+    mesh, (m, k, n) = make_mesh((4, 4, 4)), ACTIVATION_SHAPE
+    w, w2 = jnp.full((k, n), 1.0 / k, jnp.float32), jnp.full((n, k), 1.0 / n, jnp.float32)
+    t = per_call(mesh, lambda x: ((x.reshape(m, k) @ w) @ w2).reshape(-1),
+                 _per_device(mesh, m * k))
+    flops_s = 4 * m * k * n * mesh.size / flops_per_s
+    return 2 * m * (k + n) * 4 * mesh.size / max(t - flops_s, t / 10)
+
+
+def multirow_weight_bytes_per_s(flops_per_s: float) -> float:
+    """The host's bytes/s reading weights in matmuls of more than one row: x[8, k]·W[k, k]
+    with a 16 MiB W on every device of a 2x2x2 mesh (chains of 1 and 4, so the launch
+    cancels), its FLOPs' time (at `flops_per_s`) taken out. XLA:CPU packs W into panels
+    first; a one-row product (`memory_bytes_per_s`) streams it, 3-4x faster."""
+    mesh, m, k = make_mesh((2, 2, 2)), 8, 2048
+    w = jnp.full((k, k), 1.0 / k, jnp.float32)
+    t = per_call(mesh, lambda x: (x.reshape(m, k) @ w).reshape(-1), _per_device(mesh, m * k))
+    flops_s = 2 * m * k * k * mesh.size / flops_per_s
+    return 4 * k * k * mesh.size / max(t - flops_s, t / 10)
 
 
 def memory_bytes_per_s() -> float:
@@ -216,12 +267,15 @@ class Calibration:
     profile: HardwareProfile
     launch_fixed_s: float  # a program's fixed launch (the profile keeps the per-device part)
     collective_factor: float  # every collective's benchmark time x this in a real step
+    activation_efficiency: float  # the steps' activation bytes/s over the micro-benchmark's
+    multirow_efficiency: float  # and their multi-row weight bytes/s
     worst_residual: float  # the step fit's largest relative error
     steps: int  # real steps fitted
     seconds: float  # the calibration's wall time
 
 
-STAGES = ("launch", "matmul", "memory", *HOST_KINDS, "steps")
+STAGES = ("launch", "matmul", "memory", "multi-row weights", "activations", *HOST_KINDS,
+          "steps")
 
 
 def calibrate(progress: Progress | None = None) -> Calibration:
@@ -245,9 +299,13 @@ def calibrate(progress: Progress | None = None) -> Calibration:
     flops = matmul_flops_per_s()
     step(2, len(STAGES), "memory")
     memory = memory_bytes_per_s()
+    step(3, len(STAGES), "multi-row weights")
+    multirow = multirow_weight_bytes_per_s(flops)
+    step(4, len(STAGES), "activations")
+    activations = activation_bytes_per_s(flops)
     collectives = []
     for i, kind in enumerate(HOST_KINDS):
-        step(3 + i, len(STAGES), kind)
+        step(5 + i, len(STAGES), kind)
         collectives.append((kind, *fit_collective(collective_samples(kind))))
     micro = HardwareProfile(
         name="host",
@@ -255,41 +313,63 @@ def calibrate(progress: Progress | None = None) -> Calibration:
                     "calibrated by `tpuinfer calibrate`",
         peak_flops=flops, hbm_bytes=hbm_bytes, hbm_bandwidth=memory,
         interconnect="host", link_bandwidth=0.0, hop_latency_s=0.0, max_chips=jax.device_count(),
-        device_overhead_s=per_device, host_collectives=tuple(collectives), rule="sum")
+        device_overhead_s=per_device, host_collectives=tuple(collectives), rule="sum",
+        activation_bandwidth=activations, multirow_weight_bandwidth=multirow)
     step(len(STAGES) - 1, len(STAGES), "steps")
     profile, factor, worst = fit_steps(micro, step_samples(micro))
     step(len(STAGES), len(STAGES), "done")
-    return Calibration(profile, fixed, factor, worst, len(STEP_POINTS),
+    return Calibration(profile, fixed, factor, profile.activation_bandwidth / activations,
+                       profile.multirow_weight_bandwidth / multirow, worst, len(STEP_POINTS),
                        time.perf_counter() - t0)
 
 
 # ---- the efficiencies, from real steps --------------------------------------------------------
-STEP_POINTS = [(shape, ffn, attention, phase) for shape in ((1, 4, 2), (4, 4, 4))
+STEP_POINTS = [(shape, batch, ffn, attention, phase)
+               for shape, batch in (((1, 4, 2), 64), ((4, 4, 4), 64), ((4, 4, 4), 256))
                for ffn, attention in (("ws2d", "heads"), ("wg-xy", "batch"))
                for phase in ("prefill", "decode")]
-STEP_BATCH, STEP_TOKENS, STEP_CONTEXT = 64, 8, 16
+STEP_TOKENS, STEP_CONTEXT = 8, 16
+# timed as the benchmark times (`measure.PRECISE`), within shorter budgets, twice
+# (`step_samples`): under a minute in all
+STEP_TIMING = PRECISE | {"budget_s": 0.5, "warmup_s": 0.1, "min_runs": 10}
+STEP_PASSES = 2
 
 
 def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float]]:
-    """Per real step: (the micro profile's [compute, memory, collectives, chips·layers] seconds
-    or units, the launch seconds, the measured seconds)."""
+    """Per real step: (the micro profile's [compute, multi-row weights, activations,
+    collectives, chips·layers] seconds or units, the seconds taken as measured (dispatch, and
+    the one-row weight and KV reads: streamed at the micro-benchmark's rate), the measured
+    seconds). Each step is
+    timed in `STEP_PASSES` passes over all of them, and the faster median kept: this machine
+    slows by up to 40% for tens of seconds at a time (seen from one pass over the steps to the
+    next, nothing else running), and a fit to a slow pass predicted every step 40% long."""
+    measured: dict[int, float] = {}
+    for _ in range(STEP_PASSES):
+        for i, (shape, batch, ffn, attention, phase) in enumerate(STEP_POINTS):
+            m = _step(shape, batch, ffn, attention, phase)
+            measured[i] = min(measured.get(i, math.inf), m.measured.time_s)
     out = []
-    for shape, ffn, attention, phase in STEP_POINTS:
-        layout = Layout(ffn, attention)
-        tokens = STEP_TOKENS if phase == "prefill" else None
-        m = measure("tiny", shape, layout, phase=phase, batch=STEP_BATCH, tokens=tokens,
-                    context=STEP_CONTEXT, repeats=REPEATS)
+    for i, (shape, batch, ffn, attention, phase) in enumerate(STEP_POINTS):
+        m = _step(shape, batch, ffn, attention, phase, repeats=0)  # compiled: read, not run
         terms = on_backend(m.terms, shape, m.backend)  # priced as compiled here
-        e = estimate(m.model, layout, shape, batch=m.batch, tokens=m.tokens, context=m.context,
-                     weights=m.weights, hardware=micro, terms=terms)
-        layers = math.prod(shape) * get_model(m.model).n_layers
-        out.append(([e.compute_s, e.memory_s, e.comm_s, layers], e.overhead_s,
-                    m.measured.time_s))
+        e = estimate(m.model, m.layout, shape, batch=m.batch, tokens=m.tokens,
+                     context=m.context, weights=m.weights, hardware=micro, terms=terms)
+        chips = math.prod(shape)
+        multirow_s = chips * terms.multirow_weight_bytes / micro.multirow_weight_bandwidth
+        layers = chips * get_model(m.model).n_layers
+        out.append(([e.compute_s, multirow_s, e.activations_s, e.comm_s, layers],
+                    e.overhead_s + e.weights_s - multirow_s + e.kv_s, measured[i]))
     return out
 
 
+def _step(shape, batch, ffn, attention, phase, **timing):
+    tokens = STEP_TOKENS if phase == "prefill" else None
+    return measure("tiny", shape, Layout(ffn, attention), phase=phase, batch=batch,
+                   tokens=tokens, context=STEP_CONTEXT, **(STEP_TIMING | timing))
+
+
 def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, float]:
-    """`micro` with the four numbers fitted to real steps' `samples` (`step_samples`; see the
+    """`micro` with the five numbers fitted to real steps' `samples` (`step_samples`; see the
     module docstring), the collectives' factor and the worst relative residual. Raises
     CalibrationError when a fitted number lies outside its physical bounds."""
     from scipy.optimize import nnls  # scipy is slow to import and needed only to calibrate
@@ -297,11 +377,12 @@ def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, 
     t = np.array([s[2] - s[1] for s in samples])
     w = 1.0 / np.array([s[2] for s in samples])  # relative error
     coef, _ = nnls(rows * w[:, None], t * w)
-    slow_flops, slow_memory, slow_comm, layer_s = (float(c) for c in coef)
+    slow_flops, slow_multirow, slow_activations, slow_comm, layer_s = (float(c) for c in coef)
     predicted = rows @ coef + [s[1] for s in samples]
     worst = float(np.max(np.abs(predicted - [s[2] for s in samples]) * w))
-    fitted = {"FLOP/s efficiency": _inverse(slow_flops), "bytes/s efficiency":
-              _inverse(slow_memory)}
+    fitted = {"FLOP/s efficiency": _inverse(slow_flops),
+              "multi-row weight bytes/s efficiency": _inverse(slow_multirow),
+              "activation bytes/s efficiency": _inverse(slow_activations)}
     wrong = [f"{name} {value:.3g} (physical: {EFFICIENCY_BOUNDS[0]} to {EFFICIENCY_BOUNDS[1]})"
              for name, value in fitted.items() if not _within(value, EFFICIENCY_BOUNDS)]
     if not _within(slow_comm, COLLECTIVE_FACTOR_BOUNDS):
@@ -317,8 +398,11 @@ def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, 
             "(a busy machine does this); run `tpuinfer calibrate` again on an idle one. "
             "No host profile written.")
     scaled = tuple((kind, *(slow_comm * x for x in c)) for kind, *c in micro.host_collectives)
-    profile = micro.replace(flops_efficiency=1 / slow_flops, hbm_efficiency=1 / slow_memory,
-                            host_collectives=scaled, layer_overhead_s=layer_s)
+    profile = micro.replace(
+        flops_efficiency=1 / slow_flops,
+        multirow_weight_bandwidth=micro.multirow_weight_bandwidth / slow_multirow,
+        activation_bandwidth=micro.activation_bandwidth / slow_activations,
+        host_collectives=scaled, layer_overhead_s=layer_s)
     return profile, slow_comm, worst
 
 
@@ -365,14 +449,19 @@ def summary(cal: Calibration) -> list[str]:
     lines = [f"launch: {cal.launch_fixed_s * 1e6:.0f} µs + {hw.device_overhead_s * 1e6:.1f} µs "
              "per device",
              f"matmul: {hw.peak_flops / 1e9:.1f} GFLOP/s (f32, whole host)",
-             f"memory: {hw.hbm_bandwidth / 1e9:.2f} GB/s (whole host)"]
+             f"memory: {hw.hbm_bandwidth / 1e9:.2f} GB/s streamed by one-row matmuls (whole host)",
+             f"multi-row weights: {hw.multirow_weight_bandwidth / cal.multirow_efficiency / 1e9:.2f}"
+             " GB/s (whole host)",
+             f"activations: {hw.activation_bandwidth / cal.activation_efficiency / 1e9:.2f} GB/s "
+             "through thin matmuls (whole host)"]
     for kind, call_s, device_s, member_s, byte_s in hw.host_collectives:
         unscaled = [x / cal.collective_factor for x in (call_s, device_s, member_s, byte_s)]
         gb_per_s = 1 / unscaled[3] / 1e9 if unscaled[3] else math.inf
         lines.append(f"{kind}: {unscaled[0] * 1e6:.0f} µs + {unscaled[1] * 1e6:.2f} µs/device + "
                      f"{unscaled[2] * 1e9:.1f} ns/device/member + {gb_per_s:.2f} GB/s")
-    lines += [f"steps: FLOP/s x{hw.flops_efficiency:.2f}, bytes/s x{hw.hbm_efficiency:.2f}, "
-              f"collectives x{cal.collective_factor:.2f}, {hw.layer_overhead_s * 1e6:.1f} µs per "
+    lines += [f"steps: FLOP/s x{hw.flops_efficiency:.2f}, multi-row weight bytes/s "
+              f"x{cal.multirow_efficiency:.2f}, activation bytes/s "
+              f"x{cal.activation_efficiency:.2f}, collectives x{cal.collective_factor:.2f}, {hw.layer_overhead_s * 1e6:.1f} µs per "
               f"layer per device; worst residual {cal.worst_residual:.0%} over {cal.steps} steps",
               f"calibrated in {cal.seconds:.0f} s"]
     return lines

@@ -5,7 +5,12 @@ code they predict; this module only prices them on a chip. Formulas follow Pope 
 (arXiv 2211.05102), Section 3.1:
 
 - compute_s = (weight-matmul + attention FLOPs) / (peak · flops_efficiency)
-- weights_s, kv_s = bytes read / (HBM bandwidth · hbm_efficiency)
+- weights_s, kv_s = bytes read / (HBM bandwidth · hbm_efficiency); on a profile with a
+  `multirow_weight_bandwidth` (a host), the weights that matmuls of more than one row read
+  (`multirow_weight_bytes`) at that rate instead
+- activations_s = the bytes the weight matmuls read and write (`activation_traffic_bytes`)
+  / the profile's `activation_bandwidth`; 0 where a profile leaves them out, as the paper
+  does and every chip profile here does (a host prices them; see below)
 - each collective (V = its bytes per chip, K its group, W the group's bandwidth from
   `hardware.group_links`), per call:
     all-gather, reduce-scatter   V·(K−1)/K / W              + steps hops
@@ -23,16 +28,16 @@ code they predict; this module only prices them on a chip. Formulas follow Pope 
 `overhead_s` is the profile's fixed cost per step and per layer (`device_overhead_s`,
 `layer_overhead_s`): the work outside the matmuls and collectives, the same for every layout;
 0 on a datasheet profile. On a `host` profile (an emulated mesh, `tpuinfer.calibrate`) the
-devices share one machine: compute, weight and KV times are the per-device work of all `chips`
-devices at the host's throughput, `overhead_s` is every device's dispatch cost, and a
+devices share one machine: compute, weight, KV and activation times are the per-device work of
+all `chips` devices at the host's throughput, `overhead_s` is every device's dispatch cost, and a
 collective call costs call + chips·device + chips·group·member + chips·bytes·byte, with the
 constants of its kind.
 
 The step time under a rule (stated, never implicit):
-- `sum`: compute + weights + kv + comm. Nothing overlaps.
-- `overlap`: max(compute, weights + kv) + comm − hidden. Only what the schedule overlaps:
-  HBM streams the weights and the cache while the matrix units run, so those two take the
-  longer of the two. A plain layout's collectives (all-gather, reduce-scatter, all-reduce,
+- `sum`: compute + weights + kv + activations + comm. Nothing overlaps.
+- `overlap`: max(compute, weights + kv + activations) + comm − hidden. Only what the schedule
+  overlaps: HBM streams the weights and the cache while the matrix units run, so those two
+  take the longer of the two. A plain layout's collectives (all-gather, reduce-scatter, all-reduce,
   all-to-all) sit between the matmuls on the critical path: nothing hides them. A looped
   layout (Looped CollectiveEinsum, the paper's Section 3.5) splits the matmul beside each of
   its rings into K partial matmuls; each of the K−1 rounds of collective permutes is in flight
@@ -167,6 +172,7 @@ class Estimate:
     mfu: float
     memory_per_chip_bytes: float
     hbm_bytes: float
+    activations_s: float = 0.0  # the matmuls' activation traffic (0 unless the profile prices it)
 
     @property
     def chips(self) -> int:
@@ -174,7 +180,7 @@ class Estimate:
 
     @property
     def memory_s(self) -> float:
-        return self.weights_s + self.kv_s
+        return self.weights_s + self.kv_s + self.activations_s
 
     @property
     def exposed_s(self) -> float:
@@ -191,9 +197,12 @@ class Estimate:
 
 def named_times(t) -> dict:
     """The named times of a step (`Estimate`) or of a phase (`planner.PhaseEstimate`): compute,
-    weights, KV and communication, and the fixed overhead where a profile has one."""
+    weights, KV and communication, and the activation traffic and fixed overhead where a
+    profile prices them."""
     out = {"compute_s": t.compute_s, "weights_s": t.weights_s, "kv_s": t.kv_s,
            "comm_s": t.comm_s}
+    if t.activations_s:
+        out["activations_s"] = t.activations_s
     if t.overhead_s:
         out["overhead_s"] = t.overhead_s
     return out
@@ -219,16 +228,24 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     hidden_s = sum(t.rounds * t.hidden_s for t in coll)
     compute_s = (terms.flops + terms.attention_flops) / flops_per_s
     weights_s = terms.weight_bytes / hbm_per_s
+    if hw.multirow_weight_bandwidth:  # a host: packed matmuls read at their own rate
+        multirow = terms.multirow_weight_bytes
+        weights_s = ((terms.weight_bytes - multirow) / hbm_per_s
+                     + share * multirow / hw.multirow_weight_bandwidth)
     kv_s = terms.kv_bytes / hbm_per_s
+    activations_s = (share * terms.activation_traffic_bytes / hw.activation_bandwidth
+                     if hw.activation_bandwidth else 0.0)
     overhead_s = share * (hw.device_overhead_s + cfg.n_layers * hw.layer_overhead_s)
-    step_s = float(combine(rule, compute_s, weights_s + kv_s, comm_s, hidden_s, overhead_s))
+    step_s = float(combine(rule, compute_s, weights_s + kv_s + activations_s, comm_s, hidden_s,
+                           overhead_s))
     return Estimate(
         model=cfg.name, layout=layout, mesh_shape=mesh_shape, hardware=hw.name, batch=batch,
         tokens=tokens, context=context, weights=weights, rule=rule, terms=terms,
         collectives=coll, compute_s=compute_s, weights_s=weights_s, kv_s=kv_s, comm_s=comm_s,
         hidden_s=hidden_s, overhead_s=overhead_s, step_s=step_s,
         mfu=mfu(cfg, batch * tokens, chips, hw, step_s),
-        memory_per_chip_bytes=memory_per_chip(terms), hbm_bytes=hw.hbm_bytes)
+        memory_per_chip_bytes=memory_per_chip(terms), hbm_bytes=hw.hbm_bytes,
+        activations_s=activations_s)
 
 
 @functools.lru_cache(maxsize=8192)

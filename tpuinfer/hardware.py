@@ -77,6 +77,17 @@ class HardwareProfile:
     # (kind, call_s, device_s, member_s, byte_s): one call costs call_s + chips·device_s +
     # chips·group·member_s + chips·bytes·byte_s (tpuinfer.calibrate)
     host_collectives: tuple = ()
+    # bytes/s at which the weight matmuls read their input activations and write their outputs
+    # (`StepTerms.activation_traffic_bytes`); 0: not priced. A host prices them: XLA:CPU's
+    # matmuls stream them through the shared memory, and on a large emulated mesh they
+    # outweigh the weights (a 4x8x8 ws1d prefill at batch 256 moves 7.7 GB of them, 14 MB of
+    # weights). The paper's model (Section 3.1) leaves them out, and so do the chip profiles.
+    activation_bandwidth: float = 0.0
+    # bytes/s at which a matmul of more than one row reads its weights
+    # (`StepTerms.multirow_weight_bytes`); 0: at `hbm_bandwidth`, like every other read. A host
+    # sets it: XLA:CPU packs a multi-row matmul's weight into panels first, and on 2 cores read
+    # a [2048, 2048] weight at 5-10 GB/s with 2 to 32 rows, at 35 GB/s with one row.
+    multirow_weight_bandwidth: float = 0.0
 
     def __post_init__(self):
         if self.interconnect not in INTERCONNECTS:

@@ -159,6 +159,13 @@ class Measurement:
         """(max - min) / median of the timed runs; None for fewer than two."""
         return spread(self.step_times_s)
 
+    @property
+    def host_error(self) -> float | None:
+        """The host prediction's error, |predicted - measured| / measured: what
+        `benchmarks/bench_measure.py` reports per mesh and phase. None without a host profile
+        or a timed run."""
+        return relative_error(self.predicted.time_s, self.measured.time_s)
+
     def collective_counts(self) -> dict[tuple, tuple[int, int]]:
         """(kind, axes as text or "-", group, dtype, bytes per device per call) -> (calls
         predicted, calls measured), sorted: both sides' distinct collectives in one list."""
@@ -189,7 +196,8 @@ class Measurement:
 def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefill",
             batch: int, tokens: int | None = None, context: int | None = None,
             weights: str = "f32", params=None, seed: int = 0, repeats: int = 5,
-            budget_s: float | None = None, progress=None) -> Measurement:
+            budget_s: float | None = None, progress=None, warmup_s: float = 0.0,
+            min_runs: int | None = None) -> Measurement:
     """Compile (once per configuration), read and time one step, beside its prediction.
 
     `mesh`: a mesh from `make_mesh`, or its shape. `tokens`: the prompt length of a prefill
@@ -198,7 +206,10 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     `init_params(cfg, seed)`). The time is the median of the timed runs after one warm-up:
     at most `repeats`, fewer once the last `STABLE_RUNS` agree within `STABLE_SPREAD` or the
     timed runs have spent `budget_s` seconds (at least one runs); `runs` and `spread` say
-    how many ran and how far apart. `repeats=0` reads the compiled step without running it
+    how many ran and how far apart. `warmup_s` warms the step for that many seconds of
+    untimed runs first (at least one), and `min_runs` timed runs must pass before the last
+    ones agreeing may stop timing: `PRECISE` sets both for a prediction's error, where the
+    first runs' slowness would count as the model's. `repeats=0` reads the compiled step without running it
     (measured `time_s` is None). `progress(done, total, what)` is called before the compile
     and before each run; an exception it raises stops the measurement (a widget's cancel).
     """
@@ -211,6 +222,8 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
         raise UsageError(f"repeats must be >= 0 (timed runs after the warm-up), got {repeats}")
     if budget_s is not None and not budget_s > 0:
         raise UsageError(f"budget_s must be a positive number of seconds, got {budget_s}")
+    if warmup_s < 0:
+        raise UsageError(f"warmup_s must be >= 0 seconds of untimed runs, got {warmup_s}")
     engine.check(cfg, layout, shape, batch)  # the engine's own errors, before any work
 
     placed = _placed(cfg, layout.ffn, mesh, weights, seed) if params is None else \
@@ -223,8 +236,8 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     progress(0, repeats + 1, "compiling")
     exe, compile_s = engine.compiled_step(cfg, layout, mesh, weights, placed, tokens_BL,
                                           cache, pos)
-    times = _time(exe, placed, tokens_BL, cache, pos, repeats, budget_s,
-                  progress) if repeats else []
+    times = _time(exe, placed, tokens_BL, cache, pos, repeats, budget_s, progress, warmup_s,
+                  STABLE_RUNS if min_runs is None else min_runs) if repeats else []
 
     backend = mesh.devices.flat[0].platform
     act = jnp.dtype(activation_dtype(weights)).itemsize
@@ -322,6 +335,19 @@ _RAN: weakref.WeakSet = weakref.WeakSet()
 # Five runs of one step on an idle 2-core machine spread over 11% (a batch-256 decode on 4x8x8,
 # 0.56-0.63 s): three within 5% is as settled as the median gets here, and saves the rest.
 STABLE_RUNS, STABLE_SPREAD = 3, 0.05
+# For a prediction's error (`benchmarks/bench_measure.py`, `tpuinfer calibrate`'s steps): the
+# first runs of a short step are slow (on 2 cores a 2x2x2 decode's first ten ran 9 ms down to
+# 5 ms, as its threads and caches settle), and three runs agreeing within 5% by chance left
+# a 2x2x2 decode's median 30% from one call to the next; after 0.2 s of warm-up and at least
+# 15 timed runs it moved by under 10%. A long step stops at the budget (at least one run).
+PRECISE = {"repeats": 41, "warmup_s": 0.2, "min_runs": 15, "budget_s": 3.0}
+
+
+def relative_error(predicted: float | None, measured: float | None) -> float | None:
+    """|predicted - measured| / measured; None when either is missing."""
+    if predicted is None or not measured:
+        return None
+    return abs(predicted - measured) / measured
 
 
 def spread(times) -> float | None:
@@ -332,12 +358,15 @@ def spread(times) -> float | None:
 
 
 def _time(exe, params, tokens_BL, cache, pos, repeats, budget_s=None,
-          progress=lambda done, total, what: None) -> list[float]:
-    """Seconds per step: one warm-up (unless an earlier measurement ran this very executable),
-    then up to `repeats` runs, each blocking on every output, until the last STABLE_RUNS agree
-    or `budget_s` is spent. The step donates its cache, so each run feeds the cache the
-    previous one returned."""
-    if exe not in _RAN:
+          progress=lambda done, total, what: None, warmup_s=0.0,
+          min_runs=STABLE_RUNS) -> list[float]:
+    """Seconds per step: warm-up runs (one, unless an earlier measurement ran this very
+    executable; more until `warmup_s` has passed), then up to `repeats` runs, each blocking on
+    every output, until the last STABLE_RUNS agree (once `min_runs` have run) or `budget_s` is
+    spent. The step donates its cache, so each run feeds the cache the previous one
+    returned."""
+    t_warm = time.perf_counter()
+    while exe not in _RAN or time.perf_counter() - t_warm < warmup_s:
         logits, cache = exe(params, tokens_BL, cache, pos)
         jax.block_until_ready((logits, cache))
         _RAN.add(exe)
@@ -349,7 +378,7 @@ def _time(exe, params, tokens_BL, cache, pos, repeats, budget_s=None,
         jax.block_until_ready((logits, cache))
         times.append(time.perf_counter() - t0)
         last = times[-STABLE_RUNS:]
-        if len(last) == STABLE_RUNS and spread(last) <= STABLE_SPREAD:
+        if len(times) >= min_runs and len(last) == STABLE_RUNS and spread(last) <= STABLE_SPREAD:
             break
         if budget_s is not None and sum(times) >= budget_s:
             break

@@ -66,6 +66,7 @@ class PhaseEstimate:
     comm_s: float
     mfu: float
     overhead_s: float = 0.0  # dispatch on a host profile (an emulated mesh); else 0
+    activations_s: float = 0.0  # the matmuls' activation traffic, where the profile prices it
     padded_heads: int | None = None  # H after padding, when the layout needed it (else None)
 
     @property
@@ -89,7 +90,8 @@ class PhaseEstimate:
     @property
     def sum_s(self) -> float:
         """The phase with nothing overlapped: the tie-breaker between equal latencies."""
-        return self.compute_s + self.weights_s + self.kv_s + self.comm_s + self.overhead_s
+        return (self.compute_s + self.weights_s + self.kv_s + self.activations_s + self.comm_s
+                + self.overhead_s)
 
     @property
     def cost(self) -> float:
@@ -151,8 +153,10 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
     # Each part of step i, interpolated between the first and the last step (exact: affine).
     frac = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
     part = {k: getattr(first, k) + (getattr(last, k) - getattr(first, k)) * frac
-            for k in ("compute_s", "weights_s", "kv_s", "comm_s", "hidden_s", "overhead_s")}
-    step_s = combine(rule, part["compute_s"], part["weights_s"] + part["kv_s"], part["comm_s"],
+            for k in ("compute_s", "weights_s", "kv_s", "activations_s", "comm_s", "hidden_s",
+                      "overhead_s")}
+    step_s = combine(rule, part["compute_s"],
+                     part["weights_s"] + part["kv_s"] + part["activations_s"], part["comm_s"],
                      part["hidden_s"], part["overhead_s"])
     latency = float(np.sum(step_s))
     total = {k: float(np.sum(v)) for k, v in part.items()}
@@ -161,7 +165,8 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
         tokens=tokens, first=first, last=last, latency_s=latency,
         compute_s=total["compute_s"], weights_s=total["weights_s"], kv_s=total["kv_s"],
         comm_s=total["comm_s"], mfu=mfu(cfg, tokens, math.prod(mesh_shape), hw, latency),
-        overhead_s=total["overhead_s"], padded_heads=padded_heads)
+        overhead_s=total["overhead_s"], activations_s=total["activations_s"],
+        padded_heads=padded_heads)
 
 
 # ---- choosing -----------------------------------------------------------------------------

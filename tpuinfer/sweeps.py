@@ -72,7 +72,9 @@ def step_comparison(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase
     Each side: collective bytes and counts per kind, FLOPs, memory per device and the step
     time in seconds (None where there is none: no host profile yet). Beside them: `ran`,
     `why_not_run` (None when it ran), the measurement's `flags` (`measure.Flag` values), its
-    `runs` and `spread`, and the profile's `rule`. Raises the library's ValueError for a
+    `runs` and `spread`, `host_error` (the host prediction's |predicted - measured| /
+    measured, `Measurement.host_error`; None without a host profile), and the profile's
+    `rule`. Raises the library's ValueError for a
     configuration the layout or the mesh cannot run. `step_prediction` then
     `with_measurement` are its two halves: the first at once, the second compiles and runs."""
     out = step_prediction(cfg, mesh_shape, layout, phase=phase, batch=batch, context=context,
@@ -96,7 +98,7 @@ def step_prediction(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase
             "hardware": est.hardware, "rule": est.rule,
             "hardware_times_s": est.times() | {"step_s": est.step_s},
             "ran": False, "why_not_run": why_not_run(cfg), "compile_s": 0.0, "flags": [],
-            "runs": 0, "spread": None, "sides": {f"predicted ({est.hardware})": _side(
+            "runs": 0, "spread": None, "host_error": None, "sides": {f"predicted ({est.hardware})": _side(
                 t.collectives, t.flops, t.attention_flops, est.memory_per_chip_bytes,
                 t.stored_weight_bytes, est.step_s)}}
 
@@ -118,7 +120,7 @@ def with_measurement(prediction: dict, layout: Layout, *, repeats: int = 3,
             for name, side in (("predicted (this CPU)", m.predicted),
                                ("measured (this CPU)", m.measured))}
     out.update(ran=True, compile_s=m.compile_s, flags=_flag_values(m.flags), runs=m.runs,
-               spread=m.spread, sides=here | prediction["sides"])
+               spread=m.spread, host_error=m.host_error, sides=here | prediction["sides"])
     return out
 
 

@@ -65,6 +65,13 @@ class StepTerms:
     # the weight bytes a chip holds gathered at once: one layer's gathered weights (0 in a
     # weight-stationary layout)
     gathered_weight_bytes: float = 0.0
+    # activation bytes each chip's weight matmuls read and write: for every matmul, its input
+    # rows and its output rows (priced only where a profile has `activation_bandwidth`)
+    activation_traffic_bytes: float = 0.0
+    # of `weight_bytes`, those read by matmuls of more than one row (every one in prefill; in
+    # decode, all unless a chip holds one sequence). A host prices them at its own rate: XLA:CPU
+    # packs a multi-row matmul's weights into panels first, and streams a one-row one's
+    multirow_weight_bytes: float = 0.0
 
     @property
     def comm_bytes(self) -> float:

@@ -187,7 +187,13 @@ class LayoutExplorer(Explorer):
                "compiled step reused"] + ([f"median of {data['runs']} timed runs, spread "
                                           f"{data['spread']:.0%}"] if data["spread"] is not None
                                          else []) if data["ran"] else [data["why_not_run"]]
+        if data.get("host_error") is not None:
+            predicted, measured = (data["sides"][k]["time_s"] for k in (CPU_PREDICTED,
+                                                                         CPU_MEASURED))
+            ran.append(f"the host profile predicted this CPU's step {predicted:.3g} s, measured "
+                       f"{measured:.3g} s: {data['host_error']:.0%} off")
         # measure's own TPU v4 time is not shown here (the chosen profile's is)
         return ran + [flag_text(f) for f in data["flags"]] + [
             f"the {data['hardware']} side is the cost model's prediction (bf16 activations, "
             f"rule '{data['rule']}'), not a measurement"]
+

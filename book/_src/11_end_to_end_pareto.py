@@ -104,12 +104,24 @@ for ph, m in measured.items():
 
 # %% [markdown]
 # The cost model can predict this CPU too, once it has measured it: `tpuinfer calibrate`
-# (about 30 s) writes a `host` profile, and from then on every `measure` carries
-# `m.predicted.time_s`, the host prediction, beside the measured time. The emulated devices
-# are threads sharing two cores, so that profile is of its own kind: the host's FLOP/s and
-# bytes/s are divided among all the devices of the mesh, and each collective costs so much
-# per call, per device, per group member and per byte (`tpuinfer/calibrate.py` says how each
-# number is measured). `benchmarks/bench_measure.py` compares the two over 28 steps.
+# (under a minute) writes a `host` profile, and from then on every `measure` carries
+# `m.predicted.time_s`, the host prediction, beside the measured time, and `m.host_error`,
+# how far apart they are. The emulated devices are threads sharing two cores, so that profile
+# is of its own kind: the host's FLOP/s and bytes/s are divided among all the devices of the
+# mesh, each collective costs so much per call, per device, per group member and per byte,
+# and what a chip's model leaves out a host cannot: the activations a matmul moves, which on
+# 256 devices outweigh its weights, and the packing of a multi-row matmul's weights
+# (`tpuinfer/calibrate.py` says how each number is measured). `benchmarks/bench_measure.py`
+# prints the error per mesh and phase over 36 steps, on a mesh the calibration never ran
+# among them.
+
+# %%
+for ph, m in measured.items():
+    if m.host_error is None:
+        print(f"{ph:8s} no host profile yet: run `tpuinfer calibrate` for this CPU's prediction")
+    else:
+        print(f"{ph:8s} host profile predicted {bt.seconds(m.predicted.time_s)}, measured "
+              f"{bt.seconds(m.measured.time_s)}: {m.host_error:.0%} off")
 
 # %% [markdown]
 # ## Latency against cost: Figure 1

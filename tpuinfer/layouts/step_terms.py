@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import NamedTuple
 
 from ..config import ModelConfig
 from ..model import QUERY_BLOCK
-from ..shapes import param_shapes
+from ..shapes import CONTRACT, is_matrix, param_shapes
 from ..quant import check_format, stored_arrays
 from ..errors import UsageError
 from ..terms import StepTerms
@@ -27,39 +28,59 @@ from .registry import cache_bytes_per_chip, check, param_specs
 from .registry import step as layout_step
 
 
+class _Weights(NamedTuple):
+    """A chip's weights, per step (`_weights_per_chip`)."""
+    stored: float  # bytes held
+    layer_read: float  # bytes the layers' matmuls read (gathered shards included; and norms)
+    table_read: float  # bytes of the (tied) table the output projection reads
+    layer_elements: float  # matrix elements the layers' matmuls read, all layers
+    table_elements: float  # and the table's
+    layer_gathered: float  # bytes of one layer's weights as gathered (0: nothing gathered)
+    layer_io: float  # activation elements per row the layers' matmuls read and write
+    table_io: float  # and the output projection's
+
+
 @functools.lru_cache(maxsize=2048)
-def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather):
-    """Per chip: bytes stored, bytes read, the matmul elements read of the layers' weights
-    and of the (tied) output projection's table, and the bytes of one layer's weights as
-    gathered (0 when nothing is gathered). Every layer has the same shapes and specs, so one
-    is counted, n_layers times. Cached: the attention layout and the schedule (plain or
-    looped) do not change them, and the planner prices every combination."""
+def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
+    """A chip's weights (`_Weights`). A matmul of a local [k, n] weight reads k activation
+    elements and writes n per row. Every layer has the same shapes and specs, so one is
+    counted, n_layers times. Cached: the attention layout and the schedule (plain or looped)
+    do not change them, and the planner prices every combination."""
     one_layer = cfg.replace(n_layers=1)
     shapes, specs = param_shapes(one_layer), param_specs(one_layer, Layout(ffn), "bf16")
     layer_shapes, layer_specs = shapes["layers"][0], specs["layers"][0]
     named = [("embed", shapes["embed"], specs["embed"], 1),
              ("final_norm", shapes["final_norm"], specs["final_norm"], 1)]
     named += [(n, layer_shapes[n], layer_specs[n], cfg.n_layers) for n in sorted(layer_shapes)]
-    stored = read = layer_elements = table_elements = layer_gathered = 0.0
+    stored = layer_read = table_read = layer_elements = table_elements = layer_gathered = 0.0
+    layer_io = table_io = 0.0
     for name, shape, spec, times in named:
         for label, arr_shape, arr_spec, nbytes in stored_arrays(name, shape, spec, weights):
             g = c.gathered_axes(arr_spec, gather, mesh_shape)
             held = times * math.prod(c.local_shape(arr_shape, arr_spec, mesh_shape))
-            used = times * math.prod(c.local_shape(arr_shape, c.drop_axes(arr_spec, g),
-                                                   mesh_shape))
+            local = c.local_shape(arr_shape, c.drop_axes(arr_spec, g), mesh_shape)
+            used = times * math.prod(local)
+            if label == name and is_matrix(name):  # the matrix itself, not its int8 scales
+                k = math.prod(local[i] for i in CONTRACT[name])
+                io = k + math.prod(local) // k  # what one row reads plus what it writes
+                if name == "embed":
+                    table_io += io
+                else:
+                    layer_io += times * io
             stored += held * nbytes
             if name == "embed":
                 # the table never moves: a chip reads its own columns, for the |g| times as
                 # many sequences of its group (as many FLOPs as its `VE_e` for its own)
-                read += held * nbytes
+                table_read += held * nbytes
                 table_elements += used if label == name else 0
                 continue
-            read += used * nbytes
+            layer_read += used * nbytes
             if g:
                 layer_gathered += used / times * nbytes
             if label == name and "norm" not in name:
                 layer_elements += used
-    return stored, read, layer_elements, table_elements, layer_gathered
+    return _Weights(stored, layer_read, table_read, layer_elements, table_elements,
+                    layer_gathered, layer_io, table_io)
 
 
 def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, tokens: int,
@@ -77,8 +98,7 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     seqs = step.sequences  # sequences each chip processes: B/|b|
     rows = seqs * tokens  # and their tokens: B/|b|·L
 
-    stored_w, read_w, layer_elements, table_elements, layer_gathered = _weights_per_chip(
-        cfg, layout.ffn, mesh_shape, weights, step.ctx.ffn.GATHER)
+    w = _weights_per_chip(cfg, layout.ffn, mesh_shape, weights, step.ctx.ffn.GATHER)
     kv_bytes = cache_bytes_per_chip(cfg, layout, mesh_shape, batch, context, act_bytes)
     # Score and value matmuls over the whole cache of `context` positions, for the
     # (sequences, heads) the attention layout gives each chip.
@@ -86,13 +106,17 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
 
     return StepTerms(
         # every token goes through every layer; only the last position is projected to logits
-        flops=2.0 * rows * layer_elements + 2.0 * seqs * table_elements,
+        flops=2.0 * rows * w.layer_elements + 2.0 * seqs * w.table_elements,
         attention_flops=cfg.attention_flops(att_b, tokens, context, heads=att_h),
-        weight_bytes=read_w, kv_bytes=kv_bytes,
-        stored_weight_bytes=stored_w, stored_kv_bytes=kv_bytes,
+        weight_bytes=w.layer_read + w.table_read, kv_bytes=kv_bytes,
+        stored_weight_bytes=w.stored, stored_kv_bytes=kv_bytes,
         activation_bytes=_largest_activation(step, att_b, att_h, context),
         collectives=_collectives(step),
-        gathered_weight_bytes=layer_gathered)  # one layer's gathered weights at a time
+        gathered_weight_bytes=w.layer_gathered,  # one layer's gathered weights at a time
+        activation_traffic_bytes=(rows * w.layer_io + seqs * w.table_io) * act_bytes,
+        # the layers' matmuls have `rows` rows, the output projection `seqs`
+        multirow_weight_bytes=(w.layer_read if rows > 1 else 0.0)
+        + (w.table_read if seqs > 1 else 0.0))
 
 
 @functools.lru_cache(maxsize=8192)
