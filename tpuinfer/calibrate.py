@@ -25,8 +25,8 @@ effects, each measured by its own micro-benchmark:
   product streams them at 35. Priced at `multirow_weight_bandwidth`.
 
 Each constant is fitted (non-negative least squares on relative error) to programs that do only
-that one thing, timed as `measure` times a step (a warm-up, then the median of five runs, each
-blocking on its output):
+that one thing, timed after a warm-up as the fastest of five runs, each blocking on its output
+(what the machine can do: on a shared machine interference only adds):
 1. launch: an elementwise op on meshes of 8, 64 and 256 devices: a fixed part and per device;
 2. matmul: a chain of f32 matmuls on every device of a 2x2x2 mesh: the host's FLOP/s;
 3. memory: a vector times a matrix far larger than the caches: the host's bytes/s, at which
@@ -37,14 +37,13 @@ blocking on its output):
 6. collectives: each kind over groups of 2 to 256 devices, at two sizes.
 Programs that do one thing at a time run faster than a step, where 8 to 256 device threads
 interleave small matmuls, copies and rendezvous on the same cores. So, as `tpu-v4-calibrated`
-fits efficiencies to the paper's measured steps, the last stage times real steps of the engine
-(`STEP_POINTS`: two layouts, prefill and decode, on 1x4x2 and on 4x4x4 at batch 64 and 256,
-where the activations outgrow the caches; none is a configuration
-`benchmarks/bench_measure.py` checks against, and 2x4x8 is a mesh it never runs) and fits five
-numbers to them: the efficiencies of the FLOP/s, the multi-row weight bytes/s and the
-activation bytes/s, one factor on every collective's time, and the dispatch cost of one layer
-per device. One-row weight reads and the KV cache keep the micro-benchmark's rate: the
-steps have too few of them to fit it.
+fits efficiencies to the paper's measured steps, the last stage times 12 real steps of the
+engine (`STEP_POINTS`: ws2d/heads, ws1d/heads and wg-xy/batch, prefill and decode, on 1x4x2
+and 4x4x4 at batch 64; none is a configuration `benchmarks/bench_measure.py` checks against,
+and 2x4x8 is a mesh it never runs) and fits five numbers to them: the efficiencies of the
+FLOP/s, the multi-row weight bytes/s and the activation bytes/s, one factor on every
+collective's time, and the dispatch cost of one layer per device. One-row weight reads and
+the KV cache keep the micro-benchmark's rate: the steps have too few of them to fit it.
 Everything runs in f32, as `measure` does by default. XLA:CPU has no bf16 matrix unit, so a bf16
 or int8 step runs slower than this profile predicts.
 
@@ -79,10 +78,11 @@ from .planner import Progress
 from .report import progress_bar
 
 REPEATS = 5
-# Physical bounds of a fit to real steps: a step's matmuls or weight reads can run at most 2x the
-# rate of the one-thing-at-a-time micro-benchmark and at least 1/100 of it; its collectives and
+# Physical bounds of a fit to real steps: a step's matmuls or weight reads can run at most 4x the
+# rate of the one-thing-at-a-time micro-benchmark (whose bytes come from DRAM; a small step's
+# weights can sit in the last-level cache) and at least 1/100 of it; its collectives and
 # dispatch likewise. Outside them the steps did not separate the terms.
-EFFICIENCY_BOUNDS = (0.01, 2.0)  # FLOP/s and bytes/s, as fractions of the micro-benchmarks'
+EFFICIENCY_BOUNDS = (0.01, 4.0)  # FLOP/s and bytes/s, as fractions of the micro-benchmarks'
 COLLECTIVE_FACTOR_BOUNDS = (0.1, 100.0)  # every collective's time in a step, x the benchmark's
 LAYER_S_BOUNDS = (0.0, 0.01)  # seconds per layer per device outside matmuls and collectives
 
@@ -96,27 +96,30 @@ SMALL, LARGE = 256, 32768
 # (mesh, axes, elements): groups of 2 to 256 devices, meshes of 8, 64 and 256, two sizes. Small
 # groups on each mesh separate a call's cost per device from its cost per member (a step's
 # weight gathers run in groups of 2 to 8): a group of 4 on 4x8x8 cost 14 µs per device, one of
-# 8 25 µs, one of 64 on 4x4x4 107 µs.
+# 8 25 µs, one of 64 on 4x4x4 107 µs. Both sizes in groups of 4 and 8: an all-gather's bytes
+# grow with its group, so at one size its cost per member and per byte cannot be told apart.
 COLLECTIVE_POINTS = [
     ((2, 2, 2), ("x",), SMALL),
     ((2, 2, 2), ("x", "y", "z"), SMALL), ((2, 2, 2), ("x", "y", "z"), LARGE),
-    ((4, 4, 4), ("x",), SMALL), ((4, 4, 4), ("y", "z"), SMALL),
-    (FULL, ("x",), SMALL), (FULL, ("z",), SMALL), (FULL, ("z",), LARGE),
+    ((4, 4, 4), ("x",), SMALL), ((4, 4, 4), ("x",), LARGE),
+    (FULL, ("x",), SMALL), (FULL, ("z",), LARGE),
     (FULL, ("y", "z"), SMALL), (FULL, ("x", "y", "z"), SMALL),
 ]
 PERMUTE_POINTS = [((2, 2, 2), ("z",), SMALL), ((2, 2, 2), ("z",), LARGE),
                   (FULL, ("z",), SMALL), (FULL, ("z",), LARGE), (FULL, ("x",), SMALL)]
 
 
-def timed(fn, *args) -> float:
-    """Seconds per call: compile and one warm-up, then the median of REPEATS runs."""
+def timed(fn, *args, fastest: bool = False) -> float:
+    """Seconds per call: compile and one warm-up, then the median of REPEATS runs, or with
+    `fastest` the fastest of them (the micro-benchmarks: what the machine can do; on a shared
+    machine interference only adds, and a difference of two medians was noise-bound)."""
     jax.block_until_ready(fn(*args))
     times = []
     for _ in range(REPEATS):
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return min(times) if fastest else statistics.median(times)
 
 
 def _per_device(mesh, elems: int, dtype=jnp.float32):
@@ -137,7 +140,8 @@ def launch_times() -> list[tuple[int, float]]:
     out = []
     for shape in ((2, 2, 2), (4, 4, 4), FULL):
         mesh = make_mesh(shape)
-        out.append((mesh.size, timed(_on_each_device(mesh, lambda x: x + 1), _per_device(mesh, 8))))
+        out.append((mesh.size, timed(_on_each_device(mesh, lambda x: x + 1), _per_device(mesh, 8),
+                                     fastest=True)))
     return out
 
 
@@ -149,7 +153,7 @@ def per_call(mesh, one, x) -> float:
             for _ in range(n):  # dependent: nothing overlaps its neighbour
                 x = one(x)
             return x
-        return timed(_on_each_device(mesh, body), x)
+        return timed(_on_each_device(mesh, body), x, fastest=True)
     return max((chain(4) - chain(1)) / 3, 1e-7)
 
 
@@ -200,7 +204,7 @@ def memory_bytes_per_s() -> float:
             for _ in range(n):
                 v = v @ w.reshape(k, k)
             return v.reshape(-1)
-        return timed(_on_each_device(mesh, body), _per_device(mesh, k * k))
+        return timed(_on_each_device(mesh, body), _per_device(mesh, k * k), fastest=True)
     return 4 * k * k * mesh.size / max((chain(4) - chain(1)) / 3, 1e-7)
 
 
@@ -325,13 +329,13 @@ def calibrate(progress: Progress | None = None) -> Calibration:
 
 # ---- the efficiencies, from real steps --------------------------------------------------------
 STEP_POINTS = [(shape, batch, ffn, attention, phase)
-               for shape, batch in (((1, 4, 2), 64), ((4, 4, 4), 64), ((4, 4, 4), 256))
-               for ffn, attention in (("ws2d", "heads"), ("wg-xy", "batch"))
+               for shape, batch in (((1, 4, 2), 64), ((4, 4, 4), 64))
+               for ffn, attention in (("ws2d", "heads"), ("ws1d", "heads"), ("wg-xy", "batch"))
                for phase in ("prefill", "decode")]
 STEP_TOKENS, STEP_CONTEXT = 8, 16
 # timed as the benchmark times (`measure.PRECISE`), within shorter budgets, twice
 # (`step_samples`): under a minute in all
-STEP_TIMING = PRECISE | {"budget_s": 0.5, "warmup_s": 0.1, "min_runs": 10}
+STEP_TIMING = PRECISE | {"budget_s": 0.25, "warmup_s": 0.1, "min_runs": 6}
 STEP_PASSES = 2
 
 
@@ -449,9 +453,11 @@ def summary(cal: Calibration) -> list[str]:
     lines = [f"launch: {cal.launch_fixed_s * 1e6:.0f} µs + {hw.device_overhead_s * 1e6:.1f} µs "
              "per device",
              f"matmul: {hw.peak_flops / 1e9:.1f} GFLOP/s (f32, whole host)",
-             f"memory: {hw.hbm_bandwidth / 1e9:.2f} GB/s streamed by one-row matmuls (whole host)",
-             f"multi-row weights: {hw.multirow_weight_bandwidth / cal.multirow_efficiency / 1e9:.2f}"
-             " GB/s (whole host)",
+             f"memory: {hw.hbm_bandwidth / 1e9:.2f} GB/s streamed by one-row matmuls "
+             "(whole host)",
+             f"multi-row weights: "
+             f"{hw.multirow_weight_bandwidth / cal.multirow_efficiency / 1e9:.2f} GB/s "
+             "(whole host)",
              f"activations: {hw.activation_bandwidth / cal.activation_efficiency / 1e9:.2f} GB/s "
              "through thin matmuls (whole host)"]
     for kind, call_s, device_s, member_s, byte_s in hw.host_collectives:
@@ -461,7 +467,8 @@ def summary(cal: Calibration) -> list[str]:
                      f"{unscaled[2] * 1e9:.1f} ns/device/member + {gb_per_s:.2f} GB/s")
     lines += [f"steps: FLOP/s x{hw.flops_efficiency:.2f}, multi-row weight bytes/s "
               f"x{cal.multirow_efficiency:.2f}, activation bytes/s "
-              f"x{cal.activation_efficiency:.2f}, collectives x{cal.collective_factor:.2f}, {hw.layer_overhead_s * 1e6:.1f} µs per "
-              f"layer per device; worst residual {cal.worst_residual:.0%} over {cal.steps} steps",
+              f"x{cal.activation_efficiency:.2f}, collectives x{cal.collective_factor:.2f}, "
+              f"{hw.layer_overhead_s * 1e6:.1f} µs per layer per device; worst residual "
+              f"{cal.worst_residual:.0%} over {cal.steps} steps",
               f"calibrated in {cal.seconds:.0f} s"]
     return lines

@@ -28,17 +28,17 @@ code they predict; this module only prices them on a chip. Formulas follow Pope 
 `overhead_s` is the profile's fixed cost per step and per layer (`device_overhead_s`,
 `layer_overhead_s`): the work outside the matmuls and collectives, the same for every layout;
 0 on a datasheet profile. On a `host` profile (an emulated mesh, `tpuinfer.calibrate`) the
-devices share one machine: compute, weight, KV and activation times are the per-device work of
-all `chips` devices at the host's throughput, `overhead_s` is every device's dispatch cost, and a
-collective call costs call + chips·device + chips·group·member + chips·bytes·byte, with the
-constants of its kind.
+devices share one machine: compute, weight, KV and activation times are the per-device work
+of all `chips` devices at the host's throughput, `overhead_s` is every device's dispatch
+cost, and a collective call costs call + chips·device + chips·group·member +
+chips·bytes·byte, with the constants of its kind.
 
 The step time under a rule (stated, never implicit):
 - `sum`: compute + weights + kv + activations + comm. Nothing overlaps.
 - `overlap`: max(compute, weights + kv + activations) + comm − hidden. Only what the schedule
   overlaps: HBM streams the weights and the cache while the matrix units run, so those two
-  take the longer of the two. A plain layout's collectives (all-gather, reduce-scatter, all-reduce,
-  all-to-all) sit between the matmuls on the critical path: nothing hides them. A looped
+  take the longer of the two. A plain layout's collectives (all-gather, reduce-scatter,
+  all-reduce, all-to-all) sit between the matmuls on the critical path: nothing hides them. A looped
   layout (Looped CollectiveEinsum, the paper's Section 3.5) splits the matmul beside each of
   its rings into K partial matmuls; each of the K−1 rounds of collective permutes is in flight
   (transfer and hop) while one partial matmul runs, so `hidden` is, per round,

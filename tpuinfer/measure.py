@@ -209,9 +209,10 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     how many ran and how far apart. `warmup_s` warms the step for that many seconds of
     untimed runs first (at least one), and `min_runs` timed runs must pass before the last
     ones agreeing may stop timing: `PRECISE` sets both for a prediction's error, where the
-    first runs' slowness would count as the model's. `repeats=0` reads the compiled step without running it
-    (measured `time_s` is None). `progress(done, total, what)` is called before the compile
-    and before each run; an exception it raises stops the measurement (a widget's cancel).
+    first runs' slowness would count as the model's. `repeats=0` reads the compiled step
+    without running it (measured `time_s` is None). `progress(done, total, what)` is called
+    before the compile and before each run; an exception it raises stops the measurement (a
+    widget's cancel).
     """
     cfg = get_model(cfg)
     mesh = mesh if not isinstance(mesh, (tuple, list)) else make_mesh(tuple(mesh))
@@ -338,8 +339,8 @@ STABLE_RUNS, STABLE_SPREAD = 3, 0.05
 # For a prediction's error (`benchmarks/bench_measure.py`, `tpuinfer calibrate`'s steps): the
 # first runs of a short step are slow (on 2 cores a 2x2x2 decode's first ten ran 9 ms down to
 # 5 ms, as its threads and caches settle), and three runs agreeing within 5% by chance left
-# a 2x2x2 decode's median 30% from one call to the next; after 0.2 s of warm-up and at least
-# 15 timed runs it moved by under 10%. A long step stops at the budget (at least one run).
+# a 2x2x2 ws2d decode's median anywhere from 4.1 to 7.8 ms from one call to the next; six calls
+# of 41 runs each gave 4.4 to 5.3 ms. A long step stops at the budget (at least one run).
 PRECISE = {"repeats": 41, "warmup_s": 0.2, "min_runs": 15, "budget_s": 3.0}
 
 

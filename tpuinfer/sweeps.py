@@ -98,7 +98,8 @@ def step_prediction(cfg: ModelConfig | str, mesh_shape, layout: Layout, *, phase
             "hardware": est.hardware, "rule": est.rule,
             "hardware_times_s": est.times() | {"step_s": est.step_s},
             "ran": False, "why_not_run": why_not_run(cfg), "compile_s": 0.0, "flags": [],
-            "runs": 0, "spread": None, "host_error": None, "sides": {f"predicted ({est.hardware})": _side(
+            "runs": 0, "spread": None, "host_error": None,
+            "sides": {f"predicted ({est.hardware})": _side(
                 t.collectives, t.flops, t.attention_flops, est.memory_per_chip_bytes,
                 t.stored_weight_bytes, est.step_s)}}
 
