@@ -343,10 +343,10 @@ def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float
     """Per real step: (the micro profile's [compute, multi-row weights, activations,
     collectives, chips·layers] seconds or units, the seconds taken as measured (dispatch, and
     the one-row weight and KV reads: streamed at the micro-benchmark's rate), the measured
-    seconds). Each step is
-    timed in `STEP_PASSES` passes over all of them, and the faster median kept: this machine
-    slows by up to 40% for tens of seconds at a time (seen from one pass over the steps to the
-    next, nothing else running), and a fit to a slow pass predicted every step 40% long."""
+    seconds). Each step is timed in `STEP_PASSES` passes over all of them, and the faster
+    median kept: this machine slows by up to 40% for tens of seconds at a time (seen from one
+    pass over the same steps to the next, nothing else running), and a slow spell would
+    otherwise be fitted into every prediction."""
     measured: dict[int, float] = {}
     for _ in range(STEP_PASSES):
         for i, (shape, batch, ffn, attention, phase) in enumerate(STEP_POINTS):
