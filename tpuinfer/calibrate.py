@@ -21,7 +21,7 @@ effects, each measured by its own micro-benchmark:
   of them in a 4x8x8 ws1d prefill at batch 256) stream from DRAM: XLA:CPU ran such a matmul at
   15-25 GFLOP/s, a sixth of the host's matmul rate. Priced at `activation_bandwidth`;
 - the weights of a matmul of more than one row (`StepTerms.multirow_weight_bytes`): XLA:CPU
-  packs them into panels before multiplying, and read them at 5-10 GB/s where a one-row
+  packs them into panels before multiplying, and read them at 3-12 GB/s where a one-row
   product streams them at 35. Priced at `multirow_weight_bandwidth`.
 
 Each constant is fitted (non-negative least squares on relative error) to programs that do only
@@ -185,7 +185,7 @@ def multirow_weight_bytes_per_s(flops_per_s: float) -> float:
     """The host's bytes/s reading weights in matmuls of more than one row: x[8, k]·W[k, k]
     with a 16 MiB W on every device of a 2x2x2 mesh (chains of 1 and 4, so the launch
     cancels), its FLOPs' time (at `flops_per_s`) taken out. XLA:CPU packs W into panels
-    first; a one-row product (`memory_bytes_per_s`) streams it, 3-4x faster."""
+    first; a one-row product (`memory_bytes_per_s`) streams it 3-10x faster."""
     mesh, m, k = make_mesh((2, 2, 2)), 8, 2048
     w = jnp.full((k, k), 1.0 / k, jnp.float32)
     t = per_call(mesh, lambda x: (x.reshape(m, k) @ w).reshape(-1), _per_device(mesh, m * k))
@@ -347,14 +347,13 @@ def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float
     median kept: this machine slows by up to 40% for tens of seconds at a time (seen from one
     pass over the same steps to the next, nothing else running), and a slow spell would
     otherwise be fitted into every prediction."""
-    measured: dict[int, float] = {}
+    steps = [[] for _ in STEP_POINTS]  # each step's measurement in every pass
     for _ in range(STEP_PASSES):
-        for i, (shape, batch, ffn, attention, phase) in enumerate(STEP_POINTS):
-            m = _step(shape, batch, ffn, attention, phase)
-            measured[i] = min(measured.get(i, math.inf), m.measured.time_s)
+        for runs, point in zip(steps, STEP_POINTS):
+            runs.append(_step(*point))
     out = []
-    for i, (shape, batch, ffn, attention, phase) in enumerate(STEP_POINTS):
-        m = _step(shape, batch, ffn, attention, phase, repeats=0)  # compiled: read, not run
+    for runs, (shape, *_) in zip(steps, STEP_POINTS):
+        m = runs[-1]  # every pass has the same terms
         terms = on_backend(m.terms, shape, m.backend)  # priced as compiled here
         e = estimate(m.model, m.layout, shape, batch=m.batch, tokens=m.tokens,
                      context=m.context, weights=m.weights, hardware=micro, terms=terms)
@@ -362,14 +361,15 @@ def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float
         multirow_s = chips * terms.multirow_weight_bytes / micro.multirow_weight_bandwidth
         layers = chips * get_model(m.model).n_layers
         out.append(([e.compute_s, multirow_s, e.activations_s, e.comm_s, layers],
-                    e.overhead_s + e.weights_s - multirow_s + e.kv_s, measured[i]))
+                    e.overhead_s + e.weights_s - multirow_s + e.kv_s,
+                    min(r.measured.time_s for r in runs)))
     return out
 
 
-def _step(shape, batch, ffn, attention, phase, **timing):
+def _step(shape, batch, ffn, attention, phase):
     tokens = STEP_TOKENS if phase == "prefill" else None
     return measure("tiny", shape, Layout(ffn, attention), phase=phase, batch=batch,
-                   tokens=tokens, context=STEP_CONTEXT, **(STEP_TIMING | timing))
+                   tokens=tokens, context=STEP_CONTEXT, **STEP_TIMING)
 
 
 def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, float]:

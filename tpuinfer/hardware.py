@@ -86,7 +86,7 @@ class HardwareProfile:
     # bytes/s at which a matmul of more than one row reads its weights
     # (`StepTerms.multirow_weight_bytes`); 0: at `hbm_bandwidth`, like every other read. A host
     # sets it: XLA:CPU packs a multi-row matmul's weight into panels first, and on 2 cores read
-    # a [2048, 2048] weight at 5-10 GB/s with 2 to 32 rows, at 35 GB/s with one row.
+    # a [2048, 2048] weight at 3-12 GB/s with 2 to 32 rows, at 35 GB/s with one row.
     multirow_weight_bandwidth: float = 0.0
 
     def __post_init__(self):
