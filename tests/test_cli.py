@@ -19,6 +19,10 @@ def test_demo_default_json_tokens_match_reference():
     report = json.loads(proc.stdout)
     assert report["tokens_match"] is True
     assert report["devices"] == 256 and report["mesh"] == [4, 8, 8]
+    # the trained model on held-out text: what both runs wrote, as text, the same
+    assert report["trained"] and len(report["text"]) == 4
+    assert all(len(t["prompt"]) == DEFAULTS["prompt_len"] and t["sharded"] == t["reference"]
+               and len(t["sharded"]) >= DEFAULTS["steps"] // 2 for t in report["text"])
     # the layouts the planner chooses for this request, and the compiled steps' collectives
     # equal to the cost model's
     planned = planned_layouts(get_model("tiny"), (4, 8, 8), 256, DEFAULTS["prompt_len"],
@@ -40,6 +44,8 @@ def test_demo_table_on_a_small_mesh_with_given_layouts():
     assert "collectives read from the compiled steps EQUAL the cost model's" in text
     # decode by batch: Q to batch-split and back, in each of the 2 layers
     assert "ws2d/batch" in text and "all-to-all x4 (xyz)" in text
+    assert "(trained on the project's prose)" in text
+    assert text.count("  sharded    '") == text.count("  reference  '") == 4
 
 
 def test_demo_shows_this_machines_prediction_once_calibrated(tmp_path, monkeypatch):

@@ -5,7 +5,7 @@ import jax
 import pytest
 
 import tpuinfer as ti
-from tpuinfer import engine, quant
+from tpuinfer import engine, quality, quant
 
 CFG = ti.MODELS["tiny"]
 
@@ -41,40 +41,10 @@ def test_int8_weight_bytes_per_device_are_half_of_bf16_plus_scales(params, ffn):
     assert terms.stored_weight_bytes == engine.local_bytes(int8)  # the cost model agrees
 
 
-def matrix_errors(params) -> dict[str, float]:
-    """Per matrix, ||W - dequant(Q)|| / ||W||."""
-    q = quant.prepare(params, "int8")
-    pairs = [("embed", params["embed"], q["embed"])] + [
-        (f"layer {i} {name}", w, qlayer[name])
-        for i, (layer, qlayer) in enumerate(zip(params["layers"], q["layers"]))
-        for name, w in layer.items() if "norm" not in name]
-    errors = {}
-    for label, w, qw in pairs:
-        axes = quant.CONTRACT[label.split()[-1]]
-        deq = np.asarray(qw.q, np.float32) * np.expand_dims(np.asarray(qw.scale, np.float32), axes)
-        errors[label] = np.linalg.norm(deq - np.asarray(w)) / np.linalg.norm(np.asarray(w))
-    return errors
-
-
-def logits_error(params, cfg, prompt) -> tuple[float, float]:
-    """(relative norm of int8 - bf16 logits, share of positions whose top token agrees),
-    over every position of the prompt."""
-    import jax.numpy as jnp
-    from tpuinfer import model
-    out = {}
-    for fmt in ("bf16", "int8"):
-        cache = model.init_cache(cfg, *prompt.shape, jnp.bfloat16)
-        logits, _ = model.forward(quant.prepare(params, fmt), cfg, jnp.asarray(prompt), cache, 0,
-                                  dtype=jnp.bfloat16)
-        out[fmt] = np.asarray(logits, np.float32)
-    diff = np.linalg.norm(out["int8"] - out["bf16"]) / np.linalg.norm(out["bf16"])
-    return diff, float(np.mean(out["int8"].argmax(-1) == out["bf16"].argmax(-1)))
-
-
 def test_quantization_error_per_layer_is_bounded(params):
     """Rounding to 255 levels of the channel's largest |w| leaves about 0.7% on Gaussian
     weights; bound every matrix at 1%."""
-    errors = matrix_errors(params)
+    errors = quality.matrix_errors(params)
     print("\n".join(f"{k}: {v:.3%}" for k, v in errors.items()))
     assert max(errors.values()) < 0.01
     assert min(errors.values()) > 0.003  # and it is rounding: no matrix comes through exact
@@ -92,26 +62,39 @@ def test_int8_on_the_deeper_mini_model():
     margin, so that a real regression (a scale applied twice, a channel off) fails."""
     cfg = ti.MODELS["mini"]
     params = ti.init_params(cfg, seed=0)
-    errors = matrix_errors(params)
+    errors = quality.matrix_errors(params)
     print("\n".join(f"{k}: {v:.3%}" for k, v in errors.items()))
     assert len(errors) == 1 + 7 * cfg.n_layers and max(errors.values()) < 0.01
     prompt = np.random.default_rng(0).integers(0, cfg.V, (4, 16))
-    diff, agree = logits_error(params, cfg, prompt)
+    diff, agree, *_ = quality.logits_change(params, cfg, prompt)
     print(f"mini: int8 logits {diff:.2%} from bf16; top token agrees at {agree:.0%}")
     assert diff < 0.05 and agree > 0.85
 
 
-def test_int8_logits_close_to_bf16(params):
+def test_int8_logits_close_to_bf16_on_trained_weights():
+    """The int8 issue's target, logits within 2% of bf16's, on the trained tiny model over
+    held-out text: measured 0.6% over 32 windows of 64 bytes, with the top token unchanged at
+    98.6% of positions (0.6% and 98.8% over the 8 windows here). Its
+    held-out perplexity and agreement, the paper's measure: tests/test_trained.py."""
+    from tpuinfer import text
+    trained = ti.load_params("tiny")
+    window_BL = quality.windows(text.split(text.corpus_bytes())[1], quality.SEQ_LEN)[:8, :-1]
+    change = quality.logits_change(trained, CFG, window_BL)
+    assert change.relative_norm < 0.02 and change.top1_agreement > 0.97, change
+
+
+def test_int8_logits_on_random_weights_sit_at_the_rounding_floor(params):
+    """Random weights: the same 0.7% rounding per matrix moves the logits by 2.5%, above the
+    2% target. Each logit passes through 15 matrices whose rounding adds up as independent
+    noise (sqrt(15) x 0.7% = 2.7%, and 2.2% against f32 with no bf16 rounding at all), and a
+    random model's logits carry no signal for that noise to be small against. Bounded at the
+    measurement with margin, so that a real regression (a scale applied twice) fails."""
     prompt = np.random.default_rng(0).integers(0, CFG.V, (8, 16))
     bf16 = ti.generate(params, CFG, prompt, 1, weights="bf16")
     int8 = ti.generate(params, CFG, prompt, 1, weights="int8")
     rel = np.linalg.norm(int8.prefill_logits.astype(np.float32) - bf16.prefill_logits.astype(
         np.float32)) / np.linalg.norm(bf16.prefill_logits.astype(np.float32))
-    # Measured 2.5% on this random-weight model, above the issue's 2% target: the weights'
-    # own rounding (0.7% per matrix, the floor of round-to-nearest over 255 levels of
-    # Gaussian weights) adds up over the 15 matrices each logit passes through, 2.2% against
-    # f32 with no bf16 rounding at all; the rest is bf16 rounding on two different paths.
-    assert rel < 0.03, rel
+    assert 0.01 < rel < 0.03, rel
     # every layout's int8 run against this int8 reference, by logits and tokens:
     # tests/test_layouts.py::test_weight_format_logits_match_reference
 

@@ -18,7 +18,7 @@ import sys
 from .errors import TpuinferError
 
 COMMAND_MODULES = ("tpuinfer.demo", "tpuinfer.cli_plan", "tpuinfer.measure_cli",
-                   "tpuinfer.calibrate", "tpuinfer.book_cli", "tpuinfer.warmup")
+                   "tpuinfer.calibrate", "tpuinfer.book_cli", "tpuinfer.warmup", "tpuinfer.train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,10 +2,13 @@
 
 A real sharded generation of the tiny model on 256 emulated devices (mesh 4x8x8): prefill in
 one layout, decode in another, a table of what each phase ran, and whether the tokens equal the
-unsharded reference's. With `--processes P` the same demo runs as P local processes, each with
-256/P of the devices, as on the P hosts of a slice; process 0's report is the one shown. Their
-collectives need an open file per pair of devices in a group (`multihost.open_files_needed`):
-where the planner's layouts need more than this machine allows, the fastest that fit run.
+unsharded reference's. The model is the trained checkpoint (`load_params`) where one ships, so
+the prompts are snippets of held-out text and what both runs wrote is printed as text; a model
+without one runs random weights on random token ids. With `--processes P` the same demo runs
+as P local processes, each with 256/P of the devices, as on the P hosts of a slice; process
+0's report is the one shown. Their collectives need an open file per pair of devices in a
+group (`multihost.open_files_needed`): where the planner's layouts need more than this machine
+allows, the fastest that fit run.
 """
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ import time
 
 import numpy as np
 
-from . import engine, multihost
+from . import checkpoint, engine, multihost, text
 from .cli import add_json_flag
 from .config import get_model
 from .errors import UsageError
@@ -40,6 +43,7 @@ from .report import mesh_text, table
 # step on 256 devices takes about 0.8 s, the 4,096-token prefill 8.4 s (2,048 tokens: half).
 DEFAULTS = {"model": "tiny", "mesh": "4x8x8", "batch": 256, "prompt_len": 8, "steps": 16,
             "prefill": None, "decode": None}
+TEXT_ROWS = 4  # sequences the report shows as text
 # With --processes: stop the run when no process has made progress for this long. The slowest
 # step of the multi-process demo on 2 cores, the first prefill of 256 devices in 8 processes
 # (compile and connect every gloo pair), took 100 s: three times that.
@@ -83,18 +87,21 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
     layouts = dict(zip(("prefill", "decode"), planned_layouts(
         cfg, shape, batch, prompt_len, steps, prefill, decode, looped, bidirectional)))
     device_mesh = make_mesh(shape)
+    trained = cfg.name in checkpoint.trained_models()
     if processes == 1:
-        params = init_params(cfg, seed)
+        params = _params(cfg, trained, seed)
     else:
-        params = init_params(cfg, seed, shardings=engine.param_shardings(
+        params = _params(cfg, trained, seed, shardings=engine.param_shardings(
             cfg, layouts["prefill"], device_mesh))
     parts.lap("plan and parameters")
-    prompt_BL = np.random.default_rng(seed).integers(0, cfg.V, (batch, prompt_len))
+    prompt_BL = (text.prompts(batch, prompt_len, seed) if trained else
+                 np.random.default_rng(seed).integers(0, cfg.V, (batch, prompt_len)))
     out = generate(params, cfg, prompt_BL, steps, mesh=device_mesh, **layouts)
     parts.lap("sharded generation")
     if process_id != 0:  # its report is never shown: process 0 speaks for all
         return {"process_id": process_id}
-    ref = generate(params if processes == 1 else init_params(cfg, seed), cfg, prompt_BL, steps)
+    ref = generate(params if processes == 1 else _params(cfg, trained, seed), cfg, prompt_BL,
+                   steps)
     parts.lap("unsharded reference")
     fmt = format_of(params)
     phases = []
@@ -125,7 +132,19 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
             "max_logit_rel_err": float(np.abs(out.step_logits - ref.step_logits).max()
                                        / np.abs(ref.step_logits).max()) if steps else 0.0,
             "first_tokens": out.tokens[0, :8].tolist(),
+            "trained": trained,
+            "text": [{"prompt": text.decode(p), "sharded": text.decode(o),
+                      "reference": text.decode(r)}
+                     for p, o, r in zip(prompt_BL[:TEXT_ROWS], out.tokens[:TEXT_ROWS],
+                                        ref.tokens[:TEXT_ROWS])] if trained else [],
             "parts_s": parts.seconds, "wall_s": time.perf_counter() - t0}
+
+
+def _params(cfg, trained: bool, seed: int, shardings=None) -> dict:
+    """The trained checkpoint where one ships, else random weights from `seed`."""
+    if trained:
+        return checkpoint.load_params(cfg, shardings=shardings)
+    return init_params(cfg, seed, shardings=shardings)
 
 
 class _Parts:
@@ -293,9 +312,11 @@ def format_report(r: dict) -> str:
         here = [_or_dash(p.get("host_step_s"), ".3f")] if host else []
         rows.append([p["phase"], p["layout"], p["tokens"], f"{p['compile_s']:.2f}",
                      f"{p['step_s']:.3f}", *here, _or_dash(p["tpu_v4_step_s"], ".2e"), colls])
+    trained = "trained on the project's prose" if r.get("trained") else "random"
     lines = [f"tpuinfer demo: {r['model']} on {r['devices']} emulated devices{across} "
              f"(mesh {mesh_text(r['mesh'])}), batch {r['batch']}, "
-             f"prompt {r['prompt_len']} tokens, {r['steps']} generated, {r['weights']} weights",
+             f"prompt {r['prompt_len']} tokens, {r['steps']} generated, {r['weights']} weights "
+             f"({trained})",
              "", r.get("layouts_note") or
              "layouts: the planner's choice for this request on TPU v4 unless given", "",
              table(header, rows, "ll" + "r" * (len(header) - 3) + "l")]
@@ -310,11 +331,22 @@ def format_report(r: dict) -> str:
     verdict = "EQUAL to" if r["tokens_match"] else "DIFFERENT from"
     lines += ["", f"generated tokens are {verdict} the unsharded reference's "
                   f"(max relative logit difference {r['max_logit_rel_err']:.1e})",
-              f"first sequence starts: {r['first_tokens']}",
+              *(_text_lines(r["text"]) if r.get("text") else
+                [f"first sequence starts: {r['first_tokens']}"]),
               f"wall time {r['wall_s']:.1f} s" + (": " + ", ".join(
                   f"{part} {s:.1f} s" for part, s in r["parts_s"].items())
                   if r.get("parts_s") else "")]
     return "\n".join(lines)
+
+
+def _text_lines(rows: list[dict]) -> list[str]:
+    """Prompt and continuation of the first sequences, sharded above reference."""
+    # quoted, a newline as \n: one line per sequence, and the prompt's end plain to see
+    lines = [f"the first {len(rows)} of the batch, as text (prompt + what was generated):"]
+    for row in rows:
+        lines += [f"  sharded    {row['prompt']!r} + {row['sharded']!r}",
+                  f"  reference  {row['prompt']!r} + {row['reference']!r}"]
+    return lines
 
 
 def _or_dash(value: float | None, spec: str) -> str:
