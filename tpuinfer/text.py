@@ -105,11 +105,11 @@ def _docstrings(source: str) -> list[str]:
 
 def prompts(batch: int, length: int, seed: int = 0) -> np.ndarray:
     """[batch, length] token ids: snippets of the held-out text, each starting at a word (a
-    byte after a space or newline), at random places drawn with `seed`. Prompts the model
-    never saw in training, as a test set's."""
+    letter after a space or newline: not inside a table, a formula or code), at random places
+    drawn with `seed`. Prompts the model never saw in training, as a test set's."""
     held_N = split(corpus_bytes())[1]
     starts_W = np.flatnonzero(np.isin(held_N[:-length - 1], (ord(" "), ord("\n")))) + 1
-    # a snippet whose first byte is itself a space or newline reads as an empty start
-    starts_W = starts_W[~np.isin(held_N[starts_W], (ord(" "), ord("\n")))]
+    first_W = held_N[starts_W] | 0x20  # ASCII lower case
+    starts_W = starts_W[(first_W >= ord("a")) & (first_W <= ord("z"))]
     pick_B = np.random.default_rng(seed).choice(starts_W, batch, replace=len(starts_W) < batch)
     return np.stack([held_N[s:s + length] for s in pick_B]).astype(np.int32)

@@ -1,6 +1,6 @@
 """`tpuinfer train`: train the tiny model on the project's own prose, from scratch.
 
-Reproduces the shipped checkpoint (`tpuinfer/data/tiny.npz`, read by `load_params`): the
+Trains the shipped checkpoint (`tpuinfer/data/tiny.npz`, read by `load_params`) again: the
 reference model of `tpuinfer.model` (the same forward every layout is checked against), byte
 tokens (`tpuinfer.text`), AdamW from optax with a warm-up and a cosine decay, a fixed seed for
 the initial weights and for every batch. It evaluates the held-out split as it goes and keeps
@@ -130,7 +130,7 @@ def train(model_name: str = DEFAULTS["model"], steps: int = DEFAULTS["steps"],
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the tiny model on the project's prose (the "
-                                     "shipped checkpoint, from scratch)")
+                                     "shipped checkpoint, again from scratch)")
     p.add_argument("--model", default=DEFAULTS["model"])
     for name in ("steps", "batch", "seq_len", "warmup", "seed", "eval_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=DEFAULTS[name])

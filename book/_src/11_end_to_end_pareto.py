@@ -30,7 +30,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 import booktools as bt
-from tpuinfer import planner, sweeps
+from tpuinfer import planner, sweeps, text
 from tpuinfer.layouts.registry import check
 from tpuinfer.measure import measure
 from tpuinfer.paper import DECODE_PER_TOKEN_S, HEADLINE_PER_TOKEN_S
@@ -59,8 +59,8 @@ for ph in chosen.phases:
 
 # %%
 mesh = ti.make_mesh((4, 8, 8))
-params = ti.init_params(cfg, seed=0)
-prompt_BL = np.random.default_rng(8).integers(0, cfg.V, (B, L))
+params = ti.load_params("tiny")  # trained on the project's prose (chapter 0)
+prompt_BL = text.prompts(B, L, seed=8)  # 256 snippets of held-out text
 out = ti.generate(params, cfg, prompt_BL, steps=steps, mesh=mesh,
                   prefill=chosen.prefill.best.layout, decode=chosen.decode.best.layout)
 ref = ti.generate(params, cfg, prompt_BL, steps=steps)
@@ -69,6 +69,10 @@ ref = ti.generate(params, cfg, prompt_BL, steps=steps)
 # NBVAL_CHECK_OUTPUT
 print(f"{B} sequences × {steps} tokens on 256 devices equal the reference's:",
       bool((out.tokens == ref.tokens).all()))
+
+# %%
+for p, o in zip(prompt_BL[:3], out.tokens[:3]):
+    print(repr(ti.decode(p)), "->", repr(ti.decode(o)))
 
 # %%
 for phase, t in out.timings.items():
