@@ -268,6 +268,8 @@ def test_demo_on_two_processes_prints_one_report_from_process_0():
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)  # one object, nothing else on stdout
     assert report["tokens_match"] is True
+    # the trained checkpoint, each process placing only its own shards (load_params)
+    assert report["trained"] and all(t["sharded"] == t["reference"] for t in report["text"])
     assert (report["processes"], report["devices"], report["mesh"]) == (2, 8, [2, 2, 2])
     assert [p["layout"] for p in report["phases"]] == ["ws2d/heads", "ws2d/batch"]
     assert "on 8 emulated devices in 2 processes" in format_report(report)
