@@ -148,6 +148,8 @@ LONG_RUNS = [
     ((2, 2, 2), 2, MTNLG.replace(name="tiny-mtnlg-8-heads", n_heads=8, n_kv_heads=8),
      L_("ws1d", "heads"), L_("ws2d", "batch")),
     ((1, 4, 2), 4, TINY8, L_("ws1d", "heads"), L_("ws2d", "batch")),  # g = y·x, r = z
+    # the full mesh: tiny's 256 heads, one per chip; one sequence, as a long prompt is served
+    ((4, 8, 8), 1, CFG, L_("ws2d", "heads"), L_("ws1d", "heads")),
 ]
 
 
@@ -187,12 +189,16 @@ def reference_in(weights, batch):
 
 # Every feed-forward layout in both formats: on 2x2x2 each in both phases (attention by heads
 # in prefill, by batch in decode); on 1x4x2 each in one phase of a pair, so that each layout
-# compiles once per format. (On 4x8x8 they cost a minute each: left to CI's time budget.)
+# compiles once per format; on 4x8x8 the paper's two pairs (below).
 FORMAT_PAIRS = [(L_("ws1d", "heads"), L_("ws2d", "batch")),
                 (L_("wg-x", "heads"), L_("wg-xy", "batch")),
                 (L_("wg-xyz", "heads"), L_("ws1d", "batch"))]
 FORMAT_RUNS = ([((2, 2, 2), 8, L_(f, "heads"), L_(f, "batch")) for f in ti.FFN_LAYOUTS]
                + [((1, 4, 2), 8, p, d) for p, d in FORMAT_PAIRS])
+# On 4x8x8 (a minute each), the paper's two pairs in the format it ran each in: the
+# low-latency pair in bf16, the high-throughput pair in int8 (its Table 2).
+FULL_MESH_FORMAT_RUNS = [("bf16", L_("ws2d", "heads"), L_("ws2d", "batch")),
+                         ("int8", L_("wg-xyz", "batch"), L_("ws2d", "batch"))]
 
 
 @pytest.mark.slow
@@ -200,6 +206,17 @@ FORMAT_RUNS = ([((2, 2, 2), 8, L_(f, "heads"), L_(f, "batch")) for f in ti.FFN_L
 @pytest.mark.parametrize("shape, batch, prefill, decode", FORMAT_RUNS,
                          ids=[f"{'x'.join(map(str, s))}-{p}-{d}" for s, b, p, d in FORMAT_RUNS])
 def test_weight_format_logits_match_reference(shape, batch, prefill, decode, weights):
+    check_format_run(shape, batch, prefill, decode, weights)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights, prefill, decode", FULL_MESH_FORMAT_RUNS,
+                         ids=[f"4x8x8-{w}-{p}-{d}" for w, p, d in FULL_MESH_FORMAT_RUNS])
+def test_weight_format_logits_match_reference_on_the_full_mesh(weights, prefill, decode):
+    check_format_run((4, 8, 8), 256, prefill, decode, weights)
+
+
+def check_format_run(shape, batch, prefill, decode, weights):
     out = ti.generate(params(), CFG, prompt(batch), STEPS, mesh=ti.make_mesh(shape),
                       prefill=prefill, decode=decode, weights=weights)
     ref = reference_in(weights, batch)

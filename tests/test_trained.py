@@ -112,6 +112,26 @@ def test_training_from_scratch_lowers_the_loss():
     assert record["kept_step"] in (3, 6)
 
 
+def test_train_command_snapshots_a_new_corpus_and_writes_a_loadable_checkpoint(tmp_path):
+    """`tpuinfer train --new-corpus REPO --out DIR`: the prose of REPO (here a README alone)
+    becomes DIR's corpus, and DIR's checkpoint loads, its record naming that corpus."""
+    import gzip
+    import json
+    from tpuinfer.cli import main
+    repo, out = tmp_path / "repo", tmp_path / "out"
+    repo.mkdir()
+    (repo / "README.md").write_text(text.corpus_bytes()[:24_000].decode("utf-8", "ignore"))
+    assert main(["train", "--new-corpus", str(repo), "--out", str(out), "--steps", "2",
+                 "--batch", "2", "--seq-len", "32", "--eval-every", "1", "--json"]) == 0
+    snapshot = gzip.decompress((out / "corpus.txt.gz").read_bytes())
+    assert snapshot.startswith(text.corpus_bytes()[:1000])
+    meta = checkpoint.metadata("tiny", out)
+    assert meta["corpus"]["sha256"] == text.sha256(snapshot) and meta["kept_step"] in (1, 2)
+    params = ti.load_params("tiny", directory=out)
+    assert params["layers"][0]["w_q"].shape == ti.init_params(CFG)["layers"][0]["w_q"].shape
+    assert json.loads((out / "tiny.json").read_text())["training"]["steps"] == 2
+
+
 def test_train_rejects_a_corpus_too_short():
     from tpuinfer.train import train
     with pytest.raises(UsageError, match="too short for windows of 64 bytes"):

@@ -139,16 +139,19 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, default=text.DATA,
                    help="directory for <model>.npz and <model>.json (default: the package's)")
     p.add_argument("--new-corpus", type=Path, metavar="REPO",
-                   help="first snapshot the prose of the tpuinfer checkout REPO as the corpus "
-                        "(replaces tpuinfer/data/corpus.txt.gz)")
+                   help="train on a new snapshot of the prose of the tpuinfer checkout REPO, "
+                        "written to OUT/corpus.txt.gz beside the checkpoint (default: the "
+                        "shipped snapshot)")
     add_json_flag(p)
 
     def func(args):
+        corpus = None
         if args.new_corpus:
-            prose = text.collect_prose(args.new_corpus).encode("utf-8")
-            text.CORPUS.write_bytes(gzip.compress(prose, mtime=0))
+            corpus = text.collect_prose(args.new_corpus).encode("utf-8")
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / text.CORPUS.name).write_bytes(gzip.compress(corpus, mtime=0))
         record = train(args.model, args.steps, args.batch, args.seq_len, args.lr, args.warmup,
-                       args.weight_decay, args.seed, args.eval_every, args.out,
+                       args.weight_decay, args.seed, args.eval_every, args.out, corpus,
                        progress=not args.json)
         lines = [f"{c['step']:>6} {c['train_loss']:>8.4f} {c['held_out_loss']:>9.4f} "
                  f"{c['elapsed_s']:>7.0f}" for c in record["curve"]]
