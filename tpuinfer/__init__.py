@@ -25,4 +25,5 @@ from .text import decode, encode
 
 __all__ = ["MODELS", "ModelConfig", "get_model", "Generation", "generate", "ATTENTION_LAYOUTS",
            "FFN_LAYOUTS", "Layout", "EmulationError", "emulate", "make_mesh", "init_params",
-           "load_params", "encode", "decode", "Collective", "StepTerms", "measure", "Measurement", "clear_caches", "cache_sizes"]
+           "load_params", "encode", "decode", "Collective", "StepTerms", "measure",
+           "Measurement", "clear_caches", "cache_sizes"]

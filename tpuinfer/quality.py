@@ -118,6 +118,7 @@ class LogitChange(NamedTuple):
     """How far one weight format moves the logits from another's (`logits_change`)."""
     relative_norm: float  # ||logits_weights - logits_against|| / ||logits_against||
     top1_agreement: float  # share of positions whose most likely token is the same
+    noise: float  # mean over positions of the standard deviation of the difference
     median_lead: float  # median over positions of (top logit - second) under `against`
     spread: float  # mean over positions of the logits' standard deviation under `against`
 
@@ -125,8 +126,9 @@ class LogitChange(NamedTuple):
 def logits_change(params, cfg: ModelConfig, tokens_BL, weights: str = "int8",
                   against: str = "bf16") -> LogitChange:
     """How far a weight format moves the logits, over every position of `tokens_BL`: the
-    measure that means something on random weights too; with the lead of the top choice and
-    the logits' spread, which say how much a given perturbation can change."""
+    measure that means something on random weights too; with the size of the difference at
+    each position, the lead of the top choice and the logits' spread, which together say how
+    much that difference can change."""
     logits = {}
     for fmt in (weights, against):
         dtype = quant.activation_dtype(fmt)
@@ -138,5 +140,6 @@ def logits_change(params, cfg: ModelConfig, tokens_BL, weights: str = "int8",
     top2 = np.sort(b, axis=-1)[..., -2:]
     return LogitChange(float(np.linalg.norm(a - b) / np.linalg.norm(b)),
                        float(np.mean(a.argmax(-1) == b.argmax(-1))),
+                       float((a - b).std(axis=-1).mean()),
                        float(np.median(top2[..., 1] - top2[..., 0])),
                        float(b.std(axis=-1).mean()))

@@ -42,7 +42,8 @@ def _optimizer(steps: int, lr: float, warmup: int, weight_decay: float):
         import optax  # optional: the `train` extra, not needed to run or plan
     except ImportError:
         raise UsageError("tpuinfer train needs optax: pip install -e \".[train]\"") from None
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, min(warmup, steps), max(steps, 1),
+    warmup = min(warmup, steps - 1)  # a short run (a test) keeps a step of decay
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1),
                                                   end_value=lr / 10)
     # the norm scales are not decayed: pulling them to 0 would only shrink the activations
     decay_mask = lambda params: jax.tree.map(lambda w: w.ndim > 1, params)
@@ -117,7 +118,7 @@ def train(model_name: str = DEFAULTS["model"], steps: int = DEFAULTS["steps"],
         "training": {"steps": steps, "batch": batch, "seq_len": seq_len, "seed": seed,
                      "optimizer": f"optax {optax.__version__}: clip_by_global_norm(1.0), adamw "
                                   f"(b1 0.9, b2 0.98, weight decay {weight_decay} on matrices), "
-                                  f"warm-up {warmup} steps to {lr}, cosine decay to {lr / 10}",
+                                  f"warm-up {warmup} steps to {lr:g}, cosine decay to {lr / 10:g}",
                      "jax": jax.__version__, "devices": str(jax.devices()[0].platform),
                      "wall_s": time.perf_counter() - t0},
         "kept_step": best[1], "held_out_loss": best[0],
