@@ -3,7 +3,7 @@
 The tokenizer is the simplest that needs no files: token i is the byte i of the text's UTF-8.
 The tiny model's vocabulary of 512 holds the 256 bytes; it is 512, not 256, so that V divides
 by the 256 chips of the full mesh with room to spare in every layout. Ids 256-511 are never
-produced by `encode`; the trained model learns never to predict them, and `decode` drops them.
+produced by `encode`, and `decode` drops any that a model predicts.
 
 The corpus is this project's own prose (README, the book's chapters, the library's docstrings),
 snapshotted into `tpuinfer/data/` so that `tpuinfer train` reproduces the shipped checkpoint
@@ -35,7 +35,7 @@ def encode(text: str) -> list[int]:
 
 
 def decode(tokens) -> str:
-    """Text of token ids: the bytes among them, decoded as UTF-8 (a character cut in half, or
+    """Text of token ids: the bytes among them, decoded as UTF-8 (a character cut in half
     shows as the replacement character); ids beyond the bytes are left out."""
     ids = np.asarray(tokens).reshape(-1)
     return bytes(int(t) for t in ids if 0 <= t < N_BYTES).decode("utf-8", errors="replace")
@@ -65,10 +65,6 @@ def split(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     for i in range(HELD_OUT_EVERY - 1, n_blocks, HELD_OUT_EVERY):
         held[i * BLOCK:(i + 1) * BLOCK] = True
     return arr_N[~held], arr_N[held]
-
-
-def held_out_text() -> str:
-    return split(corpus_bytes())[1].tobytes().decode("utf-8", errors="replace")
 
 
 def collect_prose(root: Path) -> str:

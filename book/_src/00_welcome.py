@@ -147,7 +147,7 @@ fig.show()
 # happens, not what it computes.
 #
 # The tiny model here is trained: `ti.load_params("tiny")` is a checkpoint that ships with
-# the package, trained (`tpuinfer train`, 20 minutes on 2 CPU cores) on this project's own
+# the package, trained (`tpuinfer train`, 23 to 25 minutes on 2 CPU cores) on this project's own
 # prose, one byte per token (`ti.encode`, `ti.decode`). The prompts are snippets of text it
 # was never trained on, so what it writes is text you can read, and check.
 
