@@ -28,13 +28,17 @@ PROMPT_LEN, CACHE_LEN = 4, 7
 PHASES = ("prefill", "decode")
 CONFIGS = [(shape, ti.Layout(f, a), phase) for shape in MESHES for f in ti.FFN_LAYOUTS
            for a in ti.ATTENTION_LAYOUTS for phase in PHASES]
-# Looped CollectiveEinsum: test_looped.py's cases (the same compiled steps), both phases
+# Looped CollectiveEinsum: test_looped.py's cases (the same compiled steps), both phases; on
+# the full mesh with test_looped's one-layer model (`ONE_LAYER`, the same rings per layer)
+ONE_LAYER = CFG.replace(name="tiny-1-layer", n_layers=1)
 LOOPED = [(s, ti.Layout(f, a, looped=True, bidirectional=b), phase) for f, a, b, s in
           [(f, "heads", False, s) for f in ti.FFN_LAYOUTS for s in [(2, 2, 2), (1, 4, 2)]]
           + [("ws2d", "batch", False, (2, 2, 2)), ("wg-xy", "batch", False, (2, 2, 2)),
              ("ws1d", "heads", True, (2, 2, 2)), ("ws2d", "batch", True, (2, 2, 2)),
-             ("ws2d", "heads", True, (1, 4, 2)), ("ws2d", "heads", False, (4, 8, 8))]
+             ("ws2d", "heads", True, (1, 4, 2))]
           for phase in PHASES]
+STEPS = [(s, l, ph, CFG) for s, l, ph in CONFIGS + LOOPED] + [
+    ((4, 8, 8), ti.Layout("ws2d", "heads", looped=True), ph, ONE_LAYER) for ph in PHASES]
 # Attention by batch below the chip count, and MT-NLG's block (serial, GELU, multihead):
 # test_layouts.py's small-batch and tiny-mtnlg runs (the same compiled steps), each layout in
 # the phase it ran there: (model, shape, batch, layout, phase)
@@ -87,10 +91,11 @@ def assert_matches_prediction(m):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape, layout, phase", CONFIGS + LOOPED,
-                         ids=[f"{'x'.join(map(str, s))}-{l}-{ph}" for s, l, ph in CONFIGS + LOOPED])
-def test_measured_step_matches_prediction(measured, shape, layout, phase):
-    m = measured(shape, layout, phase)
+@pytest.mark.parametrize("shape, layout, phase, cfg", STEPS,
+                         ids=[f"{'x'.join(map(str, s))}-{l}-{ph}"
+                              + ("" if c == CFG else f"-{c.name}") for s, l, ph, c in STEPS])
+def test_measured_step_matches_prediction(measured, shape, layout, phase, cfg):
+    m = measured(shape, layout, phase, cfg=cfg)
     assert_matches_prediction(m)
     if shape == (4, 8, 8):
         # memory during the step: the compiler's temporaries within 3x of the predicted

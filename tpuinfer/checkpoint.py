@@ -34,7 +34,7 @@ def trained_models(directory: Path = DATA) -> list[str]:
 
 
 def _flat(params: dict) -> dict[str, jax.Array]:
-    out = {"embed": params["embed"], "final_norm": params["final_norm"]}
+    out = {k: params[k] for k in ("embed", "unembed", "final_norm") if k in params}
     for i, layer in enumerate(params["layers"]):
         out |= {f"layers.{i}.{name}": w for name, w in layer.items()}
     return out
@@ -73,7 +73,7 @@ def load_params(model: str | ModelConfig = "tiny", dtype=jnp.float32, shardings=
     if set(flat) != set(expected) or any(flat[k].shape != tuple(s) for k, s in expected.items()):
         raise UsageError(f"checkpoint {path_for(cfg.name, directory)} does not hold the "
                          f"parameters of {cfg.name}: retrain it with `tpuinfer train`")
-    sh = shardings or {"embed": None, "final_norm": None,
+    sh = shardings or {**{k: None for k in shapes if k != "layers"},
                        "layers": [{k: None for k in l} for l in shapes["layers"]]}
     flat_sh = _flat(sh)
 
@@ -83,7 +83,7 @@ def load_params(model: str | ModelConfig = "tiny", dtype=jnp.float32, shardings=
             return jnp.asarray(host)
         return jax.make_array_from_callback(host.shape, flat_sh[key], lambda idx: host[idx])
 
-    return {"embed": put("embed"), "final_norm": put("final_norm"),
+    return {**{k: put(k) for k in shapes if k != "layers"},
             "layers": [{name: put(f"layers.{i}.{name}") for name in layer}
                        for i, layer in enumerate(shapes["layers"])]}
 

@@ -45,7 +45,8 @@ def register(sub) -> None:
     p.add_argument("--chips", type=int, default=64)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--attention-variant", default="multiquery-batch",
-                   help="multihead | multiquery-heads | multiquery-batch")
+                   help="multihead | multiquery-heads | multiquery-batch | grouped-heads | "
+                        "grouped-batch (a grouped-query model's)")
     p.add_argument("--kv-fraction", type=float, default=0.3,
                    help="fraction of each chip's HBM given to the KV cache (paper: 0.3)")
     add_json_flag(p)

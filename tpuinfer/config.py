@@ -1,7 +1,8 @@
 """Model configurations and the model-wide counts that live beside them.
 
 Letters follow the paper's notation (Pope et al. 2022, arXiv 2211.05102, Section 3.1): E d_model,
-F d_ff, H query heads, K key/value heads (K = 1 is multiquery), D d_head, V vocabulary. Counts
+F d_ff, H query heads, K key/value heads (K = 1 is multiquery, K = H multihead, and in between
+grouped-query attention: each K/V head shared by H/K query heads), D d_head, V vocabulary. Counts
 here are the single source that the cost model, the planner, the tests and the book all call.
 """
 from __future__ import annotations
@@ -22,17 +23,20 @@ class ModelConfig:
     d_ff: int  # F
     n_heads: int  # H
     d_head: int  # D
-    n_kv_heads: int  # K: 1 is multiquery, n_heads is multihead
+    n_kv_heads: int  # K: 1 is multiquery, n_heads is multihead, between them grouped-query
     vocab: int  # V
     parallel_block: bool = True  # PaLM: y = x + Attn(norm x) + FFN(norm x)
     gated_ffn: bool = True  # SwiGLU (W_gate, W_up, W_down) or GELU (W_up, W_down)
     mfu_params: float | None = None  # the paper's N in MFU, where it rounds (540e9, 62.5e9)
+    # PaLM's input embedding is also its output projection; Llama's are two tables
+    tied_embeddings: bool = True
 
     def __post_init__(self):
-        if self.n_kv_heads not in (1, self.n_heads):
+        if not 1 <= self.n_kv_heads <= self.n_heads or self.n_heads % self.n_kv_heads:
             raise UsageError(
-                f"{self.name}: K={self.n_kv_heads} key/value heads; tpuinfer supports multiquery "
-                f"(K=1) and multihead (K=H={self.n_heads}) attention")
+                f"{self.name}: K={self.n_kv_heads} key/value heads for H={self.n_heads} query "
+                f"heads; K must divide H (1: multiquery, {self.n_heads}: multihead, a divisor "
+                f"between: grouped-query attention)")
         if self.d_head % 2:
             raise UsageError(f"{self.name}: D={self.d_head} must be even for RoPE")
 
@@ -54,6 +58,12 @@ class ModelConfig:
     def multiquery(self) -> bool:
         return self.n_kv_heads == 1
 
+    @property
+    def attention_kind(self) -> str:
+        """"multiquery" (K = 1), "multihead" (K = H) or "grouped" (1 < K < H)."""
+        return ("multiquery" if self.K == 1 else "multihead" if self.K == self.H
+                else "grouped")
+
     def replace(self, **changes) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 
@@ -69,14 +79,17 @@ class ModelConfig:
         return self.E * len(shapes.layer_norms(self))
 
     def matmul_params(self) -> int:
-        """Parameters that take part in a matmul: every weight matrix and the (tied)
-        embedding, which is the output projection. Norm scales do not."""
+        """Parameters that take part in a matmul: every weight matrix and the output
+        projection (the embedding table itself when tied). Norm scales do not, nor does an
+        untied input embedding (a lookup)."""
         per_layer = self.attention_params_per_layer() + self.ffn_params_per_layer()
         return self.n_layers * per_layer + math.prod(shapes.shape(self, "embed"))
 
     def n_params(self) -> int:
         """Every parameter, as `init_params` creates them (tested exactly)."""
-        return self.matmul_params() + self.n_layers * self.norm_params_per_layer() + self.E
+        lookup = 0 if self.tied_embeddings else math.prod(shapes.shape(self, "embed"))
+        return (self.matmul_params() + lookup + self.n_layers * self.norm_params_per_layer()
+                + self.E)
 
     def weight_bytes(self, weights: str = "bf16") -> float:
         """Bytes of all parameters in a weight format; int8 adds a bf16 scale per output
@@ -114,6 +127,12 @@ def _palm(name, n_layers, E, H, mfu_params=None):
     return ModelConfig(name, n_layers, E, 4 * E, H, 256, 1, 256_000, mfu_params=mfu_params)
 
 
+def _llama(name, n_layers, E, F, H, kv=8, vocab=128_256):
+    # a Llama-shaped model: serial block, SwiGLU, d_head 128, grouped-query, untied table
+    return ModelConfig(name, n_layers, E, F, H, 128, kv, vocab, parallel_block=False,
+                       tied_embeddings=False)
+
+
 MODELS: dict[str, ModelConfig] = {
     # tiny: every dimension a layout splits divides by the axes it is split over on the full
     # 4x8x8 mesh (E, F, H and V by 256), so every layout runs there; H=256 because attention by
@@ -137,6 +156,27 @@ MODELS: dict[str, ModelConfig] = {
     # GPT-2 vocabulary padded to 51200. Biases are left out, as in every tpuinfer model.
     "mt-nlg-530b": ModelConfig("mt-nlg-530b", 105, 20480, 4 * 20480, 128, 160, 128, 51_200,
                                parallel_block=False, gated_ffn=False),
+    # tiny-llama: tiny with Llama's block (below): serial SwiGLU, grouped-query attention and an
+    # untied output table. K = 4 (64 query heads per K/V head) splits the K/V heads over some
+    # axes and replicates them over the rest on every mesh the tests run (2x2x2, 1x4x2, 4x8x8).
+    "tiny-llama": ModelConfig("tiny-llama", 2, 256, 1024, 256, 8, 4, 512, parallel_block=False,
+                              tied_embeddings=False),
+    # Llama 3 (Meta): serial SwiGLU blocks, grouped-query attention with 8 K/V heads, RoPE
+    # (base 500,000; tpuinfer's engine uses 10,000, which changes no cost), untied output
+    # table of 128,256 rows. Source for every number: the Llama 3 paper (Grattafiori et al.
+    # 2024, arXiv 2407.21783, Table 3: layers, d_model, FFN dimension, heads, K/V heads) and
+    # Meta's configs (huggingface.co/meta-llama/Meta-Llama-3-8B/blob/main/config.json and
+    # the 70B's, meta-llama/Llama-3.1-405B's: vocab_size 128256, tie_word_embeddings false,
+    # head_dim 128). The 405B model was released as Llama 3.1.
+    "llama-3-8b": _llama("llama-3-8b", 32, 4096, 14336, 32),
+    "llama-3-70b": _llama("llama-3-70b", 80, 8192, 28672, 64),
+    "llama-3-405b": _llama("llama-3-405b", 126, 16384, 53248, 128),
+    # Qwen2.5 (Alibaba): the same block with biases on Q, K, V (left out here: 129,024
+    # parameters of 7.6B, 0.002%), a 152,064-row vocabulary, untied. Source:
+    # huggingface.co/Qwen/Qwen2.5-7B/blob/main/config.json and Qwen/Qwen2.5-72B's (hidden,
+    # intermediate, heads, key/value heads, layers, vocab_size, tie_word_embeddings false).
+    "qwen2.5-7b": _llama("qwen2.5-7b", 28, 3584, 18944, 28, kv=4, vocab=152_064),
+    "qwen2.5-72b": _llama("qwen2.5-72b", 80, 8192, 29568, 64, vocab=152_064),
 }
 
 

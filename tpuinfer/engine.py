@@ -25,10 +25,11 @@ from .mesh import mesh_shape as shape_of
 # placing arrays on the mesh: `engine.place` and `engine.shardings` are placement's
 from .placement import place, shardings  # noqa: F401
 from .quant import activation_dtype
+from .shapes import output_table
 
 
 def param_shardings(cfg, layout, mesh, weights="f32"):
-    return shardings(mesh, param_specs(cfg, layout, weights))
+    return shardings(mesh, param_specs(cfg, layout, weights, shape_of(mesh)))
 
 
 # ---- the step -------------------------------------------------------------------------------
@@ -39,7 +40,8 @@ def _body(ctx: Ctx, dtype, params, tokens_BL, cache, pos):
     for w, layer_cache in zip(params["layers"], cache):
         x_BLE, layer_cache = ctx.ffn.block(ctx, x_BLE, w, layer_cache, pos)
         new_cache.append(layer_cache)
-    return head.logits(ctx, x_BLE, params["final_norm"], params["embed"]), new_cache
+    return head.logits(ctx, x_BLE, params["final_norm"], params[output_table(ctx.cfg)]), \
+        new_cache
 
 
 @functools.lru_cache(maxsize=64)  # bounded: `COMPILED_STEPS`
@@ -52,12 +54,13 @@ def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int):
     cspecs = cache_specs(cfg, layout, shape_of(mesh), batch)
     sharded = jax.shard_map(
         body, mesh=mesh,
-        in_specs=(param_specs(cfg, layout, weights), token_spec(layout), cspecs, P()),
+        in_specs=(param_specs(cfg, layout, weights, shape_of(mesh)), token_spec(layout), cspecs, P()),
         out_specs=(logits_spec(layout), cspecs),
-        # Multiquery K/V under attention by heads are computed identically on every chip of
-        # the heads axes and cached replicated; the varying-axes check cannot see through the
-        # all-gather that makes them equal, so replication is asserted here and the tests
-        # check it against the reference.
+        # Multiquery (and grouped-query) K/V under attention by heads are computed
+        # identically on every chip of the heads axes they do not split over and cached
+        # replicated; the varying-axes check cannot see through the all-gather that makes
+        # them equal, so replication is asserted here and the tests check it against the
+        # reference.
         check_vma=False)
     return jax.jit(sharded, donate_argnums=(2,))
 

@@ -146,7 +146,8 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
 
     # Prefill: all L prompt tokens at positions 0..L-1 fill the cache.
     if mesh is not None:
-        params = engine.place(params, mesh, engine.param_specs(cfg, prefill, fmt))
+        params = engine.place(params, mesh, engine.param_specs(cfg, prefill, fmt,
+                                                                mesh_shape(mesh)))
     cache = engine.init_cache(cfg, prefill, mesh, B, max_len, fmt)
     tokens_BL = global_array(prompt_BL, mesh, engine.token_spec(prefill) if mesh else None)
     logits_B1V, cache = pre(params, tokens_BL, cache, 0)
@@ -155,7 +156,8 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
 
     # Decode: one token per step against the growing cache, in the decode layout.
     if mesh is not None and decode != prefill:
-        params = engine.place(params, mesh, engine.param_specs(cfg, decode, fmt))
+        params = engine.place(params, mesh, engine.param_specs(cfg, decode, fmt,
+                                                                mesh_shape(mesh)))
         cache = engine.place(cache, mesh,
                              engine.cache_specs(cfg, decode, mesh_shape(mesh), B))
     tokens, step_logits = [], []

@@ -4,11 +4,13 @@ A profile says how fast a chip computes and reads its HBM, and how the mesh axes
 onto its links, so that the cost model can price a collective over any group of axes:
 
 - TPU (`interconnect="torus"`): mesh axis x, y, z is physical torus dimension 0, 1, 2 (a 2D torus
-  has no third dimension: z must be 1). A slice built of whole wraparound units (`wrap_unit`
-  chips a side: on TPU v4 and v5p the 4×4×4 cube, whose optical switches close every axis of a
+  has no third dimension: z must be 1). On TPU v4 and v5p a slice built of whole wraparound
+  units (`wrap_unit` chips a side: the 4×4×4 cube, whose optical switches close every axis of a
   slice made of such cubes into a ring) has wraparound on every axis; any other slice (2×2×4,
   2×4×4, 4×4×2, ...) is a mesh of lines, with no wraparound at all (Jouppi et al., "TPU v4",
-  ISCA 2023, Section 2).
+  ISCA 2023, Section 2). On the 2D tori of TPU v5e and v6e (`wrap_each_axis`) each axis
+  decides alone: a full side of 16 chips is a ring, a shorter side a line, so an 8×16 slice
+  wraps along its 16 and not its 8 (jax-ml scaling book, "How to think about TPUs").
 - an emulated mesh (`interconnect="host"`): every device is a thread on this machine's cores,
   so throughput is the host's, shared by all devices of the mesh, and collectives are copies
   through one memory, priced per kind by the constants `tpuinfer calibrate` fits (see there).
@@ -58,6 +60,7 @@ class HardwareProfile:
     torus_dims: int = 3  # torus: physical dimensions; mesh axes beyond them must be 1
     max_side: int = 16  # torus: longest side of a slice (chips)
     wrap_unit: int = 4  # torus: a slice whose every side is a multiple of this wraps round
+    wrap_each_axis: bool = False  # torus: each side of wrap_unit chips wraps on its own
     node_size: int = 8  # switch: GPUs per NVLink node
     network_bandwidth: float = 0.0  # switch: bytes/s per GPU per direction between nodes
     network_latency_s: float = 0.0  # switch: one step between nodes
@@ -141,7 +144,8 @@ PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
         description="TPU v5e, datasheet",
         peak_flops=197e12,  # source: cloud.google.com/tpu/docs/v5e (peak bf16 per chip)
         hbm_bytes=16e9,  # source: cloud.google.com/tpu/docs/v5e (16 GB HBM2)
-        hbm_bandwidth=819e9,  # source: cloud.google.com/tpu/docs/v5e (819 GBps)
+        # source: cloud.google.com/tpu/docs/v5e (819 GBps; the jax-ml scaling book's 8.1e11)
+        hbm_bandwidth=819e9,
         interconnect="torus",  # source: cloud.google.com/tpu/docs/v5e (2D torus)
         # source: cloud.google.com/tpu/docs/v5e: 400 GB/s bidirectional per chip over 4 links
         link_bandwidth=400e9 / 4 / 2,
@@ -149,8 +153,26 @@ PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
         torus_dims=2,  # source: cloud.google.com/tpu/docs/v5e (2D slices up to 16x16)
         max_side=16,  # source: cloud.google.com/tpu/docs/v5e (largest slice 16x16)
         wrap_unit=16,  # source: jax-ml scaling book, "How to think about TPUs" (wraparound
-        #               only on a full 16x16 v5e slice)
+        #               only along a full side of 16: "a TPU v5e 8x16 will have a wraparound
+        #               on the longer axis")
+        wrap_each_axis=True,
         max_chips=256,  # source: cloud.google.com/tpu/docs/v5e (pod of 256 chips)
+    ),
+    HardwareProfile(
+        name="tpu-v6e",
+        description="TPU v6e (Trillium), datasheet",
+        peak_flops=918e12,  # source: cloud.google.com/tpu/docs/v6e (918 TFLOPs bf16 per chip)
+        hbm_bytes=32e9,  # source: cloud.google.com/tpu/docs/v6e (32 GB per chip)
+        hbm_bandwidth=1638e9,  # source: cloud.google.com/tpu/docs/v6e (1638 GBps per chip)
+        interconnect="torus",  # source: cloud.google.com/tpu/docs/v6e (2D torus)
+        # source: cloud.google.com/tpu/docs/v6e: 800 GBps bidirectional per chip, 4 ICI ports
+        link_bandwidth=800e9 / 4 / 2,
+        hop_latency_s=1e-6,  # source: the TPU v4 figure (no v6e figure is published)
+        torus_dims=2,  # source: cloud.google.com/tpu/docs/v6e (2D slices up to 16x16)
+        max_side=16,  # source: cloud.google.com/tpu/docs/v6e (pod of 256 chips, 16x16)
+        wrap_unit=16,  # source: jax-ml scaling book, "How to think about TPUs" (as v5e)
+        wrap_each_axis=True,
+        max_chips=256,  # source: cloud.google.com/tpu/docs/v6e (pod of 256 chips)
     ),
     HardwareProfile(
         name="tpu-v5p",
@@ -337,12 +359,27 @@ def group_links(hw: HardwareProfile | str, mesh_shape, axes) -> GroupLinks:
     return _group_links(hw, tuple(mesh_shape), tuple(sorted(set(axes), key=AXES.index)))
 
 
-def wraps(hw: HardwareProfile | str, mesh_shape) -> bool:
-    """Whether a torus slice of this shape has wraparound links (on every axis at once): only
-    a slice made of whole wraparound units does (the module docstring)."""
+def wrapped_axes(hw: HardwareProfile | str, mesh_shape) -> tuple[bool, bool, bool]:
+    """Per mesh axis x, y, z: whether it is a ring (wraparound) on this torus slice (the
+    module docstring): every axis of a slice of whole wraparound units, or, on a chip that
+    wraps each axis on its own, each full side. Axes of one chip count as rings (nothing to
+    wrap); a switch or host has no rings."""
     hw = get_hardware(hw)
-    sides = tuple(mesh_shape)[:hw.torus_dims]
-    return hw.interconnect == "torus" and all(s % hw.wrap_unit == 0 for s in sides)
+    shape = tuple(mesh_shape)
+    if hw.interconnect != "torus":
+        return (False, False, False)
+    sides = shape[:hw.torus_dims]
+    if hw.wrap_each_axis:
+        return tuple(s == 1 or s % hw.wrap_unit == 0 for s in sides) + \
+            (True,) * (3 - len(sides))
+    whole = all(s % hw.wrap_unit == 0 for s in sides)
+    return (whole,) * 3
+
+
+def wraps(hw: HardwareProfile | str, mesh_shape) -> bool:
+    """Whether a torus slice of this shape has wraparound links on every axis."""
+    hw = get_hardware(hw)
+    return hw.interconnect == "torus" and all(wrapped_axes(hw, mesh_shape))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -352,15 +389,18 @@ def _group_links(hw: HardwareProfile, mesh_shape, axes) -> GroupLinks:
     if k == 1:
         return GroupLinks(1, math.inf, 0.0, 0, 0.0, math.inf)
     if hw.interconnect == "torus":
-        return _torus_links(hw, [s for s in sides if s > 1], wraps(hw, mesh_shape))
+        ring = wrapped_axes(hw, mesh_shape)
+        return _torus_links(hw, [(s, ring[AXES.index(a)]) for s, a in zip(sides, axes)
+                                 if s > 1])
     return _switch_links(hw, mesh_shape, axes, k)
 
 
-def _torus_links(hw: HardwareProfile, sides, ring: bool) -> GroupLinks:
+def _torus_links(hw: HardwareProfile, sides) -> GroupLinks:
     # Dimension-parallel collectives use every axis the group spans at once, so bandwidth adds
-    # over axes (jax-ml scaling book, "sharded matmuls": multi-axis all-gathers).
+    # over axes (jax-ml scaling book, "sharded matmuls": multi-axis all-gathers). `sides`:
+    # (chips, whether that axis is a ring) per axis of the group.
     bandwidth = distance = steps = 0
-    for s in sides:
+    for s, ring in sides:
         if ring:  # a bidirectional ring: both directions of both neighbours' links
             bandwidth += 2 * hw.link_bandwidth
             distance += (s * s // 4) / s  # mean ring distance, own chip included
@@ -369,8 +409,8 @@ def _torus_links(hw: HardwareProfile, sides, ring: bool) -> GroupLinks:
             bandwidth += 2 * hw.link_bandwidth * (s - 1) / s
             distance += (s * s - 1) / (3 * s)  # mean line distance, own chip included
             steps += s - 1  # the end chips' shards cross the whole line
-    return GroupLinks(math.prod(sides), bandwidth, distance, steps, hw.hop_latency_s,
-                      hw.link_bandwidth)
+    return GroupLinks(math.prod(s for s, _ in sides), bandwidth, distance, steps,
+                      hw.hop_latency_s, hw.link_bandwidth)
 
 
 def _switch_links(hw: HardwareProfile, mesh_shape, axes, k) -> GroupLinks:

@@ -228,7 +228,8 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     engine.check(cfg, layout, shape, batch)  # the engine's own errors, before any work
 
     placed = _placed(cfg, layout.ffn, mesh, weights, seed) if params is None else \
-        engine.place(prepare(params, weights), mesh, engine.param_specs(cfg, layout, weights))
+        engine.place(prepare(params, weights), mesh, engine.param_specs(cfg, layout, weights,
+                                                                     mesh_shape(mesh)))
     tokens_BL = global_array(np.zeros((batch, tokens), np.int32), mesh,
                              engine.token_spec(layout))
     cache = engine.init_cache(cfg, layout, mesh, batch, context, weights)
@@ -325,7 +326,7 @@ def _placed(cfg, ffn: str, mesh, weights: str, seed: int):
     layout = Layout(ffn)
     shards = None if placement.through_host(mesh) else engine.param_shardings(cfg, layout, mesh)
     params = prepare(init_params(cfg, seed, shardings=shards), weights)
-    return engine.place(params, mesh, engine.param_specs(cfg, layout, weights))
+    return engine.place(params, mesh, engine.param_specs(cfg, layout, weights, mesh_shape(mesh)))
 
 
 # the executables `_time` has run, held weakly: gone when the engine's cache drops them

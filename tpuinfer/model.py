@@ -1,8 +1,9 @@
 """The reference model: plain, unsharded JAX. The truth every layout is checked against.
 
 A PaLM parallel block (one RMS-norm feeding attention and a SwiGLU feed-forward, summed into the
-residual) or, for MT-NLG, a serial block; multiquery (K = 1) or multihead attention; RoPE; no
-biases; the input embedding shared with the output projection; a KV cache.
+residual) or, for MT-NLG, a serial block; multiquery (K = 1), grouped-query or multihead
+attention; RoPE; no biases; the input embedding shared with the output projection (PaLM) or an
+output table of its own (`unembed`, Llama); a KV cache.
 
 The per-chip math of every layout calls the local functions here (`rms_norm`, `rope`,
 `attend`, `ffn_act`, `mm`), so a layout differs from the reference only in its collectives.
@@ -19,7 +20,7 @@ import jax.numpy as jnp
 
 from .config import ModelConfig
 from .quant import QWeight
-from .shapes import CONTRACT, param_shapes
+from .shapes import CONTRACT, output_table, param_shapes
 
 EPS = 1e-6
 ROPE_BASE = 10_000.0
@@ -44,13 +45,16 @@ def init_params(cfg: ModelConfig, seed: int = 0, dtype=jnp.float32, shardings=No
     def make(path_key, name, shape, sharding):
         return _initializer(name, tuple(shape), jnp.dtype(dtype), sharding)(path_key)
 
-    sh = shardings or {"embed": None, "final_norm": None,
+    sh = shardings or {**{k: None for k in shapes if k != "layers"},
                        "layers": [{k: None for k in l} for l in shapes["layers"]]}
     params = {"embed": make(jax.random.fold_in(root, 10**6), "embed", shapes["embed"],
                             sh["embed"]),
               "final_norm": make(jax.random.fold_in(root, 10**6 + 1), "final_norm",
                                  shapes["final_norm"], sh["final_norm"]),
               "layers": []}
+    if "unembed" in shapes:  # an untied output table (`ModelConfig.tied_embeddings`)
+        params["unembed"] = make(jax.random.fold_in(root, 10**6 + 2), "unembed",
+                                 shapes["unembed"], sh["unembed"])
     for i, layer in enumerate(shapes["layers"]):
         params["layers"].append({
             name: make(jax.random.fold_in(root, 100 * i + j), name, shape, sh["layers"][i][name])
@@ -137,7 +141,8 @@ QUERY_BLOCK = 512  # queries per block of attention scores: a long prefill never
 
 def attend(q_BLHD, k_BSKD, v_BSKD, pos):
     """Causal attention of L queries at positions pos.. against a cache of S positions.
-    K is 1 (multiquery: every query head reads the one K/V head) or equals H. Queries go in
+    Query head j reads K/V head j·K/H: K = 1 is multiquery (every query head reads the one
+    K/V head), K = H multihead, between them grouped-query attention. Queries go in
     blocks of QUERY_BLOCK, so the f32 scores held at once are at most B·H·QUERY_BLOCK·S."""
     L = q_BLHD.shape[1]
     if L > QUERY_BLOCK:
@@ -213,4 +218,4 @@ def forward(params, cfg: ModelConfig, tokens_BL, cache, pos, dtype=jnp.float32,
     if last_only:
         x_BLE = x_BLE[:, -1:]
     h_BLE = rms_norm(x_BLE, params["final_norm"], cfg.E)
-    return mm("BLE,VE->BLV", h_BLE, params["embed"]), new_cache
+    return mm("BLE,VE->BLV", h_BLE, params[output_table(cfg)]), new_cache

@@ -13,10 +13,12 @@ from __future__ import annotations
 import math
 
 # name: (dimensions, contracting dimensions). The embedding table is also the (tied) output
-# projection, which contracts E.
+# projection, which contracts E; an untied model (Llama) has its own output table, `unembed`,
+# stored as the embedding is.
 MATRICES = {"w_q": ("EHD", (0,)), "w_k": ("EKD", (0,)), "w_v": ("EKD", (0,)),
             "w_o": ("HDE", (0, 1)), "w_gate": ("EF", (0,)), "w_up": ("EF", (0,)),
-            "w_down": ("FE", (0,)), "embed": ("VE", (1,))}
+            "w_down": ("FE", (0,)), "embed": ("VE", (1,)), "unembed": ("VE", (1,))}
+TABLES = ("embed", "unembed")
 ATTENTION = ("w_q", "w_k", "w_v", "w_o")
 CONTRACT = {name: contract for name, (_, contract) in MATRICES.items()}
 
@@ -36,7 +38,7 @@ def shape(cfg, name: str) -> tuple[int, ...]:
 
 def layer_matrices(cfg) -> tuple[str, ...]:
     """The weight matrices of one layer: SwiGLU has W_gate, a GELU feed-forward does not."""
-    return tuple(n for n in MATRICES if n != "embed" and (n != "w_gate" or cfg.gated_ffn))
+    return tuple(n for n in MATRICES if n not in TABLES and (n != "w_gate" or cfg.gated_ffn))
 
 
 def layer_norms(cfg) -> tuple[str, ...]:
@@ -53,5 +55,13 @@ def param_shapes(cfg) -> dict:
     """Shapes of every parameter, keyed as `tpuinfer.model.init_params` returns them."""
     layer = {n: shape(cfg, n) for n in layer_matrices(cfg)}
     layer |= {n: (cfg.E,) for n in layer_norms(cfg)}
-    return {"embed": shape(cfg, "embed"), "final_norm": (cfg.E,),
-            "layers": [dict(layer) for _ in range(cfg.n_layers)]}
+    out = {"embed": shape(cfg, "embed"), "final_norm": (cfg.E,),
+           "layers": [dict(layer) for _ in range(cfg.n_layers)]}
+    if not cfg.tied_embeddings:
+        out["unembed"] = shape(cfg, "unembed")
+    return out
+
+
+def output_table(cfg) -> str:
+    """The parameter the output projection multiplies by: the embedding itself when tied."""
+    return "embed" if cfg.tied_embeddings else "unembed"

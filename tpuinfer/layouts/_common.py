@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
-from ..errors import LayoutError
+from ..errors import LayoutError, UsageError
 from ..mesh import AXES, format_shape, group_size
 from ..quant import QWeight, scale_spec
 from ..terms import Collective
@@ -34,6 +34,56 @@ def entry(axes: tuple[str, ...]):
 def local_shape(shape, spec: P, mesh_shape) -> tuple[int, ...]:
     entries = tuple(spec) + (None,) * (len(shape) - len(spec))
     return tuple(d // group_size(mesh_shape, spec_axes(e)) for d, e in zip(shape, entries))
+
+
+# ---- grouped-query attention: which K/V heads a chip holds -----------------------------------
+def kv_split(cfg, heads_axes: tuple[str, ...], mesh_shape) -> tuple[str, ...]:
+    """The axes the K/V heads split over, where the query heads split over `heads_axes` (in
+    that order, major first): the longest prefix of them whose chip count divides K. Each
+    chip then holds K/|p| whole K/V heads, and the chips of the rest of `heads_axes` hold the
+    same ones (replicated). Multiquery (K = 1): none; multihead (K = H, which `heads_axes`
+    divides): all of them; grouped-query: as far as K allows. Without a mesh shape only
+    multiquery and multihead have an answer (their split does not depend on the sizes)."""
+    if cfg.K == 1:
+        return ()
+    if cfg.K == cfg.H:  # the layouts' checks ask H to divide by the heads axes
+        return tuple(heads_axes)
+    if mesh_shape is None:
+        raise UsageError(f"{cfg.name}: grouped-query attention (K={cfg.K}) splits its K/V heads "
+                         f"over as many chips as K allows, which depends on the mesh: pass "
+                         f"mesh_shape")
+    for i in range(len(heads_axes), -1, -1):
+        if cfg.K % group_size(mesh_shape, heads_axes[:i]) == 0:
+            return tuple(heads_axes[:i])
+    raise AssertionError("the empty prefix always divides")
+
+
+def own_kv_heads(ctx: Ctx, heads_axes, kv_axes, k_BSKD, v_BSKD):
+    """The K/V heads this chip's query heads read, of the K/|p| it holds (p = `kv_axes`, a
+    prefix of `heads_axes`, the axes this chip's H/|h| query heads split over). Where p is
+    all of h (multihead, or K a multiple of |h|) they are all of them. Otherwise (|h| a
+    multiple of K, checked by `require_groups`) the chip's query heads share one K/V head:
+    query head j reads K/V head j·K/H, so the chip at index i_s over s = h less p reads its
+    local head i_s·(K/|p|)/|s|."""
+    s = tuple(heads_axes[len(kv_axes):])
+    held = k_BSKD.shape[2]
+    if ctx.size(s) == 1 or held == 1:  # every head held is read (one: multiquery's)
+        return k_BSKD, v_BSKD
+    i = jax.lax.axis_index(s) // (ctx.size(s) // held)
+    return (jax.lax.dynamic_slice_in_dim(k_BSKD, i, 1, axis=2),
+            jax.lax.dynamic_slice_in_dim(v_BSKD, i, 1, axis=2))
+
+
+def require_groups(cfg, heads_axes, mesh_shape, layout: str):
+    """Grouped-query attention: the query heads a chip holds must read whole K/V heads, so
+    K must divide by the chips the heads split over, or they by K."""
+    n = group_size(mesh_shape, heads_axes)
+    if cfg.K % n and n % cfg.K:
+        raise LayoutError(
+            f"K={cfg.K} key/value heads and {'·'.join(heads_axes)}={n} chips on mesh "
+            f"{format_shape(mesh_shape)}: {layout} splits the query heads over {n} chips, and "
+            f"each chip's heads must read whole K/V heads (K a multiple of {n}, or {n} of K); "
+            f"choose a mesh whose {'·'.join(heads_axes)} divides or is divided by {cfg.K}")
 
 
 # ---- collectives (code) ---------------------------------------------------------------------

@@ -7,7 +7,7 @@ m = (). Each layout's own file states its formula; this file is their common cod
 
 0. all-gather(b) of each weight matrix       (weight-gathered only; one collective per array)
 1. all-gather(m): `B_bLE_m` -> `B_bLE`
-2. ·W_in, ·W_q (heads split over m), K/V whole for multiquery -> `B_bLF_m`, `B_bLH_mD`
+2. ·W_in, ·W_q (heads split over m), K/V split as far as K allows -> `B_bLF_m`, `B_bLH_mD`
    attention on the local heads (`attn_heads`), or moved to batch (`attn_batch`)
 3. nonlinearity; ·W_out + ·W_o -> `B_bLE` partial-sum over m
 4. reduce-scatter(m) -> `B_bLE_m`
@@ -90,7 +90,7 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
              for t, v in parts.items()}
     back = {}
     if attn:
-        # 2. heads split over m; multiquery K/V computed whole on every chip of m
+        # 2. heads split over m; the K/V heads over as much of m as K allows (`kv_axes`)
         pos_L = pos + jnp.arange(L)
         back["o"], cache = ctx.attention.attend(ctx, rope(parts["q"], pos_L),
                                                 rope(parts["k"], pos_L), parts["v"], cache, pos)
@@ -183,20 +183,27 @@ def _arrays(cfg, spec_items, gather, mesh_shape, weights) -> tuple:
 
 
 # ---- the weight-gathered layouts' shared storage and checks ---------------------------------
-def gathered_specs(cfg) -> dict:
+def gathered_specs(cfg, mesh_shape=None) -> dict:
     """Weight-gathered layouts store weights as 2D weight-stationary does (`E_xF_yz`), so one
     stored layout serves weight-gathered prefill and 2D weight-stationary decode."""
-    return stored_specs(cfg) | {n: P() for n in c.norm_names(cfg)}
+    return stored_specs(cfg, mesh_shape) | {n: P() for n in c.norm_names(cfg)}
+
+
+def gathered_kv_axes(ctx) -> tuple[str, ...]:
+    """The axes a chip's K/V heads split over once gathered: the stored W_k's heads axes
+    (a prefix of zy) less the gathered ones, a prefix of the layout's heads axes."""
+    spec = c.drop_axes(stored_specs(ctx.cfg, ctx.mesh_shape)["w_k"], ctx.ffn.GATHER)
+    return c.spec_axes(tuple(spec)[1])
 
 
 def gathered_block(ctx, x_BLE, w, cache, pos):
     """The weight-gathered layouts differ only in their axes (each module's AXES and GATHER):
     each runs this block on its layer stored by `gathered_specs`."""
-    return block(ctx, x_BLE, w, cache, pos, gathered_specs(ctx.cfg))
+    return block(ctx, x_BLE, w, cache, pos, gathered_specs(ctx.cfg, ctx.mesh_shape))
 
 
 def gathered_collectives(step) -> list:
-    return collectives(step, gathered_specs(step.cfg))
+    return collectives(step, gathered_specs(step.cfg, step.mesh_shape))
 
 
 def check_gathered(step):
@@ -209,3 +216,4 @@ def check_gathered(step):
     c.require_divides("H", cfg.H, ZY, mesh_shape, name,
                       "or pad the heads as the paper pads PaLM 540B's 48 to 64")
     c.require_batch(step.batch, axes.batch, mesh_shape, name)
+    c.require_groups(cfg, axes.heads, mesh_shape, name)

@@ -11,14 +11,18 @@ keeps each chip's heads one contiguous block (`B_bgLH_rD`), so the (multihead) c
 plain partition spec; of the suffixes that divide, the longest splits the cache most.
 
 1. all-to-all(g): Q `B_bLH_hD` -> `B_bgLH_rD` (split the batch, gather the heads over g)
-   multiquery K/V: every chip of h already holds `B_bLD`; it keeps its own rows (no traffic).
-   multihead K/V: the same all-to-all as Q.
-2. attention on H/|r| heads for B/(|b||g|) sequences against the local cache `B_bgSK_rD`
+   K/V arrive split over p, the prefix of h as far as K allows (the feed-forward layout's
+   `kv_axes`); g1, the part of p in g (none for multiquery, all of g for multihead), moves
+   them as it moves Q: all-to-all(g1) `B_bLK_pD` -> `B_bg1LK_rD`; over the rest of g, g2,
+   every chip already holds the same K/V heads, and keeps its own rows (no traffic).
+2. attention on H/|r| heads for B/(|b||g|) sequences against the local cache `B_bgSK_qD`
+   (q: p, or r where p reaches into g), each query head reading its own K/V head
 3. all-to-all(g): `B_bgLH_rD` -> `B_bLH_hD`, back to heads before W_o
 
 In decode Q is one token per sequence while the cache holds thousands, so the trade pays;
 prefill amortises K/V loading over all its tokens and usually stays by heads.
-KV-cache bytes per chip: multiquery 2·layers·D·b·S·B/(|b||g|), multihead the same times K/|r|.
+KV-cache bytes per chip: 2·layers·(K/|q|)·D·b·S·B/(|b||g|): multiquery K/|q| = 1, multihead
+H/|r|.
 Needs B/|b| to divide by at least the last axis of h that has more than one chip (else
 attention by heads is this layout: nothing to split).
 """
@@ -47,11 +51,20 @@ def split(ctx, batch: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     raise AssertionError("the empty suffix always divides")
 
 
+def kv_moves(ctx, g, r) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(q, g1, g2): the axes the cached K/V heads split over (p where it stays within r, else
+    r), the part of g that splits K/V heads (their all-to-all), and the rest of g (over which
+    every chip holds the same K/V heads and keeps its own rows)."""
+    p = ctx.ffn.kv_axes(ctx)
+    g1 = p[len(r):]
+    return p[:len(r)], g1, g[len(g1):]
+
+
 def cache_spec(step) -> P:
-    """[B, S, K, D]: the batch over b then g; multihead K over r."""
+    """[B, S, K, D]: the batch over b then g; K over q (`kv_moves`)."""
     g, r = split(step.ctx, step.batch)
-    return P(c.entry(step.axes.batch + g), None, None if step.cfg.multiquery else c.entry(r),
-             None)
+    q, _, _ = kv_moves(step.ctx, g, r)
+    return P(c.entry(step.axes.batch + g), None, c.entry(q), None)
 
 
 def _to_batch(ctx, g, t_BLHD):
@@ -64,33 +77,40 @@ def _to_heads(ctx, g, t_BLHD):
 
 def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
     # q_BLHD here: [B/|b|, L, H/|h|, D] -> [B/(|b||g|), L, H/|r|, D]
-    g, _ = split(ctx, q_BLHD.shape[0] * ctx.size(ctx.axes.batch))
-    # 1. all-to-all(g): Q (and multihead K, V) from head-split to batch-split
+    g, r = split(ctx, q_BLHD.shape[0] * ctx.size(ctx.axes.batch))
+    q, g1, g2 = kv_moves(ctx, g, r)
+    # 1. all-to-all(g): Q from head-split to batch-split; K, V over g1 alike, and over g2
+    #    each chip keeps its own rows of what it holds
     q_BLHD = _to_batch(ctx, g, q_BLHD)
-    if ctx.cfg.multiquery:
+    k_BLKD, v_BLKD = _to_batch(ctx, g1, k_BLKD), _to_batch(ctx, g1, v_BLKD)
+    if ctx.size(g2) > 1:
         rows = q_BLHD.shape[0]
-        start = jax.lax.axis_index(g) * rows if ctx.size(g) > 1 else 0
+        start = jax.lax.axis_index(g2) * rows
         k_BLKD = jax.lax.dynamic_slice_in_dim(k_BLKD, start, rows, axis=0)
         v_BLKD = jax.lax.dynamic_slice_in_dim(v_BLKD, start, rows, axis=0)
-    else:
-        k_BLKD, v_BLKD = _to_batch(ctx, g, k_BLKD), _to_batch(ctx, g, v_BLKD)
-    # 2. the chip's heads, own sequences, own cache rows
+    # 2. the chip's heads, own sequences, own cache rows; each query head its K/V head
     cache = {"k": write_cache(cache["k"], k_BLKD, pos), "v": write_cache(cache["v"], v_BLKD, pos)}
-    o_BLHD = attend_local(q_BLHD, cache["k"], cache["v"], pos)
+    k_BSKD, v_BSKD = c.own_kv_heads(ctx, r, q, cache["k"], cache["v"])
+    o_BLHD = attend_local(q_BLHD, k_BSKD, v_BSKD, pos)
     # 3. all-to-all(g): back to head-split for W_o
     return _to_heads(ctx, g, o_BLHD), cache
 
 
 def collectives(step) -> list:
-    """Steps 1 and 3: the all-to-alls over g."""
-    cfg, a = step.cfg, step.act_bytes
-    g, _ = split(step.ctx, step.batch)
+    """Steps 1 and 3: the all-to-alls of Q and O over g, and of K and V over g1."""
+    cfg, a, ms = step.cfg, step.act_bytes, step.mesh_shape
+    g, r = split(step.ctx, step.batch)
+    _, g1, _ = kv_moves(step.ctx, g, r)
     rows = step.sequences * step.tokens
     q = rows * cfg.H * cfg.D / step.size(step.axes.heads) * a  # local Q, either side
-    n_moved = 2 if cfg.multiquery else 4  # Q and O; multihead also K and V
-    return c.collective("all-to-all", g, step.mesh_shape, q, n_moved,
-                        "Q to batch-split, O back to heads" + ("" if cfg.multiquery else
-                                                                ", and K, V"), itemsize=a)
+    kv = rows * cfg.K * cfg.D / c.group_size(ms, step.ctx.ffn.kv_axes(step.ctx)) * a
+    if g1 == g and kv == q:  # multihead: K and V move exactly as Q does
+        return c.collective("all-to-all", g, ms, q, 4, "Q to batch-split, O back to heads, "
+                            "and K, V", itemsize=a)
+    return (c.collective("all-to-all", g, ms, q, 2, "Q to batch-split, O back to heads",
+                         itemsize=a)
+            + c.collective("all-to-all", g1, ms, kv, 2, "K, V heads to batch-split",
+                           itemsize=a))
 
 
 def per_chip(step) -> tuple[int, int]:
@@ -107,3 +127,5 @@ def check(step):
     c.require_batch(step.batch, b + first, step.mesh_shape, f"{step.ctx.ffn.NAME}/batch",
                     f"attention by batch splits B/|b| over at least {'·'.join(first)}, the "
                     f"minor end of the heads axes {'·'.join(h)}")
+    c.require_groups(step.cfg, split(step.ctx, step.batch)[1], step.mesh_shape,
+                     f"{step.ctx.ffn.NAME}/batch")

@@ -1,12 +1,16 @@
 """Attention partitioned by heads ("baseline multiquery").
 
 Q arrives split over heads (`B_bLH_hD`, h the axes the feed-forward layout splits F over).
-Multiquery K/V (K = 1) have no heads axis to split: every chip of h computes and caches the
-whole `B_bSD`, so the KV cache is replicated over h and multiquery's memory saving is lost.
-Multihead K/V split over heads like Q. No communication of its own: attention runs on the
-chip's heads.
+K/V arrive split over p, the prefix of h as far as K allows (the feed-forward layout's
+`kv_axes`): multiquery K/V (K = 1) have no heads axis to split, so every chip of h computes
+and caches the whole `B_bSD`: the KV cache is replicated over h and multiquery's memory
+saving is lost. Multihead K/V split over h like Q. Grouped-query K/V (1 < K < H) split over
+p and are replicated over the rest of h: each chip caches K/|p| heads and its query heads
+read the one they share (`own_kv_heads`) once |h| > K. No communication of its own:
+attention runs on the chip's heads.
 
-KV-cache bytes per chip: multiquery 2·layers·D·b·(B/|b|)·S; multihead 2·layers·(H/|h|)·D·b·B·S.
+KV-cache bytes per chip: 2·layers·(K/|p|)·D·b·(B/|b|)·S (b bytes per element): multiquery
+K/|p| = 1, multihead H/|h|.
 """
 from __future__ import annotations
 
@@ -17,20 +21,20 @@ from ..model import write_cache
 from . import _common as c
 
 NAME = "heads"
-CACHE_OVER_ALL_CHIPS = False  # split over h only, and multiquery's one head not at all
+CACHE_OVER_ALL_CHIPS = False  # split over p only, and multiquery's one head not at all
 
 
 def cache_spec(step) -> P:
-    """[B, S, K, D]: batch split as the residual's; K split with the heads if multihead."""
-    axes = step.axes
-    return P(c.entry(axes.batch), None, None if step.cfg.multiquery else c.entry(axes.heads),
-             None)
+    """[B, S, K, D]: batch split as the residual's; K over p (none for multiquery)."""
+    return P(c.entry(step.axes.batch), None, c.entry(step.ctx.ffn.kv_axes(step.ctx)), None)
 
 
 def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
-    # q_BLHD here: [B/|b|, L, H/|h|, D]; the cache: [B/|b|, S, K or K/|h|, D]
+    # q_BLHD here: [B/|b|, L, H/|h|, D]; K/V and the cache: [B/|b|, ·, K/|p|, D]
     cache = {"k": write_cache(cache["k"], k_BLKD, pos), "v": write_cache(cache["v"], v_BLKD, pos)}
-    return attend_local(q_BLHD, cache["k"], cache["v"], pos), cache
+    k_BSKD, v_BSKD = c.own_kv_heads(ctx, ctx.axes.heads, ctx.ffn.kv_axes(ctx), cache["k"],
+                                    cache["v"])
+    return attend_local(q_BLHD, k_BSKD, v_BSKD, pos), cache
 
 
 def collectives(step) -> list:

@@ -1,9 +1,10 @@
-"""The two ends of every layout's step: the embedding lookup and, after the last layer, the
-final norm and the tied output projection. The table is stored `VE_eg` (e: the axes the
-feed-forward layout splits the residual's E over; g: the batch axes a weight-gathered layout
-gathers its weights over, none in a weight-stationary one), so no chip holds the whole table.
-It never moves: where g splits it, activations move instead (each chip's own B_bLE_e is a
-small fraction of a table of V rows), and each chip works on its own E columns for every
+"""The two ends of every layout's step: the embedding lookup and, after the last layer, the final
+norm and the output projection (by the embedding itself when tied; an untied model's output
+table is stored and used exactly as the embedding). The table is stored `VE_eg` (e: the axes
+the feed-forward layout splits the residual's E over; g: the batch axes a weight-gathered
+layout gathers its weights over, none in a weight-stationary one), so no chip holds the whole
+table. It never moves: where g splits it, activations move instead (each chip's own B_bLE_e is
+a small fraction of a table of V rows), and each chip works on its own E columns for every
 sequence of its group g.
 
 0. weight-gathered: all-gather(g) of the token ids: `B_bL` -> `B_{b/g}L`
@@ -54,7 +55,7 @@ def logits(ctx, x_BLE, final_norm_E, table_VE):
     # 3. [B/|b|, 1, E/|e|] -> [B/|b|·|g|, 1, E/(|e||g|)], this chip's columns of the table
     if g:
         h_BLE = jax.lax.all_to_all(h_BLE, g, 2, 0, tiled=True)
-    # 4. the tied output projection with the local table: partial sums over e and g
+    # 4. the output projection with the local table: partial sums over e and g
     partial_BLV = model.mm("BLE,VE->BLV", h_BLE, table_VE)
     # 5. summed over g, each chip keeping its own sequences; 6. over e, split over V: logits
     #    end [B/|b|, 1, V/|e|]

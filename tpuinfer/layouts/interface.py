@@ -92,8 +92,13 @@ class FfnLayout(Protocol):
     GATHER: tuple[str, ...]  # axes the weights are all-gathered over before use (() if none)
     E_STAYS_SPLIT: tuple[str, ...]  # axes E stays split over inside the matmuls (() if none)
 
-    def layer_specs(self, cfg: ModelConfig) -> dict[str, P]:
-        """The PartitionSpec of each of one layer's parameters, as stored."""
+    def layer_specs(self, cfg: ModelConfig, mesh_shape=None) -> dict[str, P]:
+        """The PartitionSpec of each of one layer's parameters, as stored (grouped-query
+        attention's W_k, W_v depend on the mesh's sizes: `_common.kv_split`)."""
+
+    def kv_axes(self, ctx: Ctx) -> tuple[str, ...]:
+        """The axes the K/V heads a chip computes are split over, as attention receives them:
+        a prefix of AXES.heads (none for multiquery, all of them for multihead)."""
 
     def check(self, step: Step) -> None:
         """Raise `LayoutError` naming the first dimension this mesh does not divide."""

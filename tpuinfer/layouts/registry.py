@@ -58,7 +58,7 @@ def heads_multiple(cfg: ModelConfig, layout: Layout, mesh_shape) -> int:
     over, in the stored weights and in the matmuls (attention by batch first computes Q split
     as the feed-forward splits F)."""
     ffn = FFN[layout.ffn]
-    stored = c.spec_axes(tuple(ffn.layer_specs(cfg)["w_q"])[1])
+    stored = c.spec_axes(tuple(ffn.layer_specs(cfg.replace(n_kv_heads=1))["w_q"])[1])
     return math.lcm(c.group_size(mesh_shape, stored), c.group_size(mesh_shape, ffn.AXES.heads))
 
 
@@ -69,16 +69,21 @@ def pad_heads(cfg: ModelConfig, layout: Layout, mesh_shape) -> ModelConfig:
     divides. The padded heads are real work: their FLOPs, weights and (multihead) KV cache
     count in every term; only MFU keeps the unpadded model's N (its useful FLOPs)."""
     k = heads_multiple(cfg, layout, mesh_shape)
+    if cfg.attention_kind == "grouped":  # K stays; every K/V head gets as many query heads
+        k = math.lcm(k, cfg.K)
     heads = -(-cfg.H // k) * k
     if heads == cfg.H:
         return cfg
-    return cfg.replace(n_heads=heads, n_kv_heads=1 if cfg.multiquery else heads,
+    kv = {"multiquery": 1, "multihead": heads, "grouped": cfg.K}[cfg.attention_kind]
+    return cfg.replace(n_heads=heads, n_kv_heads=kv,
                        mfu_params=cfg.mfu_params or cfg.matmul_params())
 
 
 # ---- specs ----------------------------------------------------------------------------------
-def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32") -> dict:
-    """PartitionSpecs matching `init_params`' pytree (int8: a QWeight of specs)."""
+def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32",
+                mesh_shape=None) -> dict:
+    """PartitionSpecs matching `init_params`' pytree (int8: a QWeight of specs). Grouped-query
+    attention needs the mesh shape: its K/V heads split over as many chips as K allows."""
     ffn = FFN[layout.ffn]
     e = c.entry(ffn.AXES.embed)
 
@@ -86,8 +91,10 @@ def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32") -> dict:
         return QWeight(spec, scale_spec(name, spec)) if weights == "int8" and "norm" not in name \
             else spec
 
-    layer = {n: with_scale(n, s) for n, s in ffn.layer_specs(cfg).items()}
-    return {"embed": with_scale("embed", head.table_spec(ffn.AXES, ffn.GATHER)),
+    layer = {n: with_scale(n, s) for n, s in ffn.layer_specs(cfg, mesh_shape).items()}
+    table = head.table_spec(ffn.AXES, ffn.GATHER)  # an untied output table stored alike
+    return {**{t: with_scale(t, table) for t in ("embed", "unembed")
+               if t == "embed" or not cfg.tied_embeddings},
             "final_norm": P(e),
             "layers": [dict(layer) for _ in range(cfg.n_layers)]}
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from ..config import ModelConfig
 from ..model import QUERY_BLOCK
-from ..shapes import CONTRACT, is_matrix, param_shapes
+from ..shapes import CONTRACT, is_matrix, output_table, param_shapes
 from ..quant import check_format, stored_arrays
 from ..errors import UsageError
 from ..terms import StepTerms
@@ -32,7 +32,7 @@ class _Weights(NamedTuple):
     """A chip's weights, per step (`_weights_per_chip`)."""
     stored: float  # bytes held
     layer_read: float  # bytes the layers' matmuls read (gathered shards included; and norms)
-    table_read: float  # bytes of the (tied) table the output projection reads
+    table_read: float  # bytes of the output table (the embedding when tied) a step reads
     layer_elements: float  # matrix elements the layers' matmuls read, all layers
     table_elements: float  # and the table's
     layer_gathered: float  # bytes of one layer's weights as gathered (0: nothing gathered)
@@ -47,10 +47,12 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
     counted, n_layers times. Cached: the attention layout and the schedule (plain or looped)
     do not change them, and the planner prices every combination."""
     one_layer = cfg.replace(n_layers=1)
-    shapes, specs = param_shapes(one_layer), param_specs(one_layer, Layout(ffn), "bf16")
+    shapes = param_shapes(one_layer)
+    specs = param_specs(one_layer, Layout(ffn), "bf16", mesh_shape)
     layer_shapes, layer_specs = shapes["layers"][0], specs["layers"][0]
-    named = [("embed", shapes["embed"], specs["embed"], 1),
-             ("final_norm", shapes["final_norm"], specs["final_norm"], 1)]
+    named = [(n, shapes[n], specs[n], 1) for n in ("embed", "unembed", "final_norm")
+             if n in shapes]
+    table = output_table(cfg)  # what the output projection multiplies by
     named += [(n, layer_shapes[n], layer_specs[n], cfg.n_layers) for n in sorted(layer_shapes)]
     stored = layer_read = table_read = layer_elements = table_elements = layer_gathered = 0.0
     layer_io = table_io = 0.0
@@ -60,15 +62,17 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
             held = times * math.prod(c.local_shape(arr_shape, arr_spec, mesh_shape))
             local = c.local_shape(arr_shape, c.drop_axes(arr_spec, g), mesh_shape)
             used = times * math.prod(local)
+            stored += held * nbytes
+            if name == "embed" and name != table:
+                continue  # an untied lookup table: stored; a step reads only its tokens' rows
             if label == name and is_matrix(name):  # the matrix itself, not its int8 scales
                 k = math.prod(local[i] for i in CONTRACT[name])
                 io = k + math.prod(local) // k  # what one row reads plus what it writes
-                if name == "embed":
+                if name == table:
                     table_io += io
                 else:
                     layer_io += times * io
-            stored += held * nbytes
-            if name == "embed":
+            if name == table:
                 # the table never moves: a chip reads its own columns, for the |g| times as
                 # many sequences of its group (as many FLOPs as its `VE_e` for its own)
                 table_read += held * nbytes

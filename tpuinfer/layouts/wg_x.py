@@ -22,6 +22,7 @@ from ._common import Axes
 from ._one_dim import check_gathered as check
 from ._one_dim import gathered_block as block
 from ._one_dim import gathered_collectives as collectives
+from ._one_dim import gathered_kv_axes as kv_axes
 from ._one_dim import gathered_specs as layer_specs
 
 NAME = "wg-x"
@@ -30,4 +31,4 @@ GATHER = AXES.batch  # the weights are all-gathered over the batch axes
 E_STAYS_SPLIT: tuple[str, ...] = ()  # the matmuls see the whole of E
 
 __all__ = ["NAME", "AXES", "GATHER", "E_STAYS_SPLIT", "layer_specs", "block", "collectives",
-           "check"]
+           "kv_axes", "check"]

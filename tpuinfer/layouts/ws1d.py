@@ -1,7 +1,8 @@
 """1D weight-stationary feed-forward layout (Megatron), with attention fused into it.
 
-Weights `EF_xyz`, `F_xyzE` (and `EH_xyzD`, `H_xyzDE`; multiquery W_k, W_v whole on every chip);
-activations between layers `BLE_xyz`.
+Weights `EF_xyz`, `F_xyzE` (and `EH_xyzD`, `H_xyzDE`; W_k, W_v `EK_pD`, p the longest prefix of
+xyz whose chip count divides K: whole on every chip for multiquery, `EK_xyzD` for multihead,
+between them for grouped-query attention); activations between layers `BLE_xyz`.
 
 1. all-gather(xyz): `BLE_xyz` -> `BLE`
 2. ·`EF_xyz` (and ·`EH_xyzD`) -> `BLF_xyz`, `BLH_xyzD`; attention on H/n heads per chip
@@ -26,8 +27,9 @@ GATHER: tuple[str, ...] = ()  # weights never move
 E_STAYS_SPLIT: tuple[str, ...] = ()  # step 1 gathers the whole of E
 
 
-def layer_specs(cfg) -> dict:
-    kv = P() if cfg.multiquery else P(None, XYZ, None)
+def layer_specs(cfg, mesh_shape=None) -> dict:
+    kv_p = kv_axes_of(cfg, mesh_shape)
+    kv = P(None, kv_p, None) if kv_p else P()
     specs = {"w_q": P(None, XYZ, None), "w_k": kv, "w_v": kv, "w_o": P(XYZ, None, None),
              "w_up": P(None, XYZ), "w_down": P(XYZ, None)}
     if cfg.gated_ffn:
@@ -35,12 +37,21 @@ def layer_specs(cfg) -> dict:
     return specs | {n: P() for n in c.norm_names(cfg)}  # the norm runs on the gathered BLE
 
 
+def kv_axes_of(cfg, mesh_shape) -> tuple[str, ...]:
+    """The axes a chip's K/V heads split over, at the projections and in attention."""
+    return c.kv_split(cfg, XYZ, mesh_shape)
+
+
+def kv_axes(ctx) -> tuple[str, ...]:
+    return kv_axes_of(ctx.cfg, ctx.mesh_shape)
+
+
 def block(ctx, x_BLE, w, cache, pos):
-    return _one_dim.block(ctx, x_BLE, w, cache, pos, layer_specs(ctx.cfg))
+    return _one_dim.block(ctx, x_BLE, w, cache, pos, layer_specs(ctx.cfg, ctx.mesh_shape))
 
 
 def collectives(step) -> list:
-    return _one_dim.collectives(step, layer_specs(step.cfg))
+    return _one_dim.collectives(step, layer_specs(step.cfg, step.mesh_shape))
 
 
 def check(step):
@@ -50,3 +61,4 @@ def check(step):
     c.require_divides("E", cfg.E, XYZ, mesh_shape, NAME)
     c.require_divides("F", cfg.F, XYZ, mesh_shape, NAME, "or pad F")
     c.require_divides("H", cfg.H, XYZ, mesh_shape, NAME, pad)
+    c.require_groups(cfg, XYZ, mesh_shape, NAME)

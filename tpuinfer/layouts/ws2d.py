@@ -7,9 +7,10 @@ so that a weight-gathered layout gathering over y alone still receives one conti
 1. all-gather(yz): `BLE_xyz` -> `BLE_x`
 2. ·`E_xF_yz` (and ·`E_xH_yzD`) -> `BLF_yz`, `BLH_yzD` partial-sum over x
 3. reduce-scatter(x) -> `BLF_xyz`, `BLH_xyzD`    (one collective for W_gate, W_up and W_q;
-   multiquery K, V and the RMS-norm's sum of squares, B·L·(2D+1), ride along in X copies so
-   that every chip of x receives their full sum: no separate all-reduce. With bf16
-   activations the sum of squares stays f32, as in the reference: all-reduce(x) of B·L f32)
+   the RMS-norm's sum of squares, B·L, and K, V where they cannot split over x too, ride
+   along in X copies so that every chip of x receives their full sum: no separate
+   all-reduce. With bf16 activations the sum of squares stays f32, as in the reference:
+   all-reduce(x) of B·L f32)
    attention on H/n heads per chip (`attn_heads`), or moved to batch (`attn_batch`)
 4. nonlinearity
 5. all-gather(x) -> `BLF_yz`, `BLH_yzD`          (one collective for the FFN and attention)
@@ -18,6 +19,12 @@ so that a weight-gathered layout gathering over y alone still receives one conti
 
 Communication per layer 2·B·L·(E/X + F/(YZ)) elements, optimal at X = √(n·E/F)
 (`tpuinfer.cost` derives it); 2D beats 1D once n > 4F/E.
+
+K/V heads: `E_xK_pD`, p the longest prefix of zy whose chip count divides K (`kv_axes`).
+Multihead K, V split over zy like Q and are reduce-scattered over x with it (K/(XYZ) heads a
+chip). Where K cannot split over all of zyx (multiquery's one head; grouped-query with fewer
+K/V heads than chips), each chip of x needs its K/|p| heads whole: they ride along in step 3's
+X copies, 2·(K/|p|)·D per row, and every chip of x holds the same heads.
 """
 from __future__ import annotations
 
@@ -42,10 +49,33 @@ ZY = ("z", "y")  # F and H split over (z, y) in the stored weights
 E_STAYS_SPLIT = ("x",)
 
 
-def stored_specs(cfg) -> dict:
+def stored_kv_axes(cfg, mesh_shape) -> tuple[str, ...]:
+    """p: the axes of zy the stored W_k, W_v split their K heads over."""
+    return c.kv_split(cfg, ZY, mesh_shape)
+
+
+def kv_reduce_scattered(cfg, mesh_shape) -> bool:
+    """Whether K, V split over x too in step 3 (multihead; grouped-query with K a multiple of
+    every chip), rather than riding along whole in its X copies."""
+    if cfg.K == 1:
+        return False
+    if mesh_shape is None:  # multihead (grouped-query needs the mesh: `c.kv_split`)
+        return stored_kv_axes(cfg, mesh_shape) == ZY
+    if stored_kv_axes(cfg, mesh_shape) != ZY:
+        return False
+    return (cfg.K // c.group_size(mesh_shape, ZY)) % mesh_shape[0] == 0  # K/|zy| over X
+
+
+def kv_axes(ctx) -> tuple[str, ...]:
+    """The axes a chip's K/V heads split over in attention: p, and x once reduce-scattered."""
+    p = stored_kv_axes(ctx.cfg, ctx.mesh_shape)
+    return p + ("x",) if kv_reduce_scattered(ctx.cfg, ctx.mesh_shape) else p
+
+
+def stored_specs(cfg, mesh_shape=None) -> dict:
     """Partition specs of one layer's weights, `E_xF_yz`; shared by the weight-gathered
     layouts (one stored layout serves weight-gathered prefill and this decode)."""
-    kv = P("x", None, None) if cfg.multiquery else P("x", ZY, None)
+    kv = P("x", c.entry(stored_kv_axes(cfg, mesh_shape)), None)
     specs = {"w_q": P("x", ZY, None), "w_k": kv, "w_v": kv, "w_o": P(ZY, None, "x"),
              "w_up": P("x", ZY), "w_down": P(ZY, "x")}
     if cfg.gated_ffn:
@@ -53,8 +83,8 @@ def stored_specs(cfg) -> dict:
     return specs
 
 
-def layer_specs(cfg) -> dict:
-    specs = stored_specs(cfg)
+def layer_specs(cfg, mesh_shape=None) -> dict:
+    specs = stored_specs(cfg, mesh_shape)
     return specs | {n: P("x") for n in c.norm_names(cfg)}  # the norm runs on BLE_x
 
 
@@ -96,14 +126,15 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     # In f32 the norm's sum of squares rides in step 3's reduce-scatter; with bf16 activations
     # that would round it to bf16, so it is all-reduced apart, in f32 (B·L numbers).
     ride = x_BLE.dtype == jnp.float32
-    if attn and cfg.multiquery:  # the one K/V head is needed whole: it rides in step 3
+    kv_whole = attn and not kv_reduce_scattered(cfg, ctx.mesh_shape)
+    if kv_whole:  # the chip's K/|p| K/V heads are needed whole on every chip of x
         kv = [partial.pop("k"), partial.pop("v")]
     # 3. one reduce-scatter(x) for all of them -> F and H split over (z, y, x). What every chip
-    #    of x needs whole (the norm's sum of squares, and multiquery's one K/V head: B·L·(2D+1)
-    #    partial sums) rides along as X copies, one in each chip's chunk, so this same
-    #    reduce-scatter hands every chip the full sum: no all-reduce, whose latency a
-    #    low-batch decode step could not hide.
-    whole = ([ss_BL1] if ride else []) + (kv if attn and cfg.multiquery else [])
+    #    of x needs whole (the norm's sum of squares, and K/V heads that cannot split over x:
+    #    B·L·(2·(K/|p|)·D + 1) partial sums) rides along as X copies, one in each chip's
+    #    chunk, so this same reduce-scatter hands every chip the full sum: no all-reduce,
+    #    whose latency a low-batch decode step could not hide.
+    whole = ([ss_BL1] if ride else []) + (kv if kv_whole else [])
     if whole:
         partial["whole"] = jnp.tile(jnp.concatenate(whole, -1), (1, 1, ctx.size(("x",))))
     summed = dict(zip(partial, c.fused_reduce_scatter(ctx, list(partial.values()), ("x",))))
@@ -121,8 +152,8 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
         back["act"] = ffn_act(cfg, summed.get("gate"), summed["up"])
     if attn:
         pos_L = pos + jnp.arange(L)
-        if cfg.multiquery:
-            k_BLKD, v_BLKD = ((t * inv_BL1).astype(x_BLE.dtype).reshape(B, L, 1, cfg.D)
+        if kv_whole:
+            k_BLKD, v_BLKD = ((t * inv_BL1).astype(x_BLE.dtype).reshape(B, L, -1, cfg.D)
                               for t in kv)
         else:
             k_BLKD, v_BLKD = (summed[t].reshape(B, L, -1, cfg.D) for t in "kv")
@@ -163,9 +194,12 @@ def collectives(step) -> list:
     out = []
     for attn, ffn in c.passes(cfg):
         down = (cfg.F if ffn else 0) + (cfg.H * cfg.D if attn else 0)
+        kv_split = kv_reduce_scattered(cfg, mesh_shape)
         up = ((2 if cfg.gated_ffn else 1) * cfg.F if ffn else 0) + (
-            (cfg.H * cfg.D * (1 if cfg.multiquery else 3)) if attn else 0)
-        kv = 2 * cfg.D if attn and cfg.multiquery else 0  # whole on every chip of yz
+            cfg.H * cfg.D + (2 * cfg.K * cfg.D if kv_split else 0) if attn else 0)
+        # K/V heads that cannot split over x: each chip of yz's K/|p|, whole on every chip of x
+        kv = (2 * cfg.K // c.group_size(mesh_shape, stored_kv_axes(cfg, mesh_shape)) * cfg.D
+              if attn and not kv_split else 0)
         ride = a == 4  # the norm's f32 sum of squares rides along only in f32
         whole = (1 if ride else 0) + kv  # X copies ride along
         chunk = BL * cfg.E / (X * n_zy) * a  # one chip's BLE_xyz
@@ -179,7 +213,8 @@ def collectives(step) -> list:
         out += c.collective("reduce-scatter", ("x",), mesh_shape,
                             BL * (up / n_zy + X * whole) * a, 1,
                             "3. BLF_yz, BLH_yzD partial-sum(x) -> split over x, with X copies "
-                            "of the norm's sum of squares and multiquery K, V", itemsize=a)
+                            "of the norm's sum of squares and the K, V heads held whole",
+                            itemsize=a)
         if not ride:
             out += c.collective("all-reduce", ("x",), mesh_shape, BL * 4, 1,
                                 "3. the norm's sum of squares, B·L f32 (bf16 would round it)",
@@ -205,3 +240,4 @@ def check(step):
     c.require_divides("E", cfg.E, ("x", "y", "z"), mesh_shape, NAME)
     c.require_divides("F", cfg.F, ("x", "y", "z"), mesh_shape, NAME, "or pad F")
     c.require_divides("H", cfg.H, ("x", "y", "z"), mesh_shape, NAME, pad)
+    c.require_groups(cfg, AXES.heads, mesh_shape, NAME)

@@ -1,0 +1,188 @@
+"""Grouped-query attention (1 < K < H) and today's models: the K/V heads split over as many
+chips as K allows and replicated over the rest, every layout against the reference on
+tiny-llama (serial SwiGLU block, K = 4 of 256 heads, an untied output table), the compiled
+collectives against the prediction, and the Llama 3 and Qwen2.5 presets against their
+published sizes."""
+import functools
+
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+import tpuinfer as ti
+from tpuinfer.errors import LayoutError, UsageError
+from tpuinfer.hardware import get_hardware, wrapped_axes, wraps
+from tpuinfer.kv import ATTENTION_VARIANTS, GROUPED_VARIANTS, kv_bytes_per_chip
+from tpuinfer.layouts import registry
+from tpuinfer.layouts.registry import pad_heads
+from tpuinfer.measure import measure
+from tpuinfer.planner import plan
+
+LLAMA = ti.MODELS["tiny-llama"]
+L_ = ti.Layout
+PROMPT_LEN, STEPS = 4, 3
+
+
+# ---- presets against what their makers publish ----------------------------------------------
+@pytest.mark.parametrize("name, published, rel", [
+    ("llama-3-8b", 8.03e9, 0.001),  # huggingface.co/meta-llama/Meta-Llama-3-8B: 8.03B params
+    ("llama-3-70b", 70.6e9, 0.001),  # huggingface.co/meta-llama/Meta-Llama-3-70B: 70.6B
+    ("llama-3-405b", 405e9, 0.003),  # arXiv 2407.21783: "405B parameters"
+    ("qwen2.5-7b", 7.61e9, 0.001),  # huggingface.co/Qwen/Qwen2.5-7B: 7.61B
+    ("qwen2.5-72b", 72.7e9, 0.001),  # huggingface.co/Qwen/Qwen2.5-72B: 72.7B
+])
+def test_preset_parameter_count_matches_published(name, published, rel):
+    assert ti.MODELS[name].n_params() == pytest.approx(published, rel=rel)
+
+
+def test_llama_shapes_and_kv_cache_per_token():
+    cfg = ti.MODELS["llama-3-70b"]
+    assert (cfg.n_layers, cfg.E, cfg.F, cfg.H, cfg.K, cfg.D, cfg.V) == (
+        80, 8192, 28672, 64, 8, 128, 128_256)
+    assert cfg.attention_kind == "grouped" and not cfg.tied_embeddings
+    # 2 (K and V) · 80 layers · 8 heads · 128 · 2 bytes: 320 KiB a token in bf16
+    assert cfg.kv_bytes_per_token(2) == 327_680
+    # the 8B's untied tables: 2 · 128256 · 4096 of its 8,030,261,248 parameters
+    assert ti.MODELS["llama-3-8b"].n_params() == 8_030_261_248
+
+
+def test_model_rejects_k_that_does_not_divide_h():
+    with pytest.raises(UsageError, match=r"K=3 key/value heads for H=8 query heads"):
+        LLAMA.replace(n_heads=8, n_kv_heads=3)
+
+
+# ---- where the K/V heads live --------------------------------------------------------------
+# (layout, shape, batch) -> the cache spec of [B, S, K, D]: K over the longest prefix of the
+# query heads' axes whose chip count divides K = 4, replicated over the rest
+CACHE = {
+    (L_("ws1d", "heads"), (4, 8, 8), 256): P(None, None, ("x",), None),  # x = 4 divides 4
+    (L_("ws2d", "heads"), (4, 8, 8), 256): P(None, None, None, None),  # z = 8 does not
+    (L_("ws2d", "heads"), (2, 2, 2), 8): P(None, None, ("z", "y"), None),  # ride in X copies
+    (L_("ws1d", "heads"), (2, 2, 2), 8): P(None, None, ("x", "y"), None),
+    (L_("wg-xy", "heads"), (1, 4, 2), 8): P(("x", "y"), None, ("z",), None),
+    # by batch: the batch over g, K over the part of p outside g (here none: r is empty)
+    (L_("ws1d", "batch"), (4, 8, 8), 256): P(("x", "y", "z"), None, None, None),
+    (L_("ws2d", "batch"), (2, 2, 2), 4): P(("y", "x"), None, ("z",), None),  # r = z
+}
+
+
+@pytest.mark.parametrize("layout, shape, batch", list(CACHE), ids=str)
+def test_kv_heads_split_as_far_as_k_allows(layout, shape, batch):
+    assert registry.cache_spec(LLAMA, layout, shape, batch) == CACHE[layout, shape, batch]
+
+
+def test_grouped_query_specs_need_the_mesh_and_whole_groups():
+    with pytest.raises(UsageError, match="depends on the mesh: pass mesh_shape"):
+        registry.param_specs(LLAMA, L_("ws2d"))
+    assert registry.param_specs(LLAMA, L_("ws2d"), mesh_shape=(1, 4, 2))["layers"][0][
+        "w_k"] == P("x", ("z",), None)
+    # 6 K/V heads: each chip's query heads on 8 chips would straddle two groups
+    cfg = LLAMA.replace(n_heads=24, n_kv_heads=6)
+    with pytest.raises(LayoutError, match=r"K=6 key/value heads and x·y·z=8 chips"):
+        ti.engine.check(cfg, L_("ws1d"), (2, 2, 2), 8)
+
+
+def test_padding_heads_keeps_the_kv_heads():
+    """Llama 3 70B's 64 heads on 128 chips (1D weight-stationary): padded to 128 query heads,
+    still 8 K/V heads, each now read by 16."""
+    padded = pad_heads(ti.MODELS["llama-3-70b"], L_("ws1d"), (4, 4, 8))
+    assert (padded.H, padded.K) == (128, 8)
+
+
+# ---- every layout against the reference ------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def params():
+    return ti.init_params(LLAMA, seed=0)
+
+
+@functools.lru_cache(maxsize=None)
+def run(batch, shape=None, prefill=None, decode=None):
+    prompt = np.random.default_rng(batch).integers(0, LLAMA.V, (batch, PROMPT_LEN))
+    return ti.generate(params(), LLAMA, prompt, STEPS, prefill=prefill, decode=decode,
+                       mesh=None if shape is None else ti.make_mesh(shape))
+
+
+# Each layout in both attention layouts and both phases over the three meshes: on 2x2x2 each
+# feed-forward layout by heads then by batch, on 1x4x2 and 4x8x8 pairs of layouts (so each
+# compiles once per mesh). Comments: p, the K/V heads' split.
+RUNS = ([((2, 2, 2), 8, L_(f, "heads"), L_(f, "batch")) for f in ti.FFN_LAYOUTS]
+        + [((1, 4, 2), 8, L_("ws2d", "heads"), L_("ws1d", "batch")),  # p = z; p = x·y
+           ((1, 4, 2), 4, L_("wg-x", "heads"), L_("ws2d", "batch")),  # B below the chips
+           ((4, 8, 8), 256, L_("ws1d", "heads"), L_("ws2d", "batch")),  # p = x; none
+           ((4, 8, 8), 256, L_("wg-xy", "heads"), L_("ws1d", "batch"))])  # none; x, then g
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape, batch, prefill, decode", RUNS,
+                         ids=[f"{'x'.join(map(str, s))}-B{b}-{p}-{d}" for s, b, p, d in RUNS])
+def test_grouped_query_matches_reference(shape, batch, prefill, decode):
+    out, ref = run(batch, shape, prefill, decode), run(batch)
+    for got, want in [(out.prefill_logits, ref.prefill_logits), (out.step_logits, ref.step_logits)]:
+        assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
+    for layer_out, layer_ref in zip(out.cache, ref.cache):
+        for t in "kv":
+            np.testing.assert_allclose(np.asarray(layer_out[t]), np.asarray(layer_ref[t]),
+                                       rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out.tokens, ref.tokens)
+
+
+# Compiled collectives against the prediction, byte for byte, where the K/V heads move
+# differently: ride along whole in ws2d's reduce-scatter and are sliced by batch (2x2x2), and
+# split over x then all-to-all'd over it by batch (ws1d on 4x8x8 above: measured by hand).
+@pytest.mark.slow
+@pytest.mark.parametrize("shape, layout, phase", [
+    ((2, 2, 2), L_("ws2d", "batch"), "decode"), ((2, 2, 2), L_("ws1d", "heads"), "prefill"),
+    ((1, 4, 2), L_("wg-xy", "batch"), "decode")], ids=str)
+def test_grouped_query_collectives_match_prediction(shape, layout, phase):
+    m = measure(LLAMA, ti.make_mesh(shape), layout, phase=phase, batch=8,
+                tokens=PROMPT_LEN if phase == "prefill" else None, context=7, repeats=0)
+    exact = lambda side: sorted((x.kind, x.axes, x.group, x.count, x.bytes)
+                                for x in side.collectives)
+    assert exact(m.measured) == exact(m.predicted)
+    assert m.measured.weight_bytes_per_device == m.predicted.weight_bytes_per_device
+    assert m.measured.flops == pytest.approx(m.predicted.flops, rel=0.05)
+
+
+# ---- today's chips --------------------------------------------------------------------------
+def test_2d_torus_wraps_each_full_axis_alone():
+    """TPU v5e and v6e: a side of 16 chips is a ring, a shorter side a line; TPU v4 wraps
+    only a slice made of whole 4x4x4 cubes."""
+    assert wrapped_axes("tpu-v5e", (8, 16, 1)) == (False, True, True)
+    assert wrapped_axes("tpu-v6e", (16, 16, 1)) == (True, True, True)
+    assert not wraps("tpu-v6e", (4, 4, 1))
+    assert wrapped_axes("tpu-v4", (4, 4, 8)) == (True, True, True)
+    assert wrapped_axes("tpu-v4", (2, 4, 8)) == (False, False, False)
+    hw = get_hardware("tpu-v6e")
+    assert (hw.peak_flops, hw.hbm_bytes, hw.hbm_bandwidth) == (918e12, 32e9, 1638e9)
+
+
+# ---- planning a grouped-query model ------------------------------------------------------------
+def test_context_per_chip_multiquery_grouped_and_multihead():
+    """Llama 3 70B's cache a position, batch 32 on 16 chips (bf16): by heads its 8 K/V heads
+    split over 8 chips, one a chip, and repeat over the other 8: the same bytes as
+    multiquery's one head on every chip, a quarter of multihead's 64 split 4 a chip; by batch
+    each chip holds 2 sequences of all 8 heads, 8 times multiquery by batch."""
+    per = {v: kv_bytes_per_chip("llama-3-70b", v, 16, 32, 1)
+           for v in ATTENTION_VARIANTS + GROUPED_VARIANTS}
+    one_head = 2 * 80 * 128 * 2  # K and V, 80 layers, D = 128, bf16: one head, one sequence
+    assert per["grouped-heads"] == per["multiquery-heads"] == 32 * one_head
+    assert per["multihead"] == 4 * per["grouped-heads"]
+    assert per["grouped-batch"] == 8 * per["multiquery-batch"] == 2 * 8 * one_head
+    with pytest.raises(UsageError, match="grouped-batch needs a grouped model"):
+        kv_bytes_per_chip("palm-540b", "grouped-batch", 64, 128, 1)
+
+
+def test_planner_prices_a_llama_decode_step():
+    """The decode step of 16 sequences at 8k context on 8 TPU v5e chips, int8: the K/V heads
+    split one a chip by heads, and the step is memory-bound (weights and KV-cache reads
+    above compute). Batch 32 does not fit: 86 GB of cache and 71 GB of weights in 128 GB."""
+    p = plan("llama-3-70b", "tpu-v5e", chips=8, batch=16, input_len=0, history_len=8192,
+             gen_len=1, weights="int8")
+    b = p.decode.best
+    assert b.fits and b.mesh_shape[2] == 1  # a 2D torus: z is 1
+    assert b.weights_s + b.kv_s > 4 * b.compute_s
+    # the KV bytes each chip reads: 16 sequences' 8,193 positions of one K/V head, 80 layers
+    assert b.kv_s == pytest.approx(16 * 8193 * 2 * 80 * 128 * 2 / 819e9, rel=1e-6)
+    with pytest.raises(UsageError, match="nothing fits in memory"):
+        plan("llama-3-70b", "tpu-v5e", chips=8, batch=32, input_len=0, history_len=8192,
+             gen_len=1, weights="int8")
