@@ -4,12 +4,14 @@ tiny-llama (serial SwiGLU block, K = 4 of 256 heads, an untied output table), th
 collectives against the prediction, and the Llama 3 and Qwen2.5 presets against their
 published sizes."""
 import functools
+import math
 
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
 import tpuinfer as ti
+from tpuinfer import theory
 from tpuinfer.errors import LayoutError, UsageError
 from tpuinfer.hardware import get_hardware, wrapped_axes, wraps
 from tpuinfer.kv import ATTENTION_VARIANTS, GROUPED_VARIANTS, kv_bytes_per_chip
@@ -186,3 +188,20 @@ def test_planner_prices_a_llama_decode_step():
     with pytest.raises(UsageError, match="nothing fits in memory"):
         plan("llama-3-70b", "tpu-v5e", chips=8, batch=32, input_len=0, history_len=8192,
              gen_len=1, weights="int8")
+
+
+def test_decode_turns_compute_bound_later_with_the_cache_and_never_past_its_context():
+    """The roofline with the cache's reads (theory.decode_critical_batch): at context 0 the
+    weights' own ridge point; then later; infinite past kv_bound_context, where one
+    sequence's cache reads take as long as its FLOPs."""
+    ridge = theory.decode_ridge_batch("tpu-v5e", "int8")
+    assert theory.decode_critical_batch("llama-3-70b", "tpu-v5e", "int8", 0) == \
+        pytest.approx(ridge)
+    limit = theory.kv_bound_context("llama-3-70b", "tpu-v5e")
+    assert 1_700 < limit < 1_800  # 2·70.0e9·819e9 / (197e12 · 327,680 bytes)
+    assert ridge < theory.decode_critical_batch("llama-3-70b", "tpu-v5e", "int8",
+                                                int(limit) - 1) < math.inf
+    assert theory.decode_critical_batch("llama-3-70b", "tpu-v5e", "int8", int(limit) + 1) \
+        == math.inf
+    # PaLM 540B's one K/V head a token: 20 times the context before the cache decides
+    assert theory.kv_bound_context("palm-540b", "tpu-v5e") > 20 * limit

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from .config import get_model
 from .hardware import get_hardware
 from .quant import BYTES
 
@@ -40,6 +41,30 @@ def decode_ridge_batch(hardware="tpu-v4", weights: str = "bf16") -> float:
     are left out: this is the weights' own ridge point."""
     hw = get_hardware(hardware)
     return hw.peak_flops * BYTES[weights] / (2 * hw.hbm_bandwidth)
+
+
+def decode_critical_batch(model, hardware="tpu-v4", weights: str = "bf16",
+                          context: int = 0, kv_bytes: float = 2) -> float:
+    """The batch above which a decode step's matmuls outlast its HBM reads, the KV cache's
+    included (Section 2's roofline with the cache of Section 3.3): compute 2·N·B/peak against
+    (N·b + B·S·k)/bandwidth, all chips together (each term divides by n alike), with N the
+    matmul parameters, b bytes per weight, S the context and k the cache's bytes per token
+    (`ModelConfig.kv_bytes_per_token`). B = N·b / (2·N·bandwidth/peak − S·k); infinite once
+    S ≥ `kv_bound_context`: then no batch is compute-bound. Context 0 is
+    `decode_ridge_batch`. Communication is left out."""
+    cfg, hw = get_model(model), get_hardware(hardware)
+    n, k = cfg.matmul_params(), cfg.kv_bytes_per_token(kv_bytes)
+    room = 2 * n * hw.hbm_bandwidth / hw.peak_flops - context * k
+    return math.inf if room <= 0 else n * BYTES[weights] / room
+
+
+def kv_bound_context(model, hardware="tpu-v4", kv_bytes: float = 2) -> float:
+    """The context at which one sequence's cache takes as long to read as its 2·N FLOPs take
+    to compute (S·k/bandwidth = 2·N/peak): beyond it a decode step is memory-bound at any
+    batch, however many sequences share the weights' reads."""
+    cfg, hw = get_model(model), get_hardware(hardware)
+    return 2 * cfg.matmul_params() * hw.hbm_bandwidth / (hw.peak_flops
+                                                          * cfg.kv_bytes_per_token(kv_bytes))
 
 
 def bytes_sent(collective) -> float:

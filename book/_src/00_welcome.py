@@ -56,6 +56,7 @@
 # | 09 | int8 weights |
 # | 10 | the cost model and planner reproducing the paper's Table 2 |
 # | 11 | end-to-end generation and the Pareto frontier of latency against cost |
+# | 12 | planning Llama 3 70B: grouped-query attention, today's chips, prefill and decode servers |
 
 # %% [markdown]
 # ## The first cell of every chapter
