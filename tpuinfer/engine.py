@@ -54,7 +54,8 @@ def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int):
     cspecs = cache_specs(cfg, layout, shape_of(mesh), batch)
     sharded = jax.shard_map(
         body, mesh=mesh,
-        in_specs=(param_specs(cfg, layout, weights, shape_of(mesh)), token_spec(layout), cspecs, P()),
+        in_specs=(param_specs(cfg, layout, weights, shape_of(mesh)), token_spec(layout), cspecs,
+                  P()),
         out_specs=(logits_spec(layout), cspecs),
         # Multiquery (and grouped-query) K/V under attention by heads are computed
         # identically on every chip of the heads axes they do not split over and cached

@@ -267,8 +267,9 @@ def _nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit) -> str:
             f"(batch {kw['batch']}, {kw['weights']} weights{fixed})")
     if unfit:
         least = min(unfit, key=lambda p: p.memory_per_chip_bytes)
+        int8 = "" if kw["weights"] == "int8" else " int8 weights,"
         return (f"{head}: nothing fits in memory; the smallest, {least.unfit_reason}. "
-                "Use more chips, int8 weights, a smaller batch or a shorter context")
+                f"Use more chips,{int8} a smaller batch or a shorter context")
     others = len(reasons) - 1
     return f"{head}: {reasons[0]}" + (f" (and {others} other configurations cannot run either)"
                                       if others else "")

@@ -139,12 +139,20 @@ print(bt.table(["chip", "weights", "fewest chips", "HBM a chip", "layout", "mesh
                [[hw, w, n, gib(get_hardware(hw).hbm_bytes), str(e.layout),
                  "x".join(map(str, e.mesh_shape)), bt.seconds(e.per_token_s),
                  gib(e.memory_per_chip_bytes)] for (hw, w), (n, e) in fewest.items()]))
+try:  # twice the batch on the same 8 v5e chips
+    planner.plan("llama-3-70b", "tpu-v5e", 8, 32, input_len=0, history_len=8192, gen_len=1,
+                 weights="int8")
+except UsageError as err:
+    print(f"\nbatch 32 on 8 tpu-v5e chips, int8: {err}")
 
 # %% [markdown]
 # The weights alone (70.6 GB in int8, twice that in bf16) set a floor; the cache of 16 × 8,192
 # tokens, 43 GB more, raises it. A 16 GB v5e needs 8 chips in int8 and 16 in bf16; an 80 GB
 # H100 needs 2 and 4. On so few chips the planner's choice is 1D weight-stationary, looped
 # both ways: below the 2D crossover (n > 4F/E = 14 here, chapter 4), 1D moves fewer bytes.
+# Twice the batch does not fit on those 8 v5e chips: 32 sequences' cache is 86 GB, and with
+# the weights every layout needs more than a chip's 14.9 GiB (the planner's message, last
+# line).
 #
 # ## The decode roofline, with the cache
 #

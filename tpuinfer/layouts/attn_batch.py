@@ -15,13 +15,13 @@ plain partition spec; of the suffixes that divide, the longest splits the cache 
    `kv_axes`); g1, the part of p in g (none for multiquery, all of g for multihead), moves
    them as it moves Q: all-to-all(g1) `B_bLK_pD` -> `B_bg1LK_rD`; over the rest of g, g2,
    every chip already holds the same K/V heads, and keeps its own rows (no traffic).
-2. attention on H/|r| heads for B/(|b||g|) sequences against the local cache `B_bgSK_qD`
-   (q: p, or r where p reaches into g), each query head reading its own K/V head
+2. attention on H/|r| heads for B/(|b||g|) sequences against the local cache `B_bgSK_kD`
+   (k: p, or r where p reaches into g), each query head reading its own K/V head
 3. all-to-all(g): `B_bgLH_rD` -> `B_bLH_hD`, back to heads before W_o
 
 In decode Q is one token per sequence while the cache holds thousands, so the trade pays;
 prefill amortises K/V loading over all its tokens and usually stays by heads.
-KV-cache bytes per chip: 2·layers·(K/|q|)·D·b·S·B/(|b||g|): multiquery K/|q| = 1, multihead
+KV-cache bytes per chip: 2·layers·(K/|k|)·D·b·S·B/(|b||g|): multiquery K/|k| = 1, multihead
 H/|r|.
 Needs B/|b| to divide by at least the last axis of h that has more than one chip (else
 attention by heads is this layout: nothing to split).
@@ -52,7 +52,7 @@ def split(ctx, batch: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 
 def kv_moves(ctx, g, r) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-    """(q, g1, g2): the axes the cached K/V heads split over (p where it stays within r, else
+    """(k, g1, g2): the axes the cached K/V heads split over (p where it stays within r, else
     r), the part of g that splits K/V heads (their all-to-all), and the rest of g (over which
     every chip holds the same K/V heads and keeps its own rows)."""
     p = ctx.ffn.kv_axes(ctx)
@@ -61,10 +61,10 @@ def kv_moves(ctx, g, r) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ..
 
 
 def cache_spec(step) -> P:
-    """[B, S, K, D]: the batch over b then g; K over q (`kv_moves`)."""
+    """[B, S, K, D]: the batch over b then g; K over k (`kv_moves`)."""
     g, r = split(step.ctx, step.batch)
-    q, _, _ = kv_moves(step.ctx, g, r)
-    return P(c.entry(step.axes.batch + g), None, c.entry(q), None)
+    cached, _, _ = kv_moves(step.ctx, g, r)
+    return P(c.entry(step.axes.batch + g), None, c.entry(cached), None)
 
 
 def _to_batch(ctx, g, t_BLHD):
@@ -78,7 +78,7 @@ def _to_heads(ctx, g, t_BLHD):
 def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
     # q_BLHD here: [B/|b|, L, H/|h|, D] -> [B/(|b||g|), L, H/|r|, D]
     g, r = split(ctx, q_BLHD.shape[0] * ctx.size(ctx.axes.batch))
-    q, g1, g2 = kv_moves(ctx, g, r)
+    cached, g1, g2 = kv_moves(ctx, g, r)
     # 1. all-to-all(g): Q from head-split to batch-split; K, V over g1 alike, and over g2
     #    each chip keeps its own rows of what it holds
     q_BLHD = _to_batch(ctx, g, q_BLHD)
@@ -90,7 +90,7 @@ def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
         v_BLKD = jax.lax.dynamic_slice_in_dim(v_BLKD, start, rows, axis=0)
     # 2. the chip's heads, own sequences, own cache rows; each query head its K/V head
     cache = {"k": write_cache(cache["k"], k_BLKD, pos), "v": write_cache(cache["v"], v_BLKD, pos)}
-    k_BSKD, v_BSKD = c.own_kv_heads(ctx, r, q, cache["k"], cache["v"])
+    k_BSKD, v_BSKD = c.own_kv_heads(ctx, r, cached, cache["k"], cache["v"])
     o_BLHD = attend_local(q_BLHD, k_BSKD, v_BSKD, pos)
     # 3. all-to-all(g): back to head-split for W_o
     return _to_heads(ctx, g, o_BLHD), cache

@@ -55,15 +55,12 @@ def stored_kv_axes(cfg, mesh_shape) -> tuple[str, ...]:
 
 
 def kv_reduce_scattered(cfg, mesh_shape) -> bool:
-    """Whether K, V split over x too in step 3 (multihead; grouped-query with K a multiple of
-    every chip), rather than riding along whole in its X copies."""
-    if cfg.K == 1:
+    """Whether K, V split over x too in step 3 (multihead; grouped-query whose K divides by
+    every chip of zyx), rather than riding along whole in its X copies."""
+    if cfg.K == 1 or stored_kv_axes(cfg, mesh_shape) != ZY:
         return False
-    if mesh_shape is None:  # multihead (grouped-query needs the mesh: `c.kv_split`)
-        return stored_kv_axes(cfg, mesh_shape) == ZY
-    if stored_kv_axes(cfg, mesh_shape) != ZY:
-        return False
-    return (cfg.K // c.group_size(mesh_shape, ZY)) % mesh_shape[0] == 0  # K/|zy| over X
+    # multihead's H divides by every chip (`check`); a grouped K/|zy| must divide by X
+    return cfg.K == cfg.H or (cfg.K // c.group_size(mesh_shape, ZY)) % mesh_shape[0] == 0
 
 
 def kv_axes(ctx) -> tuple[str, ...]:
@@ -192,9 +189,9 @@ def collectives(step) -> list:
     wb = BYTES[step.weights]  # the weights never move; the looped rings read them as they go
     is_looped, bidirectional = step.ctx.looped, step.ctx.bidirectional
     out = []
+    kv_split = kv_reduce_scattered(cfg, mesh_shape)
     for attn, ffn in c.passes(cfg):
         down = (cfg.F if ffn else 0) + (cfg.H * cfg.D if attn else 0)
-        kv_split = kv_reduce_scattered(cfg, mesh_shape)
         up = ((2 if cfg.gated_ffn else 1) * cfg.F if ffn else 0) + (
             cfg.H * cfg.D + (2 * cfg.K * cfg.D if kv_split else 0) if attn else 0)
         # K/V heads that cannot split over x: each chip of yz's K/|p|, whole on every chip of x
