@@ -93,32 +93,51 @@ def test_padding_heads_keeps_the_kv_heads():
 
 # ---- every layout against the reference ------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def params():
-    return ti.init_params(LLAMA, seed=0)
+def params(cfg):
+    return ti.init_params(cfg, seed=0)
+
+
+# Prompts whose greedy choices are never near a tie in the reference: random weights can put
+# two logits within f32 rounding (with seed 256, 2.6e-6 apart in one sequence of the
+# one-layer model), and a layout's reordered sums may then pick the other token. Seed 3's
+# closest top two are 6.8e-4 apart; the test checks the margin it relies on.
+PROMPT_SEED = 3
 
 
 @functools.lru_cache(maxsize=None)
-def run(batch, shape=None, prefill=None, decode=None):
-    prompt = np.random.default_rng(batch).integers(0, LLAMA.V, (batch, PROMPT_LEN))
-    return ti.generate(params(), LLAMA, prompt, STEPS, prefill=prefill, decode=decode,
+def run(cfg, batch, shape=None, prefill=None, decode=None):
+    prompt = np.random.default_rng(PROMPT_SEED).integers(0, cfg.V, (batch, PROMPT_LEN))
+    return ti.generate(params(cfg), cfg, prompt, STEPS, prefill=prefill, decode=decode,
                        mesh=None if shape is None else ti.make_mesh(shape))
 
 
-# Each layout in both attention layouts and both phases over the three meshes: on 2x2x2 each
-# feed-forward layout by heads then by batch, on 1x4x2 and 4x8x8 pairs of layouts (so each
-# compiles once per mesh). Comments: p, the K/V heads' split.
-RUNS = ([((2, 2, 2), 8, L_(f, "heads"), L_(f, "batch")) for f in ti.FFN_LAYOUTS]
-        + [((1, 4, 2), 8, L_("ws2d", "heads"), L_("ws1d", "batch")),  # p = z; p = x·y
-           ((1, 4, 2), 4, L_("wg-x", "heads"), L_("ws2d", "batch")),  # B below the chips
-           ((4, 8, 8), 256, L_("ws1d", "heads"), L_("ws2d", "batch")),  # p = x; none
-           ((4, 8, 8), 256, L_("wg-xy", "heads"), L_("ws1d", "batch"))])  # none; x, then g
+# Every feed-forward layout by heads and by batch, prefill and decode, on each of three
+# meshes: on 2x2x2 each feed-forward layout by heads then by batch; on 1x4x2 and 4x8x8 five
+# pairs that run each of the ten once (each compiles once per mesh), on 4x8x8 with one layer
+# (every layer is the same program; two took twice the compile). Comments: p, the K/V heads'
+# split.
+ONE_LAYER = LLAMA.replace(name="tiny-llama-1-layer", n_layers=1)
+RUNS = ([(LLAMA, (2, 2, 2), 8, L_(f, "heads"), L_(f, "batch")) for f in ti.FFN_LAYOUTS]
+        + [(LLAMA, (1, 4, 2), 8, L_("ws2d", "heads"), L_("ws1d", "batch")),  # p = z; x·y
+           (LLAMA, (1, 4, 2), 4, L_("wg-x", "heads"), L_("ws2d", "batch")),  # B below chips
+           (LLAMA, (1, 4, 2), 8, L_("ws1d", "heads"), L_("wg-x", "batch")),
+           (LLAMA, (1, 4, 2), 8, L_("wg-xy", "heads"), L_("wg-xy", "batch")),
+           (LLAMA, (1, 4, 2), 8, L_("wg-xyz", "heads"), L_("wg-xyz", "batch"))]
+        + [(ONE_LAYER, (4, 8, 8), 256, p, d) for p, d in [
+            (L_("ws1d", "heads"), L_("ws2d", "batch")),  # p = x; none
+            (L_("wg-xy", "heads"), L_("ws1d", "batch")),  # none; x, then g
+            (L_("ws2d", "heads"), L_("wg-x", "batch")),
+            (L_("wg-x", "heads"), L_("wg-xy", "batch")),
+            (L_("wg-xyz", "heads"), L_("wg-xyz", "batch"))]])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape, batch, prefill, decode", RUNS,
-                         ids=[f"{'x'.join(map(str, s))}-B{b}-{p}-{d}" for s, b, p, d in RUNS])
-def test_grouped_query_matches_reference(shape, batch, prefill, decode):
-    out, ref = run(batch, shape, prefill, decode), run(batch)
+@pytest.mark.parametrize("cfg, shape, batch, prefill, decode", RUNS,
+                         ids=[f"{'x'.join(map(str, s))}-B{b}-{p}-{d}" for _, s, b, p, d in RUNS])
+def test_grouped_query_matches_reference(cfg, shape, batch, prefill, decode):
+    out, ref = run(cfg, batch, shape, prefill, decode), run(cfg, batch)
+    top2 = np.sort(ref.step_logits, axis=-1)[..., -2:]
+    assert (top2[..., 1] - top2[..., 0]).min() > 1e-4  # no tie a reordered sum could flip
     for got, want in [(out.prefill_logits, ref.prefill_logits), (out.step_logits, ref.step_logits)]:
         assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
     for layer_out, layer_ref in zip(out.cache, ref.cache):

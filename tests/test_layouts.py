@@ -15,8 +15,20 @@ from tpuinfer.model import QUERY_BLOCK
 CFG = ti.MODELS["tiny"]
 MESHES = [(2, 2, 2), (1, 4, 2), (4, 8, 8)]  # cubic, non-cubic with a size-1 axis, the full mesh
 # test_measure.py reads these steps back from the suite's compilation cache (the same model,
-# batch and lengths): a one-layer model on 4x8x8 here made both compile, and the suite slower.
+# batch and lengths), so both use the same model on each mesh: tiny, and on the full mesh tiny
+# with one layer. Every layer is the same program on the same residual layout (the last
+# hands it to the output projection as each hands it to the next), and on 4x8x8 a second
+# layer doubled a step's compile, the suite's largest cost.
 PROMPT_LEN, STEPS = 4, 3  # prefill, then two decode steps through the cache
+FULL = (4, 8, 8)
+ONE_LAYER = CFG.replace(name="tiny-1-layer", n_layers=1)
+
+
+def model_on(shape, cfg=CFG):
+    """The model a test runs on this mesh: `cfg`, with one layer on the full mesh."""
+    return cfg.replace(name=f"{cfg.name}-1-layer", n_layers=1) if tuple(shape) == FULL else cfg
+
+
 LAYOUTS = [ti.Layout(f, a) for f in ti.FFN_LAYOUTS for a in ti.ATTENTION_LAYOUTS]
 
 
@@ -28,11 +40,6 @@ def params():
 @functools.lru_cache(maxsize=None)
 def prompt(batch):
     return np.random.default_rng(batch).integers(0, CFG.V, (batch, PROMPT_LEN))
-
-
-@functools.lru_cache(maxsize=None)
-def reference(batch):
-    return ti.generate(params(), CFG, prompt(batch), STEPS)
 
 
 def assert_matches_reference(out, ref):
@@ -54,9 +61,7 @@ def assert_matches_reference(out, ref):
 @pytest.mark.parametrize("layout", LAYOUTS, ids=str)
 def test_layout_matches_reference(layout, shape):
     batch = int(np.prod(shape))  # the smallest batch every layout accepts on this mesh
-    out = ti.generate(params(), CFG, prompt(batch), STEPS, mesh=ti.make_mesh(shape),
-                      prefill=layout, decode=layout)
-    assert_matches_reference(out, reference(batch))
+    check_run(model_on(shape), shape, batch, layout, layout)
 
 
 @pytest.mark.slow
@@ -67,10 +72,7 @@ def test_layout_matches_reference(layout, shape):
 ], ids=str)
 def test_phase_pair_matches_reference(prefill, decode):
     """Prefill and decode in different layouts: generate reshards weights and cache between."""
-    shape = (4, 8, 8)
-    out = ti.generate(params(), CFG, prompt(256), STEPS, mesh=ti.make_mesh(shape),
-                      prefill=prefill, decode=decode)
-    assert_matches_reference(out, reference(256))
+    check_run(ONE_LAYER, FULL, 256, prefill, decode)
 
 
 # ---- attention by batch below the chip count, MT-NLG's block, long prompts, sampling --------
@@ -116,7 +118,7 @@ SMALL_BATCH = [
                          ids=[f"{'x'.join(map(str, s))}-B{b}-{p}-{d}"
                               for s, b, p, d in SMALL_BATCH])
 def test_small_batch_attention_matches_reference(shape, batch, prefill, decode):
-    check_run(CFG, shape, batch, prefill, decode)
+    check_run(model_on(shape), shape, batch, prefill, decode)
 
 
 # MT-NLG's shape: every layout on every mesh, each in one phase of a pair, so that each
@@ -136,7 +138,7 @@ MTNLG_RUNS = ([((2, 2, 2), 8, p, d) for p, d in PAIRS] + [((1, 4, 2), 8, d, p) f
 def test_mtnlg_shape_matches_reference(shape, batch, prefill, decode):
     """4x8x8: ws2d/batch at B=32 takes g = y·x (multihead K, V cached over r = z), ws1d/batch
     at B=64 g = y·z, wg-x/batch at B=32 g = y."""
-    check_run(MTNLG, shape, batch, prefill, decode)
+    check_run(model_on(shape, MTNLG), shape, batch, prefill, decode)
 
 
 # Prompts longer than one block of queries (model.QUERY_BLOCK): two blocks, on two meshes,
@@ -149,7 +151,7 @@ LONG_RUNS = [
      L_("ws1d", "heads"), L_("ws2d", "batch")),
     ((1, 4, 2), 4, TINY8, L_("ws1d", "heads"), L_("ws2d", "batch")),  # g = y·x, r = z
     # the full mesh: tiny's 256 heads, one per chip; one sequence, as a long prompt is served
-    ((4, 8, 8), 1, CFG, L_("ws2d", "heads"), L_("ws1d", "heads")),
+    ((4, 8, 8), 1, ONE_LAYER, L_("ws2d", "heads"), L_("ws1d", "heads")),
 ]
 
 
@@ -167,9 +169,9 @@ def test_prompt_longer_than_the_query_block_matches_reference(shape, batch, cfg,
                          ids=["2x2x2", "1x4x2", "4x8x8"])
 def test_sampling_on_a_mesh_matches_reference(shape, batch):
     """The same key, temperature and top-k give the reference's tokens."""
-    layout = L_("ws2d", "batch")
-    out = check_run(CFG, shape, batch, layout, layout, temperature=0.8, top_k=20, seed=3)
-    assert (out.tokens != reference(batch).tokens).any()  # it sampled: not the greedy tokens
+    layout, cfg = L_("ws2d", "batch"), model_on(shape)
+    out = check_run(cfg, shape, batch, layout, layout, temperature=0.8, top_k=20, seed=3)
+    assert (out.tokens != model_reference(cfg, batch).tokens).any()  # sampled, not greedy
 
 
 # bf16 and int8 (bf16 activations) against the reference in the same format, by logits: the
@@ -195,11 +197,9 @@ FORMAT_PAIRS = [(L_("ws1d", "heads"), L_("ws2d", "batch")),
                 (L_("wg-xyz", "heads"), L_("ws1d", "batch"))]
 FORMAT_RUNS = ([((2, 2, 2), 8, L_(f, "heads"), L_(f, "batch")) for f in ti.FFN_LAYOUTS]
                + [((1, 4, 2), 8, p, d) for p, d in FORMAT_PAIRS])
-# On 4x8x8, every feed-forward layout in each format, with one layer (each layer is the same
-# program; two took a minute a run to compile): the paper's two pairs first, each in the
-# format it ran it in (its Table 2: the low-latency pair in bf16, the high-throughput pair in
-# int8), then pairs that run every other layout in both formats.
-ONE_LAYER = CFG.replace(name="tiny-1-layer", n_layers=1)
+# On 4x8x8 (one layer, as above), every feed-forward layout in each format: the paper's two
+# pairs first, each in the format it ran it in (its Table 2: the low-latency pair in bf16,
+# the high-throughput pair in int8), then pairs that run every other layout in both formats.
 FULL_MESH_FORMAT_RUNS = [("bf16", L_("ws2d", "heads"), L_("ws2d", "batch")),
                          ("int8", L_("wg-xyz", "batch"), L_("ws2d", "batch")),
                          ("bf16", L_("ws1d", "heads"), L_("wg-x", "batch")),

@@ -28,28 +28,37 @@ PROMPT_LEN, CACHE_LEN = 4, 7
 PHASES = ("prefill", "decode")
 CONFIGS = [(shape, ti.Layout(f, a), phase) for shape in MESHES for f in ti.FFN_LAYOUTS
            for a in ti.ATTENTION_LAYOUTS for phase in PHASES]
-# Looped CollectiveEinsum: test_looped.py's cases (the same compiled steps), both phases; on
-# the full mesh with test_looped's one-layer model (`ONE_LAYER`, the same rings per layer)
+# On the full mesh the models have one layer, as in test_layouts.py and test_looped.py (whose
+# compiled steps these are): every layer is the same program, and a second doubled the
+# compile. Two layers' gathered weights never held at once is checked on the smaller meshes.
 ONE_LAYER = CFG.replace(name="tiny-1-layer", n_layers=1)
+MTNLG = ti.MODELS["tiny-mtnlg"]
+MTNLG_ONE = MTNLG.replace(name="tiny-mtnlg-1-layer", n_layers=1)
+
+
+def model_on(shape, cfg=CFG):
+    return {CFG: ONE_LAYER, MTNLG: MTNLG_ONE}[cfg] if tuple(shape) == (4, 8, 8) else cfg
+
+
 LOOPED = [(s, ti.Layout(f, a, looped=True, bidirectional=b), phase) for f, a, b, s in
           [(f, "heads", False, s) for f in ti.FFN_LAYOUTS for s in [(2, 2, 2), (1, 4, 2)]]
           + [("ws2d", "batch", False, (2, 2, 2)), ("wg-xy", "batch", False, (2, 2, 2)),
              ("ws1d", "heads", True, (2, 2, 2)), ("ws2d", "batch", True, (2, 2, 2)),
              ("ws2d", "heads", True, (1, 4, 2))]
           for phase in PHASES]
-STEPS = [(s, l, ph, CFG) for s, l, ph in CONFIGS + LOOPED] + [
+STEPS = [(s, l, ph, model_on(s)) for s, l, ph in CONFIGS + LOOPED] + [
     ((4, 8, 8), ti.Layout("ws2d", "heads", looped=True), ph, ONE_LAYER) for ph in PHASES]
 # Attention by batch below the chip count, and MT-NLG's block (serial, GELU, multihead):
 # test_layouts.py's small-batch and tiny-mtnlg runs (the same compiled steps), each layout in
 # the phase it ran there: (model, shape, batch, layout, phase)
-MTNLG, L_ = ti.MODELS["tiny-mtnlg"], ti.Layout
+L_ = ti.Layout
 SMALL = ([(CFG, (2, 2, 2), 4, L_("ws2d", "batch"), ph) for ph in PHASES]
          + [(CFG, (2, 2, 2), 2, L_("ws1d", "batch"), ph) for ph in PHASES]
          + [(CFG, (1, 4, 2), 4, L_("wg-x", "batch"), ph) for ph in PHASES]
-         + [(CFG, (4, 8, 8), 16, L_("ws2d", "batch"), "decode")]
+         + [(ONE_LAYER, (4, 8, 8), 16, L_("ws2d", "batch"), "decode")]
          + [(MTNLG, (2, 2, 2), 8, L_(f, a), ph) for f in ti.FFN_LAYOUTS
             for a, ph in (("heads", "prefill"), ("batch", "decode"))]
-         + [(MTNLG, (4, 8, 8), b, L_(f, a), ph) for b, (f, a, ph) in [
+         + [(MTNLG_ONE, (4, 8, 8), b, L_(f, a), ph) for b, (f, a, ph) in [
              (32, ("ws1d", "heads", "prefill")), (32, ("ws2d", "batch", "decode")),
              (64, ("ws2d", "heads", "prefill")), (64, ("ws1d", "batch", "decode")),
              (32, ("wg-xy", "heads", "prefill")), (32, ("wg-x", "batch", "decode"))]])
@@ -60,7 +69,8 @@ def measured():
     """measure(...) of one configuration, each read once per session (not run: repeats=0)."""
     seen = {}
 
-    def get(shape, layout, phase, weights="f32", batch=None, cfg=CFG):
+    def get(shape, layout, phase, weights="f32", batch=None, cfg=None):
+        cfg = cfg or model_on(shape)
         batch = batch or shape[0] * shape[1] * shape[2]
         key = (shape, layout, phase, weights, batch, cfg)
         if key not in seen:
@@ -85,7 +95,10 @@ def assert_matches_prediction(m):
     assert q.flops == pytest.approx(p.flops, rel=0.05)
     assert q.attention_flops == pytest.approx(p.attention_flops, rel=0.05)
     assert q.weight_bytes_per_device == p.weight_bytes_per_device
-    assert q.memory_bytes == pytest.approx(p.memory_bytes, rel=0.10)
+    # held memory: measured, the step's arguments and outputs, so besides the weights and
+    # cache its token ids and last-position logits too (6 KB a device at batch 256 on 4x8x8,
+    # 13% of a one-layer tiny's share), which the prediction leaves out
+    assert q.memory_bytes == pytest.approx(p.memory_bytes, rel=0.10, abs=8192)
     # the matmul FLOPs read from the text agree with the compiler's own count
     assert m.compiler_flops and Flag.FLOPS_MISREAD not in m.flags
 
@@ -99,14 +112,15 @@ def test_measured_step_matches_prediction(measured, shape, layout, phase, cfg):
     assert_matches_prediction(m)
     if shape == (4, 8, 8):
         # memory during the step: the compiler's temporaries within 3x of the predicted
-        # transient (largest activation plus one layer's gathered weights) ...
+        # transient (largest activation plus one layer's gathered weights)
         assert m.measured.transient_bytes <= 3 * m.predicted.transient_bytes, (
             m.measured.transient_bytes, m.predicted.transient_bytes)
-        # ... and, where gathered weights outweigh the activations, never two layers' gathered
-        # weights at once (tiny has two layers: both held would pass the 3x alone)
-        gathered = m.terms.gathered_weight_bytes
-        if gathered > m.terms.activation_bytes:
-            assert m.measured.transient_bytes < 2 * gathered
+    # where gathered weights outweigh the activations, never two layers' gathered weights at
+    # once (with tiny's two layers, on the smaller meshes)
+    gathered = m.terms.gathered_weight_bytes
+    if cfg.n_layers > 1 and gathered > m.terms.activation_bytes:
+        assert m.measured.transient_bytes < 2 * gathered, (m.measured.transient_bytes,
+                                                           gathered)
 
 
 @pytest.mark.slow
@@ -140,16 +154,17 @@ def test_weight_formats_match_prediction(measured, weights, layout):
 @pytest.mark.slow
 def test_full_mesh_decode_in_numbers(measured):
     """2D weight-stationary decode, attention by batch, on 4x8x8 (per device, f32): written
-    out from ws2d.py's formulas with B=256, L=1, E=256, F=1024, H=256, D=8, two layers."""
+    out from ws2d.py's formulas with B=256, L=1, E=256, F=1024, H=256, D=8, one layer (each
+    layer's collectives once more per layer)."""
     m = measured((4, 8, 8), ti.Layout("ws2d", "batch"), "decode")
     got = {(x.kind, "".join(x.axes), x.bytes): x.count for x in m.measured.collectives}
     assert got == {
-        ("all-gather", "yz", 256 * 64 * 4): 2,  # 1. BLE_xyz -> BLE_x
+        ("all-gather", "yz", 256 * 64 * 4): 1,  # 1. BLE_xyz -> BLE_x
         # 3. gate, up and q, with X=4 copies of the norm's sum of squares and K, V
-        ("reduce-scatter", "x", 256 * ((2 * 1024 + 2048) // 64 + 4 * (1 + 2 * 8)) * 4): 2,
-        ("all-to-all", "xyz", 256 * 256 * 8 // 256 * 4): 4,  # Q to batch, O back, per layer
-        ("all-gather", "x", 256 * (1024 + 2048) // 64 * 4): 2,  # 5. act and o
-        ("reduce-scatter", "yz", 256 * 64 * 4): 2,  # 7. BLE_x -> BLE_xyz
+        ("reduce-scatter", "x", 256 * ((2 * 1024 + 2048) // 64 + 4 * (1 + 2 * 8)) * 4): 1,
+        ("all-to-all", "xyz", 256 * 256 * 8 // 256 * 4): 2,  # Q to batch, O back
+        ("all-gather", "x", 256 * (1024 + 2048) // 64 * 4): 1,  # 5. act and o
+        ("reduce-scatter", "yz", 256 * 64 * 4): 1,  # 7. BLE_x -> BLE_xyz
         ("all-reduce", "xyz", 256 * 4): 1,  # final norm's sum of squares
         ("reduce-scatter", "xyz", 256 * 512 * 4): 1,  # output projection, last position
     }
