@@ -158,7 +158,8 @@ MODELS: dict[str, ModelConfig] = {
                                parallel_block=False, gated_ffn=False),
     # tiny-llama: tiny with Llama's block (below): serial SwiGLU, grouped-query attention and an
     # untied output table. K = 4 (64 query heads per K/V head) splits the K/V heads over some
-    # axes and replicates them over the rest on every mesh the tests run (2x2x2, 1x4x2, 4x8x8).
+    # axes and repeats them over the rest on the meshes the tests run (2x2x2, 1x4x2, 4x8x8;
+    # ws2d on 4x8x8, whose z = 8 does not divide 4, holds all four on every chip).
     "tiny-llama": ModelConfig("tiny-llama", 2, 256, 1024, 256, 8, 4, 512, parallel_block=False,
                               tied_embeddings=False),
     # Llama 3 (Meta): serial SwiGLU blocks, grouped-query attention with 8 K/V heads, RoPE

@@ -330,10 +330,11 @@ print(f"prefill servers (batch 4) per decode server (batch 64): {ratio:.1f}")
 #
 # The engine runs grouped-query attention on the emulated mesh exactly as on a slice:
 # tiny-llama (serial SwiGLU, K = 4, untied) on 2×2×2, 2D weight-stationary decode with
-# attention by batch. Each chip of z·y computes its K/V head, whole on every chip of x, and
-# sends it in the X copies of step 3's reduce-scatter (chapter 4); by batch, every chip
-# already holds the head its sequences need and keeps its own rows. Compiled, every
-# collective against the prediction:
+# attention by batch. Each chip of z·y computes its K/V head (4 heads over z·y = 4 chips),
+# whole on every chip of x, where it rides in the X copies of step 3's reduce-scatter
+# (chapter 4). By batch, K and V move to batch-split by an all-to-all over z·y, where their
+# heads are split, and over x, where they repeat, each chip keeps its own rows. Compiled,
+# every collective against the prediction:
 
 # %%
 m = measure(small, ti.make_mesh((2, 2, 2)), ti.Layout("ws2d", "batch"), phase="decode",
