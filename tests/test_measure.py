@@ -31,13 +31,16 @@ CONFIGS = [(shape, ti.Layout(f, a), phase) for shape in MESHES for f in ti.FFN_L
 # On the full mesh the models have one layer, as in test_layouts.py and test_looped.py (whose
 # compiled steps these are): every layer is the same program, and a second doubled the
 # compile. Two layers' gathered weights never held at once is checked on the smaller meshes.
-ONE_LAYER = CFG.replace(name="tiny-1-layer", n_layers=1)
 MTNLG = ti.MODELS["tiny-mtnlg"]
-MTNLG_ONE = MTNLG.replace(name="tiny-mtnlg-1-layer", n_layers=1)
 
 
 def model_on(shape, cfg=CFG):
-    return {CFG: ONE_LAYER, MTNLG: MTNLG_ONE}[cfg] if tuple(shape) == (4, 8, 8) else cfg
+    """The model a test measures on this mesh: `cfg`, with one layer on the full mesh."""
+    return cfg.replace(name=f"{cfg.name}-1-layer", n_layers=1) if tuple(shape) == (4, 8, 8) \
+        else cfg
+
+
+ONE_LAYER, MTNLG_ONE = model_on((4, 8, 8)), model_on((4, 8, 8), MTNLG)
 
 
 LOOPED = [(s, ti.Layout(f, a, looped=True, bidirectional=b), phase) for f, a, b, s in

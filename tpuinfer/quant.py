@@ -14,7 +14,8 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from .errors import UsageError
-from .shapes import CONTRACT, dims, is_matrix, layer_matrices, output_channels, shape
+from .shapes import (CONTRACT, TABLES, dims, is_matrix, layer_matrices, output_channels, shape,
+                     tables)
 
 WEIGHT_FORMATS = ("f32", "bf16", "int8")
 BYTES = {"f32": 4, "bf16": 2, "int8": 1}
@@ -56,12 +57,12 @@ def weight_bytes(cfg, weights: str = "bf16") -> float:
     output channel, norm scales bf16)."""
     check_format(weights)
     norms = cfg.n_layers * cfg.norm_params_per_layer() + cfg.E
-    tables = 1 if cfg.tied_embeddings else 2  # an untied model's lookup table besides
-    matrices = cfg.matmul_params() + (tables - 1) * math.prod(shape(cfg, "embed"))
+    n_tables = len(tables(cfg))  # an untied model's lookup table besides its output table
+    matrices = cfg.matmul_params() + (n_tables - 1) * math.prod(shape(cfg, "embed"))
     if weights != "int8":
         return (matrices + norms) * BYTES[weights]
     scales = cfg.n_layers * sum(output_channels(cfg, n) for n in layer_matrices(cfg))
-    scales += tables * output_channels(cfg, "embed")
+    scales += n_tables * output_channels(cfg, "embed")
     return matrices * 1 + (scales + norms) * SCALE_BYTES
 
 
@@ -91,7 +92,7 @@ def prepare(params: dict, weights: str | None) -> dict:
             return quantize(w, CONTRACT[name]) if is_matrix(name) else w.astype(jnp.bfloat16)
         return w.astype(jnp.float32 if weights == "f32" else jnp.bfloat16)
 
-    return {**{t: one(t, params[t]) for t in ("embed", "unembed") if t in params},
+    return {**{t: one(t, params[t]) for t in TABLES if t in params},
             "final_norm": one("final_norm", params["final_norm"]),
             "layers": [{n: one(n, w) for n, w in layer.items()} for layer in params["layers"]]}
 

@@ -55,11 +55,13 @@ def param_shapes(cfg) -> dict:
     """Shapes of every parameter, keyed as `tpuinfer.model.init_params` returns them."""
     layer = {n: shape(cfg, n) for n in layer_matrices(cfg)}
     layer |= {n: (cfg.E,) for n in layer_norms(cfg)}
-    out = {"embed": shape(cfg, "embed"), "final_norm": (cfg.E,),
-           "layers": [dict(layer) for _ in range(cfg.n_layers)]}
-    if not cfg.tied_embeddings:
-        out["unembed"] = shape(cfg, "unembed")
-    return out
+    return {**{t: shape(cfg, t) for t in tables(cfg)}, "final_norm": (cfg.E,),
+            "layers": [dict(layer) for _ in range(cfg.n_layers)]}
+
+
+def tables(cfg) -> tuple[str, ...]:
+    """The model's tables: the embedding, and an untied model's own output table."""
+    return TABLES[:1] if cfg.tied_embeddings else TABLES
 
 
 def output_table(cfg) -> str:

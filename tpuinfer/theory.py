@@ -52,10 +52,11 @@ def decode_critical_batch(model, hardware="tpu-v4", weights: str = "bf16",
     (`ModelConfig.kv_bytes_per_token`). B = N·b / (2·N·bandwidth/peak − S·k); infinite once
     S ≥ `kv_bound_context`: then no batch is compute-bound. Context 0 is
     `decode_ridge_batch`. Communication is left out."""
-    cfg, hw = get_model(model), get_hardware(hardware)
-    n, k = cfg.matmul_params(), cfg.kv_bytes_per_token(kv_bytes)
-    room = 2 * n * hw.hbm_bandwidth / hw.peak_flops - context * k
-    return math.inf if room <= 0 else n * BYTES[weights] / room
+    cfg = get_model(model)
+    # 2·N·bandwidth/peak − S·k = k·(S* − S), S* the context `kv_bound_context` gives
+    room = cfg.kv_bytes_per_token(kv_bytes) * (kv_bound_context(cfg, hardware, kv_bytes)
+                                               - context)
+    return math.inf if room <= 0 else cfg.matmul_params() * BYTES[weights] / room
 
 
 def kv_bound_context(model, hardware="tpu-v4", kv_bytes: float = 2) -> float:

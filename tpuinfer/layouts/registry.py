@@ -10,6 +10,7 @@ from jax.sharding import PartitionSpec as P
 from ..config import ModelConfig
 from ..errors import LayoutError
 from ..quant import QWeight, scale_spec
+from ..shapes import tables
 from . import _common as c
 from . import attn_batch, attn_heads, head, wg_x, wg_xy, wg_xyz, ws1d, ws2d
 from .interface import AttentionLayout, Ctx, FfnLayout, Step
@@ -58,7 +59,7 @@ def heads_multiple(cfg: ModelConfig, layout: Layout, mesh_shape) -> int:
     over, in the stored weights and in the matmuls (attention by batch first computes Q split
     as the feed-forward splits F)."""
     ffn = FFN[layout.ffn]
-    stored = c.spec_axes(tuple(ffn.layer_specs(cfg.replace(n_kv_heads=1))["w_q"])[1])
+    stored = c.spec_axes(tuple(ffn.layer_specs(cfg, mesh_shape)["w_q"])[1])
     return math.lcm(c.group_size(mesh_shape, stored), c.group_size(mesh_shape, ffn.AXES.heads))
 
 
@@ -93,8 +94,7 @@ def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32",
 
     layer = {n: with_scale(n, s) for n, s in ffn.layer_specs(cfg, mesh_shape).items()}
     table = head.table_spec(ffn.AXES, ffn.GATHER)  # an untied output table stored alike
-    return {**{t: with_scale(t, table) for t in ("embed", "unembed")
-               if t == "embed" or not cfg.tied_embeddings},
+    return {**{t: with_scale(t, table) for t in tables(cfg)},
             "final_norm": P(e),
             "layers": [dict(layer) for _ in range(cfg.n_layers)]}
 
