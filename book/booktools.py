@@ -13,10 +13,12 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from jax.sharding import NamedSharding
 
-from tpuinfer.report import measurement_notes, seconds, table  # the command line's own
+from tpuinfer.report import (host_error_summary, host_times, measurement_notes, seconds,
+                             table)  # the command line's own
 
-__all__ = ["table", "seconds", "measurement_notes", "by_kind_table", "collectives_table",
-           "sides_table", "ownership_figure", "mesh_figure", "check"]
+__all__ = ["table", "seconds", "measurement_notes", "host_times", "by_kind_table",
+           "collectives_table", "sides_table", "time_figure", "ownership_figure", "mesh_figure",
+           "check"]
 
 # Every figure is stored in the notebook twice: as plotly's JSON mimetype, which JupyterLab's
 # plotly extension (installed with plotly) draws with no kernel and no network, and as HTML
@@ -59,6 +61,28 @@ def sides_table(m) -> str:
              f"{q.weight_bytes_per_device:,.0f}"],
             ["collective bytes per device", f"{p.comm_bytes:,.0f}", f"{q.comm_bytes:,.0f}"]]
     return table(["", "predicted", "measured"], rows)
+
+
+def time_figure(measured: dict, title: str) -> go.Figure:
+    """Step time per step ({label: Measurement}): measured on this CPU beside the host
+    profile's prediction (`tpuinfer calibrate`), with each step's error and the median error
+    in the title; measured alone, saying so, before the host is calibrated."""
+    labels = list(measured)
+    median, worst = host_error_summary(measured)
+    fig = go.Figure(go.Bar(name="measured (this CPU, median step)", x=labels,
+                           y=[measured[k].measured.time_s * 1e3 for k in labels]))
+    if median is None:
+        sub = "no host prediction yet: run `tpuinfer calibrate` once, then this cell again"
+    else:
+        fig.add_bar(name="predicted (host profile)", x=labels,
+                    y=[(measured[k].predicted.time_s or 0) * 1e3 for k in labels],
+                    text=[f"{measured[k].host_error:.0%} off" if measured[k].host_error
+                          is not None else "" for k in labels], textposition="outside")
+        sub = f"host profile (`tpuinfer calibrate`): median error {median:.0%}, worst {worst:.0%}"
+    fig.update_layout(title=f"{title}<br><sup>{sub}</sup>", barmode="group", height=380,
+                      width=720, yaxis_title="step time (ms)", legend=dict(orientation="h",
+                      y=-0.25), margin=dict(t=70, b=90, l=60, r=20))
+    return fig
 
 
 # ---- pictures ------------------------------------------------------------------------------

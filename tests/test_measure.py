@@ -10,6 +10,7 @@ tpuinfer/measure.py says why.
 import importlib
 import json
 import statistics
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +18,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import tpuinfer as ti
-from tpuinfer import hlo
+from tpuinfer import hlo, report
 from tpuinfer.cli import main
 from tpuinfer.measure import Flag, group_axes, measure
 from tpuinfer.report import measurement_notes
@@ -238,6 +239,22 @@ def test_the_host_error_is_relative_to_the_measurement():
     assert measure_module.relative_error(0.5, 1.0) == pytest.approx(0.5)
     assert measure_module.relative_error(None, 1.0) is None
     assert measure_module.relative_error(1.0, None) is None
+
+
+def test_host_times_prints_each_steps_error_and_their_median():
+    def step(predicted, measured):
+        m = SimpleNamespace(predicted=SimpleNamespace(time_s=predicted),
+                            measured=SimpleNamespace(time_s=measured))
+        m.host_error = measure_module.relative_error(predicted, measured)
+        return m
+    steps = {"a": step(1.1, 1.0), "b": step(0.5, 1.0), "c": step(2.6, 2.0)}
+    assert report.host_error_summary(steps) == pytest.approx((0.3, 0.5))
+    text = report.host_times(steps)
+    assert [line.split()[-1] for line in text.splitlines()[1:4]] == ["10%", "50%", "30%"]
+    assert text.endswith("median error 30%, worst 50%, over 3 steps")
+    uncalibrated = {"a": step(None, 1.0)}
+    assert report.host_error_summary(uncalibrated) == (None, None)
+    assert report.host_times(uncalibrated) == report.NO_HOST_PROFILE
 
 
 def test_a_progress_callback_that_raises_stops_the_measurement():

@@ -10,7 +10,7 @@ from tpuinfer.config import MODELS, ModelConfig
 from tpuinfer.cost import estimate
 from tpuinfer.hardware import get_hardware, mesh_shapes
 from tpuinfer.layouts import Layout, step_terms
-from tpuinfer.paper import TABLE2, as_run, paper, serial_slowdown, table2
+from tpuinfer.paper import SCENARIOS, TABLE2, as_run, paper, serial_slowdown, table2
 from tpuinfer.planner import (kv_bytes_per_chip, max_context, pareto,
                                phase_estimate, plan)
 
@@ -124,6 +124,51 @@ def test_paper_rows_cover_the_headlines():
         "tpu-v4"] == pytest.approx(32, rel=0.01)
     assert rows["decode per token, batch 64, bf16 (2D WS, by batch)"]["paper"] == 36.9e-3
     assert rows["headline: low-batch int8 decode per token"]["tpu-v4_ratio"] < 1
+
+
+def test_the_papers_whole_requests_are_priced_beside_its_numbers():
+    """Section 1's chatbot turn and offline job: the row is the planner's plan of the whole
+    request; the datasheet is a bound (faster, higher MFU) on both of the paper's numbers."""
+    rows = {r["result"].split(" (")[0]: r for r in paper()
+            if r["result"].startswith(tuple(sc.name + " (" for sc in SCENARIOS))}
+    assert (rows["chatbot"]["paper"], rows["offline"]["paper"]) == (1.9, 0.73)
+    chat = SCENARIOS[0].plan("tpu-v4")
+    assert rows["chatbot"]["tpu-v4"] == chat.total_latency_s == pytest.approx(
+        chat.prefill.best.latency_s + chat.decode.best.latency_s)
+    assert (chat.prefill.best.tokens, chat.decode.best.tokens, chat.decode.best.steps) == (
+        64, 64, 64)
+    assert chat.history_len == 1920 and chat.weights == "int8"
+    assert rows["chatbot"]["tpu-v4"] < 1.9
+    offline = SCENARIOS[1].plan("tpu-v4")
+    assert rows["offline"]["tpu-v4"] == offline.mfu > 0.73
+    assert rows["offline"]["tpu-v4-calibrated_ratio"] == pytest.approx(
+        rows["offline"]["tpu-v4-calibrated"] / 0.73)
+
+
+def test_table2_columns_sit_in_figure_1s_coordinates():
+    """A column's point is placed as the planner places its own: latency per generated token
+    in decode, the whole phase in prefill, cost over the tokens the planner counts."""
+    low_decode = TABLE2[1]
+    assert low_decode.frontier_point == pytest.approx((1.82 / 64, 64 * 1.82 / (64 * 64)))
+    assert TABLE2[2].frontier_point == pytest.approx((85.2, 64 * 85.2 / (512 * 2048)))
+    for col in TABLE2:
+        ran = as_run(col, "tpu-v4")
+        assert ran.tokens == col.tokens
+        measured_cost = col.frontier_point[1]
+        assert ran.cost == pytest.approx(measured_cost * ran.latency_s / col.latency_s)
+
+
+def test_prefill_mfu_is_the_planners_per_layout_and_none_where_it_cannot_run():
+    from tpuinfer.sweeps import prefill_mfu
+    curves = prefill_mfu("palm-540b", (4, 4, 4), [1, 64, 512], weights="bf16")
+    assert curves["tokens"] == [2048, 64 * 2048, 512 * 2048]
+    assert curves["mfu"]["wg-xyz"][0] is None  # one sequence cannot split over 64 chips
+    best = plan("palm-540b", "tpu-v4", 64, 512, input_len=2048, gen_len=0, ffn="wg-xyz",
+                mesh=(4, 4, 4)).prefill.best
+    assert curves["mfu"]["wg-xyz"][2] == best.mfu
+    assert curves["layouts"]["wg-xyz"][2] == str(best.layout)
+    # the paper's Table 2 ordering: XYZ-gathered at 512 sequences beats 2D stationary at one
+    assert curves["mfu"]["wg-xyz"][2] > curves["mfu"]["ws2d"][0]
 
 
 # ---- derived facts, from the layouts' terms -------------------------------------------------

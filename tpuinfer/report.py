@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import statistics
 from typing import Callable, Iterator
 
 from tqdm.auto import tqdm as auto_tqdm
@@ -88,6 +89,35 @@ def measurement_notes(m, tpu_time: bool = True) -> list[str]:
     then (with `tpu_time`) that the TPU v4 time beside it is a prediction."""
     return ([flag_text(f, m.backend) for f in sorted(m.flags, key=list(Flag).index)]
             + ([TPU_PREDICTION] if tpu_time else []))
+
+
+NO_HOST_PROFILE = ("no host profile on this machine yet: `tpuinfer calibrate` (under a minute, "
+                   "machine idle) writes one, and every step measured after it carries the "
+                   "host prediction")
+
+
+def host_error_summary(measured: dict) -> tuple[float | None, float | None]:
+    """The median and worst error of the host profile's step times over `measured`
+    ({label: Measurement}); (None, None) when none has a host prediction."""
+    errors = [m.host_error for m in measured.values() if m.host_error is not None]
+    if not errors:
+        return None, None
+    return statistics.median(errors), max(errors)
+
+
+def host_times(measured: dict) -> str:
+    """Per step ({label: Measurement}): the host profile's predicted time, the measured time
+    and the error |predicted - measured| / measured, then the median and worst error over
+    them all; or, without a host profile, how to get one."""
+    median, worst = host_error_summary(measured)
+    if median is None:
+        return NO_HOST_PROFILE
+    rows = [[label, seconds(m.predicted.time_s), seconds(m.measured.time_s),
+             "-" if m.host_error is None else f"{m.host_error:.0%}"]
+            for label, m in measured.items()]
+    n = sum(m.host_error is not None for m in measured.values())
+    return (table(["step", "predicted (host profile)", "measured (this CPU)", "error"], rows)
+            + f"\nmedian error {median:.0%}, worst {worst:.0%}, over {n} steps")
 
 
 # ---- progress ---------------------------------------------------------------------------------

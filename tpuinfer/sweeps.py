@@ -20,7 +20,7 @@ from .hardware import get_hardware
 from .kv import ATTENTION_VARIANTS, kv_bytes_per_chip, max_context
 from .layouts import FFN_LAYOUTS, Layout, step_terms
 from .measure import Flag, count_by_kind, measure
-from .planner import Progress, pareto
+from .planner import Progress, pareto, plan
 from .quant import activation_dtype, check_format
 
 # Real steps on the emulated CPU mesh are for small models: every one of the 256 devices
@@ -174,6 +174,32 @@ def crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
             out["errors"][ffn] = first_error
     if not out["comm_bytes"]:
         raise ValueError(next(iter(out["errors"].values())))
+    return out
+
+
+def prefill_mfu(cfg: ModelConfig | str, mesh_shape, batches, *, input_len: int = 2048,
+                weights: str = "bf16", hardware: str = "tpu-v4") -> dict:
+    """Predicted MFU of a whole prefill of `input_len` tokens against the batch, per feed-
+    forward layout on a fixed mesh, each with the attention layout and schedule the planner
+    prefers for it (`planner.plan`, heads padded where a layout needs it). A point the layout
+    cannot run (a batch smaller than its sharding, or no fit in memory) is None."""
+    cfg = get_model(cfg)
+    mesh_shape = tuple(int(s) for s in mesh_shape)
+    batches = [int(b) for b in batches]
+    out = {"model": cfg.name, "mesh": list(mesh_shape), "weights": weights,
+           "hardware": hardware, "input_len": input_len, "batches": batches,
+           "tokens": [b * input_len for b in batches], "mfu": {}, "layouts": {}}
+    for ffn in FFN_LAYOUTS:
+        mfus, chosen = [], []
+        for b in batches:
+            try:
+                best = plan(cfg, hardware, math.prod(mesh_shape), b, input_len=input_len,
+                            gen_len=0, weights=weights, ffn=ffn, mesh=mesh_shape).prefill.best
+            except UsageError:  # nothing runs there: no fit, or a batch below its sharding
+                best = None
+            mfus.append(None if best is None or not best.fits else best.mfu)
+            chosen.append(None if best is None else str(best.layout))
+        out["mfu"][ffn], out["layouts"][ffn] = mfus, chosen
     return out
 
 

@@ -41,7 +41,10 @@
 # Get the student's edition, with the answers emptied and checks that give a hint instead of
 # the number, with `tpuinfer book --student DIR` (or `python book/_build.py --student DIR`);
 # the repository's notebooks are the instructor's edition, answers filled in so that CI can
-# check them. A workshop plan is in `book/WORKSHOP.md`.
+# check them. A workshop plan is in `book/WORKSHOP.md`. Run `tpuinfer calibrate` once, on an
+# idle machine (under a minute): it measures this CPU and writes a `host` profile, and from
+# then on chapters 1, 5, 7, 8 and 11 set the cost model's prediction of every step's time on
+# this CPU beside the time measured, with the error.
 #
 # | chapter | what it teaches |
 # |---|---|

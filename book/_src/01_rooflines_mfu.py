@@ -46,7 +46,7 @@ from plotly.subplots import make_subplots
 import booktools as bt
 from tpuinfer import cost
 from tpuinfer.hardware import PROFILES
-from tpuinfer.measure import measure
+from tpuinfer.measure import PRECISE, measure
 from tpuinfer.paper import TABLE2
 from tpuinfer.theory import decode_ridge_batch
 
@@ -173,7 +173,7 @@ cfg = ti.MODELS["tiny"]
 params = ti.init_params(cfg, seed=0)
 mesh = ti.make_mesh((2, 2, 2))
 steps = {b: measure(cfg, mesh, ti.Layout("ws2d", "heads"), phase="decode", batch=b,
-                    context=16, params=params) for b in (8, 64)}
+                    context=16, params=params, **PRECISE) for b in (8, 64)}
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -192,6 +192,22 @@ print(bt.table(["batch", "FLOPs predicted", "FLOPs in the compiled step",
 for b, m in steps.items():
     print(f"batch {b:3d}: TPU v4 predicted {bt.seconds(m.tpu_time_s)}, "
           f"this CPU measured {bt.seconds(m.measured.time_s)}")
+
+# %% [markdown]
+# The same cost model prices this CPU once it has measured it: `tpuinfer calibrate` fits a
+# `host` profile (the emulated devices are threads sharing two cores, so its FLOP/s and
+# bytes/s are the machine's, divided among the mesh's devices; chapter 11 says more). Each
+# step measured after that carries the host profile's prediction of its own time. Both
+# numbers are this machine's, the first a prediction and the second a measurement (the two
+# steps above were timed as `benchmarks/bench_measure.py` times its steps, `measure.PRECISE`:
+# a warm-up, then at least 15 runs, the median kept). Eight times the FLOPs do not take
+# eight times as long here either: the tiny model's collectives and per-layer overheads do
+# not grow with the batch.
+
+# %%
+timed = {f"decode, batch {b}": m for b, m in steps.items()}
+print(bt.host_times(timed))
+bt.time_figure(timed, "Tiny model, ws2d/heads decode on 2×2×2: this CPU")
 
 # %% [markdown]
 # ## Recap

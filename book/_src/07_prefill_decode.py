@@ -44,7 +44,7 @@ import plotly.graph_objects as go
 
 import booktools as bt
 from tpuinfer import model, planner, text
-from tpuinfer.measure import measure
+from tpuinfer.measure import PRECISE, measure
 from tpuinfer.paper import SERIAL_BLOCK_SLOWDOWN, TABLE2, serial_slowdown
 
 # %% [markdown]
@@ -174,7 +174,8 @@ answer_1 = 2
 serial = cfg.replace(name="tiny-serial", parallel_block=False)
 serial_params = ti.init_params(serial, seed=0)
 steps = {c.name: measure(c, small, ti.Layout("ws2d", "heads"), phase="prefill", batch=8,
-                         tokens=8, params=p) for c, p in ((cfg, params), (serial, serial_params))}
+                         tokens=8, params=p, **PRECISE)
+         for c, p in ((cfg, params), (serial, serial_params))}
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -182,6 +183,14 @@ for name, m in steps.items():
     print(name)
     print(bt.by_kind_table(m))
     print()
+
+# %% [markdown]
+# And the time each block's step took on this CPU (timed as the benchmark times its steps,
+# `measure.PRECISE`), beside the host profile's prediction (after `tpuinfer calibrate`):
+
+# %%
+print(bt.host_times(steps))
+bt.time_figure(steps, "Tiny model, parallel against serial block, ws2d/heads prefill on 2×2×2")
 
 # %%
 serial_out = ti.generate(serial_params, serial, prompt_BL, steps=3, mesh=small,
