@@ -10,7 +10,7 @@ from tpuinfer.config import MODELS, ModelConfig
 from tpuinfer.cost import estimate
 from tpuinfer.hardware import get_hardware, mesh_shapes
 from tpuinfer.layouts import Layout, step_terms
-from tpuinfer.paper import SCENARIOS, TABLE2, as_run, paper, serial_slowdown, table2
+from tpuinfer.paper import SCENARIOS, TABLE1, TABLE2, as_run, paper, serial_slowdown, table2
 from tpuinfer.planner import (kv_bytes_per_chip, max_context, pareto,
                                phase_estimate, plan)
 
@@ -116,6 +116,12 @@ def test_table2_rows_are_per_phase_with_the_error():
             assert m["layout"] == r["paper_layout"]
             assert m["error"] == pytest.approx(m["latency_s"] / r["paper_latency_s"] - 1)
         assert r["tpu-v4"]["latency_s"] < r["paper_latency_s"]
+
+
+def test_max_context_is_the_papers_table1():
+    """Table 1 prints each length rounded to two or three figures."""
+    for (variant, batch), printed in TABLE1.items():
+        assert max_context("palm-540b", 64, batch, variant) == pytest.approx(printed, rel=0.01)
 
 
 def test_paper_rows_cover_the_headlines():

@@ -71,6 +71,11 @@ HEADLINE_PER_TOKEN_S = 29e-3  # source: Pope et al. 2022, abstract (low batch, i
 HEADLINE_PREFILL_MFU = 0.76  # source: Pope et al. 2022, abstract (large-batch prefill)
 HEADLINE_CONTEXT_RATIO = 32  # source: Pope et al. 2022, abstract (multiquery vs multihead)
 SERIAL_BLOCK_SLOWDOWN = 1.14  # source: Pope et al. 2022, Section 4.3 (2D WS, 64 chips, B 512)
+# source: Pope et al. 2022, Table 1: the longest context whose KV cache fits in 30% of HBM,
+# PaLM 540B on 64 TPU v4 chips, per attention variant and batch (as printed, rounded)
+TABLE1 = {("multihead", 128): 1320, ("multihead", 512): 330,
+          ("multiquery-heads", 128): 660, ("multiquery-heads", 512): 165,
+          ("multiquery-batch", 128): 43_000, ("multiquery-batch", 512): 10_700}
 PROFILES = ("tpu-v4", "tpu-v4-calibrated")
 
 
