@@ -8,6 +8,7 @@ here are the single source that the cost model, the planner, the tests and the b
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -82,8 +83,7 @@ class ModelConfig:
         """Parameters that take part in a matmul: every weight matrix and the output
         projection (the embedding table itself when tied). Norm scales do not, nor does an
         untied input embedding (a lookup)."""
-        per_layer = self.attention_params_per_layer() + self.ffn_params_per_layer()
-        return self.n_layers * per_layer + math.prod(shapes.shape(self, "embed"))
+        return _matmul_params(self)
 
     def n_params(self) -> int:
         """Every parameter, as `init_params` creates them (tested exactly)."""
@@ -120,6 +120,13 @@ class ModelConfig:
 
     def kv_bytes_per_token(self, bytes_per_elem: float = 2) -> float:
         return self.kv_bytes(1, 1, bytes_per_elem)
+
+
+@functools.lru_cache(maxsize=256)
+def _matmul_params(cfg: ModelConfig) -> int:
+    # Cached: the planner prices a model's MFU thousands of times per plan (a config is frozen).
+    per_layer = cfg.attention_params_per_layer() + cfg.ffn_params_per_layer()
+    return cfg.n_layers * per_layer + math.prod(shapes.shape(cfg, "embed"))
 
 
 def _palm(name, n_layers, E, H, mfu_params=None):
