@@ -12,6 +12,7 @@ than) its source, mid-workshop.
     .venv/bin/python book/_build.py 03 05        # only the chapters whose names start so
     .venv/bin/python book/_build.py --no-run 03  # write without running (outputs dropped)
     .venv/bin/python book/_build.py --student DIR  # the student's edition: answers emptied
+    .venv/bin/python book/_build.py --html OUT     # the static site, from the stored notebooks
 
 The student's edition is written from the sources without running them: every line of a code
 cell that assigns an answer (`answer_3 = 256`, at the start of a line) becomes
@@ -133,7 +134,13 @@ def main(argv=None) -> int:
     parser.add_argument("--student", metavar="DIR", type=pathlib.Path,
                         help="write the student's edition (answers emptied, checks give "
                              "hints) into DIR, without running it")
+    parser.add_argument("--html", metavar="OUT", type=pathlib.Path,
+                        help="write the static site (every chapter as a page, the explorable "
+                             "cost-model figures) into OUT, from the stored notebooks")
     args = parser.parse_args(argv)
+    if args.html:
+        import _site  # book/ is on the path: this file's folder
+        return _site.main(args.html)
     if args.student:
         written = write_student_edition(args.student, args.chapters)
         print(f"student edition: {len(written)} chapters and booktools.py in {args.student}")

@@ -1,0 +1,150 @@
+"""The book's static site, as a reader on the web meets it: built by the command line from the
+stored chapters, opened from the file system in Debian's chromium (Playwright, as
+test_browser.py), every page loaded with no console error and no request leaving the machine,
+every plot drawn, every diagram there, every internal link resolving, and every slider of the
+explorable figures changing its plot when moved. Screenshots go to artifacts/site/.
+"""
+import json
+import os
+import pathlib
+import re
+import sys
+
+import nbformat
+import pytest
+
+from tpuinfer.cli import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+BOOK = ROOT / "book"
+ARTIFACTS = ROOT / "artifacts" / "site"
+CHROMIUM = "/usr/bin/chromium"
+sys.path.insert(0, str(BOOK))
+import _diagrams  # noqa: E402  (book/ tooling, on the path like the chapters' booktools)
+import _explore  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    assert main(["book", "--html", str(out), "--json"]) == 0
+    return out
+
+
+def test_every_chapter_diagram_has_its_stored_svg():
+    assert _diagrams.chapter_diagrams(), "the chapters draw mermaid diagrams"
+    assert _diagrams.missing() == [], "run book/_diagrams.py (its docstring says how)"
+
+
+def test_the_site_has_every_chapter_with_every_plot_and_nothing_remote(site):
+    chapters = sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
+    assert {p.name for p in site.glob("*.html")} == (
+        {c.stem + ".html" for c in chapters} | {"index.html", "explore.html"})
+    assert (site / "assets" / "plotly.min.js").stat().st_size > 1e6
+    for chapter in chapters:
+        nb = nbformat.read(chapter, as_version=4)
+        plots = sum("application/vnd.plotly.v1+json" in o.get("data", {})
+                    for c in nb.cells for o in c.get("outputs", []))
+        text = (site / (chapter.stem + ".html")).read_text()
+        assert text.count('class="site-plot"') == plots, chapter.name
+        assert not re.search(r"<script[^>]*src=\"https?://", text), chapter.name
+        assert "```mermaid" not in text
+    index = (site / "index.html").read_text()
+    assert all(f'href="{c.stem}.html"' in index for c in chapters)
+
+
+def test_the_explorable_figures_each_have_a_slider_of_precomputed_steps():
+    assert len(_explore.FIGURES) >= 6
+    for title, _, make in _explore.FIGURES:
+        fig = make()
+        (slider,) = fig.layout.sliders
+        assert len(slider.steps) >= 2, title
+        shown = [step.args[0]["visible"] for step in slider.steps]
+        assert all(len(v) == len(fig.data) and any(v) for v in shown), title
+        assert len({tuple(v) for v in shown}) == len(shown), f"{title}: two steps show the same"
+        assert [t.visible for t in fig.data] == shown[0]
+
+
+# ---- in a real browser -----------------------------------------------------------------------
+def _browser():
+    why = None
+    if not os.path.exists(CHROMIUM):
+        why = f"{CHROMIUM} is missing"
+    else:
+        try:
+            from playwright.sync_api import sync_playwright  # noqa: F401
+        except ImportError:
+            why = "playwright is not installed"
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(f"{why}; CI must run the site's browser test (.ci/run installs it)")
+        pytest.skip(why)
+    from playwright.sync_api import sync_playwright
+    return sync_playwright
+
+
+@pytest.mark.browser
+def test_every_page_loads_offline_draws_and_links(site):
+    sync_playwright = _browser()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    pages = sorted(site.glob("*.html"))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        errors, remote = [], []
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("request", lambda r: not r.url.startswith(("file:", "data:", "about:"))
+                and remote.append(r.url))
+        for path in pages:
+            errors.clear()
+            remote.clear()
+            page.goto(path.as_uri())
+            page.wait_for_function("() => [...document.querySelectorAll('.site-plot')]"
+                                   ".every(e => e.querySelector('svg.main-svg'))", timeout=30000)
+            assert errors == [], f"{path.name}: {errors}"
+            assert remote == [], f"{path.name} fetched {remote}"
+            plots = page.locator(".site-plot")
+            for i in range(plots.count()):
+                assert plots.nth(i).locator("svg.main-svg").count() > 0, f"{path.name} plot {i}"
+            diagrams = page.locator(".site-diagram svg")
+            assert diagrams.count() == path.read_text().count('class="site-diagram"')
+            links = page.eval_on_selector_all("a[href]",
+                                              "els => els.map(e => e.getAttribute('href'))")
+            for href in links:
+                if href.startswith("http"):
+                    continue
+                target, _, anchor = href.partition("#")
+                target_path = site / target if target else path
+                assert target_path.exists(), f"{path.name} links to missing {href}"
+                if anchor:
+                    assert f'id="{anchor}"' in target_path.read_text(), f"{path.name}: {href}"
+            page.screenshot(path=str(ARTIFACTS / (path.stem + ".png")))
+        browser.close()
+
+
+@pytest.mark.browser
+def test_moving_each_slider_changes_its_plot(site):
+    sync_playwright = _browser()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.goto((site / "explore.html").as_uri())
+        figures = page.locator(".explore-plot")
+        assert figures.count() == len(_explore.FIGURES)
+        for i in range(figures.count()):
+            plot = figures.nth(i)
+            plot.scroll_into_view_if_needed()
+            visible = "el => JSON.stringify(el.data.map(t => t.visible))"
+            before, drawn = plot.evaluate(visible), plot.locator(".main-svg").first.inner_html()
+            rail = plot.locator(".slider-rail-touch-rect").bounding_box()
+            page.mouse.click(rail["x"] + rail["width"] - 2, rail["y"] + rail["height"] / 2)
+            page.wait_for_timeout(300)
+            after = plot.evaluate(visible)
+            assert after != before, f"figure {i}: the slider did not change what is shown"
+            assert json.loads(after) == json.loads(plot.evaluate(
+                "el => JSON.stringify(el.layout.sliders[0].steps.at(-1).args[0].visible)"))
+            assert plot.locator(".main-svg").first.inner_html() != drawn, f"figure {i}"
+            plot.screenshot(path=str(ARTIFACTS / f"explore-{i}-moved.png"))
+        browser.close()
