@@ -3,6 +3,7 @@ change redraws the library's own numbers, and an invalid choice leaves a message
 previous plot. Real steps run on small meshes (2x2x2) to keep the file fast."""
 import threading
 
+import plotly.graph_objects as go
 import pytest
 
 from tpuinfer import MODELS, planner
@@ -278,3 +279,49 @@ def test_snapshot_is_plain_plotly_output():
     assert [t["y"] for t in fig["data"]] == [list(t.y) for t in kx.figure.data]
     assert "plotly" in bundle["text/html"] and "<script" in bundle["text/html"]
     assert "application/vnd.jupyter.widget-view+json" in kx._repr_mimebundle_()
+
+
+# ---- front-ends that cannot load plotly's FigureWidget ---------------------------------------
+def shown_in_output(explorer):
+    """The figure a static-mode explorer's Output holds: one display_data, plotly's JSON."""
+    (out,) = explorer.output.outputs
+    assert out["output_type"] == "display_data"
+    return [t["y"] for t in out["data"]["application/vnd.plotly.v1+json"]["data"]]
+
+
+def test_static_figures_are_redrawn_into_an_output_after_every_change(monkeypatch):
+    from tpuinfer_widgets import base
+    monkeypatch.setitem(base._figures, "mode", "auto")
+    base.use_static_figures()
+    assert base.figure_mode() == "static"
+    kx = ContextExplorer(chips=64, batch=128, batches=[64, 512], contexts=[1024, 2048])
+    assert type(kx.figure) is go.Figure and kx.output in kx.widget.children
+    assert shown_in_output(kx) == [list(t.y) for t in kx.figure.data]
+    before = shown_in_output(kx)
+    assert kx.set(batch=512)
+    assert shown_in_output(kx) != before
+    assert shown_in_output(kx) == [list(t.y) for t in kx.figure.data]
+    drawn = shown_in_output(kx)
+    assert not kx.set(kv_fraction=0.0)  # an error keeps the last good plot, in the Output too
+    assert "kv_fraction must be in (0, 1]" in kx.message.value
+    assert shown_in_output(kx) == drawn
+    base.use_static_figures(False)
+    live = ContextExplorer(batches=[64], contexts=[1024])
+    assert live.output is None and type(live.figure).__name__ == "FigureWidget"
+
+
+def test_without_a_usable_figure_widget_the_explorers_fall_back_on_their_own(monkeypatch):
+    from tpuinfer_widgets import base
+    monkeypatch.setitem(base._figures, "mode", "auto")
+
+    def no_widget(*args, **kwargs):
+        raise ImportError("anywidget is not available in this front-end")
+    monkeypatch.setattr(base.go, "FigureWidget", no_widget)
+    kx = ContextExplorer(batches=[64], contexts=[1024])
+    assert kx.output is not None and shown_in_output(kx) == [list(t.y) for t in kx.figure.data]
+    monkeypatch.setattr(base, "anywidget", None)
+    assert base.figure_mode() == "static"
+    monkeypatch.setitem(base._figures, "mode", "canvas")
+    with pytest.raises(ValueError, match="TPUINFER_WIDGET_FIGURES='canvas'; choose one of "
+                                         "auto, widget, static"):
+        base.figure_mode()

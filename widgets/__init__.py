@@ -11,12 +11,15 @@ plotly output, kept visible in a notebook saved without its widgets) and display
     explorer = LayoutExplorer(mesh=(4, 8, 8))
     explorer            # the live widget
     explorer.snapshot() # the current plot, for readers without a kernel
+
+Where the front-end cannot load plotly's FigureWidget (anywidget), call
+`use_static_figures()` first: the explorers then redraw a static figure after every change.
 """
-from .base import Explorer, Static, static
+from .base import Explorer, Static, figure_mode, static, use_static_figures
 from .context import ContextExplorer
 from .crossover import CrossoverExplorer
 from .layout_explorer import LayoutExplorer
 from .pareto import ParetoExplorer
 
-__all__ = ["Explorer", "Static", "static", "LayoutExplorer", "CrossoverExplorer",
-           "ParetoExplorer", "ContextExplorer"]
+__all__ = ["Explorer", "Static", "static", "use_static_figures", "figure_mode",
+           "LayoutExplorer", "CrossoverExplorer", "ParetoExplorer", "ContextExplorer"]

@@ -14,6 +14,13 @@ measurement runs on one worker thread, its progress in the message line, and lan
 when done; a newer change cancels it (at its next progress report, or discarded when it
 lands), so only the latest configuration is ever drawn. Code that sets controls (`set`,
 `update`) waits for the measurement, and `wait()` waits for a pending one.
+
+Where a front-end cannot load plotly's FigureWidget (it needs anywidget, which some hosted
+notebooks and editors fail to load: the cell stays blank), an explorer draws into a plain
+plotly figure instead and redraws it, as static output, into an `ipywidgets.Output` after every
+change. `use_static_figures()` chooses that for the explorers made after it (or set
+TPUINFER_WIDGET_FIGURES=static before importing); without anywidget installed, or when a
+FigureWidget cannot be made, it is chosen on its own.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import concurrent.futures
 import contextlib
 import html
 import json
+import os
 import threading
 
 import ipywidgets as W
@@ -29,12 +37,37 @@ from tpuinfer.errors import TpuinferError
 from tpuinfer.report import progress_bar
 
 try:
-    import anywidget  # noqa: F401  (plotly 6+ draws its FigureWidget through anywidget)
     import plotly.graph_objects as go
     import plotly.io as pio
 except ImportError as err:  # pragma: no cover - depends on the installation
-    raise ImportError(f"tpuinfer_widgets needs plotly and anywidget ({err}); install them "
-                      'with pip install -e ".[dev]"') from None
+    raise ImportError(f"tpuinfer_widgets needs plotly ({err}); install it with "
+                      'pip install -e ".[dev]"') from None
+try:
+    import anywidget  # noqa: F401  (plotly 6+ draws its FigureWidget through anywidget)
+except ImportError:  # pragma: no cover - depends on the installation
+    anywidget = None  # the explorers draw static figures instead
+
+FIGURE_MODES = ("auto", "widget", "static")
+_figures = {"mode": os.environ.get("TPUINFER_WIDGET_FIGURES", "auto")}
+
+
+def use_static_figures(static: bool = True) -> None:
+    """Make the explorers created from now on draw a plain plotly figure into an
+    `ipywidgets.Output`, redrawn after every change (`static=True`), or plotly's FigureWidget
+    (`static=False`; the default, "auto", uses the FigureWidget when it can be made). For a
+    front-end that cannot load anywidget: one call before creating the explorers."""
+    _figures["mode"] = "static" if static else "widget"
+
+
+def figure_mode() -> str:
+    """"widget" or "static": how an explorer made now would draw."""
+    mode = _figures["mode"]
+    if mode not in FIGURE_MODES:
+        raise ValueError(f"TPUINFER_WIDGET_FIGURES={mode!r}; choose one of "
+                         f"{', '.join(FIGURE_MODES)}")
+    if mode == "auto":
+        return "widget" if anywidget is not None else "static"
+    return mode
 
 _STYLE = {"info": "color:#555; font-size:0.9em; line-height:1.4",
           "busy": "color:#1f5fa8", "error":
@@ -74,9 +107,10 @@ def static(figure) -> Static:
 
 
 class Explorer:
-    """Base class: `controls` (name -> ipywidget), `figure` (a go.FigureWidget), `message`
-    (an HTML widget), `widget` (the whole layout), `data` (the last good result), `update()`,
-    `snapshot()`. Displaying an explorer displays `widget`."""
+    """Base class: `controls` (name -> ipywidget), `figure` (a go.FigureWidget, or in static
+    mode a go.Figure redrawn into `output`), `message` (an HTML widget), `widget` (the whole
+    layout), `data` (the last good result), `update()`, `snapshot()`. Displaying an explorer
+    displays `widget`."""
 
     title = ""
     background = False  # measure in the background (a subclass with `measure` may turn it on)
@@ -84,7 +118,17 @@ class Explorer:
     def __init__(self, controls: dict, figure, rows=None):
         """`rows`: the control names of each row of the panel (default: one wrapping row)."""
         self.controls = controls
-        self.figure = go.FigureWidget(figure)
+        self.output = None  # the Output a static figure is redrawn into (static mode only)
+        if figure_mode() == "widget":
+            try:
+                self.figure = go.FigureWidget(figure)
+            except Exception:  # noqa: BLE001 - anywidget or its front-end bridge unusable
+                self.figure = None
+        else:
+            self.figure = None
+        if self.figure is None:
+            self.figure = go.Figure(figure)
+            self.output = W.Output()
         self.message = W.HTML(layout=W.Layout(min_height="1.6em"))
         self.data = None
         self.error = None  # the last update's error message, None when it succeeded
@@ -97,7 +141,7 @@ class Explorer:
         rows = rows or [list(controls)]
         panel = [W.HBox([controls[name] for name in row], layout=W.Layout(flex_flow="row wrap"))
                  for row in rows]
-        self.widget = W.VBox(panel + [self.message, self.figure])
+        self.widget = W.VBox(panel + [self.message, self.output or self.figure])
         self.widget.add_class("tpuinfer-explorer")
         for control in controls.values():
             control.observe(self._changed, names="value")
@@ -188,7 +232,16 @@ class Explorer:
             except Exception as err:  # noqa: BLE001
                 return self._fail(err)
             self.data = data
+            if self.output is not None:
+                self._redraw_static()
             return True
+
+    def _redraw_static(self) -> None:
+        """Static mode: replace the Output's figure with the current one (set directly, so
+        that a background thread may do it too)."""
+        bundle = Static(self.figure)._repr_mimebundle_()
+        self.output.outputs = ({"output_type": "display_data", "data": bundle,
+                                "metadata": {}},)
 
     def _settle(self, data) -> bool:
         self.error = None
