@@ -8,9 +8,9 @@ traces each. Each figure names its profile and rule: all are predictions.
 from __future__ import annotations
 
 import html
-import json
 
 import plotly.graph_objects as go
+import plotly.io as pio
 
 from tpuinfer import cost, planner, sweeps
 from tpuinfer.errors import UsageError
@@ -207,7 +207,7 @@ def explore_page(nav: str) -> str:
     parts = []
     for i, (title, chapter, make) in enumerate(FIGURES):
         fig = make()
-        payload = json.dumps(fig.to_plotly_json(), cls=_PlotlyEncoder).replace("</", "<\\/")
+        payload = pio.to_json(fig, validate=False).replace("</", "<\\/")
         parts.append(f'<section><h2 id="figure-{i}">{html.escape(title)}</h2>'
                      f'<p>From {chapter}. Move the slider: every step was computed by the '
                      f'library when this site was built. A layout missing from a step cannot '
@@ -226,8 +226,3 @@ def explore_page(nav: str) -> str:
             'the chapters in JupyterLab for those.</p>' + "".join(parts)
             + '</div></body></html>')
 
-
-class _PlotlyEncoder(json.JSONEncoder):
-    def default(self, o):
-        import plotly.utils
-        return plotly.utils.PlotlyJSONEncoder().default(o)

@@ -319,6 +319,10 @@ def test_without_a_usable_figure_widget_the_explorers_fall_back_on_their_own(mon
     monkeypatch.setattr(base.go, "FigureWidget", no_widget)
     kx = ContextExplorer(batches=[64], contexts=[1024])
     assert kx.output is not None and shown_in_output(kx) == [list(t.y) for t in kx.figure.data]
+    assert base.figure_mode() == "widget"
+    monkeypatch.setenv("VOILA_KERNEL_ID", "a-voila-kernel")  # Voilà sets it in its kernels
+    assert base.figure_mode() == "static"
+    monkeypatch.delenv("VOILA_KERNEL_ID")
     monkeypatch.setattr(base, "anywidget", None)
     assert base.figure_mode() == "static"
     monkeypatch.setitem(base._figures, "mode", "canvas")

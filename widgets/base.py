@@ -19,8 +19,9 @@ Where a front-end cannot load plotly's FigureWidget (it needs anywidget, which s
 notebooks and editors fail to load: the cell stays blank), an explorer draws into a plain
 plotly figure instead and redraws it, as static output, into an `ipywidgets.Output` after every
 change. `use_static_figures()` chooses that for the explorers made after it (or set
-TPUINFER_WIDGET_FIGURES=static before importing); without anywidget installed, or when a
-FigureWidget cannot be made, it is chosen on its own.
+TPUINFER_WIDGET_FIGURES=static before importing); without anywidget installed, when a
+FigureWidget cannot be made, or in a Voilà app (whose FigureWidgets draw no traces), it is
+chosen on its own.
 """
 from __future__ import annotations
 
@@ -66,7 +67,10 @@ def figure_mode() -> str:
         raise ValueError(f"TPUINFER_WIDGET_FIGURES={mode!r}; choose one of "
                          f"{', '.join(FIGURE_MODES)}")
     if mode == "auto":
-        return "widget" if anywidget is not None else "static"
+        # Voilà (0.5.13, with plotly 7.1 and anywidget 0.11) draws a FigureWidget's axes but
+        # none of its traces; it names its kernels in VOILA_KERNEL_ID before running a notebook
+        voila = "VOILA_KERNEL_ID" in os.environ
+        return "widget" if anywidget is not None and not voila else "static"
     return mode
 
 _STYLE = {"info": "color:#555; font-size:0.9em; line-height:1.4",
