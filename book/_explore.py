@@ -20,8 +20,8 @@ from tpuinfer.layouts import FFN_LAYOUTS, Layout
 COLOURS = dict(zip(FFN_LAYOUTS, ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a")))
 
 
-def slider_figure(steps: list[tuple[str, list[go.BaseTraceType]]], prefix: str,
-                  **layout) -> go.Figure:
+def slider_figure(steps: list[tuple[str, list[go.BaseTraceType]]], prefix: str, *,
+                  height: int = 460, width: int = 820, **layout) -> go.Figure:
     """A figure holding every step's traces, the first step's shown, and a slider whose steps
     show one step's traces each (plotly's own "update" method: no kernel involved)."""
     fig = go.Figure()
@@ -35,8 +35,17 @@ def slider_figure(steps: list[tuple[str, list[go.BaseTraceType]]], prefix: str,
         active=0, currentvalue=dict(prefix=prefix), pad=dict(t=50),
         steps=[dict(label=label, method="update",
                     args=[{"visible": [o == i for o in owner]}])
-               for i, (label, _) in enumerate(steps)])], **layout)
+               for i, (label, _) in enumerate(steps)])], height=height, width=width,
+        **layout)
     return fig
+
+
+def gib_traces(x, bytes_by_name: dict, colours: dict | None = None) -> list[go.Scatter]:
+    """One line per name, in GiB; a None point (the layout or variant cannot run there) is a
+    gap."""
+    return [go.Scatter(x=x, y=[None if y is None else y / 2**30 for y in ys], name=name,
+                       mode="lines+markers", line=dict(color=(colours or {}).get(name)))
+            for name, ys in bytes_by_name.items()]
 
 
 # ---- the six figures ---------------------------------------------------------------------
@@ -55,13 +64,12 @@ def roofline() -> go.Figure:
                            line=dict(dash="solid" if a == "step_s" else "dot"))
                 for n, a in (("compute", "compute_s"), ("weights", "weights_s"),
                              ("communication", "comm_s"), ("step", "step_s"))]))
-    fig = slider_figure(steps, "chip, weights: ", height=460, width=820,
-                        title="PaLM 540B: one decode step on 64 chips<br><sup>2D "
-                              "weight-stationary, 4×4×4, plain schedule; predicted on the chip's "
-                              "datasheet, rule overlap</sup>")
-    fig.update_xaxes(type="log", title="batch (sequences, one token each)")
-    fig.update_yaxes(type="log", title="ms")
-    return fig
+    return slider_figure(
+        steps, "chip, weights: ",
+        title="PaLM 540B: one decode step on 64 chips<br><sup>2D weight-stationary, 4×4×4, "
+              "plain schedule; predicted on the chip's datasheet, rule overlap</sup>",
+        xaxis=dict(type="log", title="batch (sequences, one token each)"),
+        yaxis=dict(type="log", title="ms"))
 
 
 def one_d_against_two_d() -> go.Figure:
@@ -82,13 +90,13 @@ def one_d_against_two_d() -> go.Figure:
                     name=f"{ffn} {what}", line=dict(color=COLOURS[ffn], dash=dash),
                     text=meshes, hovertemplate="%{x} chips, mesh %{text}: %{y:.3g} ms"))
         steps.append((str(batch), traces))
-    fig = slider_figure(steps, "batch: ", height=460, width=820,
-                        title="MT-NLG 530B decode: 1D communication stays flat, 2D keeps "
-                              "falling<br><sup>context 2048, the fastest mesh per layout, plain "
-                              "schedule; predicted, tpu-v4 datasheet, rule overlap</sup>")
-    fig.update_xaxes(type="log", title="chips", tickvals=chips)
-    fig.update_yaxes(type="log", title="ms per decode step")
-    return fig
+    return slider_figure(
+        steps, "batch: ",
+        title="MT-NLG 530B decode: 1D communication stays flat, 2D keeps falling<br><sup>"
+              "context 2048, the fastest mesh per layout, plain schedule; predicted, tpu-v4 "
+              "datasheet, rule overlap</sup>",
+        xaxis=dict(type="log", title="chips", tickvals=chips),
+        yaxis=dict(type="log", title="ms per decode step"))
 
 
 def weight_gathered_crossover() -> go.Figure:
@@ -98,17 +106,14 @@ def weight_gathered_crossover() -> go.Figure:
     for n in (16, 32, 64, 128, 256):
         curves = sweeps.crossover("palm-540b-64heads", PAPER_MESHES[n], tokens, weights="bf16",
                                   attention="batch")
-        steps.append((f"{n} ({'x'.join(map(str, PAPER_MESHES[n]))})", [
-            go.Scatter(x=tokens, y=[None if y is None else y / 2**30 for y in ys], name=ffn,
-                       mode="lines+markers", line=dict(color=COLOURS[ffn]))
-            for ffn, ys in curves["comm_bytes"].items()]))
-    fig = slider_figure(steps, "chips (the paper's mesh): ", height=460, width=820,
-                        title="PaLM 540B prefill: communication per chip by layout<br><sup>"
-                              "attention by batch, bf16; bytes from each layout's step_terms"
-                              "</sup>")
-    fig.update_xaxes(type="log", title="tokens per batch (B·L)")
-    fig.update_yaxes(type="log", title="GiB per chip per prefill")
-    return fig
+        steps.append((f"{n} ({'x'.join(map(str, PAPER_MESHES[n]))})",
+                      gib_traces(tokens, curves["comm_bytes"], COLOURS)))
+    return slider_figure(
+        steps, "chips (the paper's mesh): ",
+        title="PaLM 540B prefill: communication per chip by layout<br><sup>attention by "
+              "batch, bf16; bytes from each layout's step_terms</sup>",
+        xaxis=dict(type="log", title="tokens per batch (B·L)"),
+        yaxis=dict(type="log", title="GiB per chip per prefill"))
 
 
 def context_length() -> go.Figure:
@@ -117,16 +122,13 @@ def context_length() -> go.Figure:
     steps = []
     for batch in (16, 64, 128, 256, 512, 1024):
         curves = sweeps.context_curves("palm-540b", 64, batch, contexts, [batch])
-        steps.append((str(batch), [
-            go.Scatter(x=contexts, y=[None if y is None else y / 2**30 for y in ys], name=v,
-                       mode="lines+markers")  # None: the variant cannot split this batch
-            for v, ys in curves["kv_bytes_per_chip"].items()]))
-    fig = slider_figure(steps, "batch: ", height=460, width=820,
-                        title="PaLM 540B on 64 chips: KV cache per chip<br><sup>bf16; the "
-                              "paper reserves 30% of a TPU v4's HBM for it, 9.6 GiB</sup>")
-    fig.update_xaxes(type="log", title="context length S")
-    fig.update_yaxes(type="log", title="GiB per chip")
-    return fig
+        steps.append((str(batch), gib_traces(contexts, curves["kv_bytes_per_chip"])))
+    return slider_figure(
+        steps, "batch: ",
+        title="PaLM 540B on 64 chips: KV cache per chip<br><sup>bf16; the paper reserves 30% "
+              "of a TPU v4's HBM for it, 9.6 GiB</sup>",
+        xaxis=dict(type="log", title="context length S"),
+        yaxis=dict(type="log", title="GiB per chip"))
 
 
 def prefill_mfu() -> go.Figure:
@@ -140,13 +142,12 @@ def prefill_mfu() -> go.Figure:
                        line=dict(color=COLOURS[ffn]), text=curves["layouts"][ffn],
                        hovertemplate="%{x} tokens: MFU %{y:.0%}, %{text}")
             for ffn, ys in curves["mfu"].items()]))
-    fig = slider_figure(steps, "chips (the paper's mesh): ", height=460, width=820,
-                        title="PaLM 540B, a 2048-token prefill: MFU by layout<br><sup>bf16, "
-                              "the planner's attention layout and schedule; predicted, tpu-v4 "
-                              "datasheet, rule overlap</sup>")
-    fig.update_xaxes(type="log", title="tokens per prefill (batch × 2048)")
-    fig.update_yaxes(title="MFU", tickformat=".0%", range=[0, 1.05])
-    return fig
+    return slider_figure(
+        steps, "chips (the paper's mesh): ",
+        title="PaLM 540B, a 2048-token prefill: MFU by layout<br><sup>bf16, the planner's "
+              "attention layout and schedule; predicted, tpu-v4 datasheet, rule overlap</sup>",
+        xaxis=dict(type="log", title="tokens per prefill (batch × 2048)"),
+        yaxis=dict(title="MFU", tickformat=".0%", range=[0, 1.05]))
 
 
 def planner_choice() -> go.Figure:
@@ -183,13 +184,12 @@ def planner_choice() -> go.Figure:
                 colorscale=[[edge / len(names), COLOURS[ffn]] for i, ffn in enumerate(names)
                             for edge in (i, i + 1)],  # one flat colour per layout
                 showscale=False, hovertemplate="%{y} chips, batch %{x}: %{customdata}")]))
-    fig = slider_figure(steps, "phase, weights: ", height=520, width=980,
-                        title="PaLM 540B: the planner's layout by chips and batch<br><sup>2048 "
-                              "input tokens, 64 generated; the paper's mesh for each chip count; "
-                              "tpu-v4 datasheet, rule overlap</sup>")
-    fig.update_xaxes(title="batch", type="category")
-    fig.update_yaxes(title="chips", type="category")
-    return fig
+    return slider_figure(
+        steps, "phase, weights: ", height=520, width=980,
+        title="PaLM 540B: the planner's layout by chips and batch<br><sup>2048 input tokens, "
+              "64 generated; the paper's mesh for each chip count; tpu-v4 datasheet, rule "
+              "overlap</sup>",
+        xaxis=dict(title="batch", type="category"), yaxis=dict(title="chips", type="category"))
 
 
 FIGURES = (
