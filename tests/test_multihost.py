@@ -198,7 +198,12 @@ def test_each_generation_step_is_reported_as_progress(monkeypatch):
 # ---- the launcher told to stop: its workers go with it, whatever the signal -----------------
 # The demo's own launcher on a 2-device mesh with a long decode, so that it is still running
 # when it is signalled: what a user's Ctrl-C, `timeout` or a `kill -9` meets.
-DEMO = [sys.executable, "-m", "tpuinfer", "demo", "--processes", "2", "--mesh", "1x1x2",
+# The launcher starts as from a terminal, where Ctrl-C raises KeyboardInterrupt: a process
+# started with SIGINT ignored (a background job of a non-interactive shell, and so pytest and
+# everything it starts) passes that on, and the launcher rightly keeps an ignored SIGINT ignored.
+TERMINAL = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from tpuinfer.cli import main; sys.exit(main())")
+DEMO = [sys.executable, "-c", TERMINAL, "demo", "--processes", "2", "--mesh", "1x1x2",
         "--batch", "2", "--prompt-len", "2", "--steps", "2000", "--prefill", "ws1d", "heads",
         "--decode", "ws1d", "heads"]
 
