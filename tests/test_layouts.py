@@ -2,6 +2,7 @@
 (the full 4x8x8 among them); every layout's partition specs pinned."""
 import functools
 import inspect
+import os
 
 import numpy as np
 import pytest
@@ -347,3 +348,17 @@ def test_emulate_after_the_backend_started_says_restart():
     assert ti.emulate(256) == 256  # the count it already has: a no-op
     with pytest.raises(ti.EmulationError, match="already started with 256.*Restart the kernel"):
         ti.emulate(128)
+
+
+def test_emulate_adds_its_xla_cpu_flags_unless_xla_flags_names_them(monkeypatch):
+    from tpuinfer import mesh
+    monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+    ti.emulate(256)  # the backend has started: the flags still go to processes started later
+    assert os.environ["XLA_FLAGS"].split() == ["--xla_backend_optimization_level=0",
+                                               *mesh.CPU_FLAGS]
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_use_fusion_emitters=true")  # the user's choice
+    ti.emulate(256)
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_use_fusion_emitters=true"
+    monkeypatch.delenv("XLA_FLAGS")
+    ti.emulate(256)
+    assert os.environ["XLA_FLAGS"].split() == list(mesh.CPU_FLAGS)
