@@ -18,6 +18,8 @@ import sys
 
 import nbformat
 
+from tpuinfer.book_cli import chapters
+
 BOOK = pathlib.Path(__file__).resolve().parent
 DIAGRAMS = BOOK / "diagrams"
 FENCE = re.compile(r"```mermaid\n(.*?)```", re.S)
@@ -32,7 +34,7 @@ def svg_name(source: str) -> str:
 def chapter_diagrams() -> dict[str, str]:
     """{svg file name: mermaid source} for every diagram in the stored chapters."""
     found = {}
-    for path in sorted(BOOK.glob("[0-9][0-9]_*.ipynb")):
+    for path in chapters():
         for cell in nbformat.read(path, as_version=4).cells:
             if cell.cell_type == "markdown":
                 found.update({svg_name(src): src for src in FENCE.findall(cell.source)})

@@ -23,6 +23,7 @@ import nbformat
 import plotly
 
 from _diagrams import DIAGRAMS, FENCE, svg_name
+from tpuinfer.book_cli import chapters
 
 BOOK = pathlib.Path(__file__).resolve().parent
 PAPER_URL = "https://arxiv.org/abs/2211.05102"
@@ -55,8 +56,6 @@ class SiteError(RuntimeError):
     """The site cannot be built as the chapters stand (a diagram never drawn, say)."""
 
 
-def chapters() -> list[pathlib.Path]:
-    return sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
 
 
 def chapter_title(nb) -> str:
@@ -161,14 +160,14 @@ def build(out: pathlib.Path, explore: bool = True) -> list[pathlib.Path]:
     """Write the site into `out` (made if needed); return the pages written."""
     from nbconvert import HTMLExporter
 
-    if not chapters():
+    paths = chapters()
+    if not paths:
         raise SiteError(f"no stored chapters in {BOOK}")
     out.mkdir(parents=True, exist_ok=True)
     (out / "assets").mkdir(exist_ok=True)
     shutil.copy(pathlib.Path(plotly.__file__).parent / "package_data" / "plotly.min.js",
                 out / "assets" / "plotly.min.js")
     exporter = HTMLExporter(template_name="lab")
-    paths = chapters()
     names = [p.stem + ".html" for p in paths]
     written, entries = [], []
     for i, path in enumerate(paths):

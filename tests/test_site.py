@@ -13,15 +13,16 @@ import sys
 import nbformat
 import pytest
 
+from tpuinfer.book_cli import chapters as stored_chapters
 from tpuinfer.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BOOK = ROOT / "book"
 ARTIFACTS = ROOT / "artifacts" / "site"
-CHROMIUM = "/usr/bin/chromium"
 sys.path.insert(0, str(BOOK))
 import _diagrams  # noqa: E402  (book/ tooling, on the path like the chapters' booktools)
 import _explore  # noqa: E402
+from test_browser import CHROMIUM, require  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def test_every_chapter_diagram_has_its_stored_svg():
 
 
 def test_the_site_has_every_chapter_with_every_plot_and_nothing_remote(site):
-    chapters = sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
+    chapters = stored_chapters()
     assert {p.name for p in site.glob("*.html")} == (
         {c.stem + ".html" for c in chapters} | {"index.html", "explore.html"})
     assert (site / "assets" / "plotly.min.js").stat().st_size > 1e6
@@ -53,33 +54,29 @@ def test_the_site_has_every_chapter_with_every_plot_and_nothing_remote(site):
     assert all(f'href="{c.stem}.html"' in index for c in chapters)
 
 
-def test_the_explorable_figures_each_have_a_slider_of_precomputed_steps():
-    assert len(_explore.FIGURES) >= 6
-    for title, _, make in _explore.FIGURES:
-        fig = make()
-        (slider,) = fig.layout.sliders
-        assert len(slider.steps) >= 2, title
-        shown = [step.args[0]["visible"] for step in slider.steps]
-        assert all(len(v) == len(fig.data) and any(v) for v in shown), title
+def test_the_explorable_figures_each_have_a_slider_of_precomputed_steps(site):
+    page = (site / "explore.html").read_text()
+    figures = [json.loads(f) for f in  # JSON reads the page's escaped "<\/" as "</"
+               re.findall(r"const f = (\{.*?\}); Plotly\.newPlot", page)]
+    assert len(figures) == len(_explore.FIGURES) >= 6
+    for (title, _, _), fig in zip(_explore.FIGURES, figures):
+        (slider,) = fig["layout"]["sliders"]
+        assert len(slider["steps"]) >= 2, title
+        shown = [step["args"][0]["visible"] for step in slider["steps"]]
+        assert all(len(v) == len(fig["data"]) and any(v) for v in shown), title
         assert len({tuple(v) for v in shown}) == len(shown), f"{title}: two steps show the same"
-        assert [t.visible for t in fig.data] == shown[0]
+        assert [t.get("visible", True) for t in fig["data"]] == shown[0]
 
 
 # ---- in a real browser -----------------------------------------------------------------------
 def _browser():
-    why = None
-    if not os.path.exists(CHROMIUM):
-        why = f"{CHROMIUM} is missing"
-    else:
-        try:
-            from playwright.sync_api import sync_playwright  # noqa: F401
-        except ImportError:
-            why = "playwright is not installed"
-    if why:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why}; CI must run the site's browser test (.ci/run installs it)")
-        pytest.skip(why)
-    from playwright.sync_api import sync_playwright
+    """Playwright's sync API, where chromium and Playwright are installed (test_browser's
+    `require`: CI fails without them, elsewhere the test skips)."""
+    require(os.path.exists(CHROMIUM), f"{CHROMIUM} is missing")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "playwright is not installed")
     return sync_playwright
 
 

@@ -19,6 +19,11 @@ from .errors import UsageError
 BOOK = pathlib.Path(__file__).resolve().parents[1] / "book"
 
 
+def chapters() -> list[pathlib.Path]:
+    """The stored chapters (book/NN_name.ipynb), in order; none outside a checkout."""
+    return sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
+
+
 def register(sub) -> None:
     p = sub.add_parser("book", help="write the book's student edition (answers emptied) or "
                                     "its static site")

@@ -15,7 +15,7 @@ import os
 import time
 
 from . import compile_cache
-from .book_cli import BOOK
+from .book_cli import BOOK, chapters as stored_chapters
 from .cli import add_json_flag
 from .config import get_model
 from .errors import UsageError
@@ -89,7 +89,7 @@ def run_chapters(progress=None) -> list[dict]:
     except ImportError as err:
         raise UsageError(f"warmup --book runs the chapters with nbclient ({err}); install the "
                          'book\'s extras: pip install -e ".[book]"') from None
-    chapters = sorted(BOOK.glob("[0-9][0-9]_*.ipynb"))
+    chapters = stored_chapters()
     if not chapters:
         raise UsageError(f"no chapters found in {BOOK}: --book needs a checkout of the "
                          "repository installed with `pip install -e .`")
