@@ -43,7 +43,8 @@ class LayoutExplorer(Explorer):
     The cost model's side is drawn as soon as a control changes; the measured side follows
     from the background (`background=False`: each change waits for it). A measurement times
     at most `repeats` runs, and stops once they agree or `budget_s` of runs is spent: with
-    1 s, a batch-256 decode on 4x8x8 (0.6 s a run on 2 cores) lands two runs after a click.
+    1 s, a batch-256 decode on 4x8x8 (0.3-0.4 s a run on 2 cores) lands after a warm-up and
+    three timed runs.
     """
 
     def __init__(self, model: str = "tiny", mesh=None, *, phase: str = "prefill",
