@@ -1,5 +1,6 @@
 """The `host` profile: how the cost model prices an emulated mesh (devices sharing one machine),
 and `tpuinfer calibrate`, which measures it."""
+import dataclasses
 import json
 
 import jax
@@ -8,7 +9,8 @@ import pytest
 
 import tpuinfer as ti
 from tpuinfer import calibrate as calibrate_module
-from tpuinfer.calibrate import EFFICIENCY_BOUNDS, CalibrationError, calibrate, fit_steps
+from tpuinfer.calibrate import (EFFICIENCY_BOUNDS, Calibration, CalibrationError, calibrate,
+                                fit_steps, summary)
 from tpuinfer.cli import main
 from tpuinfer.cost import collective_time, estimate
 from tpuinfer.errors import UsageError
@@ -130,6 +132,16 @@ def test_the_step_fit_recovers_known_constants():
     assert profile.layer_overhead_s == pytest.approx(2e-5)
     assert profile.host_collectives[0][1:] == pytest.approx(
         [3.0 * x for x in HOST.host_collectives[0][1:]])
+
+
+def test_the_summary_words_a_collective_whose_fit_has_no_time_per_byte():
+    kind, *costs = HOST.host_collectives[0]
+    flat = dataclasses.replace(HOST, host_collectives=((kind, *costs[:3], 0.0),
+                                                       *HOST.host_collectives[1:]))
+    lines = summary(Calibration(flat, 1e-5, 2.0, 1.0, 1.0, 0.1, 12, 30.0))
+    (line,) = [x for x in lines if x.startswith(f"{kind}: ")]
+    assert line.endswith("no time per byte within the sizes measured"), line
+    assert not any("inf" in x for x in lines)
 
 
 def test_a_fit_outside_physical_bounds_fails_and_says_so(tmp_path, monkeypatch):

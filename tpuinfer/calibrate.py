@@ -462,9 +462,11 @@ def summary(cal: Calibration) -> list[str]:
              "through thin matmuls (whole host)"]
     for kind, call_s, device_s, member_s, byte_s in hw.host_collectives:
         unscaled = [x / cal.collective_factor for x in (call_s, device_s, member_s, byte_s)]
-        gb_per_s = 1 / unscaled[3] / 1e9 if unscaled[3] else math.inf
+        # a zero byte cost: the fit found no time growing with bytes (not an infinite link)
+        per_byte = (f"{1 / unscaled[3] / 1e9:.2f} GB/s" if unscaled[3] else
+                    "no time per byte within the sizes measured")
         lines.append(f"{kind}: {unscaled[0] * 1e6:.0f} µs + {unscaled[1] * 1e6:.2f} µs/device + "
-                     f"{unscaled[2] * 1e9:.1f} ns/device/member + {gb_per_s:.2f} GB/s")
+                     f"{unscaled[2] * 1e9:.1f} ns/device/member + {per_byte}")
     lines += [f"steps: FLOP/s x{hw.flops_efficiency:.2f}, multi-row weight bytes/s "
               f"x{cal.multirow_efficiency:.2f}, activation bytes/s "
               f"x{cal.activation_efficiency:.2f}, collectives x{cal.collective_factor:.2f}, "
