@@ -23,8 +23,8 @@ AXIS_TYPES = (AxisType.Auto,) * len(AXES)
 
 
 # XLA:CPU flags an emulating process compiles with, unless XLA_FLAGS names the flag itself.
-# The fusion emitters (XLA:CPU's default since JAX 0.5) compile every fusion through its own
-# MLIR pipeline, and a 256-way all-to-all becomes a fusion per piece: on 2 cores the 4x8x8
+# XLA:CPU's default fusion emitters compile every fusion through its own MLIR pipeline, and a
+# 256-way all-to-all becomes a piece per device, each its own fusion: on 2 cores the 4x8x8
 # ws2d/batch decode step compiled in 8.2 s with them and 3.2 s with the older emitters, and
 # ran in 302 ms instead of 345 (ws1d/heads prefill at batch 256: 1.86 s instead of 2.20).
 CPU_FLAGS = ("--xla_cpu_use_fusion_emitters=false",)
