@@ -21,9 +21,10 @@ COLOURS = dict(zip(FFN_LAYOUTS, ("#636efa", "#ef553b", "#00cc96", "#ab63fa", "#f
 
 
 def slider_figure(steps: list[tuple[str, list[go.BaseTraceType]]], prefix: str, *,
-                  height: int = 460, width: int = 820, **layout) -> go.Figure:
+                  height: int = 460, **layout) -> go.Figure:
     """A figure holding every step's traces, the first step's shown, and a slider whose steps
-    show one step's traces each (plotly's own "update" method: no kernel involved)."""
+    show one step's traces each (plotly's own "update" method: no kernel involved). No width:
+    the page draws it as wide as its column, a phone's screen included."""
     fig = go.Figure()
     owner = []
     for i, (_, traces) in enumerate(steps):
@@ -35,7 +36,7 @@ def slider_figure(steps: list[tuple[str, list[go.BaseTraceType]]], prefix: str, 
         active=0, currentvalue=dict(prefix=prefix), pad=dict(t=50),
         steps=[dict(label=label, method="update",
                     args=[{"visible": [o == i for o in owner]}])
-               for i, (label, _) in enumerate(steps)])], height=height, width=width,
+               for i, (label, _) in enumerate(steps)])], height=height,
         **layout)
     return fig
 
@@ -185,7 +186,7 @@ def planner_choice() -> go.Figure:
                             for edge in (i, i + 1)],  # one flat colour per layout
                 showscale=False, hovertemplate="%{y} chips, batch %{x}: %{customdata}")]))
     return slider_figure(
-        steps, "phase, weights: ", height=520, width=980,
+        steps, "phase, weights: ", height=520,
         title="PaLM 540B: the planner's layout by chips and batch<br><sup>2048 input tokens, "
               "64 generated; the paper's mesh for each chip count; tpu-v4 datasheet, rule "
               "overlap</sup>",
