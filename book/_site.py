@@ -56,8 +56,6 @@ class SiteError(RuntimeError):
     """The site cannot be built as the chapters stand (a diagram never drawn, say)."""
 
 
-
-
 def chapter_title(nb) -> str:
     """The chapter's first heading, as the reader sees it ("03 · 1D weight-stationary")."""
     for cell in nb.cells:
