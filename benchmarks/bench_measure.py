@@ -16,7 +16,13 @@
 
     python benchmarks/bench_measure.py            # both parts
     python benchmarks/bench_measure.py sweep      # part 2 only
+    python benchmarks/bench_measure.py sweep --save sweep.json
+                                                  # and keep every configuration's timings,
+                                                  # prediction and terms, with the profile,
+                                                  # to refit the host model offline
 """
+import dataclasses
+import json
 import statistics
 import subprocess
 import sys
@@ -65,13 +71,14 @@ def latency(layout: str, phase: str, batch: int) -> None:
           f"{step_s * 1e3:.0f} ms; the cold call also ran one warm-up)", flush=True)
 
 
-def sweep(passes: int = PASSES) -> None:
+def sweep(passes: int = PASSES, save: str | None = None) -> None:
     ti.emulate(256)
     from tpuinfer.hardware import host_profile_path
     from tpuinfer.measure import PRECISE, measure, relative_error
     host = host_profile_path().exists()
     times: dict[int, list[float]] = {}  # configuration -> each pass's median
     predicted: dict[int, float | None] = {}
+    saved: dict[int, dict] = {}  # configuration -> what --save keeps
     for p in range(passes):  # whole passes, so a slow spell of the machine hits one of them
         print(f"pass {p + 1} of {passes}: timing {len(SWEEP)} steps", flush=True)
         for i, (_, shape, layout, phase, batch) in enumerate(SWEEP):
@@ -79,6 +86,10 @@ def sweep(passes: int = PASSES) -> None:
                         tokens=8 if phase == "prefill" else None, context=16, **PRECISE)
             times.setdefault(i, []).append(m.measured.time_s)
             predicted[i] = m.predicted.time_s
+            saved.setdefault(i, {"mesh": list(shape), "layout": str(layout), "phase": phase,
+                                 "batch": batch, "tokens": m.tokens, "context": m.context,
+                                 "terms": dataclasses.asdict(m.terms)})["pass_medians_s"] = \
+                times[i]
     print(f"\n{'mesh':<6} {'layout':<13} {'phase':<8} {'batch':>5} {'measured':>10} "
           f"{'passes':>6} {'predicted':>10} {'error':>7}")
     errors, noise = {}, {}  # group -> [(relative error, configuration)], [pass spread]
@@ -92,6 +103,13 @@ def sweep(passes: int = PASSES) -> None:
               f"{got * 1e3:>8.1f}ms {noise[group][-1]:>6.0%} "
               f"{'-' if want is None else f'{want * 1e3:.1f}ms':>10} "
               f"{'' if error is None else f'{error:7.0%}'}")
+    if save:
+        profile = json.loads(host_profile_path().read_text()) if host else None
+        with open(save, "w") as f:
+            json.dump({"host_profile": profile, "configurations": [
+                saved[i] | {"group": group, "predicted_s": predicted[i]}
+                for i, (group, *_) in enumerate(SWEEP)]}, f, indent=1)
+        print(f"\nsaved every configuration's timings, prediction and terms to {save}")
     if not host:
         print(f"\nno host profile at {host_profile_path()}: run `tpuinfer calibrate` for the "
               "predicted column; measured times only")
@@ -126,6 +144,6 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["latency"]:
         latency(*sys.argv[2:5])
     elif sys.argv[1:2] == ["sweep"]:
-        sweep()
+        sweep(save=sys.argv[3] if sys.argv[2:3] == ["--save"] else None)
     else:
         main()

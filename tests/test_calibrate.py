@@ -9,8 +9,8 @@ import pytest
 
 import tpuinfer as ti
 from tpuinfer import calibrate as calibrate_module
-from tpuinfer.calibrate import (EFFICIENCY_BOUNDS, Calibration, CalibrationError, calibrate,
-                                fit_steps, summary)
+from tpuinfer.calibrate import (EFFICIENCY_BOUNDS, RELAYOUT_NOMINAL, Calibration,
+                                CalibrationError, calibrate, fit_steps, summary)
 from tpuinfer.cli import main
 from tpuinfer.cost import collective_time, estimate
 from tpuinfer.errors import UsageError
@@ -56,6 +56,10 @@ def test_a_host_prices_activations_and_multi_row_weights_at_their_own_rates():
     assert e.activations_s == pytest.approx(8 * 2e6 / 5e9) == e.times()["activations_s"]
     assert e.memory_s == pytest.approx(e.weights_s + e.kv_s + e.activations_s)
     assert e.step_s == pytest.approx(e.memory_s + e.overhead_s)  # no FLOPs, no collectives
+    copied = estimate("tiny", ti.Layout("ws2d", "heads"), (2, 2, 2), batch=8, tokens=1,
+                      context=16, hardware=HOST.replace(relayout_bandwidth=2e9),
+                      terms=dataclasses.replace(terms, relayout_bytes=1e6))
+    assert copied.weights_s == pytest.approx(e.weights_s + 8 * 1e6 / 2e9)  # every device's
     plain = estimate("tiny", ti.Layout("ws2d", "heads"), (2, 2, 2), batch=8, tokens=1,
                      context=16, hardware=HOST.replace(activation_bandwidth=0.0,
                                                        multirow_weight_bandwidth=0.0),
@@ -94,6 +98,23 @@ def test_a_host_collective_is_priced_per_call_device_member_and_byte():
     assert t.total_s == pytest.approx(3 * (t.latency_s + t.bandwidth_s))
 
 
+def test_the_collective_fit_recovers_its_constants_despite_a_sample_lost_in_noise():
+    """One call cheaper than the timing's noise (seen: an all-reduce on 8 devices at 1 µs)
+    must not outweigh the rest: the fit leaves it out and still finds every constant."""
+    from tpuinfer.calibrate import COLLECTIVE_POINTS, NOISE_S, fit_collective
+    truth = (20e-6, 8e-6, 4e-7, 1e-10)  # call, per device, per device per member, per byte
+    samples = []
+    for shape, axes, elems in COLLECTIVE_POINTS:
+        n = int(np.prod(shape))
+        g = int(np.prod([dict(zip("xyz", shape))[a] for a in axes]))
+        b = 4.0 * elems
+        samples.append((n, g, b, truth[0] + n * truth[1] + n * g * truth[2] + n * b * truth[3]))
+    assert fit_collective(samples) == pytest.approx(truth, rel=1e-3)
+    samples[0] = (*samples[0][:3], 1e-6)  # a true 40 µs measured as 1 µs
+    assert samples[0][3] < NOISE_S
+    assert fit_collective(samples) == pytest.approx(truth, rel=1e-3)
+
+
 def test_a_host_profile_must_price_every_collective_kind():
     with pytest.raises(ValueError, match="every collective kind"):
         HOST.replace(host_collectives=HOST.host_collectives[:-1])
@@ -106,14 +127,15 @@ def test_calibrate_needs_the_256_device_mesh(monkeypatch):
 
 
 # Steps as `step_samples` returns them: [compute, multi-row weights, activations, collectives,
-# chips·layers] seconds on the micro-benchmarks' profile, the seconds taken as measured, and
-# the measured seconds. Made from known constants, so the fit has one right answer.
-SLOW = (1.5, 2.0, 4.0, 3.0, 2e-5)  # FLOP/s x1/1.5, multi-row weight bytes/s x1/2,
-#                                    activation bytes/s x1/4, collectives x3, 20 µs per layer
-PARTS = [[1e-3, 2e-4, 1e-4, 5e-4, 16], [4e-4, 1e-3, 3e-4, 1e-4, 16],
-         [2e-4, 3e-4, 1e-3, 2e-3, 128], [3e-3, 1e-4, 2e-4, 3e-4, 128],
-         [1e-4, 2e-3, 5e-4, 1e-3, 16], [5e-4, 5e-4, 2e-3, 5e-4, 128],
-         [2e-3, 1e-4, 4e-4, 1e-4, 128]]
+# chips·layers, copies of gathered weights] seconds (copies: at RELAYOUT_NOMINAL) on the
+# micro-benchmarks' profile, the seconds taken as measured, and the measured seconds. Made
+# from known constants, so the fit has one right answer.
+SLOW = (1.5, 2.0, 4.0, 3.0, 2e-5, 2.5)  # FLOP/s x1/1.5, multi-row weight bytes/s x1/2,
+#          activation bytes/s x1/4, collectives x3, 20 µs per layer, copies at 1/2.5 nominal
+PARTS = [[1e-3, 2e-4, 1e-4, 5e-4, 16, 0.0], [4e-4, 1e-3, 3e-4, 1e-4, 16, 2e-4],
+         [2e-4, 3e-4, 1e-3, 2e-3, 128, 0.0], [3e-3, 1e-4, 2e-4, 3e-4, 128, 1e-4],
+         [1e-4, 2e-3, 5e-4, 1e-3, 16, 1e-3], [5e-4, 5e-4, 2e-3, 5e-4, 128, 0.0],
+         [2e-3, 1e-4, 4e-4, 1e-4, 128, 3e-4], [1e-3, 1e-3, 1e-4, 1e-3, 16, 2e-3]]
 
 
 def _steps(slow):
@@ -130,6 +152,7 @@ def test_the_step_fit_recovers_known_constants():
     assert profile.hbm_efficiency == HOST.hbm_efficiency  # one-row reads: the micro-benchmark's
     assert factor == pytest.approx(3.0) and worst == pytest.approx(0.0, abs=1e-9)
     assert profile.layer_overhead_s == pytest.approx(2e-5)
+    assert profile.relayout_bandwidth == pytest.approx(RELAYOUT_NOMINAL / 2.5)
     assert profile.host_collectives[0][1:] == pytest.approx(
         [3.0 * x for x in HOST.host_collectives[0][1:]])
 
@@ -148,10 +171,10 @@ def test_a_fit_outside_physical_bounds_fails_and_says_so(tmp_path, monkeypatch):
     """Steps whose compute the fit cannot see (an efficiency of 1000x) fail the calibration;
     `tpuinfer calibrate` then writes no profile."""
     with pytest.raises(CalibrationError, match="calibration failed.*FLOP/s efficiency 1e"):
-        fit_steps(HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5)))
+        fit_steps(HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5, 2.5)))
     monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
     monkeypatch.setattr(calibrate_module, "calibrate", lambda progress=None: fit_steps(
-        HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5))))
+        HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5, 2.5))))
     assert main(["calibrate"]) == 2
     assert not (tmp_path / "host.json").exists()
 

@@ -302,6 +302,17 @@ def test_matmul_shape_terms_follow_the_partition_specs_hand_worked():
     one_row = step_terms(cfg, Layout("wg-xyz", "batch"), (2, 2, 2), batch=8, tokens=1,
                          context=16, weights="f32", act_bytes=4)
     assert one_row.multirow_weight_bytes == 0.0 < one_row.weight_bytes
+    # gathered weights are copied into place unless only their first dimension was split:
+    # wg-xyz on 2x2x2 copies W_q, W_o ([256, 2048], [2048, 256]) and the three FFN matrices
+    # (256 x 1024 each), not the one-head W_k and W_v; wg-x copies only those it splits over
+    # x on the second dimension (W_o, W_down: [512, 256] and [256, 256] once gathered)
+    assert one_row.relayout_bytes == 2 * (2 * 256 * 2048 + 3 * 256 * 1024) * 4
+    wg_x = step_terms(cfg, Layout("wg-x", "batch"), (2, 2, 2), batch=8, tokens=1,
+                      context=16, weights="f32", act_bytes=4)
+    assert wg_x.relayout_bytes == 2 * (512 * 256 + 256 * 256) * 4
+    looped = step_terms(cfg, Layout("wg-xyz", "batch", looped=True), (2, 2, 2), batch=8,
+                        tokens=1, context=16, weights="f32", act_bytes=4)
+    assert t.relayout_bytes == looped.relayout_bytes == 0.0  # nothing gathered in place
     # the chip profiles leave both out, as the paper's model does
     e = estimate(cfg, Layout("ws1d", "heads"), (4, 8, 8), batch=256, tokens=8, context=8,
                  hardware=V4, terms=t)

@@ -34,16 +34,23 @@ that one thing, timed after a warm-up as the fastest of five runs, each blocking
 4. multi-row weights: eight rows times the same matrix: bytes/s once its FLOPs are taken out;
 5. activations: a thin matmul pair ([2048, 256]·[256, 4]·[4, 256]) on every device of a 4x4x4
    mesh, 270 MB of activations, past any cache: bytes/s once its FLOPs are taken out;
-6. collectives: each kind over groups of 2 to 256 devices, at two sizes.
+6. collectives: each kind over groups of 2 to 256 devices, at two sizes, each call on its own
+   input and into its own output, one after another, as a step calls them (`per_step_call`).
 Programs that do one thing at a time run faster than a step, where 8 to 256 device threads
 interleave small matmuls, copies and rendezvous on the same cores. So, as `tpu-v4-calibrated`
-fits efficiencies to the paper's measured steps, the last stage times 12 real steps of the
+fits efficiencies to the paper's measured steps, the last stage times 14 real steps of the
 engine (`STEP_POINTS`: ws2d/heads, ws1d/heads and wg-xy/batch, prefill and decode, on 1x4x2
-and 4x4x4 at batch 64; none is a configuration `benchmarks/bench_measure.py` checks against,
-and 2x4x8 is a mesh it never runs) and fits five numbers to them: the efficiencies of the
-FLOP/s, the multi-row weight bytes/s and the activation bytes/s, one factor on every
-collective's time, and the dispatch cost of one layer per device. One-row weight reads and
-the KV cache keep the micro-benchmark's rate: the steps have too few of them to fit it.
+and 4x4x4 at batch 64, and wg-xyz/heads on 1x4x2 at batch 8; none is a configuration
+`benchmarks/bench_measure.py` checks against, though the last two share their 8 devices and
+batch with its 2x2x2 wg-xyz steps, and 2x4x8 is a mesh it never runs) and fits six
+numbers to them: the efficiencies of the FLOP/s, the multi-row weight bytes/s and the
+activation bytes/s, one factor on every collective's time, the dispatch cost of one layer per
+device, and the rate of the copies that put gathered weights in place
+(`StepTerms.relayout_bytes`: the engine gathers a weight along a new first dimension, then
+transposes it into place). That rate has no micro-benchmark: a copy's speed depends on the
+weight's shape (a [2048, 1024] weight's went at 2-5 GB/s, run to run; the tiny model's, in
+its steps, at 7-10). One-row weight reads and the KV cache keep the micro-benchmark's rate:
+the steps have too few of them to fit it.
 Everything runs in f32, as `measure` does by default. XLA:CPU has no bf16 matrix unit, so a bf16
 or int8 step runs slower than this profile predicts.
 
@@ -209,21 +216,16 @@ def memory_bytes_per_s() -> float:
 
 
 # ---- 5: collectives --------------------------------------------------------------------------
-def _collective_body(kind: str, axes, mesh):
-    """One collective of `kind` over `axes` as a map x -> x of the same shape (so calls chain),
-    and its bytes per device under the convention of `tpuinfer.terms` for e f32 elements.
-    What brings the result back to x's shape is a slice, a tile or an add of a per-device
-    number (which keeps XLA from folding an all-reduce of an all-reduced value)."""
+def _collective(kind: str, axes, mesh):
+    """One collective of `kind` over `axes`, x -> its result, and its bytes per device under the
+    convention of `tpuinfer.terms` for e f32 elements of x."""
     group = math.prod(mesh.shape[a] for a in axes)
-    mine = lambda: jax.lax.axis_index(axes[0]).astype(jnp.float32) * 1e-30
     if kind == "all-gather":
-        return ((lambda x: jax.lax.all_gather(x, axes, tiled=True)[:x.shape[0]] + mine()),
-                lambda e: 4 * e * group)
+        return (lambda x: jax.lax.all_gather(x, axes, tiled=True)), lambda e: 4 * e * group
     if kind == "reduce-scatter":
-        return (lambda x: jnp.tile(jax.lax.psum_scatter(x, axes, tiled=True), group),
-                lambda e: 4 * e)
+        return (lambda x: jax.lax.psum_scatter(x, axes, tiled=True)), lambda e: 4 * e
     if kind == "all-reduce":
-        return (lambda x: jax.lax.psum(x, axes) + mine()), lambda e: 4 * e
+        return (lambda x: jax.lax.psum(x, axes)), lambda e: 4 * e
     if kind == "all-to-all":
         return (lambda x: jax.lax.all_to_all(x, axes, 0, 0, tiled=True)), lambda e: 4 * e
     (axis,) = axes  # a ring shift round one axis, as Looped CollectiveEinsum sends
@@ -232,25 +234,58 @@ def _collective_body(kind: str, axes, mesh):
             lambda e: 4 * e)
 
 
+CHAIN = 4  # calls in the longer chain of `per_step_call`
+
+
+def per_step_call(mesh, one, elems: int) -> float:
+    """Seconds of one call of the collective `one` on every device of `mesh`, called as a step
+    calls it: each call on its own input and into its own output (a step's collectives move
+    different tensors one after another; one buffer passed round a chain stays in the cache
+    and ran twice as fast), the calls in order. The difference between chains of 1 and
+    `CHAIN` calls, so the program's launch cancels."""
+    spec = P(mesh.axis_names)
+    xs = [_per_device(mesh, elems) for _ in range(CHAIN)]
+
+    def chain(n):
+        def body(*xs):
+            first = jnp.zeros((), jnp.float32)
+            for x in xs[:n]:
+                # the barrier orders each call after the last (it reads one number of it)
+                # without copying x: the calls run one after another, as in a step
+                x, first = jax.lax.optimization_barrier((x, first))
+                first = first + one(x).reshape(-1)[0]
+            return jnp.full((1,), first)
+        program = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(spec,) * CHAIN,
+                                        out_specs=spec, check_vma=False))
+        return timed(program, *xs, fastest=True)
+    return max((chain(CHAIN) - chain(1)) / (CHAIN - 1), 1e-7)
+
+
 def collective_samples(kind: str) -> list[tuple[int, int, float, float]]:
     """(devices, group, bytes per device, seconds of one call)."""
     out = []
     for shape, axes, elems in (PERMUTE_POINTS if kind == "collective-permute"
                                else COLLECTIVE_POINTS):
         mesh = make_mesh(shape)
-        body, nbytes = _collective_body(kind, axes, mesh)
+        one, nbytes = _collective(kind, axes, mesh)
         group = math.prod(mesh.shape[a] for a in axes)
-        out.append((mesh.size, group, float(nbytes(elems)),
-                    per_call(mesh, body, _per_device(mesh, elems))))
+        out.append((mesh.size, group, float(nbytes(elems)), per_step_call(mesh, one, elems)))
     return out
+
+
+NOISE_S = 50e-6  # a call's time below this is within the noise of `per_step_call`
 
 
 def fit_collective(samples) -> tuple[float, float, float, float]:
     """(call_s, device_s, member_s, byte_s) of one kind."""
     from scipy.optimize import nnls  # scipy is slow to import and needed only to calibrate
-    rows = np.array([[1.0, n, n * g, n * b] for n, g, b, _ in samples])
-    t = np.array([s[3] for s in samples])
-    w = 1.0 / np.maximum(t, 1e-6)  # relative error: small and large calls weigh alike
+    # a call timed below NOISE_S says only that it is cheap: one all-reduce on 8 devices came
+    # out at 1 µs, and at its relative weight outweighed the rest 1000 times (the fit zeroed
+    # every cost but the bytes'). The others weigh by relative error, small and large alike.
+    kept = [s for s in samples if s[3] >= NOISE_S] or list(samples)
+    rows = np.array([[1.0, n, n * g, n * b] for n, g, b, _ in kept])
+    t = np.array([s[3] for s in kept])
+    w = 1.0 / t
     coef, _ = nnls(rows * w[:, None], t * w)
     return tuple(float(c) for c in coef)
 
@@ -331,7 +366,14 @@ def calibrate(progress: Progress | None = None) -> Calibration:
 STEP_POINTS = [(shape, batch, ffn, attention, phase)
                for shape, batch in (((1, 4, 2), 64), ((4, 4, 4), 64))
                for ffn, attention in (("ws2d", "heads"), ("ws1d", "heads"), ("wg-xy", "batch"))
-               for phase in ("prefill", "decode")]
+               for phase in ("prefill", "decode")] + [
+    # gathers every weight and copies it into place: the steps above alone left the copies'
+    # rate unpinned. At batch 8 each chip's decode is one row, so these copies are not tied
+    # to multi-row weight reads (at batch 64 they were, and the fit lost one of the two)
+    ((1, 4, 2), 8, "wg-xyz", "heads", phase) for phase in ("prefill", "decode")]
+# the copies of gathered weights into place: their column in the fit is seconds at this rate
+RELAYOUT_NOMINAL = 10e9
+RELAYOUT_BOUNDS = (0.2e9, 200e9)  # bytes/s, the whole host's
 STEP_TOKENS, STEP_CONTEXT = 8, 16
 # timed as the benchmark times (`measure.PRECISE`), within shorter budgets, twice
 # (`step_samples`): under a minute in all
@@ -341,7 +383,8 @@ STEP_PASSES = 2
 
 def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float]]:
     """Per real step: (the micro profile's [compute, multi-row weights, activations,
-    collectives, chips·layers] seconds or units, the seconds taken as measured (dispatch, and
+    collectives, chips·layers] seconds or units and the gathered weights' copies into place
+    at `RELAYOUT_NOMINAL`, the seconds taken as measured (dispatch, and
     the one-row weight and KV reads: streamed at the micro-benchmark's rate), the measured
     seconds). Each step is timed in `STEP_PASSES` passes over all of them, and the faster
     median kept: this machine slows by up to 40% for tens of seconds at a time (seen from one
@@ -360,7 +403,8 @@ def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float
         chips = math.prod(shape)
         multirow_s = chips * terms.multirow_weight_bytes / micro.multirow_weight_bandwidth
         layers = chips * get_model(m.model).n_layers
-        out.append(([e.compute_s, multirow_s, e.activations_s, e.comm_s, layers],
+        relayout_s = chips * terms.relayout_bytes / RELAYOUT_NOMINAL
+        out.append(([e.compute_s, multirow_s, e.activations_s, e.comm_s, layers, relayout_s],
                     e.overhead_s + e.weights_s - multirow_s + e.kv_s,
                     min(r.measured.time_s for r in runs)))
     return out
@@ -373,7 +417,7 @@ def _step(shape, batch, ffn, attention, phase):
 
 
 def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, float]:
-    """`micro` with the five numbers fitted to real steps' `samples` (`step_samples`; see the
+    """`micro` with the six numbers fitted to real steps' `samples` (`step_samples`; see the
     module docstring), the collectives' factor and the worst relative residual. Raises
     CalibrationError when a fitted number lies outside its physical bounds."""
     from scipy.optimize import nnls  # scipy is slow to import and needed only to calibrate
@@ -381,7 +425,8 @@ def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, 
     t = np.array([s[2] - s[1] for s in samples])
     w = 1.0 / np.array([s[2] for s in samples])  # relative error
     coef, _ = nnls(rows * w[:, None], t * w)
-    slow_flops, slow_multirow, slow_activations, slow_comm, layer_s = (float(c) for c in coef)
+    slow_flops, slow_multirow, slow_activations, slow_comm, layer_s, slow_relayout = (
+        float(c) for c in coef)
     predicted = rows @ coef + [s[1] for s in samples]
     worst = float(np.max(np.abs(predicted - [s[2] for s in samples]) * w))
     fitted = {"FLOP/s efficiency": _inverse(slow_flops),
@@ -395,6 +440,10 @@ def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, 
     if not _within(layer_s, LAYER_S_BOUNDS):
         wrong.append(f"{layer_s:.3g} s per layer per device (physical: up to "
                      f"{LAYER_S_BOUNDS[1]} s)")
+    relayout = _inverse(slow_relayout) * RELAYOUT_NOMINAL
+    if not _within(relayout, RELAYOUT_BOUNDS):
+        wrong.append(f"copies of gathered weights at {relayout / 1e9:.3g} GB/s (physical: "
+                     f"{RELAYOUT_BOUNDS[0] / 1e9:.3g} to {RELAYOUT_BOUNDS[1] / 1e9:.3g})")
     if wrong:
         raise CalibrationError(
             f"calibration failed: the fit to {len(samples)} real steps is not physical: "
@@ -406,7 +455,7 @@ def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, 
         flops_efficiency=1 / slow_flops,
         multirow_weight_bandwidth=micro.multirow_weight_bandwidth / slow_multirow,
         activation_bandwidth=micro.activation_bandwidth / slow_activations,
-        host_collectives=scaled, layer_overhead_s=layer_s)
+        host_collectives=scaled, layer_overhead_s=layer_s, relayout_bandwidth=relayout)
     return profile, slow_comm, worst
 
 
@@ -470,7 +519,8 @@ def summary(cal: Calibration) -> list[str]:
     lines += [f"steps: FLOP/s x{hw.flops_efficiency:.2f}, multi-row weight bytes/s "
               f"x{cal.multirow_efficiency:.2f}, activation bytes/s "
               f"x{cal.activation_efficiency:.2f}, collectives x{cal.collective_factor:.2f}, "
-              f"{hw.layer_overhead_s * 1e6:.1f} µs per layer per device; worst residual "
+              f"{hw.layer_overhead_s * 1e6:.1f} µs per layer per device, gathered weights "
+              f"copied into place at {hw.relayout_bandwidth / 1e9:.1f} GB/s; worst residual "
               f"{cal.worst_residual:.0%} over {cal.steps} steps",
               f"calibrated in {cal.seconds:.0f} s"]
     return lines

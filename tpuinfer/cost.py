@@ -7,7 +7,8 @@ code they predict; this module only prices them on a chip. Formulas follow Pope 
 - compute_s = (weight-matmul + attention FLOPs) / (peak · flops_efficiency)
 - weights_s, kv_s = bytes read / (HBM bandwidth · hbm_efficiency); on a profile with a
   `multirow_weight_bandwidth` (a host), the weights that matmuls of more than one row read
-  (`multirow_weight_bytes`) at that rate instead
+  (`multirow_weight_bytes`) at that rate instead, and with a `relayout_bandwidth` (a host),
+  the copy that puts gathered weights in place (`relayout_bytes`) at that rate on top
 - activations_s = the bytes the weight matmuls read and write (`activation_traffic_bytes`)
   / the profile's `activation_bandwidth`; 0 where a profile leaves them out, as the paper
   does and every chip profile here does (a host prices them; see below)
@@ -232,6 +233,8 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
         multirow = terms.multirow_weight_bytes
         weights_s = ((terms.weight_bytes - multirow) / hbm_per_s
                      + share * multirow / hw.multirow_weight_bandwidth)
+    if hw.relayout_bandwidth:  # a host: gathered weights are copied into place first
+        weights_s += share * terms.relayout_bytes / hw.relayout_bandwidth
     kv_s = terms.kv_bytes / hbm_per_s
     activations_s = (share * terms.activation_traffic_bytes / hw.activation_bandwidth
                      if hw.activation_bandwidth else 0.0)

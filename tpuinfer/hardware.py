@@ -91,6 +91,11 @@ class HardwareProfile:
     # sets it: XLA:CPU packs a multi-row matmul's weight into panels first, and on 2 cores read
     # a [2048, 2048] weight at 3-12 GB/s with 2 to 32 rows, at 35 GB/s with one row.
     multirow_weight_bandwidth: float = 0.0
+    # bytes/s at which gathered weights are copied into place (`StepTerms.relayout_bytes`); 0:
+    # not priced, as the paper's model leaves it out. A host sets it: the engine gathers a
+    # weight along a new first dimension, and the copy that moves the gathered dimensions into
+    # place took about half of a 2x2x2 wg-xyz decode step on XLA:CPU.
+    relayout_bandwidth: float = 0.0
 
     def __post_init__(self):
         if self.interconnect not in INTERCONNECTS:

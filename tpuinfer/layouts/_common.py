@@ -153,14 +153,28 @@ def gather_weight(ctx: Ctx, w, spec: P, gather_axes: tuple[str, ...]):
         return w
     g = jax.lax.all_gather(w, axes, axis=0, tiled=False)  # [prod(sizes of axes), *local]
     g = g.reshape(tuple(ctx.size((a,)) for a in axes) + w.shape)
-    # Move each gathered axis in front of the dimension it splits, then merge the two.
-    ndim = w.ndim
-    order, merged = [], []
-    for d, e in enumerate(tuple(spec) + (None,) * (ndim - len(spec))):
-        lead = [axes.index(a) for a in spec_axes(e) if a in axes]
-        order += lead + [len(axes) + d]
-        merged.append(w.shape[d] * math.prod(ctx.size((axes[i],)) for i in lead))
+    order = _gather_order(spec, axes, w.ndim)
+    merged = [w.shape[d] * math.prod(ctx.size((a,)) for a in spec_axes(e) if a in axes)
+              for d, e in enumerate(tuple(spec) + (None,) * (w.ndim - len(spec)))]
     return jnp.transpose(g, order).reshape(merged)
+
+
+def _gather_order(spec: P, axes, ndim: int) -> list[int]:
+    """`gather_weight`'s transpose of [*axes, *local dims]: each gathered axis moves in front
+    of the dimension it splits (then the two merge)."""
+    order = []
+    for d, e in enumerate(tuple(spec) + (None,) * (ndim - len(spec))):
+        order += [axes.index(a) for a in spec_axes(e) if a in axes] + [len(axes) + d]
+    return order
+
+
+def gather_copies(spec: P, gather_axes, mesh_shape, ndim: int) -> bool:
+    """Whether `gather_weight` copies the gathered array to put it in place: its transpose
+    moves data unless every gathered axis splits the first dimension, in order (then the
+    collective's output is already the array, and the transpose is free)."""
+    axes = gathered_axes(spec, gather_axes, mesh_shape)
+    order = _gather_order(spec, axes, ndim)
+    return bool(axes) and order != sorted(order)
 
 
 def gather_param(ctx: Ctx, name: str, w, spec: P):

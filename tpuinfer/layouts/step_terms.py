@@ -36,6 +36,7 @@ class _Weights(NamedTuple):
     layer_elements: float  # matrix elements the layers' matmuls read, all layers
     table_elements: float  # and the table's
     layer_gathered: float  # bytes of one layer's weights as gathered (0: nothing gathered)
+    layer_relayout: float  # bytes of the gathered weights copied into place, all layers
     layer_io: float  # activation elements per row the layers' matmuls read and write
     table_io: float  # and the output projection's
 
@@ -55,6 +56,7 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
     table = output_table(cfg)  # what the output projection multiplies by
     named += [(n, layer_shapes[n], layer_specs[n], cfg.n_layers) for n in sorted(layer_shapes)]
     stored = layer_read = table_read = layer_elements = table_elements = layer_gathered = 0.0
+    layer_relayout = 0.0
     layer_io = table_io = 0.0
     for name, shape, spec, times in named:
         for label, arr_shape, arr_spec, nbytes in stored_arrays(name, shape, spec, weights):
@@ -81,10 +83,12 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
             layer_read += used * nbytes
             if g:
                 layer_gathered += used / times * nbytes
+            if c.gather_copies(arr_spec, gather, mesh_shape, len(arr_shape)):
+                layer_relayout += used * nbytes
             if label == name and "norm" not in name:
                 layer_elements += used
     return _Weights(stored, layer_read, table_read, layer_elements, table_elements,
-                    layer_gathered, layer_io, table_io)
+                    layer_gathered, layer_relayout, layer_io, table_io)
 
 
 def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, tokens: int,
@@ -120,7 +124,9 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
         activation_traffic_bytes=(rows * w.layer_io + seqs * w.table_io) * act_bytes,
         # the layers' matmuls have `rows` rows, the output projection `seqs`
         multirow_weight_bytes=(w.layer_read if rows > 1 else 0.0)
-        + (w.table_read if seqs > 1 else 0.0))
+        + (w.table_read if seqs > 1 else 0.0),
+        # a looped layout multiplies by the chunks as they pass: nothing is gathered in place
+        relayout_bytes=0.0 if step.ctx.looped else w.layer_relayout)
 
 
 @functools.lru_cache(maxsize=8192)
