@@ -248,7 +248,8 @@ bt.time_figure(measured, "Tiny model, prefill of 64×32 tokens on 2×2×2, by la
 # an extrapolation, and in the stored run it fell short of every layout by roughly the same
 # fraction. An error that is about the same for every layout still ranks the layouts
 # nearly as the clock does; an absolute time it does not give. Chapters 1, 7 and 8 time
-# steps the size of the calibration's, and in their stored runs the errors are far smaller.
+# steps the size of the calibration's; `benchmarks/bench_measure.py` prints the error to
+# expect at that size, per mesh and phase, and how much this machine drifts meanwhile.
 
 # %% [markdown]
 # In the wg-xy table, step 0 shows up as one all-gather over (x, y) per weight matrix per

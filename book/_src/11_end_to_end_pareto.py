@@ -116,8 +116,9 @@ for ph, m in measured.items():
 # is of its own kind: the host's FLOP/s and bytes/s are divided among all the devices of the
 # mesh, each collective costs so much per call, per device, per group member and per byte,
 # and what a chip's model leaves out a host cannot: the activations a matmul moves, which on
-# 256 devices outweigh its weights, and the packing of a multi-row matmul's weights
-# (`tpuinfer/calibrate.py` says how each number is measured). `benchmarks/bench_measure.py`
+# 256 devices outweigh its weights, the packing of a multi-row matmul's weights, and the copy
+# that puts a gathered weight in place (`tpuinfer/calibrate.py` says how each number is
+# measured). `benchmarks/bench_measure.py`
 # prints the error per mesh and phase over 36 steps, on a mesh the calibration never ran
 # among them.
 
