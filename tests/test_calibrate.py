@@ -145,7 +145,8 @@ def _steps(slow):
 def test_the_step_fit_recovers_known_constants():
     """Deterministic in place of a wall-time ratio: the fit returns the constants the steps
     were made with, and scales every collective by the fitted factor."""
-    profile, factor, worst = fit_steps(HOST, _steps(SLOW))
+    profile, factor, worst, unpinned = fit_steps(HOST, _steps(SLOW))
+    assert unpinned == ()
     assert profile.flops_efficiency == pytest.approx(1 / 1.5)
     assert profile.multirow_weight_bandwidth == pytest.approx(HOST.multirow_weight_bandwidth / 2)
     assert profile.activation_bandwidth == pytest.approx(HOST.activation_bandwidth / 4)
@@ -155,6 +156,18 @@ def test_the_step_fit_recovers_known_constants():
     assert profile.relayout_bandwidth == pytest.approx(RELAYOUT_NOMINAL / 2.5)
     assert profile.host_collectives[0][1:] == pytest.approx(
         [3.0 * x for x in HOST.host_collectives[0][1:]])
+
+
+def test_a_rate_the_steps_leave_out_keeps_the_micro_benchmarks():
+    """Steps that cost nothing for their multi-row weights (the fit zeroes that column: an
+    infinite rate) keep the micro-benchmark's rate for them, refit the rest, and say so."""
+    profile, factor, worst, unpinned = fit_steps(HOST, _steps((1.5, 0.0, 4.0, 3.0, 2e-5, 2.5)))
+    assert unpinned == ("multi-row weight bytes/s",)
+    assert profile.multirow_weight_bandwidth == HOST.multirow_weight_bandwidth
+    assert EFFICIENCY_BOUNDS[0] <= profile.flops_efficiency <= EFFICIENCY_BOUNDS[1]
+    cal = Calibration(profile, 1e-5, factor, 1.0, 1.0, worst, 8, 30.0, unpinned)
+    (line,) = [x for x in summary(cal) if x.startswith("steps: ")]
+    assert "multi-row weight bytes/s: the steps left it out" in line, line
 
 
 def test_the_summary_words_a_collective_whose_fit_has_no_time_per_byte():

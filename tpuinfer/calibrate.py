@@ -56,8 +56,9 @@ or int8 step runs slower than this profile predicts.
 
 A fit outside physical bounds (an efficiency the steps did not pin down, say 1000x the
 micro-benchmark's rate) fails with `CalibrationError`, and nothing is written: a profile that
-predicts nonsense is worse than none. The library reports progress through a callback; the
-command line draws it and words the fitted numbers.
+predicts nonsense is worse than none. A rate the steps leave out altogether (the fit zeroes
+its column) keeps its micro-benchmark's value instead, and the command says so. The library
+reports progress through a callback; the command line draws it and words the fitted numbers.
 """
 from __future__ import annotations
 
@@ -311,6 +312,7 @@ class Calibration:
     worst_residual: float  # the step fit's largest relative error
     steps: int  # real steps fitted
     seconds: float  # the calibration's wall time
+    unpinned: tuple[str, ...] = ()  # rates the steps left out: the micro-benchmarks' kept
 
 
 STAGES = ("launch", "matmul", "memory", "multi-row weights", "activations", *HOST_KINDS,
@@ -355,11 +357,11 @@ def calibrate(progress: Progress | None = None) -> Calibration:
         device_overhead_s=per_device, host_collectives=tuple(collectives), rule="sum",
         activation_bandwidth=activations, multirow_weight_bandwidth=multirow)
     step(len(STAGES) - 1, len(STAGES), "steps")
-    profile, factor, worst = fit_steps(micro, step_samples(micro))
+    profile, factor, worst, unpinned = fit_steps(micro, step_samples(micro))
     step(len(STAGES), len(STAGES), "done")
     return Calibration(profile, fixed, factor, profile.activation_bandwidth / activations,
                        profile.multirow_weight_bandwidth / multirow, worst, len(STEP_POINTS),
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, unpinned)
 
 
 # ---- the efficiencies, from real steps --------------------------------------------------------
@@ -416,15 +418,35 @@ def _step(shape, batch, ffn, attention, phase):
                    tokens=tokens, context=STEP_CONTEXT, **STEP_TIMING)
 
 
-def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, float]:
+# the step fit's columns (`step_samples`) that a micro-benchmark measured, by name: the fit
+# keeps that rate where the steps leave the column out
+KEEP_IF_UNPINNED = {0: "FLOP/s", 1: "multi-row weight bytes/s", 2: "activation bytes/s",
+                    3: "collective times"}
+LEFT_OUT = 1e-6  # a column's fitted factor below this: nnls left it out (0 up to rounding)
+
+
+def fit_steps(micro: HardwareProfile, samples
+              ) -> tuple[HardwareProfile, float, float, tuple[str, ...]]:
     """`micro` with the six numbers fitted to real steps' `samples` (`step_samples`; see the
-    module docstring), the collectives' factor and the worst relative residual. Raises
+    module docstring), the collectives' factor, the worst relative residual, and the rates the
+    steps left out and that keep the micro-benchmark's (`KEEP_IF_UNPINNED`). Raises
     CalibrationError when a fitted number lies outside its physical bounds."""
     from scipy.optimize import nnls  # scipy is slow to import and needed only to calibrate
     rows = np.array([s[0] for s in samples])
     t = np.array([s[2] - s[1] for s in samples])
     w = 1.0 / np.array([s[2] for s in samples])  # relative error
     coef, _ = nnls(rows * w[:, None], t * w)
+    # A rate the fit zeroes (the steps explained without it: of seven fits this way, one left
+    # the multi-row weights out, one on a busy machine the collectives) would be an infinite
+    # one. It keeps its micro-benchmark's rate instead, as one-row reads do (the collectives
+    # are timed as a step calls them), and the rest are fitted again around it.
+    unpinned: list[int] = []
+    while zeroed := [j for j in KEEP_IF_UNPINNED if coef[j] < LEFT_OUT and j not in unpinned]:
+        unpinned += zeroed
+        free = [j for j in range(rows.shape[1]) if j not in unpinned]
+        rest, _ = nnls(rows[:, free] * w[:, None], (t - rows[:, unpinned].sum(axis=1)) * w)
+        coef = np.ones(rows.shape[1])
+        coef[free] = rest
     slow_flops, slow_multirow, slow_activations, slow_comm, layer_s, slow_relayout = (
         float(c) for c in coef)
     predicted = rows @ coef + [s[1] for s in samples]
@@ -456,7 +478,7 @@ def fit_steps(micro: HardwareProfile, samples) -> tuple[HardwareProfile, float, 
         multirow_weight_bandwidth=micro.multirow_weight_bandwidth / slow_multirow,
         activation_bandwidth=micro.activation_bandwidth / slow_activations,
         host_collectives=scaled, layer_overhead_s=layer_s, relayout_bandwidth=relayout)
-    return profile, slow_comm, worst
+    return profile, slow_comm, worst, tuple(KEEP_IF_UNPINNED[j] for j in unpinned)
 
 
 def _inverse(x: float) -> float:
@@ -521,6 +543,13 @@ def summary(cal: Calibration) -> list[str]:
               f"x{cal.activation_efficiency:.2f}, collectives x{cal.collective_factor:.2f}, "
               f"{hw.layer_overhead_s * 1e6:.1f} µs per layer per device, gathered weights "
               f"copied into place at {hw.relayout_bandwidth / 1e9:.1f} GB/s; worst residual "
-              f"{cal.worst_residual:.0%} over {cal.steps} steps",
+              f"{cal.worst_residual:.0%} over {cal.steps} steps" + _unpinned(cal.unpinned),
               f"calibrated in {cal.seconds:.0f} s"]
     return lines
+
+
+def _unpinned(names: tuple[str, ...]) -> str:
+    if not names:
+        return ""
+    it = "it" if len(names) == 1 else "them"
+    return f" ({', '.join(names)}: the steps left {it} out, so the micro-benchmark's is kept)"
