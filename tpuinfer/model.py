@@ -75,8 +75,9 @@ def _host_initializers(cfg: ModelConfig, dtype):
     number an argument, so every layer runs the same program): a few dispatches instead of
     one per parameter. On 2 cores, in a new process after `tpuinfer warmup`, the tiny model's
     18 parameters as 18 programs read back from the persistent cache took 0.73 s under
-    cProfile; as these two, 0.42 s without it. One program for the whole model compiled every layer's code again:
-    from an empty cache, 15.4 s for the 8-layer mini model instead of 2.1 s."""
+    cProfile; as these two, 0.42 s without it. One program for the whole model compiled
+    every layer's code again: from an empty cache, 15.4 s for the 8-layer mini model
+    instead of 2.1 s."""
     def make(key, name, shape, at):
         return _init_one(key, name, tuple(shape), dtype)
     return (jax.jit(lambda root: _top(cfg, root, make)),

@@ -168,11 +168,11 @@ def _gather_order(spec: P, axes, ndim: int) -> list[int]:
     return order
 
 
-def gather_copies(spec: P, gather_axes, mesh_shape, ndim: int) -> bool:
-    """Whether `gather_weight` copies the gathered array to put it in place: its transpose
-    moves data unless every gathered axis splits the first dimension, in order (then the
-    collective's output is already the array, and the transpose is free)."""
-    axes = gathered_axes(spec, gather_axes, mesh_shape)
+def gather_copies(spec: P, axes: tuple[str, ...], ndim: int) -> bool:
+    """Whether `gather_weight` copies an array stored with `spec`, gathered over `axes` (its
+    `gathered_axes`), to put it in place: its transpose moves data unless every gathered axis
+    splits the first dimension, in order (then the collective's output is already the array,
+    and the transpose is free)."""
     order = _gather_order(spec, axes, ndim)
     return bool(axes) and order != sorted(order)
 

@@ -83,7 +83,7 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
             layer_read += used * nbytes
             if g:
                 layer_gathered += used / times * nbytes
-            if c.gather_copies(arr_spec, gather, mesh_shape, len(arr_shape)):
+            if c.gather_copies(arr_spec, g, len(arr_shape)):
                 layer_relayout += used * nbytes
             if label == name and "norm" not in name:
                 layer_elements += used
