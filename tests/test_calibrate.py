@@ -126,16 +126,19 @@ def test_calibrate_needs_the_256_device_mesh(monkeypatch):
         calibrate()
 
 
-# Steps as `step_samples` returns them: [compute, multi-row weights, activations, collectives,
-# chips·layers, copies of gathered weights] seconds (copies: at RELAYOUT_NOMINAL) on the
-# micro-benchmarks' profile, the seconds taken as measured, and the measured seconds. Made
-# from known constants, so the fit has one right answer.
-SLOW = (1.5, 2.0, 4.0, 3.0, 2e-5, 2.5)  # FLOP/s x1/1.5, multi-row weight bytes/s x1/2,
-#          activation bytes/s x1/4, collectives x3, 20 µs per layer, copies at 1/2.5 nominal
-PARTS = [[1e-3, 2e-4, 1e-4, 5e-4, 16, 0.0], [4e-4, 1e-3, 3e-4, 1e-4, 16, 2e-4],
-         [2e-4, 3e-4, 1e-3, 2e-3, 128, 0.0], [3e-3, 1e-4, 2e-4, 3e-4, 128, 1e-4],
-         [1e-4, 2e-3, 5e-4, 1e-3, 16, 1e-3], [5e-4, 5e-4, 2e-3, 5e-4, 128, 0.0],
-         [2e-3, 1e-4, 4e-4, 1e-4, 128, 3e-4], [1e-3, 1e-3, 1e-4, 1e-3, 16, 2e-3]]
+# Steps as `step_samples` returns them: [compute, multi-row weights, activations, collectives
+# but their fixed part, chips·layers, copies of gathered weights, the collectives' fixed part]
+# seconds (copies: at RELAYOUT_NOMINAL) on the micro-benchmarks' profile, the seconds taken as
+# measured, and the measured seconds. Made from known constants, so the fit has one right
+# answer.
+SLOW = (1.5, 2.0, 4.0, 3.0, 2e-5, 2.5, 0.5)  # FLOP/s x1/1.5, multi-row weight bytes/s x1/2,
+#   activation bytes/s x1/4, collectives x3 (their fixed part x0.5), 20 µs per layer,
+#   copies at 1/2.5 nominal
+PARTS = [[1e-3, 2e-4, 1e-4, 5e-4, 16, 0.0, 2e-4], [4e-4, 1e-3, 3e-4, 1e-4, 16, 2e-4, 0.0],
+         [2e-4, 3e-4, 1e-3, 2e-3, 128, 0.0, 1e-3], [3e-3, 1e-4, 2e-4, 3e-4, 128, 1e-4, 3e-4],
+         [1e-4, 2e-3, 5e-4, 1e-3, 16, 1e-3, 1e-4], [5e-4, 5e-4, 2e-3, 5e-4, 128, 0.0, 2e-3],
+         [2e-3, 1e-4, 4e-4, 1e-4, 128, 3e-4, 5e-4], [1e-3, 1e-3, 1e-4, 1e-3, 16, 2e-3, 0.0],
+         [6e-4, 4e-4, 8e-4, 2e-4, 64, 5e-4, 8e-4]]
 
 
 def _steps(slow):
@@ -145,23 +148,44 @@ def _steps(slow):
 def test_the_step_fit_recovers_known_constants():
     """Deterministic in place of a wall-time ratio: the fit returns the constants the steps
     were made with, and scales every collective by the fitted factor."""
-    profile, factor, worst, unpinned = fit_steps(HOST, _steps(SLOW))
+    profile, factor, call, worst, unpinned = fit_steps(HOST, _steps(SLOW))
     assert unpinned == ()
     assert profile.flops_efficiency == pytest.approx(1 / 1.5)
     assert profile.multirow_weight_bandwidth == pytest.approx(HOST.multirow_weight_bandwidth / 2)
     assert profile.activation_bandwidth == pytest.approx(HOST.activation_bandwidth / 4)
     assert profile.hbm_efficiency == HOST.hbm_efficiency  # one-row reads: the micro-benchmark's
-    assert factor == pytest.approx(3.0) and worst == pytest.approx(0.0, abs=1e-9)
+    assert factor == pytest.approx(3.0) and call == pytest.approx(0.5)
+    assert worst == pytest.approx(0.0, abs=1e-9)
     assert profile.layer_overhead_s == pytest.approx(2e-5)
     assert profile.relayout_bandwidth == pytest.approx(RELAYOUT_NOMINAL / 2.5)
-    assert profile.host_collectives[0][1:] == pytest.approx(
-        [3.0 * x for x in HOST.host_collectives[0][1:]])
+    kind, call_s, *rest = HOST.host_collectives[0]
+    assert profile.host_collectives[0][1] == pytest.approx(0.5 * call_s)
+    assert profile.host_collectives[0][2:] == pytest.approx([3.0 * x for x in rest])
+
+
+def test_steps_that_pay_no_fixed_part_per_collective_call_are_fitted_as_such():
+    """A fixed part the steps do not pay (a step's other work fills a lone call's wait) fits
+    to 0: the rest of every collective's cost stays, and the summary gives both factors with
+    the benchmarked costs."""
+    fit = fit_steps(HOST, _steps((*SLOW[:6], 0.0)))
+    assert fit.call_factor == pytest.approx(0.0, abs=1e-9) and fit.unpinned == ()
+    assert fit.collective_factor == pytest.approx(3.0)
+    assert all(c[1] == pytest.approx(0.0, abs=1e-12) for c in fit.profile.host_collectives)
+    cal = Calibration(fit.profile, 1e-5, fit.collective_factor, 1.0, 1.0, fit.worst, 9, 30.0,
+                      fit.unpinned, fit.call_factor, HOST.host_collectives)
+    lines = summary(cal)
+    (steps,) = [x for x in lines if x.startswith("steps: ")]
+    assert "collectives x3.00 (their fixed part x0.00)" in steps, steps
+    kind, call_s, *_ = HOST.host_collectives[0]
+    (line,) = [x for x in lines if x.startswith(f"{kind}: ")]
+    assert line.startswith(f"{kind}: {call_s * 1e6:.0f} µs + "), line
 
 
 def test_a_rate_the_steps_leave_out_keeps_the_micro_benchmarks():
     """Steps that cost nothing for their multi-row weights (the fit zeroes that column: an
     infinite rate) keep the micro-benchmark's rate for them, refit the rest, and say so."""
-    profile, factor, worst, unpinned = fit_steps(HOST, _steps((1.5, 0.0, 4.0, 3.0, 2e-5, 2.5)))
+    profile, factor, _, worst, unpinned = fit_steps(
+        HOST, _steps((1.5, 0.0, 4.0, 3.0, 2e-5, 2.5, 0.5)))
     assert unpinned == ("multi-row weight bytes/s",)
     assert profile.multirow_weight_bandwidth == HOST.multirow_weight_bandwidth
     assert EFFICIENCY_BOUNDS[0] <= profile.flops_efficiency <= EFFICIENCY_BOUNDS[1]
@@ -184,10 +208,10 @@ def test_a_fit_outside_physical_bounds_fails_and_says_so(tmp_path, monkeypatch):
     """Steps whose compute the fit cannot see (an efficiency of 1000x) fail the calibration;
     `tpuinfer calibrate` then writes no profile."""
     with pytest.raises(CalibrationError, match="calibration failed.*FLOP/s efficiency 1e"):
-        fit_steps(HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5, 2.5)))
+        fit_steps(HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5, 2.5, 0.5)))
     monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
     monkeypatch.setattr(calibrate_module, "calibrate", lambda progress=None: fit_steps(
-        HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5, 2.5))))
+        HOST, _steps((1e-3, 2.0, 4.0, 3.0, 2e-5, 2.5, 0.5))))
     assert main(["calibrate"]) == 2
     assert not (tmp_path / "host.json").exists()
 

@@ -38,14 +38,18 @@ that one thing, timed after a warm-up as the fastest of five runs, each blocking
    input and into its own output, one after another, as a step calls them (`per_step_call`).
 Programs that do one thing at a time run faster than a step, where 8 to 256 device threads
 interleave small matmuls, copies and rendezvous on the same cores. So, as `tpu-v4-calibrated`
-fits efficiencies to the paper's measured steps, the last stage times 14 real steps of the
+fits efficiencies to the paper's measured steps, the last stage times 17 real steps of the
 engine (`STEP_POINTS`: ws2d/heads, ws1d/heads and wg-xy/batch, prefill and decode, on 1x4x2
-and 4x4x4 at batch 64, and wg-xyz/heads on 1x4x2 at batch 8; none is a configuration
-`benchmarks/bench_measure.py` checks against, though the last two share their 8 devices and
-batch with its 2x2x2 wg-xyz steps, and 2x4x8 is a mesh it never runs) and fits six
-numbers to them: the efficiencies of the FLOP/s, the multi-row weight bytes/s and the
-activation bytes/s, one factor on every collective's time, the dispatch cost of one layer per
-device, and the rate of the copies that put gathered weights in place
+and 4x4x4 at batch 64; wg-xyz/heads on 1x4x2 at batch 8; ws2d/batch decode, ws1d/batch
+prefill and wg-xy/heads decode on 4x8x8 at batch 64. None is a configuration
+`benchmarks/bench_measure.py` checks against, though the 1x4x2 wg-xyz steps share their 8
+devices and batch with its 2x2x2 wg-xyz steps and the 4x8x8 ones their mesh with its batch-256
+steps; 2x4x8 is a mesh it never runs) and fits seven numbers to them: the efficiencies of the
+FLOP/s, the multi-row weight bytes/s and the activation bytes/s; one factor on every
+collective's time but its fixed part, and one on the fixed part (`call_s`: what one call
+costs whatever the devices, which a lone chain of calls pays in full but a step's other work
+can fill: 4 of 5 fits on this project's machine put it at 0, the fifth at 0.14); the dispatch
+cost of one layer per device; and the rate of the copies that put gathered weights in place
 (`StepTerms.relayout_bytes`: the engine gathers a weight along a new first dimension, then
 transposes it into place). That rate has no micro-benchmark: a copy's speed depends on the
 weight's shape (a [2048, 1024] weight's went at 2-5 GB/s, run to run; the tiny model's, in
@@ -67,6 +71,7 @@ import math
 import os
 import statistics
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -313,6 +318,8 @@ class Calibration:
     steps: int  # real steps fitted
     seconds: float  # the calibration's wall time
     unpinned: tuple[str, ...] = ()  # rates the steps left out: the micro-benchmarks' kept
+    call_factor: float = 1.0  # every collective's fixed part in a real step, x the benchmark's
+    micro_collectives: tuple = ()  # the collectives as benchmarked, before the step fit
 
 
 STAGES = ("launch", "matmul", "memory", "multi-row weights", "activations", *HOST_KINDS,
@@ -357,11 +364,14 @@ def calibrate(progress: Progress | None = None) -> Calibration:
         device_overhead_s=per_device, host_collectives=tuple(collectives), rule="sum",
         activation_bandwidth=activations, multirow_weight_bandwidth=multirow)
     step(len(STAGES) - 1, len(STAGES), "steps")
-    profile, factor, worst, unpinned = fit_steps(micro, step_samples(micro))
+    fit = fit_steps(micro, step_samples(micro))
     step(len(STAGES), len(STAGES), "done")
-    return Calibration(profile, fixed, factor, profile.activation_bandwidth / activations,
-                       profile.multirow_weight_bandwidth / multirow, worst, len(STEP_POINTS),
-                       time.perf_counter() - t0, unpinned)
+    profile = fit.profile
+    return Calibration(profile, fixed, fit.collective_factor,
+                       profile.activation_bandwidth / activations,
+                       profile.multirow_weight_bandwidth / multirow, fit.worst, len(STEP_POINTS),
+                       time.perf_counter() - t0, fit.unpinned, fit.call_factor,
+                       micro.host_collectives)
 
 
 # ---- the efficiencies, from real steps --------------------------------------------------------
@@ -372,7 +382,13 @@ STEP_POINTS = [(shape, batch, ffn, attention, phase)
     # gathers every weight and copies it into place: the steps above alone left the copies'
     # rate unpinned. At batch 8 each chip's decode is one row, so these copies are not tied
     # to multi-row weight reads (at batch 64 they were, and the fit lost one of the two)
-    ((1, 4, 2), 8, "wg-xyz", "heads", phase) for phase in ("prefill", "decode")]
+    ((1, 4, 2), 8, "wg-xyz", "heads", phase) for phase in ("prefill", "decode")] + [
+    # 256 device threads on the same cores: what a layer costs beyond its matmuls and
+    # collectives grows with them (2- against 6-layer ws1d/heads decodes: 96 µs per device
+    # on 1x4x2, 151 on 4x8x8), and fitted on 8 and 64 devices alone the model priced 4x8x8
+    # decodes 15-36% short. At batch 64 and in layouts `bench_measure.py` does not run there
+    ((4, 8, 8), 64, "ws2d", "batch", "decode"), ((4, 8, 8), 64, "ws1d", "batch", "prefill"),
+    ((4, 8, 8), 64, "wg-xy", "heads", "decode")]
 # the copies of gathered weights into place: their column in the fit is seconds at this rate
 RELAYOUT_NOMINAL = 10e9
 RELAYOUT_BOUNDS = (0.2e9, 200e9)  # bytes/s, the whole host's
@@ -385,13 +401,15 @@ STEP_PASSES = 2
 
 def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float]]:
     """Per real step: (the micro profile's [compute, multi-row weights, activations,
-    collectives, chips·layers] seconds or units and the gathered weights' copies into place
-    at `RELAYOUT_NOMINAL`, the seconds taken as measured (dispatch, and
-    the one-row weight and KV reads: streamed at the micro-benchmark's rate), the measured
-    seconds). Each step is timed in `STEP_PASSES` passes over all of them, and the faster
-    median kept: this machine slows by up to 40% for tens of seconds at a time (seen from one
-    pass over the same steps to the next, nothing else running), and a slow spell would
-    otherwise be fitted into every prediction."""
+    collectives but their fixed part, chips·layers] seconds or units, the gathered weights'
+    copies into place at `RELAYOUT_NOMINAL` and the collectives' fixed part (`call_s` of each
+    call), the seconds taken as measured (dispatch, and the one-row weight and KV reads:
+    streamed at the micro-benchmark's rate), the measured seconds). Each step is timed in
+    `STEP_PASSES` passes over all of them, and the faster median kept: this machine slows by
+    up to 40% for tens of seconds at a time (seen from one pass over the same steps to the
+    next, nothing else running), and a slow spell would otherwise be fitted into every
+    prediction. A spell that lasts the whole calibration is fitted all the same:
+    `benchmarks/bench_measure.py` says when its run drifted so."""
     steps = [[] for _ in STEP_POINTS]  # each step's measurement in every pass
     for _ in range(STEP_PASSES):
         for runs, point in zip(steps, STEP_POINTS):
@@ -406,10 +424,17 @@ def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float
         multirow_s = chips * terms.multirow_weight_bytes / micro.multirow_weight_bandwidth
         layers = chips * get_model(m.model).n_layers
         relayout_s = chips * terms.relayout_bytes / RELAYOUT_NOMINAL
-        out.append(([e.compute_s, multirow_s, e.activations_s, e.comm_s, layers, relayout_s],
+        call_s = sum(t.rounds * _call_s(micro, t.collective.kind) for t in e.collectives)
+        out.append(([e.compute_s, multirow_s, e.activations_s, e.comm_s - call_s, layers,
+                     relayout_s, call_s],
                     e.overhead_s + e.weights_s - multirow_s + e.kv_s,
                     min(r.measured.time_s for r in runs)))
     return out
+
+
+def _call_s(hw: HardwareProfile, kind: str) -> float:
+    """The fixed part of one call of a collective of `kind` on a host profile."""
+    return next(c[1] for c in hw.host_collectives if c[0] == kind)
 
 
 def _step(shape, batch, ffn, attention, phase):
@@ -425,12 +450,18 @@ KEEP_IF_UNPINNED = {0: "FLOP/s", 1: "multi-row weight bytes/s", 2: "activation b
 LEFT_OUT = 1e-6  # a column's fitted factor below this: nnls left it out (0 up to rounding)
 
 
-def fit_steps(micro: HardwareProfile, samples
-              ) -> tuple[HardwareProfile, float, float, tuple[str, ...]]:
-    """`micro` with the six numbers fitted to real steps' `samples` (`step_samples`; see the
-    module docstring), the collectives' factor, the worst relative residual, and the rates the
-    steps left out and that keep the micro-benchmark's (`KEEP_IF_UNPINNED`). Raises
-    CalibrationError when a fitted number lies outside its physical bounds."""
+class StepFit(NamedTuple):
+    profile: HardwareProfile  # the micro-benchmarks' profile with the step fit's numbers
+    collective_factor: float  # a collective's time but its fixed part, x the benchmark's
+    call_factor: float  # and its fixed part (`call_s`), x the benchmark's
+    worst: float  # the largest relative residual
+    unpinned: tuple[str, ...]  # rates the steps left out: the micro-benchmarks' kept
+
+
+def fit_steps(micro: HardwareProfile, samples) -> StepFit:
+    """`micro` with the seven numbers fitted to real steps' `samples` (`step_samples`; see the
+    module docstring). Raises CalibrationError when a fitted number lies outside its physical
+    bounds."""
     from scipy.optimize import nnls  # scipy is slow to import and needed only to calibrate
     rows = np.array([s[0] for s in samples])
     t = np.array([s[2] - s[1] for s in samples])
@@ -447,7 +478,7 @@ def fit_steps(micro: HardwareProfile, samples
         rest, _ = nnls(rows[:, free] * w[:, None], (t - rows[:, unpinned].sum(axis=1)) * w)
         coef = np.ones(rows.shape[1])
         coef[free] = rest
-    slow_flops, slow_multirow, slow_activations, slow_comm, layer_s, slow_relayout = (
+    slow_flops, slow_multirow, slow_activations, slow_comm, layer_s, slow_relayout, call = (
         float(c) for c in coef)
     predicted = rows @ coef + [s[1] for s in samples]
     worst = float(np.max(np.abs(predicted - [s[2] for s in samples]) * w))
@@ -458,6 +489,9 @@ def fit_steps(micro: HardwareProfile, samples
              for name, value in fitted.items() if not _within(value, EFFICIENCY_BOUNDS)]
     if not _within(slow_comm, COLLECTIVE_FACTOR_BOUNDS):
         wrong.append(f"collectives x{slow_comm:.3g} (physical: {COLLECTIVE_FACTOR_BOUNDS[0]} to "
+                     f"{COLLECTIVE_FACTOR_BOUNDS[1]})")
+    if not _within(call, (0.0, COLLECTIVE_FACTOR_BOUNDS[1])):
+        wrong.append(f"collectives' fixed part x{call:.3g} (physical: up to "
                      f"{COLLECTIVE_FACTOR_BOUNDS[1]})")
     if not _within(layer_s, LAYER_S_BOUNDS):
         wrong.append(f"{layer_s:.3g} s per layer per device (physical: up to "
@@ -472,13 +506,14 @@ def fit_steps(micro: HardwareProfile, samples
             f"{'; '.join(wrong)}. The steps did not separate compute, memory and collectives "
             "(a busy machine does this); run `tpuinfer calibrate` again on an idle one. "
             "No host profile written.")
-    scaled = tuple((kind, *(slow_comm * x for x in c)) for kind, *c in micro.host_collectives)
+    scaled = tuple((kind, call * call_s, *(slow_comm * x for x in c))
+                   for kind, call_s, *c in micro.host_collectives)
     profile = micro.replace(
         flops_efficiency=1 / slow_flops,
         multirow_weight_bandwidth=micro.multirow_weight_bandwidth / slow_multirow,
         activation_bandwidth=micro.activation_bandwidth / slow_activations,
         host_collectives=scaled, layer_overhead_s=layer_s, relayout_bandwidth=relayout)
-    return profile, slow_comm, worst, tuple(KEEP_IF_UNPINNED[j] for j in unpinned)
+    return StepFit(profile, slow_comm, call, worst, tuple(KEEP_IF_UNPINNED[j] for j in unpinned))
 
 
 def _inverse(x: float) -> float:
@@ -531,8 +566,10 @@ def summary(cal: Calibration) -> list[str]:
              "(whole host)",
              f"activations: {hw.activation_bandwidth / cal.activation_efficiency / 1e9:.2f} GB/s "
              "through thin matmuls (whole host)"]
-    for kind, call_s, device_s, member_s, byte_s in hw.host_collectives:
-        unscaled = [x / cal.collective_factor for x in (call_s, device_s, member_s, byte_s)]
+    benchmarked = cal.micro_collectives or tuple(  # as benchmarked, before the step fit
+        (kind, call_s / (cal.call_factor or 1), *(x / cal.collective_factor for x in c))
+        for kind, call_s, *c in hw.host_collectives)
+    for kind, *unscaled in benchmarked:
         # a zero byte cost: the fit found no time growing with bytes (not an infinite link)
         per_byte = (f"{1 / unscaled[3] / 1e9:.2f} GB/s" if unscaled[3] else
                     "no time per byte within the sizes measured")
@@ -540,7 +577,8 @@ def summary(cal: Calibration) -> list[str]:
                      f"{unscaled[2] * 1e9:.1f} ns/device/member + {per_byte}")
     lines += [f"steps: FLOP/s x{hw.flops_efficiency:.2f}, multi-row weight bytes/s "
               f"x{cal.multirow_efficiency:.2f}, activation bytes/s "
-              f"x{cal.activation_efficiency:.2f}, collectives x{cal.collective_factor:.2f}, "
+              f"x{cal.activation_efficiency:.2f}, collectives x{cal.collective_factor:.2f} "
+              f"(their fixed part x{cal.call_factor:.2f}), "
               f"{hw.layer_overhead_s * 1e6:.1f} µs per layer per device, gathered weights "
               f"copied into place at {hw.relayout_bandwidth / 1e9:.1f} GB/s; worst residual "
               f"{cal.worst_residual:.0%} over {cal.steps} steps" + _unpinned(cal.unpinned),
