@@ -48,10 +48,10 @@ steps; 2x4x8 is a mesh it never runs) and fits seven numbers to them: the effici
 FLOP/s, the multi-row weight bytes/s and the activation bytes/s; one factor on every
 collective's time but its fixed part, and one on the fixed part (`call_s`: what one call
 costs whatever the devices, which a lone chain of calls pays in full but a step's other work
-can fill: 4 of 5 fits on this project's machine put it at 0, the fifth at 0.14); the dispatch
-cost of one layer per device; and the rate of the copies that put gathered weights in place
-(`StepTerms.relayout_bytes`: the engine gathers a weight along a new first dimension, then
-transposes it into place). That rate has no micro-benchmark: a copy's speed depends on the
+can fill: 7 of 10 fits on this project's machine put it at 0, the others at 0.04-0.28); the
+dispatch cost of one layer per device; and the rate of the copies that put gathered weights
+in place (`StepTerms.relayout_bytes`: the engine gathers a weight along a new first
+dimension, then transposes it into place). That rate has no micro-benchmark: a copy's speed depends on the
 weight's shape (a [2048, 1024] weight's went at 2-5 GB/s, run to run; the tiny model's, in
 its steps, at 7-10). One-row weight reads and the KV cache keep the micro-benchmark's rate:
 the steps have too few of them to fit it.
@@ -386,7 +386,7 @@ STEP_POINTS = [(shape, batch, ffn, attention, phase)
     # 256 device threads on the same cores: what a layer costs beyond its matmuls and
     # collectives grows with them (2- against 6-layer ws1d/heads decodes: 96 µs per device
     # on 1x4x2, 151 on 4x8x8), and fitted on 8 and 64 devices alone the model priced 4x8x8
-    # decodes 15-36% short. At batch 64 and in layouts `bench_measure.py` does not run there
+    # steps 13-36% short. At batch 64 and in layouts `bench_measure.py` does not run there
     ((4, 8, 8), 64, "ws2d", "batch", "decode"), ((4, 8, 8), 64, "ws1d", "batch", "prefill"),
     ((4, 8, 8), 64, "wg-xy", "heads", "decode")]
 # the copies of gathered weights into place: their column in the fit is seconds at this rate
