@@ -51,10 +51,10 @@ costs whatever the devices, which a lone chain of calls pays in full but a step'
 can fill: 7 of 10 fits on this project's machine put it at 0, the others at 0.04-0.28); the
 dispatch cost of one layer per device; and the rate of the copies that put gathered weights
 in place (`StepTerms.relayout_bytes`: the engine gathers a weight along a new first
-dimension, then transposes it into place). That rate has no micro-benchmark: a copy's speed depends on the
-weight's shape (a [2048, 1024] weight's went at 2-5 GB/s, run to run; the tiny model's, in
-its steps, at 7-10). One-row weight reads and the KV cache keep the micro-benchmark's rate:
-the steps have too few of them to fit it.
+dimension, then transposes it into place). That rate has no micro-benchmark: a copy's speed
+depends on the weight's shape (a [2048, 1024] weight's went at 2-5 GB/s, run to run; the tiny
+model's, in its steps, at 6-11). One-row weight reads and the KV cache keep the
+micro-benchmark's rate: the steps have too few of them to fit it.
 Everything runs in f32, as `measure` does by default. XLA:CPU has no bf16 matrix unit, so a bf16
 or int8 step runs slower than this profile predicts.
 
