@@ -140,8 +140,8 @@ def sweep(passes: int = PASSES, save: str | None = None) -> None:
                               for i, (group, *_) in enumerate(SWEEP) if group == FITTED)
     if abs(drift) > DRIFT_LIMIT:
         print(f"DRIFTED: the host profile now predicts its own steps {abs(drift):.0%} "
-              f"{'over' if drift > 0 else 'under'} what they take (median; over "
-              f"{DRIFT_LIMIT:.0%} is beyond what the fit left): this machine was "
+              f"{'over' if drift > 0 else 'under'} what they take (median; over the "
+              f"{DRIFT_LIMIT:.0%} limit): this machine was "
               f"{'slower' if drift > 0 else 'faster'} when it was calibrated than it is now, so "
               "this run's errors are mostly its drift, not the model's. Run `tpuinfer "
               "calibrate` again, then this benchmark, before judging the model.")

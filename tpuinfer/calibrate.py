@@ -424,17 +424,13 @@ def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float
         multirow_s = chips * terms.multirow_weight_bytes / micro.multirow_weight_bandwidth
         layers = chips * get_model(m.model).n_layers
         relayout_s = chips * terms.relayout_bytes / RELAYOUT_NOMINAL
-        call_s = sum(t.rounds * _call_s(micro, t.collective.kind) for t in e.collectives)
+        call_s = sum(t.rounds * micro.host_collective(t.collective.kind)[0]
+                     for t in e.collectives)
         out.append(([e.compute_s, multirow_s, e.activations_s, e.comm_s - call_s, layers,
                      relayout_s, call_s],
                     e.overhead_s + e.weights_s - multirow_s + e.kv_s,
                     min(r.measured.time_s for r in runs)))
     return out
-
-
-def _call_s(hw: HardwareProfile, kind: str) -> float:
-    """The fixed part of one call of a collective of `kind` on a host profile."""
-    return next(c[1] for c in hw.host_collectives if c[0] == kind)
 
 
 def _step(shape, batch, ffn, attention, phase):

@@ -126,8 +126,7 @@ def _host_collective_time(c: Collective, hw: HardwareProfile, chips: int) -> Col
     """One call on an emulated mesh: every device of the mesh takes part (the groups run at
     once on the same cores), so each part scales with `chips`. The CPU runs every call in
     turn, bidirectional halves included."""
-    _, call_s, device_s, member_s, byte_s = next(k for k in hw.host_collectives
-                                                 if k[0] == c.kind)
+    call_s, device_s, member_s, byte_s = hw.host_collective(c.kind)
     return CollectiveTime(c, chips * c.bytes * byte_s,
                           call_s + chips * device_s + chips * c.group * member_s, c.count)
 

@@ -112,6 +112,10 @@ class HardwareProfile:
     def replace(self, **changes) -> "HardwareProfile":
         return dataclasses.replace(self, **changes)
 
+    def host_collective(self, kind: str) -> tuple[float, float, float, float]:
+        """A host profile's (call_s, device_s, member_s, byte_s) for one collective kind."""
+        return next(tuple(k[1:]) for k in self.host_collectives if k[0] == kind)
+
 
 _TPU_V4 = HardwareProfile(
     name="tpu-v4",
