@@ -20,6 +20,11 @@ onto its links, so that the cost model can price a collective over any group of 
   bounded by the per-GPU InfiniBand bandwidth between nodes: every ring through it crosses a
   NIC. Beyond one node, GPU counts are whole nodes.
 
+`peak_flops` is the dense bf16 rate. A chip that computes in fp8 (H100, H200) also has
+`fp8_flops`, the rate fp8 weights' matmuls are priced at; fp8 weights on a chip without it are
+an error naming the chips that have it (`require_fp8`). A KV cache in fp8 (or int8) is storage
+only, read into the activations' dtype inside attention: priced by its bytes on every chip.
+
 `tpu-v4-calibrated` is the one profile fitted to the paper: the same chip with three named
 constants fitted to Table 2 by `benchmarks/fit_calibrated.py`. Nothing else is tuned.
 A `host` profile (this machine's emulated mesh) is written by `tpuinfer calibrate` to
