@@ -151,12 +151,16 @@ def measured(cfg, layout, kv, phase="decode"):
 def test_kv_bytes_per_device_equal_the_prediction(cfg, layout, phase):
     """The compiled step's cache arguments on one device against the terms' stored KV bytes:
     equal byte for byte in every format; int8's are bf16's times (1 + 2/D)/2 (D = 8: 0.625;
-    D = 64: 0.516, about half) and fp8's exactly half. The collectives do not change: the
-    layouts move keys and values as activations, and quantize them where they are cached."""
+    D = 64: 0.516, about half) and fp8's exactly half. The collectives and FLOPs do not
+    change: the layouts move keys and values as activations, and quantize them where they are
+    cached."""
     m = {kv: measured(cfg, layout, kv, phase) for kv in ("bf16", "int8", "fp8")}
     for kv, x in m.items():
         assert x.measured.kv_bytes_per_device == x.predicted.kv_bytes_per_device, kv
         assert x.to_json()["measured"]["kv_bytes_per_device"] == x.measured.kv_bytes_per_device
+        # the scores and values still read as attention's matmuls, the scales apart from them
+        assert (x.measured.flops, x.measured.attention_flops) == (
+            x.predicted.flops, x.predicted.attention_flops)
     bf16 = m["bf16"].measured.kv_bytes_per_device
     assert m["int8"].measured.kv_bytes_per_device == bf16 * (1 + 2 / cfg.D) / 2
     assert m["fp8"].measured.kv_bytes_per_device == bf16 / 2
@@ -195,6 +199,10 @@ def test_int8_cache_halves_the_decode_steps_kv_reads():
     assert e["int8"].kv_s == pytest.approx(e["bf16"].kv_s * ratio)
     assert e["int8"].weights_s == e["bf16"].weights_s and e["int8"].kv == "int8"
     assert estimate("llama-3-70b", L_("ws2d", "batch"), (4, 4, 1), **kw).kv == "bf16"
+    # the decode roofline: one sequence's cache outlasts its FLOPs at about twice the context
+    from tpuinfer import theory
+    assert theory.kv_bound_context("llama-3-70b", "tpu-v5e", kv="int8") == pytest.approx(
+        theory.kv_bound_context("llama-3-70b", "tpu-v5e") / ratio)
     # the f32 engine's default cache is f32; an explicit format overrides it
     t = {kv: step_terms(TINY, L_("ws2d"), (2, 2, 2), batch=8, tokens=1, context=16,
                         act_bytes=4, kv=kv).kv_bytes for kv in (None, "bf16")}

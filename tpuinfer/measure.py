@@ -166,7 +166,7 @@ class Measurement:
     # elementwise work too), the check on the matmul FLOPs read from the text; None if absent
     compiler_flops: float | None = None
     kv: str = "f32"  # the KV cache's format (`tpuinfer.kv_formats`)
-    replicas: int = 1  # data-parallel replicas on the mesh; `mesh_shape` and `batch` all of one
+    replicas: int = 1  # data-parallel replicas: `mesh_shape` is one's, `batch` all of theirs
 
     @property
     def runs(self) -> int:

@@ -160,9 +160,8 @@ def _nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit) -> str:
     if unfit:
         least = min(unfit, key=lambda p: p.memory_per_chip_bytes)
         int8 = "" if kw["weights"] in ("int8", "fp8") else " int8 weights,"
-        cache = "" if kw.get("kv") in ("int8", "fp8") else " an int8 KV cache,"
         return (f"{head}: nothing fits in memory; the smallest, {least.unfit_reason}. "
-                f"Use more chips,{int8}{cache} a smaller batch or a shorter context")
+                f"Use more chips,{int8} a smaller batch or a shorter context")
     others = len(reasons) - 1
     return f"{head}: {reasons[0]}" + (f" (and {others} other configurations cannot run either)"
                                       if others else "")

@@ -158,5 +158,3 @@ def over_replicas(spec: P) -> P:
     split over 'r' first (each replica its own B/R sequences), then as `spec` splits it."""
     entries = tuple(spec) or (None,)
     return P(c.entry((REPLICA,) + c.spec_axes(entries[0])), *entries[1:])
-
-
