@@ -247,7 +247,9 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     coll = _price(terms.collectives, hw, mesh_shape, weight_flops_per_s, hbm_per_s, replicas)
     comm_s = sum(t.total_s for t in coll)
     hidden_s = sum(t.rounds * t.hidden_s for t in coll)
-    compute_s = terms.flops / weight_flops_per_s + terms.attention_flops / flops_per_s
+    compute_s = ((terms.flops + terms.attention_flops) / flops_per_s
+                 if weight_flops_per_s == flops_per_s  # one rate: the sum, as it always was
+                 else terms.flops / weight_flops_per_s + terms.attention_flops / flops_per_s)
     weights_s = terms.weight_bytes / hbm_per_s
     if hw.multirow_weight_bandwidth:  # a host: packed matmuls read at their own rate
         multirow = terms.multirow_weight_bytes

@@ -285,12 +285,14 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
         time_s=statistics.median(times) if times else None,
         kv_bytes_per_device=float(cache_bytes_per_device(exe, cache)))
     host, host_flag = _host_profile()
-    kw = dict(batch=per_replica, tokens=tokens, context=context, weights=weights, kv=kv_name,
+    kw = dict(batch=per_replica, tokens=tokens, context=context, weights=weights,
               replicas=replicas)
     host_time = None if host is None else estimate(
-        cfg, layout, shape, **kw, hardware=host, terms=on_backend(terms, shape, backend)).step_s
-    # TPU v4 has no fp8 matmul: no chip prediction for fp8 weights
-    tpu_time = None if weights == "fp8" else estimate(cfg, layout, shape, **kw,
+        cfg, layout, shape, **kw, kv=kv_name, hardware=host,
+        terms=on_backend(terms, shape, backend)).step_s
+    # The chip's own step: bf16 activations, and the cache asked for (else bf16 too). TPU v4
+    # has no fp8 matmul: no chip prediction for fp8 weights.
+    tpu_time = None if weights == "fp8" else estimate(cfg, layout, shape, **kw, kv=kv,
                                                       hardware="tpu-v4").step_s
     predicted = _predicted_side(terms, shape, backend, host_time)
     flags = _flags(terms, backend, predicted, measured) | host_flag | (

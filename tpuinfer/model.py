@@ -21,7 +21,7 @@ import jax.numpy as jnp
 
 from . import kv_formats
 from .config import ModelConfig
-from .quant import QWeight
+from .quant import QWeight, quantize
 from .shapes import CONTRACT, output_table, param_shapes
 
 EPS = 1e-6
@@ -180,23 +180,14 @@ def write_cache(cache_BSKD, new_BLKD, pos):
                                         (0, pos, 0, 0))
 
 
-def quantize_kv(x_BLKD):
-    """Symmetric int8 with one scale per token and head (over D): (values, bf16 scales
-    [B, L, K]). The scale is rounded to bf16 before dividing, as `quant.quantize` does."""
-    amax_BLK1 = jnp.max(jnp.abs(x_BLKD.astype(jnp.float32)), axis=-1, keepdims=True)
-    scale_BLK1 = jnp.where(amax_BLK1 > 0, amax_BLK1 / 127.0, 1.0).astype(jnp.bfloat16)
-    q_BLKD = jnp.round(x_BLKD.astype(jnp.float32) / scale_BLK1.astype(jnp.float32))
-    return jnp.clip(q_BLKD, -127, 127).astype(jnp.int8), scale_BLK1[..., 0]
-
-
 def write_kv(cache: dict, k_BLKD, v_BLKD, pos) -> dict:
     """One layer's cache with this step's K and V written at positions pos.., in the cache's
     own format: int8 quantized per token and head (their scales written beside them), fp8
     clipped to e4m3's range and cast, anything else cast."""
     out = {}
     for t, new_BLKD in (("k", k_BLKD), ("v", v_BLKD)):
-        if f"{t}_scale" in cache:
-            new_BLKD, scale_BLK = quantize_kv(new_BLKD)
+        if f"{t}_scale" in cache:  # int8 over D, as a weight over its contracted dimension
+            new_BLKD, scale_BLK = quantize(new_BLKD, (3,), "int8")
             out[f"{t}_scale"] = jax.lax.dynamic_update_slice(cache[f"{t}_scale"], scale_BLK,
                                                              (0, pos, 0))
         elif cache[t].dtype == jnp.float8_e4m3fn:

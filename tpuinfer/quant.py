@@ -83,7 +83,8 @@ def quantize(w: jax.Array, contract_axes: tuple[int, ...], fmt: str = "int8") ->
     """Symmetric int8 (or fp8) over the contracting axes: one scale per output channel. The
     scale is rounded to bf16 (how it is stored) before the weights are divided by it, so the
     stored pair dequantizes to the nearest of its levels (int8: 255 of them), with no
-    systematic per-channel error from the scale's own rounding."""
+    systematic per-channel error from the scale's own rounding. An int8 KV cache is quantized
+    by the same formula over D: one scale per token and head (`model.write_kv`)."""
     dtype, top = _QDTYPE[fmt]
     w32 = w.astype(jnp.float32)
     amax = jnp.max(jnp.abs(w32), axis=contract_axes, keepdims=True)
