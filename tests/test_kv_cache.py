@@ -265,3 +265,16 @@ def test_fp8_weights_priced_on_chips_that_compute_in_fp8():
                     context=2048, kv="fp8").terms.kv_bytes == estimate(
         "palm-8b", L_("ws2d", "batch"), (2, 2, 2), batch=8, tokens=1, context=2048,
         kv="bf16").terms.kv_bytes / 2
+
+
+@pytest.mark.slow
+def test_demo_runs_with_an_int8_cache(capsys):
+    """`tpuinfer demo --kv int8`: the sharded run and the reference hold the same int8 cache,
+    and the report says which."""
+    import json
+    assert main(["demo", "--mesh", "2x2x2", "--batch", "8", "--prompt-len", "4", "--steps",
+                 "2", "--prefill", "ws2d", "heads", "--decode", "ws2d", "batch", "--kv",
+                 "int8", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kv"] == "int8" and report["tokens_match"]
+    assert all(p["collectives_match"] for p in report["phases"])

@@ -157,9 +157,10 @@ def run_plan(args):
         if not b.fits:
             notes.append(f"{name} does NOT fit: {b.unfit_reason}")
     if replicated:
-        notes.append(f"replicas {p.replicas} asked: each phase's replicas each run its mesh on "
-                     "batch/replicas sequences, holding the whole model; latency and MFU are "
-                     "one replica's (they run side by side), memory is per chip")
+        notes.append(f"replicas ({p.replicas} asked): a phase on R replicas runs its mesh R "
+                     "times side by side, each on batch/R sequences and holding the whole "
+                     "model; its latency, MFU and memory per chip are one replica's, its cost "
+                     "counts every chip")
     kv = "" if p.kv == "bf16" else f", {p.kv} KV cache"
     text = "\n".join([
         f"{p.model} on {p.chips} {p.hardware} chips, batch {p.batch}, {p.weights} weights{kv}, "
