@@ -59,17 +59,19 @@ def test_bytes_per_value_of_each_format():
 
 def test_int8_cache_holds_values_and_scales():
     """The reference's int8 cache: per token and head, the largest |value| is 127 levels, and
-    values times scales give back the bf16 cache's within half a level."""
+    values times scales give back the keys within half a level. At the prompt's positions the
+    keys are the same computation in every run, so the bf16 cache's (within bf16 rounding,
+    2^-9 of a value) stands for them."""
     q, b = run(TINY, 4, "int8"), run(TINY, 4, "bf16")
     k, scale = np.asarray(q.cache[0]["k"]), np.asarray(q.cache[0]["k_scale"], np.float32)
     assert k.dtype == np.int8 and k.shape == (4, PROMPT_LEN + STEPS, 1, 8)
     assert scale.shape == (4, PROMPT_LEN + STEPS, 1)
     written = slice(0, PROMPT_LEN + STEPS - 1)  # the last token is sampled, never written
     assert (np.abs(k[:, written]).max(axis=-1) == 127).all()
-    back = k[:, written] * scale[:, written, :, None]
-    want = np.asarray(b.cache[0]["k"], np.float32)[:, written]
-    # the bf16 run's keys differ from the int8 run's by bf16 rounding of its own activations
-    assert np.abs(back - want).max() <= 0.5 * scale.max() + 2e-2 * np.abs(want).max()
+    prompt = slice(0, PROMPT_LEN)
+    back = k[:, prompt] * scale[:, prompt, :, None]
+    want = np.asarray(b.cache[0]["k"], np.float32)[:, prompt]
+    assert (np.abs(back - want) <= 0.5 * scale[:, prompt, :, None] + 2**-8 * np.abs(want)).all()
 
 
 # ---- every layout against the reference with the same cache ---------------------------------
