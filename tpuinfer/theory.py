@@ -55,7 +55,7 @@ def decode_critical_batch(model, hardware="tpu-v4", weights: str = "bf16",
     scales included). B = N·b / (2·N·bandwidth/peak − S·k); infinite once
     S ≥ `kv_bound_context`: then no batch is compute-bound. Context 0 is
     `decode_ridge_batch`. Communication is left out."""
-    cfg, hw = get_model(model), get_hardware(hardware)
+    cfg = get_model(model)
     # 2·N·bandwidth/peak − S·k = k·(S* − S), S* the context `kv_bound_context` gives
     room = cfg.kv_bytes_per_token(kv_bytes, kv) * (
         kv_bound_context(cfg, hardware, kv_bytes, kv, weights) - context)
