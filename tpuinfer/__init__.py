@@ -24,6 +24,7 @@ from .terms import Collective, StepTerms
 from .text import decode, encode
 
 __all__ = ["MODELS", "ModelConfig", "get_model", "Generation", "generate", "ATTENTION_LAYOUTS",
-           "FFN_LAYOUTS", "EXPERT_LAYOUTS", "Layout", "EmulationError", "emulate", "make_mesh", "init_params",
+           "FFN_LAYOUTS", "EXPERT_LAYOUTS", "Layout", "EmulationError", "emulate", "make_mesh",
+           "init_params",
            "load_params", "encode", "decode", "Collective", "StepTerms", "measure",
            "Measurement", "clear_caches", "cache_sizes"]

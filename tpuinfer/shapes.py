@@ -3,8 +3,8 @@
 Each weight matrix is named by its dimensions in the paper's letters (Pope et al. 2022, arXiv
 2211.05102, Section 3.1: E d_model, F d_ff, H query heads, K key/value heads, D d_head, V
 vocabulary; for a mixture of experts, `tpuinfer.experts`: M routed experts, F each one's hidden
-size, U the shared experts' hidden size) and by the dimensions its matmul contracts; the rest are its output channels, one
-int8 scale each. Parameter shapes (`param_shapes`), parameter counts (`ModelConfig`), int8 scales
+size, U the shared experts' hidden size) and by the dimensions its matmul contracts; the rest
+are its output channels, one int8 scale each. Parameter shapes (`param_shapes`), parameter counts (`ModelConfig`), int8 scales
 and their specs (`tpuinfer.quant`) all derive from `MATRICES`; nothing else lists them.
 
 This module imports nothing of tpuinfer, so `config` and `quant` can both build on it.

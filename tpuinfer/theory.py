@@ -5,13 +5,16 @@ Pope et al. 2022, "Efficiently Scaling Transformer Inference", arXiv 2211.05102.
 and the cost model never call these: they count what the code moves. These formulas are what
 a reader derives by hand from the paper's idealised feed-forward (two E×F matrices, no
 attention, no SwiGLU gate), so the book can show where the library's exact counts agree with
-them and where, and why, they differ.
+them and where, and why, they differ. The last ones carry Section 2's decode roofline over to
+a mixture of experts (the book's chapter 13), with `tpuinfer.experts`' count of the experts a
+batch touches.
 """
 from __future__ import annotations
 
 import math
 
 from .config import get_model
+from .experts import touched_fraction
 from .hardware import get_hardware
 from .quant import BYTES
 
@@ -77,3 +80,45 @@ def bytes_sent(collective) -> float:
     share = {"all-gather": (k - 1) / k, "reduce-scatter": (k - 1) / k, "all-to-all": (k - 1) / k,
              "all-reduce": 2 * (k - 1) / k, "collective-permute": 1.0}[c.kind]
     return c.bytes * share * c.count
+
+
+# ---- a mixture of experts' decode ------------------------------------------------------------
+def moe_decode_weight_bytes(model, batch: int, weights: str = "bf16") -> float:
+    """The weight bytes a decode step of `batch` sequences reads, all chips together: every
+    matrix but the routed experts', and of those the fraction uniform routing touches
+    (`experts.touched_fraction`: k/M of them at batch 1, nearly all once B passes a few times
+    M/k). A dense model's: all of them."""
+    cfg = get_model(model)
+    experts = cfg.n_layers * cfg.n_experts * cfg.expert_params()
+    read = cfg.matmul_params() - experts * (1 - touched_fraction(cfg, batch))
+    return read * BYTES[weights]
+
+
+def moe_decode_roofline(model, batch: int, hardware="tpu-v4",
+                        weights: str = "bf16") -> tuple[float, float]:
+    """(compute_s, weights_s) of a decode step on one chip's datasheet speed (on n chips both
+    divide by n): 2·N_active·B / peak against `moe_decode_weight_bytes` / HBM bandwidth. The
+    KV cache and communication are left out, as in `decode_ridge_batch`."""
+    cfg, hw = get_model(model), get_hardware(hardware)
+    return (2 * cfg.active_matmul_params() * batch / hw.peak_flops,
+            moe_decode_weight_bytes(cfg, batch, weights) / hw.hbm_bandwidth)
+
+
+def moe_decode_critical_batch(model, hardware="tpu-v4", weights: str = "bf16") -> float:
+    """The batch above which a mixture of experts' decode step computes longer than it reads
+    its weights: 2·N_active·B/peak = (N − N_experts·(1 − f(B)))·b/bandwidth, f(B) the
+    fraction of experts B tokens touch. The reads grow with B until every expert is read, so the
+    crossing is found by bisection; once f ≈ 1 it is N/N_active times a dense model's
+    (`decode_ridge_batch`): the idle experts' weights are read but never multiplied."""
+    lo, hi = 0.0, 1.0
+    while _compute_over_reads(model, hi, hardware, weights) < 1:
+        lo, hi = hi, hi * 2
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _compute_over_reads(model, mid, hardware, weights) < 1 else (lo, mid)
+    return hi
+
+
+def _compute_over_reads(model, batch, hardware, weights) -> float:
+    compute_s, weights_s = moe_decode_roofline(model, batch, hardware, weights)
+    return compute_s / weights_s
