@@ -16,7 +16,7 @@ from tpuinfer import experts, model, moe, planner
 from tpuinfer.cli import main
 from tpuinfer.errors import LayoutError
 from tpuinfer.layouts import registry
-from tpuinfer.measure import measure
+from tpuinfer.measure import Flag, measure
 
 CFG = ti.MODELS["tiny-moe"]
 FULL = (4, 8, 8)
@@ -54,9 +54,10 @@ def test_parameter_counts_without_embeddings_match_the_qwen3_cards():
 def test_counts_of_tiny_moe_are_its_parameters_and_a_dense_model_is_all_active():
     params = ti.init_params(CFG, seed=0)
     assert sum(int(np.prod(x.shape)) for x in _leaves(params)) == CFG.n_params()
-    # one expert: gate, up, down of E·F each; a token uses 2 of the 256 in each of 2 layers
-    assert CFG.expert_params() == 3 * 64 * 64
-    assert CFG.n_params() - CFG.n_active_params() == 2 * 254 * 3 * 64 * 64
+    # one expert: gate, up, down of E·F each (64·128); a token uses 2 of the 256 in each of
+    # 2 layers
+    assert CFG.expert_params() == 3 * 64 * 128
+    assert CFG.n_params() - CFG.n_active_params() == 2 * 254 * 3 * 64 * 128
     for name in ("tiny", "llama-3-70b", "palm-540b"):
         assert ti.MODELS[name].n_active_params() == ti.MODELS[name].n_params()
 
@@ -179,6 +180,10 @@ def test_expert_layout_matches_reference(shape, layout):
         assert m.measured.attention_flops == pytest.approx(m.predicted.attention_flops,
                                                            rel=0.01)
         assert m.measured.weight_bytes_per_device == m.predicted.weight_bytes_per_device
+        # held: besides the weights and cache, the step's tokens, logits and drops
+        assert m.measured.memory_bytes == pytest.approx(m.predicted.memory_bytes, rel=0.10,
+                                                        abs=8192)
+        assert m.compiler_flops and Flag.FLOPS_MISREAD not in m.flags
 
 
 @pytest.mark.slow

@@ -150,7 +150,8 @@ class ModelConfig:
 
     # ---- compute ------------------------------------------------------------------------
     def flops_per_token(self) -> float:
-        """2·N FLOPs per token: only the weight matmuls count (the paper's Section 2)."""
+        """2·N FLOPs per token: only the weight matmuls count (the paper's Section 2); a
+        mixture of experts' N counts only the k experts a token is routed to."""
         return 2.0 * self.active_matmul_params()
 
     def mfu_flops_per_token(self) -> float:
@@ -241,11 +242,12 @@ MODELS: dict[str, ModelConfig] = {
     "qwen2.5-72b": _llama("qwen2.5-72b", 80, 8192, 29568, 64, vocab=152_064),
     # ---- mixtures of experts (`tpuinfer.experts`; the layouts ep-x, ep-xy, ep-xyz) ----------
     # tiny-moe: a serial block with multiquery attention, 256 experts (as DeepSeek-V3 has), 2
-    # per token, and one shared expert: 256 experts so that ep-xyz holds one on each chip of
-    # the full 4x8x8 mesh; E = F = U = H = 64 so that ep-x splits them over its 64 chips of
-    # y·z, and no larger, since a step's capacity buffers hold M slots a sequence of E each.
-    "tiny-moe": ModelConfig("tiny-moe", 2, 64, 64, 64, 8, 1, 512, parallel_block=False,
-                            n_experts=256, top_k=2, shared_d_ff=64),
+    # per token, and a shared expert: 256 experts so that ep-xyz holds one on each chip of the
+    # full 4x8x8 mesh; E = H = 64 and F = U = 128 so that ep-x splits them over its 64 chips
+    # of y·z (two of F a chip: a contraction of one the compiler turns into a multiply), and
+    # no larger, since a step's capacity buffers hold M slots a sequence of E each.
+    "tiny-moe": ModelConfig("tiny-moe", 2, 64, 128, 64, 8, 1, 512, parallel_block=False,
+                            n_experts=256, top_k=2, shared_d_ff=128),
     # Mixtral 8x7B (Mistral AI): 8 experts, 2 per token, Llama's block otherwise (GQA with 8
     # K/V heads, untied table of 32,000 rows; sliding-window attention off in this config).
     # Source: huggingface.co/mistralai/Mixtral-8x7B-v0.1/blob/main/config.json

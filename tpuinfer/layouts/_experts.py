@@ -139,8 +139,8 @@ def buffer_bytes(step) -> float:
     price in memory: a chip's B·(M/|e|)·C slots of E each, three times over (the slots going
     into its experts, their output partial sums, and step 6's input, copied beside the shared
     experts' rows), and the experts' hidden activations ([B, M/|e|, C, F/|t|], gate and up).
-    On 2x2x2 and 1x4x2 the compiled steps' temporaries came to 1.5x this for tiny-moe (2x
-    for ep-x on 2x2x2), as the compiler keeps more of them at once."""
+    On 2x2x2 and 1x4x2 the compiled steps' temporaries (XLA:CPU, tiny-moe, every layout and
+    phase, batch 8) came to 0.80 to 1.01 times this."""
     cfg, a = step.cfg, step.act_bytes
     n_e, n_t = step.size(step.axes.batch), step.size(step.axes.embed)
     slots = step.batch * cfg.n_experts // n_e * cfg.capacity(step.tokens)

@@ -84,7 +84,7 @@ def pad_heads(cfg: ModelConfig, layout: Layout, mesh_shape) -> ModelConfig:
         return cfg
     kv = {"multiquery": 1, "multihead": heads, "grouped": cfg.K}[cfg.attention_kind]
     return cfg.replace(n_heads=heads, n_kv_heads=kv,
-                       mfu_params=cfg.mfu_params or cfg.matmul_params())
+                       mfu_params=cfg.mfu_params or cfg.active_matmul_params())
 
 
 # ---- specs ----------------------------------------------------------------------------------
