@@ -52,8 +52,7 @@ def test_parameter_counts_without_embeddings_match_the_qwen3_cards():
 
 
 def test_counts_of_tiny_moe_are_its_parameters_and_a_dense_model_is_all_active():
-    params = ti.init_params(CFG, seed=0)
-    assert sum(int(np.prod(x.shape)) for x in _leaves(params)) == CFG.n_params()
+    assert sum(int(np.prod(x.shape)) for x in _leaves(params_of(CFG))) == CFG.n_params()
     # one expert: gate, up, down of E·F each (64·128); a token uses 2 of the 256 in each of
     # 2 layers
     assert CFG.expert_params() == 3 * 64 * 128
@@ -91,29 +90,36 @@ def test_experts_touched_by_enumeration():
 def test_dropped_routes_by_hand():
     """A router of zeros gives every expert the same logit: top-k takes experts 0 and 1 for
     every token, each at weight 1/2. A sequence of L = 4 tokens sends 4 routes to each; with
-    C = 1 each keeps 1 and drops 3: 6 a sequence a layer, 12 over tiny-moe's 2 layers. In
-    decode (L = 1, C = 1) nothing is dropped."""
-    params = ti.init_params(CFG, seed=0)
-    params["layers"] = [layer | {"w_router": jnp.zeros_like(layer["w_router"])}
-                        for layer in params["layers"]]
-    out = ti.generate(params, CFG, np.arange(2 * PROMPT_LEN).reshape(2, PROMPT_LEN) + 7, 2)
+    C = 1 each keeps 1 and drops 3: 6 a sequence a layer, 12 over tiny-moe's 2 layers (the
+    prefill `generate` runs; steps=1 runs no decode step). In decode (L = 1, C = 1) a token's
+    two routes both fit."""
+    params = params_of(CFG)
+    zeros = [layer | {"w_router": jnp.zeros_like(layer["w_router"])}
+             for layer in params["layers"]]
+    out = ti.generate(params | {"layers": zeros}, CFG,
+                      np.arange(2 * PROMPT_LEN).reshape(2, PROMPT_LEN) + 7, 1)
     assert out.dropped["prefill"].tolist() == [12, 12]
-    assert out.dropped["decode"].tolist() == [0, 0]
-    r = moe.route(CFG, params["layers"][0]["w_router"], jnp.ones((1, PROMPT_LEN, CFG.E)))
+    r = moe.route(CFG, zeros[0]["w_router"], jnp.ones((1, PROMPT_LEN, CFG.E)))
     assert r.expert_BLR[0].tolist() == [[0, 1]] * 4
     assert r.slot_BLR[0].tolist() == [[0, 0], [1, 1], [2, 2], [3, 3]]
     assert r.kept_BLR[0].tolist() == [[True, True]] + [[False, False]] * 3
     assert r.gate_BLR[0].tolist() == [[0.5, 0.5]] + [[0.0, 0.0]] * 3
+    one = moe.route(CFG, zeros[0]["w_router"], jnp.ones((3, 1, CFG.E)))
+    assert one.capacity == 1 and bool(one.kept_BLR.all()) and moe.dropped(one).tolist() == [0] * 3
 
 
-def test_forward_runs_an_moe_model_and_counts_nothing_outside_a_step():
-    params = ti.init_params(CFG, seed=0)
+def test_forward_runs_an_moe_model_and_counts_drops_only_when_asked():
+    """`model.forward` as `quality` and the tests call it (nothing counts), and inside
+    `counting_drops` (as a step runs it): one [B] count per layer."""
+    params = params_of(CFG)
     cache = model.init_cache(CFG, 2, PROMPT_LEN)
-    logits, _ = model.forward(params, CFG, jnp.zeros((2, PROMPT_LEN), jnp.int32), cache, 0)
-    assert logits.shape == (2, PROMPT_LEN, CFG.V) and bool(jnp.isfinite(logits).all())
+    tokens_BL = jnp.zeros((2, PROMPT_LEN), jnp.int32)
     with moe.counting_drops() as drops:
-        model.forward(params, CFG, jnp.zeros((2, PROMPT_LEN), jnp.int32), cache, 0)
-    assert len(drops) == CFG.n_layers  # one [B] count per layer
+        logits, _ = model.forward(params, CFG, tokens_BL, cache, 0)
+    assert logits.shape == (2, PROMPT_LEN, CFG.V) and bool(jnp.isfinite(logits).all())
+    assert [d.shape for d in drops] == [(2,)] * CFG.n_layers
+    moe.record_drops(moe.route(CFG, params["layers"][0]["w_router"], logits[..., :CFG.E]))
+    assert len(drops) == CFG.n_layers  # recorded after the context closed: kept nowhere
 
 
 # ---- every expert-parallel layout against the reference ---------------------------------------
