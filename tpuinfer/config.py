@@ -244,8 +244,9 @@ MODELS: dict[str, ModelConfig] = {
     # tiny-moe: a serial block with multiquery attention, 256 experts (as DeepSeek-V3 has), 2
     # per token, and a shared expert: 256 experts so that ep-xyz holds one on each chip of the
     # full 4x8x8 mesh; E = H = 64 and F = U = 128 so that ep-x splits them over its 64 chips
-    # of y·z (two of F a chip: a contraction of one the compiler turns into a multiply), and
-    # no larger, since a step's capacity buffers hold M slots a sequence of E each.
+    # of y·z with two columns of F each (with one, XLA turns the down-projection into a
+    # multiply that its FLOP count prices at half a matmul's), and no larger, since a step's
+    # capacity buffers hold M slots a sequence of E each.
     "tiny-moe": ModelConfig("tiny-moe", 2, 64, 128, 64, 8, 1, 512, parallel_block=False,
                             n_experts=256, top_k=2, shared_d_ff=128),
     # Mixtral 8x7B (Mistral AI): 8 experts, 2 per token, Llama's block otherwise (GQA with 8

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 from .config import get_model
+from .errors import UsageError
 from .experts import touched_fraction
 from .hardware import get_hardware
 from .quant import BYTES
@@ -56,6 +57,9 @@ def decode_critical_batch(model, hardware="tpu-v4", weights: str = "bf16",
     S ≥ `kv_bound_context`: then no batch is compute-bound. Context 0 is
     `decode_ridge_batch`. Communication is left out."""
     cfg = get_model(model)
+    if cfg.n_experts:
+        raise UsageError(f"{cfg.name} is a mixture of experts: its reads depend on the experts "
+                         f"a batch touches; use theory.moe_decode_critical_batch")
     # 2·N·bandwidth/peak − S·k = k·(S* − S), S* the context `kv_bound_context` gives
     room = cfg.kv_bytes_per_token(kv_bytes) * (kv_bound_context(cfg, hardware, kv_bytes)
                                                - context)
@@ -64,10 +68,11 @@ def decode_critical_batch(model, hardware="tpu-v4", weights: str = "bf16",
 
 def kv_bound_context(model, hardware="tpu-v4", kv_bytes: float = 2) -> float:
     """The context at which one sequence's cache takes as long to read as its 2·N FLOPs take
-    to compute (S·k/bandwidth = 2·N/peak): beyond it a decode step is memory-bound at any
-    batch, however many sequences share the weights' reads."""
+    to compute (S·k/bandwidth = 2·N/peak, N a mixture of experts' active parameters): beyond
+    it a decode step is memory-bound at any batch, however many sequences share the weights'
+    reads."""
     cfg, hw = get_model(model), get_hardware(hardware)
-    return 2 * cfg.matmul_params() * hw.hbm_bandwidth / (hw.peak_flops
+    return 2 * cfg.active_matmul_params() * hw.hbm_bandwidth / (hw.peak_flops
                                                           * cfg.kv_bytes_per_token(kv_bytes))
 
 
