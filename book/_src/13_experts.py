@@ -382,13 +382,14 @@ print(bt.table(["model", "chip", "chips", "prefill EP x TP", "layout, mesh", "la
                 "decode EP x TP", "layout, mesh", "per token"], rows))
 
 # %% [markdown]
-# Prefill takes the highest expert-parallel degree that fits: its capacity buffers are large
+# Prefill takes the highest expert-parallel degree it can run: its capacity buffers are large
 # (640 slots at each of Mixtral's experts, 160 at Qwen3's), each doubling of the degree halves
 # the slots a chip sends, and tensor parallelism would reduce-scatter all of them. Only
-# Qwen3-235B on 64 v5e chips stops short, at 16 × 4: a degree of 64 would leave every chip
-# all of attention (13 GB in bf16) beside its experts, more than its 16 GB.
+# Qwen3-235B on 64 v5e chips stops short, at 16 × 4: 64 groups of experts would need 64
+# sequences (each group runs whole sequences), and a 2D v5e slice of 64 chips offers no
+# degree of 32 (`ep-x`'s x stops at a side of 16; `ep-xy`'s x·y is all 64).
 #
-# Decode divides. On TPU Qwen3 keeps the highest degree that fits, as in prefill: its
+# Decode divides. On TPU Qwen3 keeps the highest degree it can run, as in prefill: its
 # buffers carry 16 times its routes, and a reduce-scatter of every slot over tensor chips
 # costs more than it saves. Mixtral goes the other way on v6e and H100, to tensor
 # parallelism alone (1 × 4, 1 × 2), and meets in the middle on v5e (4 × 4): its 8 experts
