@@ -257,8 +257,9 @@ print(bt.table(["model", "tokens T", "formula", "simulated"], rows))
 # if a token picks expert m with probability p_m (Σ p_m = k), then
 # E[touched] = Σ (1 − (1 − p_m)^T), which is concave in the p_m and so largest when they are
 # all equal; load-balancing losses push routers towards uniform, never past it. And tokens
-# are not independent: the tokens of one sequence, or one topic, favour the same experts. The formula is an upper bound on the
-# expert weights a step reads; a router's measured statistics can only lower it.
+# are not independent: the tokens of one sequence, or one topic, favour the same experts. The
+# formula is an upper bound on the expert weights a step reads; a router's measured
+# statistics can only lower it.
 #
 # ## The decode roofline of a mixture of experts
 #
