@@ -45,13 +45,15 @@ class Routes(NamedTuple):
 def route(cfg, w_router_EM, h_BLE) -> Routes:
     """Step 1 for the tokens of whole sequences (a layout holds whole sequences where it
     routes, so its queues are the reference's)."""
+    # f32 logits, products and sums (bf16 inputs are exact in f32): fewer near-ties for top-k
+    # to break apart. (XLA:CPU has no bf16 x bf16 -> f32 dot to ask for with
+    # preferred_element_type.)
+    h_BLE32 = h_BLE.astype(jnp.float32)
     if isinstance(w_router_EM, QWeight):  # int8: the scale per expert after the matmul
-        logits_BLM = jnp.einsum("BLE,EM->BLM", h_BLE, w_router_EM.q.astype(h_BLE.dtype),
-                                preferred_element_type=jnp.float32)
+        logits_BLM = jnp.einsum("BLE,EM->BLM", h_BLE32, w_router_EM.q.astype(jnp.float32))
         logits_BLM = logits_BLM * w_router_EM.scale.astype(jnp.float32)
-    else:  # f32 logits from the matmul itself: fewer near-ties for top-k to break apart
-        logits_BLM = jnp.einsum("BLE,EM->BLM", h_BLE, w_router_EM.astype(h_BLE.dtype),
-                                preferred_element_type=jnp.float32)
+    else:
+        logits_BLM = jnp.einsum("BLE,EM->BLM", h_BLE32, w_router_EM.astype(jnp.float32))
     top_BLR, expert_BLR = jax.lax.top_k(logits_BLM, cfg.top_k)  # ties: the lower expert first
     gate_BLR = jax.nn.softmax(top_BLR, axis=-1)
     B, L, R = expert_BLR.shape
@@ -85,9 +87,11 @@ def dispatch(h_BLE, r: Routes, n_experts: int):
 
 def expert_mm(eq: str, x, w):
     """`BMCE,MEF->BMCF` or `BMCF,MFE->BMCE` with the expert's weight, which may be int8 (its
-    bf16 scale per output channel, [M, out], applied to the f32 accumulator)."""
+    bf16 scale per output channel, [M, out], applied to the f32 accumulator). The int8 matmul
+    takes f32 operands: XLA:CPU runs no batched bf16 x bf16 -> f32 dot, and bf16 activations
+    times int8 weights are exact in f32, so the products and the f32 sums are the same."""
     if isinstance(w, QWeight):
-        acc = jnp.einsum(eq, x, w.q.astype(x.dtype), preferred_element_type=jnp.float32)
+        acc = jnp.einsum(eq, x.astype(jnp.float32), w.q.astype(jnp.float32))
         return (acc * w.scale.astype(jnp.float32)[None, :, None, :]).astype(x.dtype)
     return jnp.einsum(eq, x, w.astype(x.dtype))
 
