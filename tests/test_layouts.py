@@ -300,7 +300,7 @@ def _members(protocol) -> dict:
 def test_every_registered_layout_meets_the_interface(registered, protocol):
     """Each layout module defines every name of its interface, methods with the interface's
     parameters (one context object each), under the name it is registered by."""
-    assert set(registered) == set(ti.FFN_LAYOUTS if protocol is FfnLayout
+    assert set(registered) == set(ti.FFN_LAYOUTS + ti.EXPERT_LAYOUTS if protocol is FfnLayout
                                   else ti.ATTENTION_LAYOUTS)
     for name, module in registered.items():
         assert isinstance(module, protocol), name

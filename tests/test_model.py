@@ -34,11 +34,15 @@ def test_64_head_palm_adds_about_18b_params():
 
 @pytest.mark.parametrize("name", list(ti.MODELS))
 def test_flops_per_token_is_twice_the_weight_matmul_elements(name):
-    """An independent count: walk the parameter shapes, keep the matrices (not norms)."""
+    """An independent count: walk the parameter shapes, keep the matrices (not norms); of a
+    mixture of experts' experts, a token multiplies by the k of M it is routed to."""
     cfg = ti.MODELS[name]
     shapes = param_shapes(cfg)
-    matrices = [s for layer in shapes["layers"] for n, s in layer.items() if "norm" not in n]
-    elements = sum(int(np.prod(s)) for s in matrices) + int(np.prod(shapes["embed"]))
+    def used(name, shape):  # an expert matrix is [M, ...]: k of its M slices
+        n = int(np.prod(shape))
+        return n // cfg.n_experts * cfg.top_k if name.startswith("w_expert") else n
+    elements = sum(used(n, s) for layer in shapes["layers"] for n, s in layer.items()
+                   if "norm" not in n) + int(np.prod(shapes["embed"]))
     assert cfg.flops_per_token() == 2 * elements
 
 

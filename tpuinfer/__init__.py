@@ -16,7 +16,7 @@ from .caches import cache_sizes, clear_caches
 from .checkpoint import load_params
 from .config import MODELS, ModelConfig, get_model
 from .generate import Generation, generate
-from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
+from .layouts import ATTENTION_LAYOUTS, EXPERT_LAYOUTS, FFN_LAYOUTS, Layout
 from .measure import Measurement, measure
 from .mesh import EmulationError, emulate, make_mesh
 from .model import init_params
@@ -24,6 +24,7 @@ from .terms import Collective, StepTerms
 from .text import decode, encode
 
 __all__ = ["MODELS", "ModelConfig", "get_model", "Generation", "generate", "ATTENTION_LAYOUTS",
-           "FFN_LAYOUTS", "Layout", "EmulationError", "emulate", "make_mesh", "init_params",
+           "FFN_LAYOUTS", "EXPERT_LAYOUTS", "Layout", "EmulationError", "emulate", "make_mesh",
+           "init_params",
            "load_params", "encode", "decode", "Collective", "StepTerms", "measure",
            "Measurement", "clear_caches", "cache_sizes"]

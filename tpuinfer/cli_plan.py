@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from . import expert_plan
 from .cli import add_json_flag
 from .config import get_model
 from .errors import UsageError
@@ -76,7 +77,8 @@ def _request_flags(p):
     p.add_argument("--replicas", type=_replicas, default=1,
                    help="data-parallel replicas of chips/N chips each, the batch split N ways: "
                         "a count, or auto to weigh every count beside one group (default 1)")
-    p.add_argument("--ffn", default="auto", help="auto | ws1d | ws2d | wg-x | wg-xy | wg-xyz")
+    p.add_argument("--ffn", default="auto", help="auto | ws1d | ws2d | wg-x | wg-xy | wg-xyz "
+                                                 "(a mixture of experts: ep-x | ep-xy | ep-xyz)")
     p.add_argument("--attention", default="auto", help="auto | heads | batch")
     p.add_argument("--looped", default="auto", choices=("auto", "yes", "no"),
                    help="weigh plain and Looped CollectiveEinsum schedules (auto), only the "
@@ -149,6 +151,8 @@ def run_plan(args):
                          f"{seconds(r.compute_s)}, weights {seconds(r.weights_s)}, kv "
                          f"{seconds(r.kv_s)}, comm {seconds(r.comm_s)}); "
                          f"{ph.considered} configurations weighed")
+        if ph.experts is not None:  # a mixture of experts: its degree, and why
+            notes += _expert_notes(name, ph)
         if b.padded_heads:
             notes.append(f"{name}: heads padded from {get_model(args.model).H} to "
                          f"{b.padded_heads} so that {b.layout.ffn} splits them over "
@@ -172,6 +176,27 @@ def run_plan(args):
         f"total latency {seconds(p.total_latency_s)}, MFU {p.mfu:.0%}, "
         f"fits {'yes' if p.fits else 'no'}", *notes])
     return p.to_json(), text
+
+
+def _expert_notes(name, ph) -> list[str]:
+    """A mixture of experts' phase: the expert-parallel facts of the choice, why its degree
+    won, and the best configuration at every degree."""
+    x = ph.experts
+    lines = [f"{name} experts: expert-parallel {x['expert_parallel']} x tensor-parallel "
+             f"{x['tensor_parallel']}, {x['experts_per_chip']} experts a chip, capacity "
+             f"{x['capacity']} slots per expert per sequence, "
+             f"{x['experts_touched_per_step']:.1f} experts touched a step (uniform routing), "
+             f"expert all-to-alls {x['all_to_all_bytes_per_chip'] / 2**30:.3g} GiB a chip "
+             f"in {seconds(x['all_to_all_s'])}",
+             f"{name} why: {x['why']}"]
+    for q in ph.per_degree:
+        ep, tp = expert_plan.degrees(q)
+        lines.append(f"  {name} at expert-parallel {ep} x {tp}: {q.layout} on "
+                     f"{mesh_text(q.mesh_shape)}, {seconds(q.latency_s)} (compute "
+                     f"{seconds(q.compute_s)}, weights {seconds(q.weights_s)}, kv "
+                     f"{seconds(q.kv_s)}, comm {seconds(q.comm_s)})"
+                     + ("" if q.fits else f", does not fit: {q.unfit_reason}"))
+    return lines
 
 
 def run_pareto(args):

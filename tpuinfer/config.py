@@ -2,8 +2,10 @@
 
 Letters follow the paper's notation (Pope et al. 2022, arXiv 2211.05102, Section 3.1): E d_model,
 F d_ff, H query heads, K key/value heads (K = 1 is multiquery, K = H multihead, and in between
-grouped-query attention: each K/V head shared by H/K query heads), D d_head, V vocabulary. Counts
-here are the single source that the cost model, the planner, the tests and the book all call.
+grouped-query attention: each K/V head shared by H/K query heads), D d_head, V vocabulary. A
+mixture of experts (`tpuinfer.experts`) adds M routed experts, k of them per token, each a
+feed-forward block of hidden size F, and shared experts of hidden size U. Counts here are the
+single source that the cost model, the planner, the tests and the book all call.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from . import kv_formats, quant, shapes
+from . import experts, kv_formats, quant, shapes
 from .errors import UsageError
 
 
@@ -31,6 +33,14 @@ class ModelConfig:
     mfu_params: float | None = None  # the paper's N in MFU, where it rounds (540e9, 62.5e9)
     # PaLM's input embedding is also its output projection; Llama's are two tables
     tied_embeddings: bool = True
+    # A mixture of experts in place of every feed-forward block (0 experts: a dense model).
+    # F is then each expert's hidden size (Mixtral's intermediate_size, Qwen3's
+    # moe_intermediate_size); the router's top-k weights are renormalised to sum to 1
+    # (Mixtral; Qwen3's norm_topk_prob). Capacity and drops: `tpuinfer.experts`.
+    n_experts: int = 0  # M
+    top_k: int = 0  # k experts per token
+    shared_d_ff: int = 0  # U: hidden size of the shared experts every token goes through
+    capacity_factor: float = 1.25  # slots per expert over its share of a sequence's routes
 
     def __post_init__(self):
         if not 1 <= self.n_kv_heads <= self.n_heads or self.n_heads % self.n_kv_heads:
@@ -40,6 +50,19 @@ class ModelConfig:
                 f"between: grouped-query attention)")
         if self.d_head % 2:
             raise UsageError(f"{self.name}: D={self.d_head} must be even for RoPE")
+        if self.n_experts or self.top_k or self.shared_d_ff:
+            self._check_experts()
+
+    def _check_experts(self):
+        if not 1 <= self.top_k <= self.n_experts:
+            raise UsageError(f"{self.name}: top_k={self.top_k} of n_experts={self.n_experts}; a "
+                             f"mixture of experts routes each token to 1..M experts (a dense "
+                             f"model: n_experts=0, top_k=0, shared_d_ff=0)")
+        if self.parallel_block:
+            raise UsageError(f"{self.name}: a mixture of experts runs in the serial block "
+                             f"(Mixtral, Qwen3); set parallel_block=False")
+        if self.capacity_factor <= 0:
+            raise UsageError(f"{self.name}: capacity_factor={self.capacity_factor} must be > 0")
 
     # Short aliases in the paper's alphabet, so formulas read like the paper's.
     @property
@@ -54,6 +77,10 @@ class ModelConfig:
     def K(self): return self.n_kv_heads
     @property
     def V(self): return self.vocab
+    @property
+    def M(self): return self.n_experts
+    @property
+    def U(self): return self.shared_d_ff
 
     @property
     def multiquery(self) -> bool:
@@ -91,6 +118,31 @@ class ModelConfig:
         return (self.matmul_params() + lookup + self.n_layers * self.norm_params_per_layer()
                 + self.E)
 
+    def expert_params(self) -> int:
+        """One routed expert's parameters in one layer (0 for a dense model)."""
+        if not self.n_experts:
+            return 0
+        return sum(math.prod(shapes.shape(self, n)) for n in shapes.layer_matrices(self)
+                   if n in shapes.EXPERTS) // self.n_experts
+
+    def n_active_params(self) -> int:
+        """The parameters one token uses: all of them but the M − k experts per layer it is not
+        routed to (as model cards count "activated" parameters, the embeddings included).
+        A dense model's are all of them."""
+        idle = self.n_layers * (self.n_experts - self.top_k) * self.expert_params()
+        return self.n_params() - idle
+
+    def active_matmul_params(self) -> int:
+        """The matmul parameters one token multiplies by (`matmul_params` less the experts it
+        is not routed to): its 2·N FLOPs, and the N of a mixture of experts' MFU."""
+        return self.matmul_params() - self.n_layers * (self.n_experts - self.top_k) * \
+            self.expert_params()
+
+    def capacity(self, tokens: int) -> int:
+        """C, the slots each expert keeps per sequence in a step of `tokens` tokens a
+        sequence (`tpuinfer.experts.capacity`)."""
+        return experts.capacity(self, tokens)
+
     def weight_bytes(self, weights: str = "bf16") -> float:
         """Bytes of all parameters in a weight format; int8 adds a bf16 scale per output
         channel of each matrix (norms stay bf16)."""
@@ -98,12 +150,15 @@ class ModelConfig:
 
     # ---- compute ------------------------------------------------------------------------
     def flops_per_token(self) -> float:
-        """2·N FLOPs per token: only the weight matmuls count (the paper's Section 2)."""
-        return 2.0 * self.matmul_params()
+        """2·N FLOPs per token: only the weight matmuls count (the paper's Section 2); a
+        mixture of experts' N counts only the k experts a token is routed to."""
+        return 2.0 * self.active_matmul_params()
 
     def mfu_flops_per_token(self) -> float:
-        """The FLOPs the paper's MFU figures assume (its rounded N where it gives one)."""
-        return 2.0 * (self.mfu_params if self.mfu_params is not None else self.matmul_params())
+        """The FLOPs the paper's MFU figures assume (its rounded N where it gives one; a
+        mixture of experts' active N)."""
+        return 2.0 * (self.mfu_params if self.mfu_params is not None
+                      else self.active_matmul_params())
 
     def attention_flops(self, batch: int, tokens: int, context: int,
                         heads: int | None = None) -> float:
@@ -191,6 +246,46 @@ MODELS: dict[str, ModelConfig] = {
     # intermediate, heads, key/value heads, layers, vocab_size, tie_word_embeddings false).
     "qwen2.5-7b": _llama("qwen2.5-7b", 28, 3584, 18944, 28, kv=4, vocab=152_064),
     "qwen2.5-72b": _llama("qwen2.5-72b", 80, 8192, 29568, 64, vocab=152_064),
+    # ---- mixtures of experts (`tpuinfer.experts`; the layouts ep-x, ep-xy, ep-xyz) ----------
+    # tiny-moe: a serial block with multiquery attention, 256 experts (as DeepSeek-V3 has), 2
+    # per token, and a shared expert: 256 experts so that ep-xyz holds one on each chip of the
+    # full 4x8x8 mesh; E = H = 64 and F = U = 128 so that ep-x splits them over its 64 chips
+    # of y·z with two columns of F each (with one, XLA turns the down-projection into a
+    # multiply that its FLOP count prices at half a matmul's), and no larger, since a step's
+    # capacity buffers hold M slots a sequence of E each.
+    "tiny-moe": ModelConfig("tiny-moe", 2, 64, 128, 64, 8, 1, 512, parallel_block=False,
+                            n_experts=256, top_k=2, shared_d_ff=128),
+    # Mixtral 8x7B (Mistral AI): 8 experts, 2 per token, Llama's block otherwise (GQA with 8
+    # K/V heads, untied table of 32,000 rows; sliding-window attention off in this config).
+    # Source: huggingface.co/mistralai/Mixtral-8x7B-v0.1/blob/main/config.json
+    # (hidden_size 4096, intermediate_size 14336, num_hidden_layers 32,
+    # num_attention_heads 32, num_key_value_heads 8, num_local_experts 8,
+    # num_experts_per_tok 2, vocab_size 32000, tie_word_embeddings false; head_dim 4096/32).
+    # Published: 46.7B parameters in total, 12.9B used per token (mistral.ai/news/
+    # mixtral-of-experts; Jiang et al. 2024, arXiv 2401.04088, Section 2: "47B", "13B active").
+    "mixtral-8x7b": ModelConfig("mixtral-8x7b", 32, 4096, 14336, 32, 128, 8, 32_000,
+                                parallel_block=False, tied_embeddings=False, n_experts=8,
+                                top_k=2),
+    # Qwen3 MoE (Alibaba): 128 experts, 8 per token, no shared experts, every layer MoE
+    # (decoder_sparse_step 1, mlp_only_layers []), top-k weights renormalised
+    # (norm_topk_prob true), GQA with 4 K/V heads of 128, untied table of 151,936 rows. QK-norm
+    # (an RMS-norm of 128 on each query and key head, 256 parameters a layer) is left out.
+    # Source: huggingface.co/Qwen/Qwen3-30B-A3B/blob/main/config.json (hidden_size 2048,
+    # moe_intermediate_size 768, num_hidden_layers 48, num_attention_heads 32,
+    # num_key_value_heads 4, head_dim 128, num_experts 128, num_experts_per_tok 8,
+    # vocab_size 151936, tie_word_embeddings false) and Qwen/Qwen3-235B-A22B's (hidden_size
+    # 4096, moe_intermediate_size 1536, num_hidden_layers 94, num_attention_heads 64, the
+    # rest alike). Published on the model cards: 30.5B in total, 3.3B activated (29.9B
+    # without embeddings); 235B in total, 22B activated (234B without embeddings); the
+    # Qwen3 technical report (Yang et al. 2025, arXiv 2505.09388, Table 2) lists the shapes.
+    "qwen3-30b-a3b": ModelConfig("qwen3-30b-a3b", 48, 2048, 768, 32, 128, 4, 151_936,
+                                 parallel_block=False, tied_embeddings=False, n_experts=128,
+                                 top_k=8),
+    "qwen3-235b-a22b": ModelConfig("qwen3-235b-a22b", 94, 4096, 1536, 64, 128, 4, 151_936,
+                                   parallel_block=False, tied_embeddings=False,
+                                   n_experts=128, top_k=8),
+    # Not here: DeepSeek-V3 (and R1), whose attention is multi-head latent attention (a
+    # compressed K/V projection the engine and cost model do not implement).
 }
 
 

@@ -20,7 +20,7 @@ import time
 import jax
 from jax.sharding import PartitionSpec as P
 
-from . import caches, model, placement
+from . import caches, model, moe, placement
 from .config import ModelConfig
 from .layouts import Layout, head
 from .layouts.interface import Ctx
@@ -45,11 +45,12 @@ def _body(ctx: Ctx, dtype, params, tokens_BL, cache, pos):
     # tokens_BL here: [B/|b|, L]; the ends of the step and their collectives: `layouts.head`
     x_BLE = head.embed(ctx, params["embed"], tokens_BL, dtype)
     new_cache = []
-    for w, layer_cache in zip(params["layers"], cache):
-        x_BLE, layer_cache = ctx.ffn.block(ctx, x_BLE, w, layer_cache, pos)
-        new_cache.append(layer_cache)
-    return head.logits(ctx, x_BLE, params["final_norm"], params[output_table(ctx.cfg)]), \
-        new_cache
+    with moe.counting_drops() as dropped:  # a mixture of experts' layers report their drops
+        for w, layer_cache in zip(params["layers"], cache):
+            x_BLE, layer_cache = ctx.ffn.block(ctx, x_BLE, w, layer_cache, pos)
+            new_cache.append(layer_cache)
+    logits = head.logits(ctx, x_BLE, params["final_norm"], params[output_table(ctx.cfg)])
+    return (logits, new_cache) + ((sum(dropped),) if dropped else ())
 
 
 # ---- specs on a mesh, its replicas included --------------------------------------------------
@@ -91,7 +92,8 @@ def cache_specs_on(cfg, layout, mesh, batch: int, kv: str | None = None) -> list
 def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int,
             kv: str | None = None):
     """The jitted sharded step `(params, tokens_BL, cache, pos) -> (logits_B1V, cache)`: the
-    logits of each sequence's last position, and the cache with this step's K/V written.
+    logits of each sequence's last position, and the cache with this step's K/V written; a
+    mixture of experts' also returns its routes dropped per sequence, all layers ([B] int32).
     The cache's spec depends on the batch (attention by batch splits what it divides) and on
     its format `kv` (an int8 cache's scales)."""
     ctx = context(cfg, layout, shape_of(mesh))
@@ -101,7 +103,9 @@ def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int,
         body, mesh=mesh,
         in_specs=(param_specs(cfg, layout, weights, shape_of(mesh)), token_spec_on(layout, mesh),
                   cspecs, P()),
-        out_specs=(logits_spec_on(layout, mesh), cspecs),
+        # (drops per sequence, where it has experts: split as the batch is)
+        out_specs=(logits_spec_on(layout, mesh), cspecs) + (
+            (P(token_spec_on(layout, mesh)[0]),) if cfg.n_experts else ()),
         # Multiquery (and grouped-query) K/V under attention by heads are computed
         # identically on every chip of the heads axes they do not split over and cached
         # replicated; the varying-axes check cannot see through the all-gather that makes
@@ -116,7 +120,9 @@ def reference_step_fn(cfg: ModelConfig, weights: str):
     dtype = activation_dtype(weights)
 
     def step(params, tokens_BL, cache, pos):
-        return model.forward(params, cfg, tokens_BL, cache, pos, dtype, last_only=True)
+        with moe.counting_drops() as dropped:  # a mixture of experts' drops, an output
+            out = model.forward(params, cfg, tokens_BL, cache, pos, dtype, last_only=True)
+        return out + ((sum(dropped),) if dropped else ())
 
     return jax.jit(step, donate_argnums=(2,))
 

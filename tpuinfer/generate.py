@@ -35,6 +35,9 @@ class Generation:
     step_logits: np.ndarray  # [B, steps, V] logits each generated token was sampled from
     cache: list = field(repr=False)  # the final KV cache (global arrays)
     timings: dict = field(default_factory=dict)  # per phase: compile_s, step_s (median), steps
+    # a mixture of experts: per phase, the routes each sequence had dropped over capacity,
+    # all layers and steps ({"prefill": [B], "decode": [B]}); None for a dense model
+    dropped: dict | None = None
 
 
 def to_host(x) -> np.ndarray:
@@ -96,7 +99,7 @@ class _Phase:
 
     def __init__(self, name, cfg, layout, mesh, weights):
         self.name, self.cfg, self.layout, self.mesh, self.weights = name, cfg, layout, mesh, weights
-        self.compile_s, self.step_s = 0.0, []
+        self.compile_s, self.step_s, self.dropped = 0.0, [], []
 
     def __call__(self, params, tokens_BL, cache, pos):
         pos = jnp.int32(pos)
@@ -104,10 +107,14 @@ class _Phase:
                                               params, tokens_BL, cache, pos)
         self.compile_s += compile_s
         t0 = time.perf_counter()
-        logits_B1V, cache = exe(params, tokens_BL, cache, pos)
+        logits_B1V, cache, *dropped_B = exe(params, tokens_BL, cache, pos)
         jax.block_until_ready((logits_B1V, cache))
         self.step_s.append(time.perf_counter() - t0)
+        self.dropped += dropped_B  # a mixture of experts' routes over capacity
         return logits_B1V, cache
+
+    def dropped_per_sequence(self, batch: int) -> np.ndarray:
+        return sum((to_host(d) for d in self.dropped), np.zeros(batch, np.int32))
 
     def timing(self):
         return {"layout": str(self.layout) if self.mesh is not None else "reference",
@@ -180,8 +187,9 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
         logits_B1V, cache = dec(params, next_B1, cache, L + t)
         last_BV = logits_B1V[:, -1]
     timings = {"prefill": pre.timing(), "decode": dec.timing()}
+    dropped = {p.name: p.dropped_per_sequence(B) for p in (pre, dec)} if cfg.n_experts else None
     return Generation(tokens=np.stack(tokens, 1) if tokens else np.zeros((B, 0), np.int32),
                       prefill_logits=prefill_logits,
                       step_logits=np.stack(step_logits, 1) if step_logits else
                       np.zeros((B, 0, cfg.V), np.float32),
-                      cache=cache, timings=timings)
+                      cache=cache, timings=timings, dropped=dropped)

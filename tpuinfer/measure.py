@@ -28,7 +28,10 @@ Units and names are the cost model's (`tpuinfer.terms`), so the two sides compar
   the cache's format: `kv`);
 - `time_s`: measured, the median step; predicted, the cost model on the `host` profile that
   `tpuinfer calibrate` writes (None until it has run), with the TPU v4 prediction beside it,
-  labelled as such.
+  labelled as such;
+- a mixture of experts: the prediction is of the compiled program, every local expert over its
+  whole capacity buffer (`step_terms(..., experts="all")`); `dropped` is the routes the last
+  timed run dropped over capacity, every sequence and layer (None when nothing ran).
 
 One thing of the emulated machine is modelled here, not in the layouts: XLA:CPU has no bf16
 or fp8 collectives; it widens every bf16 collective to f32 and every fp8 one to f16 (a convert
@@ -167,6 +170,9 @@ class Measurement:
     compiler_flops: float | None = None
     kv: str = "f32"  # the KV cache's format (`tpuinfer.kv_formats`)
     replicas: int = 1  # data-parallel replicas: `mesh_shape` is one's, `batch` all of theirs
+    # a mixture of experts: routes the last timed run dropped over capacity (None: dense, or
+    # nothing ran)
+    dropped: int | None = None
 
     @property
     def runs(self) -> int:
@@ -210,7 +216,8 @@ class Measurement:
                     "spread": self.spread, "compile_s": self.compile_s,
                     "memory": dataclasses.asdict(self.memory),
                     "compiler_flops": self.compiler_flops},
-                "flags": sorted(f.value for f in self.flags)}
+                "flags": sorted(f.value for f in self.flags)} | (
+                    {"dropped_routes": self.dropped} if self.dropped is not None else {})
 
 
 def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefill",
@@ -262,14 +269,15 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     progress(0, repeats + 1, "compiling")
     exe, compile_s = engine.compiled_step(cfg, layout, mesh, weights, placed, tokens_BL,
                                           cache, pos)
+    drops = []  # a mixture of experts': each run's routes over capacity
     times = _time(exe, placed, tokens_BL, cache, pos, repeats, budget_s, progress, warmup_s,
-                  STABLE_RUNS if min_runs is None else min_runs) if repeats else []
+                  STABLE_RUNS if min_runs is None else min_runs, drops) if repeats else []
 
     backend = mesh.devices.flat[0].platform
     act = jnp.dtype(activation_dtype(weights)).itemsize
     kv_name = kv_format(kv, act).name
     terms = step_terms(cfg, layout, shape, batch=per_replica, tokens=tokens, context=context,
-                       weights=weights, act_bytes=act, kv=kv_name)
+                       weights=weights, act_bytes=act, kv=kv_name, experts="all")
     compiled, matmuls, memory, compiler_flops = _read(exe, mesh.size)
     full_shape = tuple(mesh.shape[a] for a in mesh.axis_names)
 
@@ -299,7 +307,8 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
         {Flag.FLOPS_MISREAD} if hlo.flops_disagree(matmuls, compiler_flops) else set())
     return Measurement(cfg.name, shape, layout, phase, batch, tokens, context, weights, backend,
                        predicted, measured, terms, compiled, memory, tuple(times), compile_s,
-                       tpu_time, flags, compiler_flops, kv_name, replicas)
+                       tpu_time, flags, compiler_flops, kv_name, replicas,
+                       int(np.sum(np.asarray(drops[-1]))) if drops else None)
 
 
 def cache_bytes_per_device(exe, cache) -> int:
@@ -404,24 +413,26 @@ def spread(times) -> float | None:
 
 def _time(exe, params, tokens_BL, cache, pos, repeats, budget_s=None,
           progress=lambda done, total, what: None, warmup_s=0.0,
-          min_runs=STABLE_RUNS) -> list[float]:
+          min_runs=STABLE_RUNS, drops=None) -> list[float]:
     """Seconds per step: warm-up runs (one, unless an earlier measurement ran this very
     executable; more until `warmup_s` has passed), then up to `repeats` runs, each blocking on
     every output, until the last STABLE_RUNS agree (once `min_runs` have run) or `budget_s` is
     spent. The step donates its cache, so each run feeds the cache the previous one
-    returned."""
+    returned. A mixture of experts' step also returns its drops: each run's go to `drops`."""
+    drops = [] if drops is None else drops
     t_warm = time.perf_counter()
     while exe not in _RAN or time.perf_counter() - t_warm < warmup_s:
-        logits, cache = exe(params, tokens_BL, cache, pos)
+        logits, cache, *dropped = exe(params, tokens_BL, cache, pos)
         jax.block_until_ready((logits, cache))
         _RAN.add(exe)
     times = []
     for k in range(repeats):
         progress(k + 1, repeats + 1, f"running step {k + 1} of at most {repeats}")
         t0 = time.perf_counter()
-        logits, cache = exe(params, tokens_BL, cache, pos)
+        logits, cache, *dropped = exe(params, tokens_BL, cache, pos)
         jax.block_until_ready((logits, cache))
         times.append(time.perf_counter() - t0)
+        drops += dropped
         last = times[-STABLE_RUNS:]
         if len(times) >= min_runs and len(last) == STABLE_RUNS and spread(last) <= STABLE_SPREAD:
             break

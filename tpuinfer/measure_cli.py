@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 from .cli import add_json_flag
+from .config import get_model
 from .kv_formats import KV_FORMATS
-from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
+from .layouts import ATTENTION_LAYOUTS, EXPERT_LAYOUTS, FFN_LAYOUTS, Layout
 from .measure import measure
 from .mesh import EmulationError, emulate, make_mesh, parse_shape
 from .quant import WEIGHT_FORMATS
@@ -18,7 +19,8 @@ def register(sub) -> None:
                                        "memory beside the cost model's prediction")
     p.add_argument("--model", default="tiny")
     p.add_argument("--mesh", default="4x8x8", help="XxYxZ emulated devices, e.g. 4x8x8")
-    p.add_argument("--ffn", default="ws2d", choices=FFN_LAYOUTS)
+    p.add_argument("--ffn", default=None, choices=FFN_LAYOUTS + EXPERT_LAYOUTS,
+                   help="feed-forward layout (default: ws2d; ep-x for a mixture of experts)")
     p.add_argument("--attention", default="heads", choices=ATTENTION_LAYOUTS)
     p.add_argument("--phase", default="prefill", choices=("prefill", "decode"))
     p.add_argument("--batch", type=int, required=True)
@@ -49,7 +51,8 @@ def run(args):
         emulate(math.prod(shape))
     except EmulationError:
         pass  # already running (a notebook, a test session): make_mesh says if it is too few
-    layout = Layout(args.ffn, args.attention, looped=args.looped or args.bidirectional,
+    ffn = args.ffn or ("ep-x" if get_model(args.model).n_experts else "ws2d")
+    layout = Layout(ffn, args.attention, looped=args.looped or args.bidirectional,
                     bidirectional=args.bidirectional)
     m = measure(args.model, make_mesh(shape), layout,
                 phase=args.phase, batch=args.batch, tokens=args.tokens, context=args.context,
@@ -79,5 +82,7 @@ def text(m) -> str:
             f" (median of {m.runs}, spread {m.spread:.0%})" if m.spread is not None else "")],
         ["time (TPU v4, predicted)", seconds(m.tpu_time_s), ""],  # "-": fp8 weights
     ]
+    if m.dropped is not None:  # a mixture of experts: what the capacity cost this step
+        rows.append(["routes dropped over capacity (last run)", "", f"{m.dropped:,}"])
     body = table(["collective(axes), bytes per device", "predicted", "measured"], rows, "lrr")
     return "\n".join([head, body] + [f"note: {n}" for n in measurement_notes(m)])

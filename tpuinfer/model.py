@@ -1,7 +1,8 @@
 """The reference model: plain, unsharded JAX. The truth every layout is checked against.
 
 A PaLM parallel block (one RMS-norm feeding attention and a SwiGLU feed-forward, summed into the
-residual) or, for MT-NLG, a serial block; multiquery (K = 1), grouped-query or multihead
+residual) or, for MT-NLG, a serial block; in place of the feed-forward, a mixture of experts
+(`tpuinfer.moe`: Mixtral, Qwen3); multiquery (K = 1), grouped-query or multihead
 attention; RoPE; no biases; the input embedding shared with the output projection (PaLM) or an
 output table of its own (`unembed`, Llama); a KV cache in the activation dtype, bf16, int8 with
 a scale per token and head, or fp8 (`tpuinfer.kv_formats`).
@@ -19,7 +20,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from . import kv_formats
+from . import kv_formats, moe
 from .config import ModelConfig
 from .quant import QWeight, quantize
 from .shapes import CONTRACT, output_table, param_shapes
@@ -272,9 +273,37 @@ def _attention(cfg, w, h_BLE, cache, pos):
 
 
 def _ffn(cfg, w, h_BLE):
+    if cfg.n_experts:
+        return _mixture(cfg, w, h_BLE)
     gate_BLF = mm("BLE,EF->BLF", h_BLE, w["w_gate"]) if cfg.gated_ffn else None
     up_BLF = mm("BLE,EF->BLF", h_BLE, w["w_up"])
     return mm("BLF,FE->BLE", ffn_act(cfg, gate_BLF, up_BLF), w["w_down"])
+
+
+def _mixture(cfg, w, h_BLE):
+    """The mixture of experts in the reference: every expert on this device (`tpuinfer.moe`'s
+    steps 1 to 4), plus the shared experts."""
+    r = moe.route(cfg, w["w_router"], h_BLE)
+    moe.record_drops(r)
+    out_BLE = moe.combine(experts(cfg, w, moe.dispatch(h_BLE, r, cfg.n_experts)), r)
+    return out_BLE + shared_experts(cfg, w, h_BLE) if cfg.shared_d_ff else out_BLE
+
+
+def experts(cfg, w, x_BMCE):
+    """Step 3: each expert (as many as `w` holds) on its slots, [B, M, C, E] -> [B, M, C, E]
+    (a layout's F split: partial sums over it)."""
+    gate_BMCF = moe.expert_mm("BMCE,MEF->BMCF", x_BMCE, w["w_expert_gate"]) \
+        if cfg.gated_ffn else None
+    up_BMCF = moe.expert_mm("BMCE,MEF->BMCF", x_BMCE, w["w_expert_up"])
+    return moe.expert_mm("BMCF,MFE->BMCE", ffn_act(cfg, gate_BMCF, up_BMCF),
+                         w["w_expert_down"])
+
+
+def shared_experts(cfg, w, h_BLE):
+    """The shared experts every token goes through: one feed-forward block of hidden size U."""
+    gate_BLU = mm("BLE,EU->BLU", h_BLE, w["w_shared_gate"]) if cfg.gated_ffn else None
+    up_BLU = mm("BLE,EU->BLU", h_BLE, w["w_shared_up"])
+    return mm("BLU,UE->BLE", ffn_act(cfg, gate_BLU, up_BLU), w["w_shared_down"])
 
 
 def forward(params, cfg: ModelConfig, tokens_BL, cache, pos, dtype=jnp.float32,

@@ -32,6 +32,11 @@ top level (what was asked: "auto" or a count) and in each phase (what that phase
 The KV cache's format (`kv`: "bf16", "int8", "fp8", `tpuinfer.kv_formats`) sets the bytes it
 holds and each decode step reads; fp8 weights are priced only on chips with an fp8 matmul
 (`hardware.require_fp8`).
+
+A mixture of experts is planned over its expert-parallel layouts (ep-x, ep-xy, ep-xyz; plain
+schedule) on every mesh, which together weigh every expert-parallel degree against tensor
+parallelism; each phase's plan also carries the best configuration at every degree and a
+sentence on why its degree won (`tpuinfer.expert_plan`).
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+from . import expert_plan
 from .config import ModelConfig, get_model
 from .errors import LayoutError, UsageError
 from .hardware import (HardwareProfile, check_mesh, chip_counts, get_hardware, mesh_shapes,
@@ -48,7 +54,7 @@ from .hardware import (HardwareProfile, check_mesh, chip_counts, get_hardware, m
 from .kv import (ATTENTION_VARIANTS, kv_bytes_per_chip, max_context,  # noqa: F401
                  variant_config)
 from .kv_formats import check_kv
-from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
+from .layouts import ATTENTION_LAYOUTS, EXPERT_LAYOUTS, FFN_LAYOUTS, Layout
 from .layouts.registry import ATTENTION, FFN
 # a phase priced whole lives in its own module; `planner.phase_estimate` is still asked
 from .phase import PHASES, PhaseEstimate, phase_estimate  # noqa: F401
@@ -64,6 +70,10 @@ class PhasePlan:
     runner_up: PhaseEstimate | None  # the best fitting configuration with another layout
     considered: int  # configurations priced
     rejected: tuple[str, ...]  # why the others were not candidates (distinct reasons)
+    # a mixture of experts: the best configuration at each expert-parallel degree (fitting
+    # where one does), the chosen one's expert facts, and why its degree won; else empty
+    per_degree: tuple[PhaseEstimate, ...] = ()
+    experts: dict | None = None
 
     def to_json(self) -> dict:
         out = self.best.to_json()
@@ -74,13 +84,27 @@ class PhasePlan:
                                 "attention": r.layout.attention, "looped": r.layout.looped,
                                 "bidirectional": r.layout.bidirectional,
                                 "latency_s": r.latency_s, "terms": r.times()}
+        if self.experts is not None:
+            out["experts"] = self.experts | {"per_degree": [
+                {"expert_parallel": ep, "tensor_parallel": tp, "ffn": q.layout.ffn,
+                 "attention": q.layout.attention, "mesh": list(q.mesh_shape),
+                 "latency_s": q.latency_s, "fits": q.fits,
+                 "memory_per_chip_bytes": q.memory_per_chip_bytes, "terms": q.times()}
+                for q in self.per_degree for ep, tp in [expert_plan.degrees(q)]]}
         return out
 
 
 LOOPED = ("auto", "yes", "no")
 
 
-def _layouts(ffn: str, attention: str, looped: str = "auto") -> list[Layout]:
+def _layouts(ffn: str, attention: str, looped: str = "auto", cfg=None) -> list[Layout]:
+    """The layouts a plan weighs: a mixture of experts' are the expert-parallel ones (`cfg`),
+    which have no looped schedule."""
+    if cfg is not None and cfg.n_experts:
+        ffns = EXPERT_LAYOUTS if ffn == "auto" else (ffn,)
+        attns = sorted(ATTENTION_LAYOUTS, key=_attention_rank) if attention == "auto" \
+            else (attention,)
+        return [Layout(f, a) for f, a in itertools.product(ffns, attns)]
     ffns = FFN_LAYOUTS if ffn == "auto" else (ffn,)
     # the preferred attention layout first, so that an exact tie (wg-xyz runs one program
     # under both) keeps the name `_preference` gives it in the Pareto sweep too
@@ -101,7 +125,7 @@ def candidates(cfg, hw, chips, phase, *, ffn="auto", attention="auto", looped="a
     sharding). Any other exception is a bug and propagates."""
     for r in replicas:
         meshes = [tuple(mesh)] if mesh is not None else mesh_shapes(hw, chips // r)
-        for m, layout in itertools.product(meshes, _layouts(ffn, attention, looped)):
+        for m, layout in itertools.product(meshes, _layouts(ffn, attention, looped, cfg)):
             try:
                 yield layout, m, phase_estimate(cfg, layout, m, phase, hardware=hw,
                                                 replicas=r, **request)
@@ -150,7 +174,12 @@ def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
     best = priced[0]
     runner = next((p for p in priced[1:] if (p.layout.ffn, p.layout.attention)
                    != (best.layout.ffn, best.layout.attention)), None)
-    return PhasePlan(best, runner, considered, tuple(dict.fromkeys(reasons)))
+    if not cfg.n_experts:
+        return PhasePlan(best, runner, considered, tuple(dict.fromkeys(reasons)))
+    per_degree = expert_plan.best_per_degree(priced, unfit)
+    return PhasePlan(best, runner, considered, tuple(dict.fromkeys(reasons)),
+                     tuple(per_degree.values()),
+                     expert_plan.summary(cfg, best) | {"why": expert_plan.why(best, per_degree)})
 
 
 def _nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit) -> str:
@@ -298,9 +327,10 @@ def _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention
     if input_len == 0 and gen_len == 0:
         raise UsageError("nothing to run: input_len and gen_len are both 0; give input tokens "
                          "to prefill or tokens to generate")
-    if ffn != "auto" and ffn not in FFN_LAYOUTS:
+    if ffn != "auto" and ffn not in FFN_LAYOUTS + EXPERT_LAYOUTS:
         raise UsageError(f"unknown ffn layout {ffn!r}; choose auto or one of "
-                         f"{', '.join(FFN_LAYOUTS)}")
+                         f"{', '.join(FFN_LAYOUTS)} (a mixture of experts: "
+                         f"{', '.join(EXPERT_LAYOUTS)})")
     if attention != "auto" and attention not in ATTENTION_LAYOUTS:
         raise UsageError(f"unknown attention layout {attention!r}; choose auto or one of "
                          f"{', '.join(ATTENTION_LAYOUTS)}")
@@ -344,7 +374,7 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
             for r in _pareto_replicas(hw, n, b, replicas)
             if r * cfg.weight_bytes(weights) / n <= hw.hbm_bytes
             for m in mesh_shapes(hw, n // r)]
-    layouts = _layouts(ffn, attention, looped)
+    layouts = _layouts(ffn, attention, looped, cfg)
     total = len(work) * len(layouts)
     points = {"prefill": [], "decode": []}
     request = dict(input_len=input_len, history_len=history_len, gen_len=gen_len,

@@ -2,8 +2,9 @@
 
 Each weight matrix is named by its dimensions in the paper's letters (Pope et al. 2022, arXiv
 2211.05102, Section 3.1: E d_model, F d_ff, H query heads, K key/value heads, D d_head, V
-vocabulary) and by the dimensions its matmul contracts; the rest are its output channels, one
-int8 scale each. Parameter shapes (`param_shapes`), parameter counts (`ModelConfig`), int8 scales
+vocabulary; for a mixture of experts, `tpuinfer.experts`: M routed experts, F each one's hidden
+size, U the shared experts' hidden size) and by the dimensions its matmul contracts; the rest
+are its output channels, one int8 scale each. Parameter shapes (`param_shapes`), parameter counts (`ModelConfig`), int8 scales
 and their specs (`tpuinfer.quant`) all derive from `MATRICES`; nothing else lists them.
 
 This module imports nothing of tpuinfer, so `config` and `quant` can both build on it.
@@ -17,9 +18,19 @@ import math
 # stored as the embedding is.
 MATRICES = {"w_q": ("EHD", (0,)), "w_k": ("EKD", (0,)), "w_v": ("EKD", (0,)),
             "w_o": ("HDE", (0, 1)), "w_gate": ("EF", (0,)), "w_up": ("EF", (0,)),
-            "w_down": ("FE", (0,)), "embed": ("VE", (1,)), "unembed": ("VE", (1,))}
+            "w_down": ("FE", (0,)), "embed": ("VE", (1,)), "unembed": ("VE", (1,)),
+            # a mixture of experts in place of the feed-forward: the router, M experts (each a
+            # SwiGLU or GELU block of hidden size F, its own output channels scaled), and the
+            # shared experts every token goes through, one block of hidden size U
+            "w_router": ("EM", (0,)), "w_expert_gate": ("MEF", (1,)),
+            "w_expert_up": ("MEF", (1,)), "w_expert_down": ("MFE", (1,)),
+            "w_shared_gate": ("EU", (0,)), "w_shared_up": ("EU", (0,)),
+            "w_shared_down": ("UE", (0,))}
 TABLES = ("embed", "unembed")
 ATTENTION = ("w_q", "w_k", "w_v", "w_o")
+DENSE_FFN = ("w_gate", "w_up", "w_down")
+EXPERTS = ("w_expert_gate", "w_expert_up", "w_expert_down")  # one slice per expert (M first)
+SHARED = ("w_shared_gate", "w_shared_up", "w_shared_down")
 CONTRACT = {name: contract for name, (_, contract) in MATRICES.items()}
 
 
@@ -37,8 +48,15 @@ def shape(cfg, name: str) -> tuple[int, ...]:
 
 
 def layer_matrices(cfg) -> tuple[str, ...]:
-    """The weight matrices of one layer: SwiGLU has W_gate, a GELU feed-forward does not."""
-    return tuple(n for n in MATRICES if n not in TABLES and (n != "w_gate" or cfg.gated_ffn))
+    """The weight matrices of one layer: SwiGLU has W_gate, a GELU feed-forward does not; a
+    mixture of experts has the router and the experts in place of the feed-forward, and the
+    shared experts where U > 0."""
+    if cfg.n_experts:
+        ffn = ("w_router",) + EXPERTS + (SHARED if cfg.shared_d_ff else ())
+    else:
+        ffn = DENSE_FFN
+    return tuple(n for n in MATRICES if (n in ATTENTION or n in ffn)
+                 and (not n.endswith("_gate") or cfg.gated_ffn))
 
 
 def layer_norms(cfg) -> tuple[str, ...]:

@@ -40,7 +40,9 @@ class CrossoverExplorer(Explorer):
             "chips": dropdown("chips", [(f"{n} ({format_shape(s)})", n)
                                         for n, s in PAPER_MESHES.items()], chips,
                               "chip count, on the mesh the paper used for it"),
-            "model": dropdown("model", list(MODELS), model),
+            # the dense models: the feed-forward layouts here split a dense block
+            "model": dropdown("model", [m for m, c in MODELS.items() if not c.n_experts],
+                              model),
             "d_model": int_text("d_model (E)", cfg.E, tooltip="model width"),
             "d_ff": int_text("d_ff (F)", cfg.F, tooltip="feed-forward width"),
             "attention": dropdown("attention", ATTENTION_LAYOUTS, attention),

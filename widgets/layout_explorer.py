@@ -66,7 +66,9 @@ class LayoutExplorer(Explorer):
         self.repeats, self.budget_s, self.background = repeats, budget_s, background
         shown = self.layouts[phase]
         c = {
-            "model": dropdown("model", list(MODELS), model),
+            # the dense models: the feed-forward layouts here split a dense block
+            "model": dropdown("model", [m for m, c in MODELS.items() if not c.n_experts],
+                              model),
             "devices": dropdown("devices", counts, devices,
                                 "emulated devices in the mesh (the first ones of all)"),
             "mesh": dropdown("mesh (x×y×z)", _mesh_options(devices), mesh),

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from ..errors import UsageError
 
 FFN_LAYOUTS = ("ws1d", "ws2d", "wg-x", "wg-xy", "wg-xyz")
+# a mixture of experts' layouts, in the `ffn` place: experts over x, x·y or every chip
+EXPERT_LAYOUTS = ("ep-x", "ep-xy", "ep-xyz")
 ATTENTION_LAYOUTS = ("heads", "batch")
 
 
@@ -21,9 +23,10 @@ class Layout:
     bidirectional: bool = False  # looped only: halves travel both ways round the ring
 
     def __post_init__(self):
-        if self.ffn not in FFN_LAYOUTS:
+        if self.ffn not in FFN_LAYOUTS + EXPERT_LAYOUTS:
             raise UsageError(f"unknown feed-forward layout {self.ffn!r}; choose one of "
-                             f"{', '.join(FFN_LAYOUTS)}")
+                             f"{', '.join(FFN_LAYOUTS)} (a mixture of experts: "
+                             f"{', '.join(EXPERT_LAYOUTS)})")
         if self.attention not in ATTENTION_LAYOUTS:
             raise UsageError(f"unknown attention layout {self.attention!r}; choose one of "
                              f"{', '.join(ATTENTION_LAYOUTS)}")

@@ -21,11 +21,14 @@ from ..quant import QUANTIZED, QWeight, scale_spec
 from ..shapes import tables
 from . import _common as c
 from . import attn_batch, attn_heads, head, wg_x, wg_xy, wg_xyz, ws1d, ws2d
+from . import ep_x, ep_xy, ep_xyz
 from .interface import AttentionLayout, Ctx, FfnLayout, Step
-from .layout import Layout
+from .layout import EXPERT_LAYOUTS, Layout
 
 FFN: dict[str, FfnLayout] = {"ws1d": ws1d, "ws2d": ws2d, "wg-x": wg_x, "wg-xy": wg_xy,
-                             "wg-xyz": wg_xyz}
+                             "wg-xyz": wg_xyz,
+                             # a mixture of experts' (the expert-parallel layouts)
+                             "ep-x": ep_x, "ep-xy": ep_xy, "ep-xyz": ep_xyz}
 ATTENTION: dict[str, AttentionLayout] = {"heads": attn_heads, "batch": attn_batch}
 
 
@@ -43,6 +46,10 @@ def step(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int, tokens: int =
 def check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
     """Raise a LayoutError naming the first dimension the mesh does not divide, or a batch
     smaller than its sharding, with what would work instead."""
+    if cfg.n_experts and layout.ffn not in EXPERT_LAYOUTS:
+        raise LayoutError(f"{cfg.name} is a mixture of experts, and {layout.ffn} partitions a "
+                          f"dense feed-forward block; choose an expert-parallel layout: "
+                          f"{', '.join(EXPERT_LAYOUTS)}")
     s = step(cfg, layout, mesh_shape, batch)
     ctx = s.ctx
     ctx.ffn.check(s)
@@ -85,7 +92,7 @@ def pad_heads(cfg: ModelConfig, layout: Layout, mesh_shape) -> ModelConfig:
         return cfg
     kv = {"multiquery": 1, "multihead": heads, "grouped": cfg.K}[cfg.attention_kind]
     return cfg.replace(n_heads=heads, n_kv_heads=kv,
-                       mfu_params=cfg.mfu_params or cfg.matmul_params())
+                       mfu_params=cfg.mfu_params or cfg.active_matmul_params())
 
 
 # ---- specs ----------------------------------------------------------------------------------

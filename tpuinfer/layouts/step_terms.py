@@ -7,6 +7,13 @@ layout's `per_chip()` and the model's `attention_flops`. FLOPs, weight bytes and
 follow from the partition specs themselves: a chip's weight matmuls read exactly its
 (gathered) shard of each matrix, for each of its tokens; its cache is its shard of the
 cache spec, in its KV format (`tpuinfer.kv_formats`: an int8 cache's scales included).
+
+A mixture of experts' experts are multiplied not by a chip's tokens but by the slots of its
+experts' capacity buffers, B·C each (`tpuinfer.experts`). Two readings of them: `experts=
+"touched"` (the default, what the cost model prices), a grouped matmul that skips an expert
+whose buffer holds no token, so that weights and FLOPs scale with the expected fraction of
+experts touched, M·(1 − (1 − k/M)^(B·L)) of M; `experts="all"`, the compiled einsum that
+reads every local expert (what `measure` compares against the compiled step).
 """
 from __future__ import annotations
 
@@ -15,14 +22,15 @@ import math
 from typing import NamedTuple
 
 from ..config import ModelConfig
+from ..experts import touched_fraction
 from ..kv_formats import resolve as kv_format
 from ..model import QUERY_BLOCK
-from ..shapes import CONTRACT, is_matrix, output_table, param_shapes
+from ..shapes import CONTRACT, EXPERTS, is_matrix, output_table, param_shapes
 from ..quant import check_format, stored_arrays
 from ..errors import UsageError
 from ..terms import StepTerms
 from . import _common as c
-from . import head
+from . import _experts, head
 from .interface import Step
 from .layout import Layout
 from .registry import cache_bytes_per_chip, check, param_specs
@@ -40,6 +48,11 @@ class _Weights(NamedTuple):
     layer_relayout: float  # bytes of the gathered weights copied into place, all layers
     layer_io: float  # activation elements per row the layers' matmuls read and write
     table_io: float  # and the output projection's
+    # a mixture of experts' experts, apart from the rest (0 for a dense model): their bytes
+    # (read whole when their expert is), matrix elements, and activation elements per slot
+    expert_read: float = 0.0
+    expert_elements: float = 0.0
+    expert_io: float = 0.0
 
 
 @functools.lru_cache(maxsize=2048)
@@ -59,6 +72,7 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
     stored = layer_read = table_read = layer_elements = table_elements = layer_gathered = 0.0
     layer_relayout = 0.0
     layer_io = table_io = 0.0
+    expert_read = expert_elements = expert_io = 0.0
     for name, shape, spec, times in named:
         for label, arr_shape, arr_spec, nbytes in stored_arrays(name, shape, spec, weights):
             g = c.gathered_axes(arr_spec, gather, mesh_shape)
@@ -68,6 +82,12 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
             stored += held * nbytes
             if name == "embed" and name != table:
                 continue  # an untied lookup table: stored; a step reads only its tokens' rows
+            if name in EXPERTS:  # multiplied by its slots, not by the chip's tokens
+                expert_read += used * nbytes
+                if label == name:  # [M_local, in, out]: a slot reads `in`, writes `out`
+                    expert_elements += used
+                    expert_io += times * local[0] * (local[1] + local[2])
+                continue
             if label == name and is_matrix(name):  # the matrix itself, not its int8 scales
                 k = math.prod(local[i] for i in CONTRACT[name])
                 io = k + math.prod(local) // k  # what one row reads plus what it writes
@@ -89,20 +109,25 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
             if label == name and "norm" not in name:
                 layer_elements += used
     return _Weights(stored, layer_read, table_read, layer_elements, table_elements,
-                    layer_gathered, layer_relayout, layer_io, table_io)
+                    layer_gathered, layer_relayout, layer_io, table_io, expert_read,
+                    expert_elements, expert_io)
 
 
 def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, tokens: int,
                context: int, weights: str = "bf16", act_bytes: float = 2,
-               kv: str | None = None) -> StepTerms:
+               kv: str | None = None, experts: str = "touched") -> StepTerms:
     """Per-chip terms of one step: a prefill of `tokens` tokens per sequence, or a decode step
     (tokens=1), attending over a KV cache of `context` positions (history + this step's).
     `act_bytes`: 2 for bf16 activations on real hardware; 4 for the f32 emulated engine.
     `kv`: the cache's format, "bf16", "int8" or "fp8" (None: the activations' dtype), which
     sets the KV bytes stored and read; the keys and values the layouts move are activations,
-    whatever the cache holds."""
+    whatever the cache holds. `experts` (a mixture of experts): "touched" or "all" (the module
+    docstring)."""
     check_format(weights)
     kv_fmt = kv_format(kv, act_bytes)
+    if experts not in ("touched", "all"):
+        raise UsageError(f"experts={experts!r}; choose 'touched' (a grouped matmul skips idle "
+                         f"experts) or 'all' (every local expert read, as compiled)")
     mesh_shape = tuple(mesh_shape)
     if tokens < 1 or context < tokens:
         raise UsageError(f"a step needs tokens >= 1 and context >= tokens, got tokens={tokens}, "
@@ -117,20 +142,27 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     # Score and value matmuls over the whole cache of `context` positions, for the
     # (sequences, heads) the attention layout gives each chip.
     att_b, att_h = step.ctx.attention.per_chip(step)
+    # a mixture of experts: each local expert multiplies its B·C slots, if it is read at all
+    slots = batch * cfg.capacity(tokens) if cfg.n_experts else 0
+    touched = touched_fraction(cfg, batch * tokens) if experts == "touched" else 1.0
+    expert_read = touched * w.expert_read
 
     return StepTerms(
         # every token goes through every layer; only the last position is projected to logits
-        flops=2.0 * rows * w.layer_elements + 2.0 * seqs * w.table_elements,
+        flops=2.0 * rows * w.layer_elements + 2.0 * seqs * w.table_elements
+        + 2.0 * slots * touched * w.expert_elements,
         attention_flops=cfg.attention_flops(att_b, tokens, context, heads=att_h),
-        weight_bytes=w.layer_read + w.table_read, kv_bytes=kv_bytes,
+        weight_bytes=w.layer_read + w.table_read + expert_read, kv_bytes=kv_bytes,
         stored_weight_bytes=w.stored, stored_kv_bytes=kv_bytes,
-        activation_bytes=_largest_activation(step, att_b, att_h, context),
+        activation_bytes=max(_largest_activation(step, att_b, att_h, context),
+                             _experts.buffer_bytes(step) if cfg.n_experts else 0.0),
         collectives=_collectives(step),
         gathered_weight_bytes=w.layer_gathered,  # one layer's gathered weights at a time
-        activation_traffic_bytes=(rows * w.layer_io + seqs * w.table_io) * act_bytes,
-        # the layers' matmuls have `rows` rows, the output projection `seqs`
+        activation_traffic_bytes=(rows * w.layer_io + seqs * w.table_io
+                                  + slots * touched * w.expert_io) * act_bytes,
+        # the layers' matmuls have `rows` rows, the output projection `seqs`, experts `slots`
         multirow_weight_bytes=(w.layer_read if rows > 1 else 0.0)
-        + (w.table_read if seqs > 1 else 0.0),
+        + (w.table_read if seqs > 1 else 0.0) + (expert_read if slots > 1 else 0.0),
         # a looped layout multiplies by the chunks as they pass: nothing is gathered in place
         relayout_bytes=0.0 if step.ctx.looped else w.layer_relayout)
 
