@@ -129,6 +129,26 @@ _TPU_V4 = HardwareProfile(
     max_chips=4096,  # source: as max_side
 )
 
+_TPU_V5E = HardwareProfile(
+    name="tpu-v5e",
+    description="TPU v5e, datasheet",
+    peak_flops=197e12,  # source: cloud.google.com/tpu/docs/v5e (peak bf16 per chip)
+    hbm_bytes=16e9,  # source: cloud.google.com/tpu/docs/v5e (16 GB HBM2)
+    # source: cloud.google.com/tpu/docs/v5e (819 GBps; the jax-ml scaling book's 8.1e11)
+    hbm_bandwidth=819e9,
+    interconnect="torus",  # source: cloud.google.com/tpu/docs/v5e (2D torus)
+    # source: cloud.google.com/tpu/docs/v5e: 400 GB/s bidirectional per chip over 4 links
+    link_bandwidth=400e9 / 4 / 2,
+    hop_latency_s=1e-6,  # source: the TPU v4 figure (no v5e figure is published)
+    torus_dims=2,  # source: cloud.google.com/tpu/docs/v5e (2D slices up to 16x16)
+    max_side=16,  # source: cloud.google.com/tpu/docs/v5e (largest slice 16x16)
+    wrap_unit=16,  # source: jax-ml scaling book, "How to think about TPUs" (wraparound
+    #               only along a full side of 16: "a TPU v5e 8x16 will have a wraparound
+    #               on the longer axis")
+    wrap_each_axis=True,
+    max_chips=256,  # source: cloud.google.com/tpu/docs/v5e (pod of 256 chips)
+)
+
 PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
     _TPU_V4,
     # The datasheet chip with three constants fitted to Table 2 (benchmarks/fit_calibrated.py,
@@ -140,24 +160,15 @@ PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
         link_efficiency=0.6454,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
         hop_latency_s=4.257e-6,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
     ),
-    HardwareProfile(
-        name="tpu-v5e",
-        description="TPU v5e, datasheet",
-        peak_flops=197e12,  # source: cloud.google.com/tpu/docs/v5e (peak bf16 per chip)
-        hbm_bytes=16e9,  # source: cloud.google.com/tpu/docs/v5e (16 GB HBM2)
-        # source: cloud.google.com/tpu/docs/v5e (819 GBps; the jax-ml scaling book's 8.1e11)
-        hbm_bandwidth=819e9,
-        interconnect="torus",  # source: cloud.google.com/tpu/docs/v5e (2D torus)
-        # source: cloud.google.com/tpu/docs/v5e: 400 GB/s bidirectional per chip over 4 links
-        link_bandwidth=400e9 / 4 / 2,
-        hop_latency_s=1e-6,  # source: the TPU v4 figure (no v5e figure is published)
-        torus_dims=2,  # source: cloud.google.com/tpu/docs/v5e (2D slices up to 16x16)
-        max_side=16,  # source: cloud.google.com/tpu/docs/v5e (largest slice 16x16)
-        wrap_unit=16,  # source: jax-ml scaling book, "How to think about TPUs" (wraparound
-        #               only along a full side of 16: "a TPU v5e 8x16 will have a wraparound
-        #               on the longer axis")
-        wrap_each_axis=True,
-        max_chips=256,  # source: cloud.google.com/tpu/docs/v5e (pod of 256 chips)
+    _TPU_V5E,
+    # TPU v5e with three constants fitted to three public Llama 3.1 70B decode steps on a v5e-16
+    # (benchmarks/fit_v5e.py, which prints the fit's residuals and every held-out v5e row).
+    _TPU_V5E.replace(
+        name="tpu-v5e-calibrated",
+        description="TPU v5e with three constants fitted to three jax-llm-examples rows",
+        flops_efficiency=0.5,  # source: benchmarks/fit_v5e.py
+        link_efficiency=0.5,  # source: benchmarks/fit_v5e.py
+        hop_latency_s=5e-7,  # source: benchmarks/fit_v5e.py
     ),
     HardwareProfile(
         name="tpu-v6e",
@@ -220,6 +231,14 @@ PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
         max_chips=4096,
     ),
 ]}
+# An H100 with named constants fitted to public Llama 3 70B serving measurements
+# (benchmarks/fit_h100.py, which prints the fit's residuals and every held-out H100 row).
+PROFILES["h100-calibrated"] = PROFILES["h100-sxm"].replace(
+    name="h100-calibrated",
+    description="H100 SXM with constants fitted to NVIDIA's published Llama 3 70B rows",
+    hbm_efficiency=0.6,  # source: benchmarks/fit_h100.py
+    flops_efficiency=0.5,  # source: benchmarks/fit_h100.py
+)
 
 # ---- the host profile ---------------------------------------------------------------------
 def host_profile_path() -> Path:
