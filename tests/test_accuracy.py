@@ -63,7 +63,6 @@ def _script(path):
     return module
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(FITS))
 def test_calibrated_constants_are_the_fits_least_squares(name):
     """The profile's constants are where its fit script lands: each fitted row within 3%, and

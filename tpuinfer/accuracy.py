@@ -101,20 +101,33 @@ def predict(row: Row, hardware) -> float:
     """The cost model's value of the row's metric on `hardware`, in the row's unit."""
     c, m = row.config, row.metric
     if m == "itl_s":
-        mean = c["input_len"] + c["gen_len"] // 2
-        step = _plan(c, hardware, input_len=0, history_len=mean, gen_len=1).decode.best
-        prefill = _plan(c, hardware, batch=1, gen_len=0).prefill.best
+        step, prefill = phases(row, hardware)
         return step.latency_s + c["batch"] / c["gen_len"] * prefill.latency_s
     if m == "serial_slowdown":
-        serial = get_model(c["model"]).replace(parallel_block=False)
-        return (_plan({**c, "model": serial}, hardware).decode.best.latency_s
-                / _plan(c, hardware).decode.best.latency_s)
+        serial, parallel = phases(row, hardware)
+        return serial.latency_s / parallel.latency_s
     p = _plan(c, hardware)
     return {"prefill_latency_s": lambda: p.prefill.best.latency_s,
             "decode_latency_s": lambda: p.decode.best.latency_s,
             "decode_step_s": lambda: p.decode.best.per_token_s,
             "total_latency_s": lambda: p.total_latency_s,
             "mfu": lambda: p.mfu}[m]()
+
+
+def phases(row: Row, hardware) -> list:
+    """The priced phases behind a row's prediction (`planner.PhaseEstimate`s, whose named
+    terms say where its time goes): an inter-token latency's decode step and the prefill it
+    waits for; a slowdown's serial and parallel steps; else the request's phases."""
+    c, m = row.config, row.metric
+    if m == "itl_s":
+        mean = c["input_len"] + c["gen_len"] // 2
+        return [_plan(c, hardware, input_len=0, history_len=mean, gen_len=1).decode.best,
+                _plan(c, hardware, batch=1, gen_len=0).prefill.best]
+    if m == "serial_slowdown":
+        serial = get_model(c["model"]).replace(parallel_block=False)
+        return [_plan({**c, "model": serial}, hardware).decode.best,
+                _plan(c, hardware).decode.best]
+    return [phase.best for phase in _plan(c, hardware).phases]
 
 
 def board(profiles: dict | None = None) -> dict:

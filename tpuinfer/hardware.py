@@ -16,8 +16,14 @@ onto its links, so that the cost model can price a collective over any group of 
   bounded by the per-GPU InfiniBand bandwidth between nodes: every ring through it crosses a
   NIC. Beyond one node, GPU counts are whole nodes.
 
-`tpu-v4-calibrated` is the one profile fitted to the paper: the same chip with three named
-constants fitted to Table 2 by `benchmarks/fit_calibrated.py`. Nothing else is tuned.
+Three profiles are calibrated, each its datasheet chip with at most three named constants
+fitted only to the public measurements `tpuinfer/data/measurements.json` names as its fit's
+(`fitted_by`), by a script in `benchmarks/` that prints the fitted rows' residuals and then
+every held-out row: `tpu-v4-calibrated` to the paper's Table 2 (fit_calibrated.py),
+`tpu-v5e-calibrated` to three jax-llm-examples Llama 3.1 70B decode steps (fit_v5e.py),
+`h100-calibrated` to two of NVIDIA's NIM Llama 3 70B rows (fit_h100.py). No profile has a
+fixed cost per layer; nothing else is tuned (`tpuinfer accuracy` prints how far each is from
+every measurement).
 A `host` profile (this machine's emulated mesh) is written by `tpuinfer calibrate` to
 `$TPUINFER_CACHE/host.json` (default `~/.cache/tpuinfer/host.json`) and read from there; its
 sources are the micro-benchmarks of `tpuinfer.calibrate`.
@@ -65,11 +71,12 @@ class HardwareProfile:
     hbm_efficiency: float = 1.0
     link_efficiency: float = 1.0  # achieved fraction of the link bandwidth (collectives' bytes)
     collective_overhead_s: float = 0.0  # fixed cost of launching one collective
-    # How the cost model combines terms on this chip (cost.estimate). Datasheet profiles take
-    # `overlap`, the best schedule the chip allows, so they bound any measurement from below.
+    # How the cost model combines terms on this chip (cost.estimate): every chip profile takes
+    # `overlap`, the rule of what overlaps stated in tpuinfer/cost.py.
     rule: str = "overlap"
-    # Fixed costs of a step beyond its matmuls and collectives: per step and per layer (on a
-    # host profile, per device: the devices take turns on the host's cores).
+    # A host profile's fixed costs of a step beyond its matmuls and collectives, per step and
+    # per layer and device (its devices take turns on the host's cores); 0 on every chip,
+    # whose fixed costs are its collectives' hops and launches (`tpuinfer.cost`).
     device_overhead_s: float = 0.0  # one step's dispatch
     layer_overhead_s: float = 0.0  # one layer's work outside the matmuls and collectives
     # host only (an emulated mesh; peak_flops and hbm_bandwidth are then the whole host's):
