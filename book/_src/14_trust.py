@@ -168,7 +168,7 @@ for r, which in large:
 #   the configuration is the data file's honest reading.
 # - **PaLM 62B's high-throughput decode (+14.5%).** On 8 chips the 2×2×2 slice is three
 #   lines of two: each collective runs over one link, and the looped rings hide almost
-#   nothing (communication 3.8 s of 5.8). The fitted link efficiency (0.65, from 64 chips
+#   nothing (communication 60 ms of a 91 ms step). The fitted link efficiency (0.65, from 64 chips
 #   with rings) is likely too pessimistic for these short lines.
 # - **The two-replica table at 32 sequences a replica (−16%).** The measured step jumps
 #   3.7 ms from 16 to 32 sequences a replica, then 2.8 ms from 32 to 64. No term of the model
