@@ -33,8 +33,11 @@ def source(cell):
     return text(cell["source"])
 
 
-def test_the_book_has_its_thirteen_chapters():
-    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(13)]
+def test_the_book_has_its_chapters():
+    """00 to 12 in order, and 14, how far to trust the model (13 may come between)."""
+    numbers = [p.name[:2] for p in CHAPTERS]
+    assert numbers[:13] == [f"{i:02d}" for i in range(13)] and numbers[-1] == "14"
+    assert set(numbers) <= {f"{i:02d}" for i in range(15)}
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)

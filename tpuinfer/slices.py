@@ -21,8 +21,8 @@ shape can be placed more than one way, the physical axes (in the slice's A <= B 
 fill x first, then y, then z, splitting a physical axis into an inner run and an outer
 stride only where no whole-axis placement exists; the first slice shape that holds it wins. A
 group of chips over some logical axes spans the physical axes under them, and a collective
-over it runs axis by axis (`group_links`). On a GPU cluster the logical mesh numbers GPUs row-major (z fastest), as
-`jax.make_mesh` does, and each run of `node_size` GPUs is a node.
+over it runs axis by axis (`group_links`). On a GPU cluster the logical mesh numbers GPUs
+row-major (z fastest), as `jax.make_mesh` does, and each run of `node_size` GPUs is a node.
 """
 from __future__ import annotations
 
