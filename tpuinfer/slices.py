@@ -136,6 +136,18 @@ def _placements(hw, physical) -> dict:
     return {sides: where for sides, (_, where) in best.items()}
 
 
+def _where(hw, mesh_shape):
+    """`placement`, or for a mesh no slice of the chip holds (the emulated meshes `measure`
+    prices the TPU's time on, 1x1x2 or 3x1x1) its axes as if they were physical ones, with
+    the chip's rule for which wrap. The planner and `check_mesh` take only real slices."""
+    where = placement(hw, mesh_shape)
+    if where is not None:
+        return where
+    rings = _rings(hw, mesh_shape)
+    return tuple(((s, r, 1, i, s),) if s > 1 else () for i, (s, r) in
+                 enumerate(zip(mesh_shape, rings)))
+
+
 # ---- logical meshes -----------------------------------------------------------------------
 def _mesh_allowed(hw, shape) -> bool:
     if hw.interconnect in ("switch", "host"):
@@ -200,10 +212,7 @@ def wrapped_axes(hw, mesh_shape) -> tuple[bool, bool, bool]:
     hw = _hw(hw)
     if hw.interconnect != "torus":
         return (False, False, False)
-    where = placement(hw, tuple(mesh_shape))
-    if where is None:
-        check_mesh(hw, mesh_shape)
-    return tuple(all(p[1] for p in parts) for parts in where)
+    return tuple(all(p[1] for p in parts) for parts in _where(hw, tuple(mesh_shape)))
 
 
 def wraps(hw, mesh_shape) -> bool:
@@ -248,9 +257,7 @@ def _group_links(hw, mesh_shape, axes) -> GroupLinks:
     if k == 1:
         return GroupLinks(1, math.inf, 0.0, 0, 0.0, math.inf)
     if hw.interconnect == "torus":
-        where = placement(hw, mesh_shape)
-        if where is None:
-            check_mesh(hw, mesh_shape)
+        where = _where(hw, mesh_shape)
         return _torus_links(hw, _merged([p for a in axes for p in where[AXES.index(a)]]))
     return _switch_links(hw, mesh_shape, axes, k)
 
