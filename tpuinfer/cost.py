@@ -12,9 +12,9 @@ code they predict; this module only prices them on a chip. Formulas follow Pope 
 - activations_s = the bytes the weight matmuls read and write (`activation_traffic_bytes`)
   / the profile's `activation_bandwidth`; 0 where a profile leaves them out, as the paper
   does and every chip profile here does (a host prices them; see below)
-- each collective (V = its bytes per chip, K its group, W the bandwidth of the links its
-  group uses and h the latency of one hop, both from `slices.group_links`: the physical axes
-  of the slice under the group's mesh axes), per call:
+- each collective (V = its bytes per chip, K its group, W the rate its group's links give it
+  and h the latency of one hop, both from `slices.group_links`: the physical axes of the slice
+  under the group's mesh axes, run one after another), per call:
     all-gather, reduce-scatter   V·(K−1)/K / W              + steps hops
     all-reduce                   2·V·(K−1)/K / W            + 2·steps hops
     all-to-all                   V·a2a_distance / W         + steps hops
