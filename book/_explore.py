@@ -12,7 +12,8 @@ import html
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from tpuinfer import cost, planner, sweeps
+import booktools  # beside this module in book/: chapter 14 draws the same figure
+from tpuinfer import accuracy, cost, planner, sweeps
 from tpuinfer.errors import UsageError
 from tpuinfer.hardware import PAPER_MESHES, mesh_shapes
 from tpuinfer.layouts import FFN_LAYOUTS, Layout
@@ -193,11 +194,10 @@ def planner_choice() -> go.Figure:
         xaxis=dict(title="batch", type="category"), yaxis=dict(title="chips", type="category"))
 
 
-def accuracy() -> go.Figure:
-    """Chapter 14: every public measurement against the model's prediction of it."""
-    import booktools  # beside this module in book/: the chapter draws the same figure
-    from tpuinfer import accuracy as board
-    return booktools.accuracy_figure(board.board())
+def accuracy_board() -> go.Figure:
+    """Chapter 14: every public measurement against the model's prediction of it (the
+    chapter's own figure, from booktools)."""
+    return booktools.accuracy_figure(accuracy.board())
 
 
 FIGURES = (
@@ -207,7 +207,7 @@ FIGURES = (
     ("Prefill MFU by layout", "chapter 5", prefill_mfu),
     ("Context length: the KV cache per chip", "chapter 6", context_length),
     ("The planner's choice", "chapters 7 and 10", planner_choice),
-    ("How far to trust the model", "chapter 14", accuracy),
+    ("How far to trust the model", "chapter 14", accuracy_board),
 )
 
 
