@@ -21,7 +21,6 @@ A row's `metric` says what was measured and how the model prices it:
 from __future__ import annotations
 
 import functools
-import inspect
 import json
 import statistics
 from dataclasses import dataclass, field
@@ -85,16 +84,8 @@ def _plan(c: dict, hardware, **changes):
     fixed = {k: c[k] for k in ("ffn", "attention", "looped", "kv", "replicas") if k in c}
     if c.get("mesh"):
         fixed["mesh"] = tuple(c["mesh"])
-    # TODO(issue-32 merge): drop this shim; until then one replica is priced on its own chips
-    if "replicas" not in _PLAN_ARGS and fixed.pop("replicas", 1) > 1:
-        c = {**c, "chips": c["chips"] // c["replicas"], "batch": c["batch"] // c["replicas"]}
-    if "kv" not in _PLAN_ARGS:
-        fixed.pop("kv", None)
     return plan(c["model"], hardware, c["chips"], c["batch"], c["input_len"],
                 c.get("history_len", 0), c["gen_len"], c["weights"], **fixed)
-
-
-_PLAN_ARGS = set(inspect.signature(plan).parameters)
 
 
 def predict(row: Row, hardware) -> float:
