@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 import tpuinfer as ti
 from tpuinfer import theory
 from tpuinfer.errors import LayoutError, UsageError
-from tpuinfer.hardware import mesh_shapes, get_hardware, wrapped_axes, wraps
+from tpuinfer.hardware import get_hardware, mesh_shapes, wrapped_axes, wraps
 from tpuinfer.kv import ATTENTION_VARIANTS, GROUPED_VARIANTS, kv_bytes_per_chip
 from tpuinfer.layouts import registry
 from tpuinfer.layouts.registry import pad_heads
