@@ -12,7 +12,8 @@ import html
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from tpuinfer import cost, planner, sweeps
+import booktools  # beside this module in book/: chapter 14 draws the same figure
+from tpuinfer import accuracy, cost, planner, sweeps
 from tpuinfer.errors import UsageError
 from tpuinfer.hardware import PAPER_MESHES, mesh_shapes
 from tpuinfer.layouts import FFN_LAYOUTS, Layout
@@ -49,7 +50,7 @@ def gib_traces(x, bytes_by_name: dict, colours: dict | None = None) -> list[go.S
             for name, ys in bytes_by_name.items()]
 
 
-# ---- the six figures ---------------------------------------------------------------------
+# ---- the figures ------------------------------------------------------------------------
 def roofline() -> go.Figure:
     """Chapter 1: a decode step's compute, weight reads and communication against the batch."""
     batches = [2**k for k in range(13)]
@@ -193,6 +194,12 @@ def planner_choice() -> go.Figure:
         xaxis=dict(title="batch", type="category"), yaxis=dict(title="chips", type="category"))
 
 
+def accuracy_board() -> go.Figure:
+    """Chapter 14: every public measurement against the model's prediction of it (the
+    chapter's own figure, from booktools)."""
+    return booktools.accuracy_figure(accuracy.board())
+
+
 FIGURES = (
     ("Rooflines: a decode step's time against the batch", "chapter 1", roofline),
     ("1D against 2D weight-stationary as chips are added", "chapter 4", one_d_against_two_d),
@@ -200,6 +207,7 @@ FIGURES = (
     ("Prefill MFU by layout", "chapter 5", prefill_mfu),
     ("Context length: the KV cache per chip", "chapter 6", context_length),
     ("The planner's choice", "chapters 7 and 10", planner_choice),
+    ("How far to trust the model", "chapter 14", accuracy_board),
 )
 
 

@@ -150,7 +150,7 @@ def index_page(entries: list[tuple[str, str]]) -> str:
             f'it here with its stored outputs, or run it in JupyterLab (README) to move its '
             f'explorers and run its steps on 256 emulated devices. The cost-model figures on '
             f'<a href="explore.html">explore the cost model</a> move here, without a kernel.'
-            f'</p><table>{rows}<tr><td><a href="explore.html">Explore the cost model: six '
+            f'</p><table>{rows}<tr><td><a href="explore.html">Explore the cost model: seven '
             f'figures with sliders</a></td></tr></table></div></body></html>')
 
 

@@ -18,7 +18,7 @@ from tpuinfer.report import (host_error_summary, host_times, measurement_notes, 
 
 __all__ = ["table", "seconds", "measurement_notes", "host_times", "by_kind_table",
            "collectives_table", "sides_table", "time_figure", "ownership_figure", "mesh_figure",
-           "check"]
+           "accuracy_figure", "check"]
 
 # Every figure is stored in the notebook twice: as plotly's JSON mimetype, which JupyterLab's
 # plotly extension (installed with plotly) draws with no kernel and no network, and as HTML
@@ -61,6 +61,54 @@ def sides_table(m) -> str:
              f"{q.weight_bytes_per_device:,.0f}"],
             ["collective bytes per device", f"{p.comm_bytes:,.0f}", f"{q.comm_bytes:,.0f}"]]
     return table(["", "predicted", "measured"], rows)
+
+
+FAMILY_COLOURS = {"tpu-v4": "#4c78a8", "tpu-v5e": "#f58518", "h100": "#54a24b"}
+
+
+def accuracy_figure(board: dict, band: float = 0.2) -> go.Figure:
+    """Predicted against measured for every row of `tpuinfer.accuracy.board()`, log-log, with
+    the y = x line and a ±`band` band; fitted rows filled, held-out rows open, a colour per
+    chip family. A slider shows the calibrated profiles' predictions or the datasheets'."""
+    rows = board["rows"]
+    values = [r[k] for r in rows for k in ("measured", "predicted_calibrated",
+                                           "predicted_datasheet")]
+    lo, hi = min(values) / 2, max(values) * 2
+    fig, owner = go.Figure(), []
+    for step, which in enumerate(("calibrated", "datasheet")):
+        for name, scale, dash in (("y = x", 1, "solid"), (f"+{band:.0%}", 1 + band, "dot"),
+                                  (f"-{band:.0%}", 1 - band, "dot")):
+            fig.add_trace(go.Scatter(x=[lo, hi], y=[lo * scale, hi * scale], mode="lines",
+                                     name=name, line=dict(color="grey", dash=dash, width=1),
+                                     showlegend=False, hoverinfo="skip", visible=step == 0))
+            owner.append(step)
+        for family, colour in FAMILY_COLOURS.items():
+            for held_out, symbol in ((False, "circle"), (True, "circle-open")):
+                chosen = [r for r in rows if r["family"] == family and r["held_out"] == held_out]
+                if not chosen:
+                    continue
+                fig.add_trace(go.Scatter(
+                    x=[r["measured"] for r in chosen],
+                    y=[r[f"predicted_{which}"] for r in chosen], mode="markers",
+                    name=f"{family}, {'held out' if held_out else 'fitted'}",
+                    marker=dict(color=colour, symbol=symbol, size=9, line=dict(width=2)),
+                    text=[f"{r['id']}<br>{r[f'{which}_profile']}: "
+                          f"{r[f'error_{which}']:+.1%}" for r in chosen],
+                    hovertemplate="%{text}<br>measured %{x:.4g}, predicted %{y:.4g}"
+                                  "<extra></extra>", visible=step == 0))
+                owner.append(step)
+    fig.update_layout(
+        sliders=[dict(active=0, currentvalue=dict(prefix="predicted on: "), pad=dict(t=50),
+                      steps=[dict(label=label, method="update",
+                                  args=[{"visible": [o == i for o in owner]}])
+                             for i, label in enumerate(("each chip's calibrated profile",
+                                                        "each chip's datasheet"))])],
+        height=560, title="How far to trust the model: predicted against measured<br><sup>"
+        "every row of tpuinfer/data/measurements.json; filled: a fit used it, open: held "
+        f"out; dotted: ±{band:.0%}</sup>",
+        xaxis=dict(type="log", title="measured (s; MFU and ratios as printed)"),
+        yaxis=dict(type="log", title="predicted (the cost model)"))
+    return fig
 
 
 def time_figure(measured: dict, title: str) -> go.Figure:

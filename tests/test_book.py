@@ -33,8 +33,8 @@ def source(cell):
     return text(cell["source"])
 
 
-def test_the_book_has_its_fourteen_chapters():
-    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(14)]
+def test_the_book_has_its_fifteen_chapters():
+    assert [p.name[:2] for p in CHAPTERS] == [f"{i:02d}" for i in range(15)]
 
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)

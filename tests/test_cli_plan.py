@@ -100,7 +100,7 @@ def test_plan_with_fixed_layouts_and_mesh(capsys):
     (["plan", "--model", "palm-540b-64heads", "--chips", "8"], "nothing fits in memory"),
     (["plan", "--model", "palm-8b", "--weights", "int4"], "unknown weight format 'int4'"),
     (["max-context", "--model", "palm-540b", "--batch", "100"], "multiple of 64"),
-    (["pareto", "--model", "palm-540b", "--chips", "1,2"], "does not fit on any"),
+    (["pareto", "--model", "palm-540b", "--chips", "4,8"], "does not fit on any"),
 ])
 def test_bad_input_exits_2_with_a_clear_message(capsys, argv, message):
     import re

@@ -13,7 +13,7 @@ from jax.sharding import PartitionSpec as P
 import tpuinfer as ti
 from tpuinfer import theory
 from tpuinfer.errors import LayoutError, UsageError
-from tpuinfer.hardware import get_hardware, wrapped_axes, wraps
+from tpuinfer.hardware import get_hardware, mesh_shapes, wrapped_axes, wraps
 from tpuinfer.kv import ATTENTION_VARIANTS, GROUPED_VARIANTS, kv_bytes_per_chip
 from tpuinfer.layouts import registry
 from tpuinfer.layouts.registry import pad_heads
@@ -167,12 +167,15 @@ def test_grouped_query_collectives_match_prediction(shape, layout, phase):
 # ---- today's chips --------------------------------------------------------------------------
 def test_2d_torus_wraps_each_full_axis_alone():
     """TPU v5e and v6e: a side of 16 chips is a ring, a shorter side a line; TPU v4 wraps
-    only a slice made of whole 4x4x4 cubes."""
+    only a slice made of whole 4x4x4 cubes. A logical axis over half of a physical ring (2x4x8
+    on the 4x4x4 cube: x a run of 2 of one axis, z the other axis and that run's stride) is a
+    line; the stride keeps the ring."""
     assert wrapped_axes("tpu-v5e", (8, 16, 1)) == (False, True, True)
     assert wrapped_axes("tpu-v6e", (16, 16, 1)) == (True, True, True)
     assert not wraps("tpu-v6e", (4, 4, 1))
     assert wrapped_axes("tpu-v4", (4, 4, 8)) == (True, True, True)
-    assert wrapped_axes("tpu-v4", (2, 4, 8)) == (False, False, False)
+    assert wrapped_axes("tpu-v4", (2, 4, 8)) == (False, True, True)
+    assert wrapped_axes("tpu-v4", (2, 2, 4)) == (False, False, False)  # the 2x2x4 slice
     hw = get_hardware("tpu-v6e")
     assert (hw.peak_flops, hw.hbm_bytes, hw.hbm_bandwidth) == (918e12, 32e9, 1638e9)
 
@@ -200,7 +203,7 @@ def test_planner_prices_a_llama_decode_step():
     p = plan("llama-3-70b", "tpu-v5e", chips=8, batch=16, input_len=0, history_len=8192,
              gen_len=1, weights="int8")
     b = p.decode.best
-    assert b.fits and b.mesh_shape[2] == 1  # a 2D torus: z is 1
+    assert b.fits and b.mesh_shape in mesh_shapes("tpu-v5e", 8)  # a mesh on the 2x4 slice
     assert b.weights_s + b.kv_s > 4 * b.compute_s
     # the KV bytes each chip reads: 16 sequences' 8,193 positions of one K/V head, 80 layers
     assert b.kv_s == pytest.approx(16 * 8193 * 2 * 80 * 128 * 2 / 819e9, rel=1e-6)

@@ -18,7 +18,8 @@ import sys
 from .errors import TpuinferError
 
 COMMAND_MODULES = ("tpuinfer.demo", "tpuinfer.cli_plan", "tpuinfer.measure_cli",
-                   "tpuinfer.calibrate", "tpuinfer.book_cli", "tpuinfer.warmup", "tpuinfer.train")
+                   "tpuinfer.calibrate", "tpuinfer.book_cli", "tpuinfer.warmup", "tpuinfer.train",
+                   "tpuinfer.accuracy_cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

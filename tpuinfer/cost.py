@@ -16,8 +16,9 @@ code they predict; this module only prices them on a chip. Formulas follow Pope 
 - activations_s = the bytes the weight matmuls read and write (`activation_traffic_bytes`)
   / the profile's `activation_bandwidth`; 0 where a profile leaves them out, as the paper
   does and every chip profile here does (a host prices them; see below)
-- each collective (V = its bytes per chip, K its group, W the group's bandwidth from
-  `hardware.group_links`), per call:
+- each collective (V = its bytes per chip, K its group, W the rate its group's links give it
+  and h the latency of one hop, both from `slices.group_links`: the physical axes of the slice
+  under the group's mesh axes, run one after another), per call:
     all-gather, reduce-scatter   V·(K−1)/K / W              + steps hops
     all-reduce                   2·V·(K−1)/K / W            + 2·steps hops
     all-to-all                   V·a2a_distance / W         + steps hops
@@ -26,22 +27,37 @@ code they predict; this module only prices them on a chip. Formulas follow Pope 
                                  (W1: one link, one way: a ring shift sends to one neighbour;
                                  the two halves of a bidirectional ring go at once, each
                                  on its own direction, so they cost count/2 such rounds)
-  plus the profile's fixed `collective_overhead_s` per call. A "step" is one neighbour hop of
-  a ring algorithm: on a torus, half an axis with wraparound, the whole of one without, summed
-  over the axes the group spans (`hardware.group_links`).
+  with W at the profile's `link_efficiency` of its datasheet rate, plus the profile's fixed
+  `collective_overhead_s` per call. A "step" is one neighbour hop of a ring algorithm: on a
+  torus, half a physical axis with wraparound, the whole of one without, summed over the
+  physical axes the group spans; on a GPU node one NVSwitch hop, and a group that leaves its
+  node is priced at the network's bandwidth and latency (`slices`).
 
 Data-parallel replicas (`replicas=R`): the terms are one replica's (its mesh, its B/R
 sequences), and on a chip nothing else changes (each replica runs on chips of its own). On a
 `host` profile the R·n emulated devices take turns on the same cores, so they share its
 throughput and every collective call involves all of them.
 
-`overhead_s` is the profile's fixed cost per step and per layer (`device_overhead_s`,
-`layer_overhead_s`): the work outside the matmuls and collectives, the same for every layout;
-0 on a datasheet profile. On a `host` profile (an emulated mesh, `tpuinfer.calibrate`) the
+`overhead_s` is a host profile's fixed cost per step and per layer and device
+(`device_overhead_s`, `layer_overhead_s`): on an emulated mesh (`tpuinfer.calibrate`) the
 devices share one machine: compute, weight, KV and activation times are the per-device work
 of all `chips` devices at the host's throughput, `overhead_s` is every device's dispatch
 cost, and a collective call costs call + chips·device + chips·group·member +
-chips·bytes·byte, with the constants of its kind.
+chips·bytes·byte, with the constants of its kind. No chip profile has a fixed cost per layer:
+a chip's fixed costs are its collectives' hops and launches, which scale with the layout's
+calls and the slice's shape, not with one model's fit.
+
+What overlaps (one rule for every chip profile, from the paper and XLA):
+- HBM streaming and the matrix units overlap: XLA streams a fused matmul's operands from HBM
+  while the MXU (a GPU's tensor cores) runs, so weight and KV reads and FLOPs take the longer
+  of the two, as in the paper's model (Section 3.1: a step is compute-bound or memory-bound).
+- A plain collective does not overlap: XLA issues collectives asynchronously
+  (all-gather-start/-done), but each one of a layer feeds, or is fed by, the next matmul, so
+  nothing independent runs while it is in flight; decode has no such work at all.
+- A looped collective overlaps the partial matmuls it feeds (the paper's Section 3.5, the
+  `overlap` rule below): a round's transfer and hop run beside one partial matmul.
+- A call's launch cost (`collective_overhead_s`) never overlaps: the calls are issued one
+  after another, each waiting for the last.
 
 The step time under a rule (stated, never implicit):
 - `sum`: compute + weights + kv + activations + comm. Nothing overlaps.
@@ -57,9 +73,9 @@ The step time under a rule (stated, never implicit):
   matmul, every call's fixed launch overhead (`collective_overhead_s`: the loop issues them
   one after another), and the partial matmul with no round beside it (the chip's own chunk)
   hides nothing. A host profile hides nothing: its devices take turns on the same cores.
-Each profile names its rule (datasheet profiles `overlap`, the best schedule the chip allows;
-`tpu-v4-calibrated` the rule its fit chose); `rule=` overrides it. The reported `comm_s` is
-always every collective's full time, whatever the rule hides.
+Every chip profile runs `overlap` (the rule above); `sum` is the no-overlap bound; `rule=`
+overrides a profile's. The reported `comm_s` is always every collective's full time, whatever
+the rule hides.
 """
 from __future__ import annotations
 
@@ -121,14 +137,17 @@ def _collective_time(c: Collective, hw: HardwareProfile, mesh_shape,
         return CollectiveTime(c, 0.0, 0.0, c.count)
     if hw.interconnect == "host":
         return _host_collective_time(c, hw, replicas * math.prod(mesh_shape))
-    spread = c.bytes * (c.group - 1) / c.group / link.bandwidth
+    # the links at the fraction of their datasheet rate the profile's collectives reach
+    bandwidth, neighbour = (link.bandwidth * hw.link_efficiency,
+                            link.neighbour_bandwidth * hw.link_efficiency)
+    spread = c.bytes * (c.group - 1) / c.group / bandwidth
     hop = link.step_latency_s
     bandwidth_s, latency_s = {
         "all-gather": (spread, link.steps * hop),
         "reduce-scatter": (spread, link.steps * hop),
         "all-reduce": (2 * spread, 2 * link.steps * hop),
-        "all-to-all": (c.bytes * link.a2a_distance / link.bandwidth, link.steps * hop),
-        "collective-permute": (c.bytes / link.neighbour_bandwidth, hop),
+        "all-to-all": (c.bytes * link.a2a_distance / bandwidth, link.steps * hop),
+        "collective-permute": (c.bytes / neighbour, hop),
     }[c.kind]
     return CollectiveTime(c, bandwidth_s, latency_s + hw.collective_overhead_s,
                           c.count / c.concurrent)

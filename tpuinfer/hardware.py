@@ -3,14 +3,10 @@
 A profile says how fast a chip computes and reads its HBM, and how the mesh axes (x, y, z) map
 onto its links, so that the cost model can price a collective over any group of axes:
 
-- TPU (`interconnect="torus"`): mesh axis x, y, z is physical torus dimension 0, 1, 2 (a 2D torus
-  has no third dimension: z must be 1). On TPU v4 and v5p a slice built of whole wraparound
-  units (`wrap_unit` chips a side: the 4×4×4 cube, whose optical switches close every axis of a
-  slice made of such cubes into a ring) has wraparound on every axis; any other slice (2×2×4,
-  2×4×4, 4×4×2, ...) is a mesh of lines, with no wraparound at all (Jouppi et al., "TPU v4",
-  ISCA 2023, Section 2). On the 2D tori of TPU v5e and v6e (`wrap_each_axis`) each axis
-  decides alone: a full side of 16 chips is a ring, a shorter side a line, so an 8×16 slice
-  wraps along its 16 and not its 8 (jax-ml scaling book, "How to think about TPUs").
+- TPU (`interconnect="torus"`): the slices each chip comes in, which of their axes wrap
+  round, and how a logical mesh (x, y, z) sits on them are `tpuinfer.slices`'s; a profile
+  names its torus (`torus_dims`, `max_side`, `wrap_unit`, `wrap_each_axis`) and its links
+  (`link_bandwidth` per link and direction, `hop_latency_s` per hop).
 - an emulated mesh (`interconnect="host"`): every device is a thread on this machine's cores,
   so throughput is the host's, shared by all devices of the mesh, and collectives are copies
   through one memory, priced per kind by the constants `tpuinfer calibrate` fits (see there).
@@ -25,8 +21,14 @@ onto its links, so that the cost model can price a collective over any group of 
 an error naming the chips that have it (`require_fp8`). A KV cache in fp8 (or int8) is storage
 only, read into the activations' dtype inside attention: priced by its bytes on every chip.
 
-`tpu-v4-calibrated` is the one profile fitted to the paper: the same chip with three named
-constants fitted to Table 2 by `benchmarks/fit_calibrated.py`. Nothing else is tuned.
+Three profiles are calibrated, each its datasheet chip with at most three named constants
+fitted only to the public measurements `tpuinfer/data/measurements.json` names as its fit's
+(`fitted_by`), by a script in `benchmarks/` that prints the fitted rows' residuals and then
+every held-out row: `tpu-v4-calibrated` to the paper's Table 2 (fit_calibrated.py),
+`tpu-v5e-calibrated` to three jax-llm-examples Llama 3.1 70B decode steps (fit_v5e.py),
+`h100-calibrated` to two of NVIDIA's NIM Llama 3 70B rows (fit_h100.py). No profile has a
+fixed cost per layer; nothing else is tuned (`tpuinfer accuracy` prints how far each is from
+every measurement).
 A `host` profile (this machine's emulated mesh) is written by `tpuinfer calibrate` to
 `$TPUINFER_CACHE/host.json` (default `~/.cache/tpuinfer/host.json`) and read from there; its
 sources are the micro-benchmarks of `tpuinfer.calibrate`.
@@ -34,18 +36,17 @@ sources are the micro-benchmarks of `tpuinfer.calibrate`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from .errors import UsageError
-from .mesh import AXES, factorizations
 from .paths import cache_dir
 from .terms import KINDS
+# the slices and meshes each chip comes in, and the links a collective group uses, live in
+# `slices`; these names are asked of `hardware` by the planner, the chapters and the tests
+from .slices import (PAPER_MESHES, GroupLinks, check_mesh, chip_counts,  # noqa: F401
+                     group_links, mesh_shapes, slice_shapes, wrapped_axes, wraps)
 
 RULES = ("sum", "overlap")
 INTERCONNECTS = ("torus", "switch", "host")
@@ -73,12 +74,14 @@ class HardwareProfile:
     # Efficiencies: achieved fraction of each datasheet figure (1.0 on a datasheet profile).
     flops_efficiency: float = 1.0
     hbm_efficiency: float = 1.0
+    link_efficiency: float = 1.0  # achieved fraction of the link bandwidth (collectives' bytes)
     collective_overhead_s: float = 0.0  # fixed cost of launching one collective
-    # How the cost model combines terms on this chip (cost.estimate). Datasheet profiles take
-    # `overlap`, the best schedule the chip allows, so they bound any measurement from below.
+    # How the cost model combines terms on this chip (cost.estimate): every chip profile takes
+    # `overlap`, the rule of what overlaps stated in tpuinfer/cost.py.
     rule: str = "overlap"
-    # Fixed costs of a step beyond its matmuls and collectives: per step and per layer (on a
-    # host profile, per device: the devices take turns on the host's cores).
+    # A host profile's fixed costs of a step beyond its matmuls and collectives, per step and
+    # per layer and device (its devices take turns on the host's cores); 0 on every chip,
+    # whose fixed costs are its collectives' hops and launches (`tpuinfer.cost`).
     device_overhead_s: float = 0.0  # one step's dispatch
     layer_overhead_s: float = 0.0  # one layer's work outside the matmuls and collectives
     # host only (an emulated mesh; peak_flops and hbm_bandwidth are then the whole host's):
@@ -151,39 +154,48 @@ _TPU_V4 = HardwareProfile(
     max_chips=4096,  # source: as max_side
 )
 
+_TPU_V5E = HardwareProfile(
+    name="tpu-v5e",
+    description="TPU v5e, datasheet",
+    peak_flops=197e12,  # source: cloud.google.com/tpu/docs/v5e (peak bf16 per chip)
+    hbm_bytes=16e9,  # source: cloud.google.com/tpu/docs/v5e (16 GB HBM2)
+    # source: cloud.google.com/tpu/docs/v5e (819 GBps; the jax-ml scaling book's 8.1e11)
+    hbm_bandwidth=819e9,
+    interconnect="torus",  # source: cloud.google.com/tpu/docs/v5e (2D torus)
+    # source: cloud.google.com/tpu/docs/v5e: 400 GB/s bidirectional per chip over 4 links
+    link_bandwidth=400e9 / 4 / 2,
+    hop_latency_s=1e-6,  # source: the TPU v4 figure (no v5e figure is published)
+    torus_dims=2,  # source: cloud.google.com/tpu/docs/v5e (2D slices up to 16x16)
+    max_side=16,  # source: cloud.google.com/tpu/docs/v5e (largest slice 16x16)
+    wrap_unit=16,  # source: jax-ml scaling book, "How to think about TPUs" (wraparound
+    #               only along a full side of 16: "a TPU v5e 8x16 will have a wraparound
+    #               on the longer axis")
+    wrap_each_axis=True,
+    max_chips=256,  # source: cloud.google.com/tpu/docs/v5e (pod of 256 chips)
+)
+
 PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
     _TPU_V4,
-    # The datasheet chip with three fitted constants, under the honest `overlap` rule. The fit
-    # leaves HBM at its datasheet bandwidth (its bound) and puts the rest of the measured
-    # decode time in a fixed time per layer, the same for every layout; worst residual 8.0%
-    # (high-throughput decode). Not fitted, and within 4%: bf16 decode per token at batch 64,
-    # the serial block's slowdown (benchmarks/fit_calibrated.py prints both).
+    # The datasheet chip with three constants fitted to Table 2 (benchmarks/fit_calibrated.py,
+    # which prints the fit's residuals and then every held-out TPU v4 row).
     _TPU_V4.replace(
         name="tpu-v4-calibrated",
         description="TPU v4 with three constants fitted to the paper's Table 2",
-        flops_efficiency=0.713,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
-        hbm_efficiency=1.0,  # source: benchmarks/fit_calibrated.py (fit to Table 2, at its bound)
-        layer_overhead_s=1.41e-4,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
-        rule="overlap",  # the schedule the paper runs (Looped CollectiveEinsum, Section 3.5)
+        flops_efficiency=0.76,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
+        link_efficiency=0.6454,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
+        hop_latency_s=4.257e-6,  # source: benchmarks/fit_calibrated.py (fit to Table 2)
     ),
-    HardwareProfile(
-        name="tpu-v5e",
-        description="TPU v5e, datasheet",
-        peak_flops=197e12,  # source: cloud.google.com/tpu/docs/v5e (peak bf16 per chip)
-        hbm_bytes=16e9,  # source: cloud.google.com/tpu/docs/v5e (16 GB HBM2)
-        # source: cloud.google.com/tpu/docs/v5e (819 GBps; the jax-ml scaling book's 8.1e11)
-        hbm_bandwidth=819e9,
-        interconnect="torus",  # source: cloud.google.com/tpu/docs/v5e (2D torus)
-        # source: cloud.google.com/tpu/docs/v5e: 400 GB/s bidirectional per chip over 4 links
-        link_bandwidth=400e9 / 4 / 2,
-        hop_latency_s=1e-6,  # source: the TPU v4 figure (no v5e figure is published)
-        torus_dims=2,  # source: cloud.google.com/tpu/docs/v5e (2D slices up to 16x16)
-        max_side=16,  # source: cloud.google.com/tpu/docs/v5e (largest slice 16x16)
-        wrap_unit=16,  # source: jax-ml scaling book, "How to think about TPUs" (wraparound
-        #               only along a full side of 16: "a TPU v5e 8x16 will have a wraparound
-        #               on the longer axis")
-        wrap_each_axis=True,
-        max_chips=256,  # source: cloud.google.com/tpu/docs/v5e (pod of 256 chips)
+    _TPU_V5E,
+    # TPU v5e with three constants fitted to three public Llama 3.1 70B decode steps on a v5e-16
+    # (benchmarks/fit_v5e.py, which prints the fit's residuals and every held-out v5e row).
+    _TPU_V5E.replace(
+        name="tpu-v5e-calibrated",
+        description="TPU v5e with three constants fitted to three jax-llm-examples rows",
+        flops_efficiency=0.4324,  # source: benchmarks/fit_v5e.py
+        link_efficiency=0.7403,  # source: benchmarks/fit_v5e.py
+        # source: benchmarks/fit_v5e.py, at its lower bound: the batch-8 step leaves no time
+        # for hops (at the datasheet's 1 µs they alone would take 1.9 ms of its 6.29)
+        hop_latency_s=0.0,
     ),
     HardwareProfile(
         name="tpu-v6e",
@@ -268,6 +280,14 @@ PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
         fp8_flops=1979e12,
     ),
 ]}
+# An H100 with named constants fitted to public Llama 3 70B serving measurements
+# (benchmarks/fit_h100.py, which prints the fit's residuals and every held-out H100 row).
+PROFILES["h100-calibrated"] = PROFILES["h100-sxm"].replace(
+    name="h100-calibrated",
+    description="H100 SXM with constants fitted to NVIDIA's published Llama 3 70B rows",
+    hbm_efficiency=0.5958,  # source: benchmarks/fit_h100.py
+    flops_efficiency=0.737,  # source: benchmarks/fit_h100.py
+)
 
 
 def fp8_chips() -> list[str]:
@@ -281,11 +301,6 @@ def require_fp8(hw: HardwareProfile, what: str) -> None:
         raise UsageError(f"{hw.name} has no fp8 matmul, so {what} cannot be priced on it; "
                          f"fp8 runs on {', '.join(fp8_chips())}: choose one of those, or "
                          f"int8 weights (the paper's, weight-only)")
-
-# The meshes the paper ran for each chip count (Pope et al. 2022, Section 4); the planner weighs
-# every factorisation, these are what the book and `tpuinfer paper` show beside its choice.
-PAPER_MESHES = {8: (2, 2, 2), 16: (2, 4, 2), 32: (4, 2, 4), 64: (4, 4, 4), 128: (8, 4, 4),
-                256: (4, 8, 8)}
 
 
 # ---- the host profile ---------------------------------------------------------------------
@@ -327,162 +342,3 @@ def get_hardware(name: str | HardwareProfile = "tpu-v4") -> HardwareProfile:
 
 def hardware_names() -> list[str]:
     return list(PROFILES) + ["host"]
-
-
-# ---- meshes -------------------------------------------------------------------------------
-def _mesh_allowed(hw: HardwareProfile, shape) -> bool:
-    if hw.interconnect in ("switch", "host"):
-        return True
-    if any(s & (s - 1) or s > hw.max_side for s in shape):  # sides are powers of two
-        return False
-    return all(s == 1 for s in shape[hw.torus_dims:])
-
-
-def _chips_allowed(hw: HardwareProfile, n: int) -> bool:
-    if n < 1 or n > hw.max_chips:
-        return False
-    if hw.interconnect == "host":
-        return True
-    if hw.interconnect == "switch":
-        return n <= hw.node_size or n % hw.node_size == 0  # beyond a node: whole nodes
-    return any(_mesh_allowed(hw, s) for s in factorizations(n))
-
-
-def chip_counts(hw: HardwareProfile | str, lo: int = 1, hi: int | None = None) -> list[int]:
-    """Every chip count from lo to hi that some mesh of `hw` allows."""
-    hw = get_hardware(hw)
-    hi = min(hi or hw.max_chips, hw.max_chips)
-    if hw.interconnect == "torus":  # powers of two only: skip the rest quickly
-        return [n for n in (2**k for k in range(hi.bit_length())) if lo <= n <= hi
-                and _chips_allowed(hw, n)]
-    return [n for n in range(lo, hi + 1) if _chips_allowed(hw, n)]
-
-
-def mesh_shapes(hw: HardwareProfile | str, chips: int) -> list[tuple[int, int, int]]:
-    """Every (X, Y, Z) with X·Y·Z = chips that `hw` can run; a clear error if none."""
-    hw = get_hardware(hw)
-    shapes = [s for s in factorizations(chips) if _mesh_allowed(hw, s)] \
-        if _chips_allowed(hw, chips) else []
-    if not shapes:
-        allowed = chip_counts(hw)
-        near = [n for n in (max((a for a in allowed if a < chips), default=None),
-                            min((a for a in allowed if a > chips), default=None)) if n]
-        if hw.interconnect == "torus":
-            why = (f"its slices have power-of-two sides of at most {hw.max_side} chips "
-                   f"({hw.torus_dims}D torus), {hw.max_chips} chips at most")
-        elif hw.interconnect == "host":
-            why = f"this machine's emulated mesh has {hw.max_chips} devices"
-        else:
-            why = (f"beyond one node of {hw.node_size} it takes whole nodes, "
-                   f"{hw.max_chips} GPUs at most")
-        raise UsageError(f"{hw.name} has no mesh of {chips} chips: {why}; try "
-                         f"{' or '.join(str(n) for n in near)} chips")
-    return shapes
-
-
-def check_mesh(hw: HardwareProfile | str, mesh_shape) -> tuple[int, int, int]:
-    hw = get_hardware(hw)
-    shape = tuple(int(s) for s in mesh_shape)
-    if len(shape) != 3 or min(shape) < 1:
-        raise UsageError(f"a mesh is three positive sizes (X, Y, Z), got {mesh_shape!r}")
-    allowed = mesh_shapes(hw, math.prod(shape))
-    if shape not in allowed:
-        raise UsageError(f"{hw.name} cannot run the mesh {'x'.join(map(str, shape))}; its "
-                         f"meshes of {math.prod(shape)} chips are "
-                         + ", ".join("x".join(map(str, s)) for s in allowed))
-    return shape
-
-
-# ---- links available to a collective group ------------------------------------------------
-@dataclass(frozen=True)
-class GroupLinks:
-    """What a group of chips spanning some mesh axes has to communicate with.
-
-    bandwidth: bytes/s each chip can send into the group (both directions of every link the
-      group uses); an all-gather of V output bytes takes V·(K−1)/K / bandwidth.
-    a2a_distance: mean hops a byte of an all-to-all travels (its own chunk counted as 0), so
-      an all-to-all of V input bytes takes V·a2a_distance / bandwidth; on one ring of K chips it
-      is about K/4: a quarter of an all-gather of the K·V-byte tensor (Pope et al. 2022,
-      Section 3.1).
-    steps, step_latency_s: neighbour steps of a ring collective and the latency of each.
-    neighbour_bandwidth: bytes/s from a chip to one neighbour, one way (a collective permute
-      round a ring: one link on a torus, the chip's own link into the switch).
-    """
-    chips: int
-    bandwidth: float
-    a2a_distance: float
-    steps: int
-    step_latency_s: float
-    neighbour_bandwidth: float
-
-
-def group_links(hw: HardwareProfile | str, mesh_shape, axes) -> GroupLinks:
-    hw = get_hardware(hw)
-    return _group_links(hw, tuple(mesh_shape), tuple(sorted(set(axes), key=AXES.index)))
-
-
-def wrapped_axes(hw: HardwareProfile | str, mesh_shape) -> tuple[bool, bool, bool]:
-    """Per mesh axis x, y, z: whether it is a ring (wraparound) on this torus slice (the
-    module docstring): every axis of a slice of whole wraparound units, or, on a chip that
-    wraps each axis on its own, each full side. Axes of one chip count as rings (nothing to
-    wrap); a switch or host has no rings."""
-    hw = get_hardware(hw)
-    shape = tuple(mesh_shape)
-    if hw.interconnect != "torus":
-        return (False, False, False)
-    sides = shape[:hw.torus_dims]
-    if hw.wrap_each_axis:
-        return tuple(s == 1 or s % hw.wrap_unit == 0 for s in sides) + \
-            (True,) * (3 - len(sides))
-    whole = all(s % hw.wrap_unit == 0 for s in sides)
-    return (whole,) * 3
-
-
-def wraps(hw: HardwareProfile | str, mesh_shape) -> bool:
-    """Whether a torus slice of this shape has wraparound links on every axis."""
-    hw = get_hardware(hw)
-    return hw.interconnect == "torus" and all(wrapped_axes(hw, mesh_shape))
-
-
-@functools.lru_cache(maxsize=4096)
-def _group_links(hw: HardwareProfile, mesh_shape, axes) -> GroupLinks:
-    sides = [mesh_shape[AXES.index(a)] for a in axes]
-    k = math.prod(sides)
-    if k == 1:
-        return GroupLinks(1, math.inf, 0.0, 0, 0.0, math.inf)
-    if hw.interconnect == "torus":
-        ring = wrapped_axes(hw, mesh_shape)
-        return _torus_links(hw, [(s, ring[AXES.index(a)]) for s, a in zip(sides, axes)
-                                 if s > 1])
-    return _switch_links(hw, mesh_shape, axes, k)
-
-
-def _torus_links(hw: HardwareProfile, sides) -> GroupLinks:
-    # Dimension-parallel collectives use every axis the group spans at once, so bandwidth adds
-    # over axes (jax-ml scaling book, "sharded matmuls": multi-axis all-gathers). `sides`:
-    # (chips, whether that axis is a ring) per axis of the group.
-    bandwidth = distance = steps = 0
-    for s, ring in sides:
-        if ring:  # a bidirectional ring: both directions of both neighbours' links
-            bandwidth += 2 * hw.link_bandwidth
-            distance += (s * s // 4) / s  # mean ring distance, own chip included
-            steps += s // 2  # each shard travels both ways: half the ring
-        else:  # a line: its middle link carries half of every shard each way
-            bandwidth += 2 * hw.link_bandwidth * (s - 1) / s
-            distance += (s * s - 1) / (3 * s)  # mean line distance, own chip included
-            steps += s - 1  # the end chips' shards cross the whole line
-    return GroupLinks(math.prod(s for s, _ in sides), bandwidth, distance, steps,
-                      hw.hop_latency_s, hw.link_bandwidth)
-
-
-def _switch_links(hw: HardwareProfile, mesh_shape, axes, k) -> GroupLinks:
-    # The groups are the index sets that vary only along `axes` (row-major device order).
-    ids = np.arange(math.prod(mesh_shape)).reshape(mesh_shape)
-    keep = [i for i, a in enumerate(AXES) if a not in axes]
-    groups = np.transpose(ids, keep + [AXES.index(a) for a in axes]).reshape(-1, k)
-    nodes = groups // hw.node_size
-    inside = bool(np.all(nodes == nodes[:, :1]))
-    bandwidth = hw.link_bandwidth if inside else hw.network_bandwidth
-    latency = hw.hop_latency_s if inside else hw.network_latency_s
-    # a switch delivers every chunk in one hop; a ring collective still takes K−1 steps
-    return GroupLinks(k, bandwidth, (k - 1) / k, k - 1, latency, bandwidth)
