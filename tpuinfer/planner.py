@@ -142,13 +142,16 @@ def _preference(p: PhaseEstimate, hw: HardwareProfile):
     """Lowest latency; exact ties to the no-overlap time, then the attention layout that
     splits the KV cache over every chip (under wg-xyz both attention layouts run the same
     program, every chip owning whole sequences, and the paper calls that one by batch), then
-    the plain schedule over the looped ones (fewer collectives for the same time), then a
-    slice with wraparound (ties between meshes arise where nothing crosses the links, as in
-    an XYZ-weight-gathered step looped)."""
+    the stored layout E_xF_yz over 1D's EF_xyz (2D weight-stationary on a mesh whose x is 1
+    is 1D weight-stationary over y and z: the same program, and the weights stored as the
+    weight-gathered layouts store them, so that one stored layout serves every phase, as in
+    the paper's Section 3.2.3), then the plain schedule over the looped ones (fewer
+    collectives for the same time), then a slice with wraparound (ties between meshes arise
+    where nothing crosses the links, as in an XYZ-weight-gathered step looped)."""
     def same(t):  # equal up to floating-point rounding: the same sum taken in another order
         return float(f"{t:.9g}")
     return (same(p.latency_s), same(p.sum_s), _attention_rank(p.layout.attention),
-            p.layout.looped, p.layout.bidirectional, not wraps(hw, p.mesh_shape), p.replicas)
+            p.layout.ffn == "ws1d", p.layout.looped, p.layout.bidirectional, not wraps(hw, p.mesh_shape), p.replicas)
 
 
 def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
