@@ -18,7 +18,7 @@ so that a weight-gathered layout gathering over y alone still receives one conti
 7. reduce-scatter(yz) -> `BLE_xyz`
 
 Communication per layer 2·B·L·(E/X + F/(YZ)) elements, optimal at X = √(n·E/F)
-(`tpuinfer.cost` derives it); 2D beats 1D once n > 4F/E.
+(`tpuinfer.theory.ws2d_optimal_x`); 2D beats 1D once n > 4F/E.
 
 K/V heads: `E_xK_pD`, p the longest prefix of zy whose chip count divides K (`kv_axes`).
 Multihead K, V split over zy like Q and are reduce-scattered over x with it (K/(XYZ) heads a
