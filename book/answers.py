@@ -37,9 +37,9 @@ def expected(label: str, ns: dict) -> tuple:
 
 
 # ---- 00 welcome -------------------------------------------------------------------------------
-@key("00.1", hint="count the positions along the axis the collective does not run over")
+@key("00.1", hint="how many positions does a device have along y, and along z?")
 def _(ns):
-    return ti.make_mesh((2, 4, 4)).shape["x"]
+    return group_links("tpu-v4", (2, 4, 4), ("y", "z")).chips
 
 
 @key("00.2", hint="one E×F matrix holds E·F numbers; how many such matrices does SwiGLU have?")

@@ -118,12 +118,13 @@ class PredictionLock:
         return rows
 
     def _table(self) -> str:
+        pad = "padding:0.15em 0.8em"
         cells = "".join(
-            f"<tr><td style='color:{COLOURS[side]}'><b>{html.escape(label)}</b></td>"
-            f"<td style='text-align:right'>{html.escape(_number(value))}"
+            f"<tr><td style='color:{COLOURS[side]};{pad}'><b>{html.escape(label)}</b></td>"
+            f"<td style='text-align:right;{pad}'>{html.escape(_number(value))}"
             f"{' ' + html.escape(self.result['unit']) if value is not None else ''}</td>"
-            f"<td>{html.escape(far)}</td></tr>" for side, label, value, far in self.rows()
-            if value is not None)
+            f"<td style='{pad}'>{html.escape(far)}</td></tr>"
+            for side, label, value, far in self.rows() if value is not None)
         return (f"<div>{html.escape(self.result['what'])}</div><table>"
                 f"<tr><th></th><th>value</th><th>how far from the "
                 f"{'measurement' if self.result['measured'] is not None else 'prediction'}"

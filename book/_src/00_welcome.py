@@ -270,7 +270,7 @@ print(bt.notes(m))
 #
 # **Exercise 00.1 · Derive.** On the mesh `ti.make_mesh((2, 4, 4))`, a collective over the
 # axes y and z runs in separate groups at once: the devices that differ only along y and z
-# form one group. How many groups?
+# form one group. How many devices does each group hold?
 #
 # **Exercise 00.2 · Derive.** How many parameters does one layer of PaLM 8B's feed-forward
 # hold? Its dimensions are in the table of models; its SwiGLU has the three matrices described
@@ -284,7 +284,7 @@ print(bt.notes(m))
 # prediction lock below: the lock runs the step only once your number is locked.
 
 # %%
-answer_1 = 2
+answer_1 = 16
 answer_2 = 201_326_592
 answer_3 = 256
 

@@ -141,8 +141,8 @@ answer_1 = 229
 # %% [markdown] tags=["solution"]
 # **Solution 01.1.** Set the two times equal: 2·N·B / (n·peak) = N·b / (n·bandwidth). N and n
 # cancel (every chip holds 1/n of the weights and does 1/n of the FLOPs), so
-# B = peak·b / (2·bandwidth): how many FLOPs the chip does per byte it reads, over the 2 FLOPs
-# a weight byte buys per sequence when b = 1.
+# B = peak·b / (2·bandwidth): the FLOPs the chip can do per byte it reads (peak / bandwidth,
+# 229 on TPU v4), times the bytes per weight, over the 2 FLOPs each weight costs a sequence.
 #
 # - TPU v4, bf16 (b = 2): 275e12 · 2 / (2 · 1.2e12) = 229.2 sequences; int8 (b = 1): 114.6.
 # - A100 80 GB (312 TFLOP/s, 2.039 TB/s), bf16: 153.0; int8: 76.5.

@@ -66,6 +66,12 @@ for module in (wg_x, wg_xy, wg_xyz):
 
 # %%
 print(inspect.getsource(_one_dim.block))
+
+# %% [markdown]
+# Step 0 itself, one weight at a time (each array's all-gather, and putting the gathered
+# blocks in place):
+
+# %%
 print(inspect.getsource(_common.gather_param))
 print(inspect.getsource(_common.gather_weight))
 

@@ -51,6 +51,8 @@ from tpuinfer.theory import decode_ridge_batch
 
 # %%
 print(inspect.getsource(quant.quantize))
+
+# %%
 print(inspect.getsource(model.mm))
 
 # %% [markdown]
@@ -285,9 +287,10 @@ for name, p in (("trained", trained), ("random", random_params)):
                  f"{change.spread:.2f}"])
 print(f"{len(window_BL)} held-out windows of {quality.SEQ_LEN} bytes; int8 against bf16")
 print(bt.table(["weights", "matrix error", "(max)", "logits moved", "int8's noise",
-                "top-1 agreement", "top logit's lead", "logits' spread"], rows))
+                "top-1 same", "top's lead", "logits' spread"], rows))
 print("matrix error: median over the matrices; noise and spread: standard deviations, in "
-      "logits;\nthe top logit's lead over the next: median over positions")
+      "logits;\ntop-1 same: how often int8 and bf16 pick the same most likely byte; top's "
+      "lead: the top\nlogit's lead over the next, median over positions")
 
 # %% [markdown]
 # Why the two differ. Each matrix rounds the same way in both (about 0.7% of its norm: the
