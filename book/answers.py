@@ -84,10 +84,10 @@ def _(ns):
 
 
 # ---- 02 meshes and collectives ----------------------------------------------------------------
-@key("02.1", hint="a group is the devices that differ only along x: how many such sets are "
-                  "there?")
+@key("02.1", hint="a reduce-scatter is charged its input: the block one device holds before "
+                  "it starts")
 def _(ns):
-    return len(ns["compiled"]["all-reduce(x)"][0].groups)
+    return ns["compiled"]["reduce-scatter(yz)"][0].bytes
 
 
 @key("02.2", hint="which part of the output block was already on the chip before the "

@@ -17,7 +17,7 @@ from .config import ModelConfig, get_model
 from .cost import estimate
 from .errors import LayoutError, UsageError
 from .hardware import get_hardware
-from .kv import ATTENTION_VARIANTS, kv_bytes_per_chip, max_context
+from .kv import ATTENTION_VARIANTS, VARIANTS, kv_bytes_per_chip, max_context, variant_config
 from .layouts import FFN_LAYOUTS, Layout, step_terms
 from .measure import PRECISE, Flag, count_by_kind, measure
 from .planner import Progress, pareto, plan
@@ -429,7 +429,6 @@ def context_latency(model: ModelConfig | str, contexts, *, chips: int = 64, batc
     its Figure 8, as the cost model prices it): the model under the variant
     (`kv.variant_config`) planned with its attention layout and `ffn`, one token generated
     after `context` cached. `fits` says where the cache still fits in memory."""
-    from .kv import VARIANTS, variant_config
     contexts = [int(s) for s in contexts]
     out = {"model": get_model(model).name, "hardware": get_hardware(hardware).name,
            "chips": chips, "batch": batch, "weights": weights, "contexts": contexts,

@@ -114,13 +114,13 @@ print(tpuinfer.terms.__doc__)
 # - **all-to-all(yz)**: re-splits a tensor: from split over E to split over B (the move
 #   attention by batch makes in chapter 6).
 
-# **Exercise 02.1 · Predict, then run.** The all-reduce below runs over the x axis of the
-# 4×8×8 mesh. Into how many separate groups, running at once, will the compiler split the 256
-# devices for it? Write your number before running the next two cells, which compile the four
-# programs and read their groups back.
+# **Exercise 02.1 · Predict, then run.** The reduce-scatter(yz) program below starts from an
+# f32 array of [8, 256·64] split over x, y and z, and sums it over (y, z). By the library's
+# convention, how many bytes per device will the compiler report for it? Write your number
+# before running the next two cells, which compile the four programs and read them back.
 
 # %%
-answer_1 = 64
+answer_1 = 2048
 
 # %%
 XYZ, YZ = ("x", "y", "z"), ("y", "z")

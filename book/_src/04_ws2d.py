@@ -338,9 +338,10 @@ for ffn, c in scaling_latency["ffn"].items():
         marker=dict(size=9, symbol=["circle" if f else "circle-open" for f in c["fits"]]),
         hovertemplate="%{x} chips: %{y:.1f} ms, %{text}"))
 fig.update_xaxes(type="log", title="chips", tickvals=scaling_latency["chips"])
-fig.update_yaxes(type="log", title="ms per generated token (predicted, tpu-v4 datasheet)")
-fig.update_layout(title="The cost model's Figure 6: PaLM 540B decode, batch 512, bf16, "
-                  "1D against 2D", height=380, width=760)
+fig.update_yaxes(type="log", title="ms per generated token")
+fig.update_layout(title="The cost model's Figure 6: PaLM 540B decode, batch 512, bf16, 1D "
+                  "against 2D<br><sup>predicted on tpu-v4 (datasheet), rule overlap; hollow: "
+                  "does not fit</sup>", height=400, width=760, margin=dict(t=80))
 fig.show()
 
 # %% [markdown]

@@ -259,7 +259,7 @@ print(bt.table(["batch", "tokens"] + list(FFN_LAYOUTS), rows))
 # and short sequences keep the CPU's attention work small), read back from the compiled
 # programs. At this size X-weight-gathered has just overtaken 1D weight-stationary, and 2D
 # weight-stationary moves the most: 8 chips is below its crossover with 1D (for the tiny
-# model's F = 4E, 4F/E = 16 chips: exercise 2 of chapter 4), so splitting E as well as F
+# model's F = 4E, 4F/E = 16 chips: exercise 04.2), so splitting E as well as F
 # only adds collectives here.
 
 # **Exercise 05.3 · Predict, then run.** XYZ-weight-gathered gathers every weight matrix of
@@ -322,11 +322,12 @@ bt.time_figure(measured, "Tiny model, prefill of 64×32 tokens on 2×2×2, by la
 # %% [markdown]
 # These steps process 2,048 tokens each, four times the largest step the calibration timed
 # (64 sequences of 8 tokens; `tpuinfer/calibrate.py` lists them): here the host prediction is
-# an extrapolation, and in the stored run it fell short of every layout by roughly the same
-# fraction. An error that is about the same for every layout still ranks the layouts
-# nearly as the clock does; an absolute time it does not give. Chapters 1, 7 and 8 time
-# steps the size of the calibration's; `benchmarks/bench_measure.py` prints the error to
-# expect at that size, per mesh and phase, and how much this machine drifts meanwhile.
+# an extrapolation, and the table says how far off it was for each layout in the stored run:
+# a test of how far the host model reaches, and no ranking of the layouts to trust where its
+# errors differ by more than the layouts do.
+# Chapters 1, 7 and 8 time steps the size of the calibration's;
+# `benchmarks/bench_measure.py` prints the error to expect at that size, per mesh and phase,
+# and how much this machine drifts meanwhile.
 
 # %% [markdown]
 # In the wg-xy table, step 0 shows up as one all-gather over (x, y) per weight matrix per

@@ -277,9 +277,10 @@ for v, c in by_context["variants"].items():
         mode="lines+markers", text=c["layout"], hovertemplate="S = %{x}: %{y:.1f} ms, %{text}",
         marker=dict(size=9, symbol=["circle" if f else "circle-open" for f in c["fits"]])))
 fig.update_xaxes(type="log", title="context length S (tokens)")
-fig.update_yaxes(type="log", title="ms per generated token (predicted, tpu-v4 datasheet)")
+fig.update_yaxes(type="log", title="ms per generated token")
 fig.update_layout(title="The cost model's Figure 8: PaLM 540B decode on 64 chips, batch 256, "
-                  "int8", height=400, width=780)
+                  "int8<br><sup>predicted on tpu-v4 (datasheet), rule overlap; hollow: the "
+                  "cache does not fit</sup>", height=420, width=780, margin=dict(t=80))
 fig.show()
 
 # %% [markdown]
