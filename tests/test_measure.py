@@ -282,8 +282,10 @@ def test_bad_input_gets_the_engines_errors():
         measure(CFG, mesh, ti.Layout(), phase="generate", batch=8)
     with pytest.raises(ValueError, match="a decode step processes 1 token"):
         measure(CFG, mesh, ti.Layout(), phase="decode", batch=8, tokens=4)
-    with pytest.raises(ValueError, match="unknown weight format 'fp8'"):
-        measure(CFG, mesh, ti.Layout(), batch=8, weights="fp8")
+    with pytest.raises(ValueError, match="unknown weight format 'fp4'"):
+        measure(CFG, mesh, ti.Layout(), batch=8, weights="fp4")
+    with pytest.raises(ValueError, match="unknown KV-cache format 'int4'.*bf16, int8, fp8"):
+        measure(CFG, mesh, ti.Layout(), batch=8, kv="int4")
 
 
 def test_command_line_json_and_table(capsys):

@@ -352,11 +352,11 @@ def test_pareto_frontier_is_monotone_and_fits(capsys):
 def test_only_layout_errors_become_reasons(monkeypatch):
     """A layout that cannot split the model on a mesh is a reason the planner records; any
     other exception while pricing is a bug, and propagates."""
-    from tpuinfer import planner
+    from tpuinfer import phase  # where a phase is priced, step by step (`phase_estimate`)
 
     def broken(*args, **kwargs):
         raise ValueError("an internal consistency check failed")
-    monkeypatch.setattr(planner, "estimate", broken)
+    monkeypatch.setattr(phase, "estimate", broken)
     for run in (lambda: plan("palm-8b", "tpu-v4", 8, batch=1, input_len=16, gen_len=0),
                 lambda: pareto("palm-8b", "tpu-v4", chips=[8], batches=[1], input_len=16,
                                gen_len=0)):

@@ -13,6 +13,7 @@ from .config import get_model
 from .errors import UsageError
 from .hardware import get_hardware
 from .kv import kv_bytes_per_chip, max_context
+from .kv_formats import KV_FORMATS
 from .mesh import parse_shape
 from .paper import CHIPS, MODEL, PROFILES, paper, table2
 from .planner import pareto, plan
@@ -26,7 +27,8 @@ def register(sub) -> None:
     p.add_argument("--batch", type=int, default=1)
     _request_flags(p)
     p.add_argument("--mesh", type=_mesh, default=None,
-                   help="fix the mesh, e.g. 4x4x4 (default: weigh every factorisation)")
+                   help="fix the mesh, e.g. 4x4x4 (default: weigh every factorisation); with "
+                        "replicas, one replica's")
     p.set_defaults(func=run_plan)
 
     p = sub.add_parser("pareto", help="latency against cost over chips, batches and layouts")
@@ -49,6 +51,7 @@ def register(sub) -> None:
                         "grouped-batch (a grouped-query model's)")
     p.add_argument("--kv-fraction", type=float, default=0.3,
                    help="fraction of each chip's HBM given to the KV cache (paper: 0.3)")
+    _kv_flag(p)
     add_json_flag(p)
     p.set_defaults(func=run_max_context)
 
@@ -67,7 +70,12 @@ def _request_flags(p):
     p.add_argument("--input-len", type=int, default=2048, help="new tokens per sequence")
     p.add_argument("--history-len", type=int, default=0, help="tokens already cached")
     p.add_argument("--gen-len", type=int, default=64, help="tokens to generate")
-    p.add_argument("--weights", default="bf16", help="bf16 | int8")
+    p.add_argument("--weights", default="bf16", help="bf16 | int8 | fp8 (fp8: chips with an "
+                                                       "fp8 matmul, h100-sxm and h200)")
+    _kv_flag(p)
+    p.add_argument("--replicas", type=_replicas, default=1,
+                   help="data-parallel replicas of chips/N chips each, the batch split N ways: "
+                        "a count, or auto to weigh every count beside one group (default 1)")
     p.add_argument("--ffn", default="auto", help="auto | ws1d | ws2d | wg-x | wg-xy | wg-xyz")
     p.add_argument("--attention", default="auto", help="auto | heads | batch")
     p.add_argument("--looped", default="auto", choices=("auto", "yes", "no"),
@@ -77,6 +85,24 @@ def _request_flags(p):
                    help="never pad the heads (the paper pads PaLM 540B's 48 to 64 on 64+ chips)")
     p.add_argument("--rule", default=None, choices=("sum", "overlap"),
                    help="how terms combine (default: the hardware profile's)")
+
+
+def _kv_flag(p):
+    p.add_argument("--kv", default=None, choices=KV_FORMATS,
+                   help="the KV cache's format (default bf16; int8 adds a bf16 scale per token "
+                        "and head)")
+
+
+def _replicas(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a positive count, got {text!r}")
+    return n
 
 
 def _mesh(text: str) -> tuple[int, int, int]:
@@ -97,15 +123,19 @@ def _ints(text: str) -> list[int]:
 def run_plan(args):
     p = plan(args.model, args.hardware, args.chips, args.batch, args.input_len,
              args.history_len, args.gen_len, args.weights, args.ffn, args.attention,
-             looped=args.looped, pad=not args.no_pad, rule=args.rule, mesh=args.mesh)
+             looped=args.looped, pad=not args.no_pad, rule=args.rule, mesh=args.mesh,
+             kv=args.kv, replicas=args.replicas)
     rows, notes = [], []
     # a host profile (this machine's emulated mesh) adds each device's dispatch cost
     dispatch = any(ph is not None and ph.best.overhead_s for ph in (p.prefill, p.decode))
+    # replicas shown where they were asked for (a table of one group is unchanged)
+    replicated = p.replicas != 1
     for name, ph in (("prefill", p.prefill), ("decode", p.decode)):
         if ph is None:
             continue
         b = ph.best
-        rows.append([name, mesh_text(b.mesh_shape), b.layout.ffn, b.layout.attention,
+        rows.append([name] + ([b.replicas] if replicated else []) + [
+                     mesh_text(b.mesh_shape), b.layout.ffn, b.layout.attention,
                      b.layout.schedule, seconds(b.latency_s),
                      seconds(b.per_token_s) if name == "decode" else "-",
                      f"{b.mfu:.0%}", gib(b.memory_per_chip_bytes), "yes" if b.fits else "NO",
@@ -113,7 +143,8 @@ def run_plan(args):
                      seconds(b.comm_s)] + ([seconds(b.overhead_s)] if dispatch else []))
         if ph.runner_up is not None:
             r = ph.runner_up
-            notes.append(f"{name} runner-up: {r.layout} on "
+            copies = f"{r.replicas} replicas of " if r.replicas > 1 else ""
+            notes.append(f"{name} runner-up: {r.layout} on {copies}"
                          f"{mesh_text(r.mesh_shape)}, {seconds(r.latency_s)} (compute "
                          f"{seconds(r.compute_s)}, weights {seconds(r.weights_s)}, kv "
                          f"{seconds(r.kv_s)}, comm {seconds(r.comm_s)}); "
@@ -125,10 +156,17 @@ def run_plan(args):
                          "weights, memory), MFU counts the model's own (--no-pad forbids it)")
         if not b.fits:
             notes.append(f"{name} does NOT fit: {b.unfit_reason}")
+    if replicated:
+        notes.append(f"replicas ({p.replicas} asked): a phase on R replicas runs its mesh R "
+                     "times side by side, each on batch/R sequences and holding the whole "
+                     "model; its latency, MFU and memory per chip are one replica's, its cost "
+                     "counts every chip")
+    kv = "" if p.kv == "bf16" else f", {p.kv} KV cache"
     text = "\n".join([
-        f"{p.model} on {p.chips} {p.hardware} chips, batch {p.batch}, {p.weights} weights, "
+        f"{p.model} on {p.chips} {p.hardware} chips, batch {p.batch}, {p.weights} weights{kv}, "
         f"rule {p.rule}",
-        table(["phase", "mesh", "ffn", "attention", "schedule", "latency", "per token", "MFU",
+        table(["phase"] + (["replicas"] if replicated else []) + [
+               "mesh", "ffn", "attention", "schedule", "latency", "per token", "MFU",
                "memory/chip", "fits", "compute", "weights", "kv", "comm"]
               + (["dispatch"] if dispatch else []), rows),
         f"total latency {seconds(p.total_latency_s)}, MFU {p.mfu:.0%}, "
@@ -142,32 +180,40 @@ def run_pareto(args):
                      input_len=args.input_len, history_len=args.history_len,
                      gen_len=args.gen_len, weights=args.weights, ffn=args.ffn,
                      attention=args.attention, looped=args.looped, pad=not args.no_pad,
-                     rule=args.rule, progress=progress)
-    parts = [f"{res['model']} on {res['hardware']}, {res['weights']} weights: "
-             f"{res['considered']} configurations, the latency/cost frontier per phase"]
+                     rule=args.rule, progress=progress, kv=args.kv, replicas=args.replicas)
+    kv = "" if res["kv"] == "bf16" else f", {res['kv']} KV cache"
+    replicated = res["replicas"] != 1
+    parts = [f"{res['model']} on {res['hardware']}, {res['weights']} weights{kv}: "
+             f"{res['considered']} configurations, the latency/cost frontier per phase"
+             + (" (mesh: one replica's)" if replicated else "")]
     for phase, what in (("prefill", "latency"), ("decode", "latency per token")):
-        rows = [[pt["chips"], pt["batch"], mesh_text(pt["mesh"]), pt["ffn"], pt["attention"],
-                 pt["schedule"], seconds(pt["latency_s"]),
-                 f"{pt['cost_chip_s_per_token'] * 1e3:.3g}",
-                 f"{pt['mfu']:.0%}"] for pt in res[phase]]
+        rows = [[pt["chips"], pt["batch"]] + ([pt["replicas"]] if replicated else [])
+                + [mesh_text(pt["mesh"]), pt["ffn"], pt["attention"],
+                   pt["schedule"], seconds(pt["latency_s"]),
+                   f"{pt['cost_chip_s_per_token'] * 1e3:.3g}",
+                   f"{pt['mfu']:.0%}"] for pt in res[phase]]
         if rows:
-            parts += [f"\n{phase}", table(["chips", "batch", "mesh", "ffn", "attention",
-                                           "schedule", what,
-                                           "chip-ms/token", "MFU"], rows)]
+            parts += [f"\n{phase}", table(["chips", "batch"]
+                                          + (["replicas"] if replicated else [])
+                                          + ["mesh", "ffn", "attention", "schedule", what,
+                                             "chip-ms/token", "MFU"], rows)]
     return res, "\n".join(parts)
 
 
 def run_max_context(args):
     hw = get_hardware(args.hardware)
     n = max_context(args.model, args.chips, args.batch, args.attention_variant,
-                    args.kv_fraction, hw)
-    per_token = kv_bytes_per_chip(args.model, args.attention_variant, args.chips, args.batch, 1)
+                    args.kv_fraction, hw, kv=args.kv)
+    per_token = kv_bytes_per_chip(args.model, args.attention_variant, args.chips, args.batch, 1,
+                                  kv=args.kv)
+    kv = args.kv or "bf16"
     obj = {"model": args.model, "hardware": hw.name, "chips": args.chips, "batch": args.batch,
            "attention_variant": args.attention_variant, "kv_fraction": args.kv_fraction,
-           "kv_bytes_per_position_per_chip": per_token, "max_context": n}
+           "kv": kv, "kv_bytes_per_position_per_chip": per_token, "max_context": n}
     text = (f"{args.model}, {args.attention_variant}, batch {args.batch} on {args.chips} "
-            f"{hw.name} chips, {args.kv_fraction:.0%} of {gib(hw.hbm_bytes)} for the KV cache "
-            f"({per_token / 2**10:.1f} KiB per position per chip): max context {n} tokens")
+            f"{hw.name} chips, {args.kv_fraction:.0%} of {gib(hw.hbm_bytes)} for the {kv} KV "
+            f"cache ({per_token / 2**10:.1f} KiB per position per chip): max context {n} "
+            "tokens")
     return obj, text
 
 

@@ -12,7 +12,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from . import quant, shapes
+from . import kv_formats, quant, shapes
 from .errors import UsageError
 
 
@@ -114,12 +114,18 @@ class ModelConfig:
         return 2.0 * 2.0 * self.n_layers * batch * tokens * context * heads * self.D
 
     # ---- KV cache -----------------------------------------------------------------------
-    def kv_bytes(self, batch: int, context: int, bytes_per_elem: float = 2) -> float:
-        """Total KV-cache bytes, all chips together: 2 tensors · layers · K · D · B · S."""
+    def kv_bytes(self, batch: int, context: int, bytes_per_elem: float = 2,
+                 kv: str | None = None) -> float:
+        """Total KV-cache bytes, all chips together: 2 tensors · layers · K · D · B · S, at
+        `bytes_per_elem`, or in the KV format `kv` (`tpuinfer.kv_formats`: int8 adds one bf16
+        scale per token and head)."""
+        if kv is not None:
+            shape = (batch, context, self.K, self.D)
+            return 2.0 * self.n_layers * kv_formats.array_bytes(shape, kv_formats.check_kv(kv))
         return 2.0 * self.n_layers * self.K * self.D * batch * context * bytes_per_elem
 
-    def kv_bytes_per_token(self, bytes_per_elem: float = 2) -> float:
-        return self.kv_bytes(1, 1, bytes_per_elem)
+    def kv_bytes_per_token(self, bytes_per_elem: float = 2, kv: str | None = None) -> float:
+        return self.kv_bytes(1, 1, bytes_per_elem, kv)
 
 
 @functools.lru_cache(maxsize=256)

@@ -4,8 +4,12 @@ The terms (FLOPs, bytes, collectives) come from the layout files, one formula ea
 code they predict; this module only prices them on a chip. Formulas follow Pope et al. 2022
 (arXiv 2211.05102), Section 3.1:
 
-- compute_s = (weight-matmul + attention FLOPs) / (peak · flops_efficiency)
-- weights_s, kv_s = bytes read / (HBM bandwidth · hbm_efficiency); on a profile with a
+- compute_s = weight-matmul FLOPs / (its peak · flops_efficiency) + attention FLOPs / (peak ·
+  flops_efficiency): fp8 weights' matmuls at the chip's fp8 peak (`fp8_flops`; a clear error
+  on a chip without), every other format's and attention's at the bf16 peak
+- weights_s, kv_s = bytes read / (HBM bandwidth · hbm_efficiency), the KV bytes in the
+  cache's format (`kv`: an int8 cache one byte a value and a bf16 scale per token and head,
+  `tpuinfer.kv_formats`); on a profile with a
   `multirow_weight_bandwidth` (a host), the weights that matmuls of more than one row read
   (`multirow_weight_bytes`) at that rate instead, and with a `relayout_bandwidth` (a host),
   the copy that puts gathered weights in place (`relayout_bytes`) at that rate on top
@@ -25,6 +29,11 @@ code they predict; this module only prices them on a chip. Formulas follow Pope 
   plus the profile's fixed `collective_overhead_s` per call. A "step" is one neighbour hop of
   a ring algorithm: on a torus, half an axis with wraparound, the whole of one without, summed
   over the axes the group spans (`hardware.group_links`).
+
+Data-parallel replicas (`replicas=R`): the terms are one replica's (its mesh, its B/R
+sequences), and on a chip nothing else changes (each replica runs on chips of its own). On a
+`host` profile the R·n emulated devices take turns on the same cores, so they share its
+throughput and every collective call involves all of them.
 
 `overhead_s` is the profile's fixed cost per step and per layer (`device_overhead_s`,
 `layer_overhead_s`): the work outside the matmuls and collectives, the same for every layout;
@@ -67,6 +76,7 @@ import numpy as np
 from .config import ModelConfig, get_model
 from .errors import UsageError
 from .hardware import HardwareProfile, get_hardware, group_links
+from .kv_formats import resolve as kv_format
 from .layouts import Layout, step_terms
 from .terms import Collective, StepTerms
 
@@ -91,12 +101,13 @@ class CollectiveTime:
 
 
 def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape,
-                    flops_per_s: float = 0.0, hbm_per_s: float = 0.0) -> CollectiveTime:
+                    flops_per_s: float = 0.0, hbm_per_s: float = 0.0,
+                    replicas: int = 1) -> CollectiveTime:
     """One collective term's time. With the chip's matmul speed (`estimate` passes it), a
     looped ring's rounds hide behind the partial matmuls beside them (`hidden_s`); a plain
     collective, or any on a host, hides nothing."""
     hw = get_hardware(hw)
-    t = _collective_time(c, hw, tuple(mesh_shape))
+    t = _collective_time(c, hw, tuple(mesh_shape), replicas)
     if hw.interconnect == "host" or not (c.beside_flops or c.beside_bytes) or not flops_per_s:
         return t
     matmul_s = max(c.beside_flops / flops_per_s, c.beside_bytes / hbm_per_s)
@@ -106,7 +117,8 @@ def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape,
 
 
 @functools.lru_cache(maxsize=65536)
-def _collective_time(c: Collective, hw: HardwareProfile, mesh_shape) -> CollectiveTime:
+def _collective_time(c: Collective, hw: HardwareProfile, mesh_shape,
+                     replicas: int = 1) -> CollectiveTime:
     link = group_links(hw, mesh_shape, c.axes)
     if link.chips != c.group:
         raise ValueError(f"collective {c.kind} over {c.axes} says {c.group} chips, but those "
@@ -114,7 +126,7 @@ def _collective_time(c: Collective, hw: HardwareProfile, mesh_shape) -> Collecti
     if link.chips == 1:
         return CollectiveTime(c, 0.0, 0.0, c.count)
     if hw.interconnect == "host":
-        return _host_collective_time(c, hw, math.prod(mesh_shape))
+        return _host_collective_time(c, hw, replicas * math.prod(mesh_shape))
     spread = c.bytes * (c.group - 1) / c.group / link.bandwidth
     hop = link.step_latency_s
     bandwidth_s, latency_s = {
@@ -138,9 +150,9 @@ def _host_collective_time(c: Collective, hw: HardwareProfile, chips: int) -> Col
 
 
 @functools.lru_cache(maxsize=8192)
-def _price(collectives: tuple, hw, mesh_shape, flops_per_s, hbm_per_s) -> tuple:
+def _price(collectives: tuple, hw, mesh_shape, flops_per_s, hbm_per_s, replicas=1) -> tuple:
     """Every collective of a step priced (cached: the decode steps of a phase share them)."""
-    return tuple(collective_time(c, hw, mesh_shape, flops_per_s, hbm_per_s)
+    return tuple(collective_time(c, hw, mesh_shape, flops_per_s, hbm_per_s, replicas)
                  for c in collectives)
 
 
@@ -179,6 +191,8 @@ class Estimate:
     memory_per_chip_bytes: float
     hbm_bytes: float
     activations_s: float = 0.0  # the matmuls' activation traffic (0 unless the profile prices it)
+    kv: str = "bf16"  # the KV cache's format (`tpuinfer.kv_formats`)
+    replicas: int = 1  # data-parallel replicas; every term above is one replica's
 
     @property
     def chips(self) -> int:
@@ -216,23 +230,32 @@ def named_times(t) -> dict:
 
 def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, tokens: int,
              context: int, weights: str = "bf16", hardware: HardwareProfile | str = "tpu-v4",
-             rule: str | None = None, terms: StepTerms | None = None) -> Estimate:
+             rule: str | None = None, terms: StepTerms | None = None, kv: str | None = None,
+             replicas: int = 1) -> Estimate:
     """Price one step. `terms` defaults to the layout's own `step_terms`; pass hand-made terms
-    to price something the layouts do not build. `rule` defaults to the profile's."""
+    to price something the layouts do not build. `rule` defaults to the profile's. `kv`: the
+    KV cache's format ("bf16", "int8", "fp8"; None: bf16, the activations'). `replicas`: how
+    many data-parallel replicas run this step side by side (`mesh_shape` and `batch` are one
+    replica's; only a host profile, whose devices share one machine, prices them)."""
     cfg, hw = get_model(cfg), get_hardware(hardware)
     mesh_shape = tuple(int(s) for s in mesh_shape)
     rule = rule or hw.rule
+    kv = kv_format(kv, 2).name
     if terms is None:
-        terms = _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights)
+        terms = _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights, kv)
     chips = mesh_shape[0] * mesh_shape[1] * mesh_shape[2]
-    # an emulated mesh's devices take turns on one host: its throughput is shared by all chips
-    share = chips if hw.interconnect == "host" else 1
+    # an emulated mesh's devices take turns on one host: its throughput is shared by all the
+    # devices of every replica
+    share = replicas * chips if hw.interconnect == "host" else 1
     flops_per_s = hw.peak_flops * hw.flops_efficiency / share
+    weight_flops_per_s = hw.weight_matmul_flops(weights) * hw.flops_efficiency / share
     hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency / share
-    coll = _price(terms.collectives, hw, mesh_shape, flops_per_s, hbm_per_s)
+    coll = _price(terms.collectives, hw, mesh_shape, weight_flops_per_s, hbm_per_s, replicas)
     comm_s = sum(t.total_s for t in coll)
     hidden_s = sum(t.rounds * t.hidden_s for t in coll)
-    compute_s = (terms.flops + terms.attention_flops) / flops_per_s
+    compute_s = ((terms.flops + terms.attention_flops) / flops_per_s
+                 if weight_flops_per_s == flops_per_s  # one rate: the sum, as it always was
+                 else terms.flops / weight_flops_per_s + terms.attention_flops / flops_per_s)
     weights_s = terms.weight_bytes / hbm_per_s
     if hw.multirow_weight_bandwidth:  # a host: packed matmuls read at their own rate
         multirow = terms.multirow_weight_bytes
@@ -253,16 +276,16 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
         hidden_s=hidden_s, overhead_s=overhead_s, step_s=step_s,
         mfu=mfu(cfg, batch * tokens, chips, hw, step_s),
         memory_per_chip_bytes=memory_per_chip(terms), hbm_bytes=hw.hbm_bytes,
-        activations_s=activations_s)
+        activations_s=activations_s, kv=kv, replicas=replicas)
 
 
 @functools.lru_cache(maxsize=8192)
-def _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights) -> StepTerms:
+def _step_terms(cfg, layout, mesh_shape, batch, tokens, context, weights, kv) -> StepTerms:
     """The layout's `step_terms`, built once per step (the planner, the Pareto sweep and
     `paper` price the same steps under several profiles and rules). Activations are bf16 on
     real chips (f32 only in the emulated engine)."""
     return step_terms(cfg, layout, mesh_shape, batch=batch, tokens=tokens, context=context,
-                      weights=weights, act_bytes=2)
+                      weights=weights, act_bytes=2, kv=kv)
 
 
 def memory_per_chip(terms: StepTerms) -> float:
@@ -274,7 +297,9 @@ def memory_per_chip(terms: StepTerms) -> float:
 
 def mfu(cfg: ModelConfig | str, tokens: float, chips: int, hardware, time_s: float) -> float:
     """MFU = 2·N·tokens / (chips · peak · time) (the paper's Section 2), against the datasheet
-    peak (a calibrated profile's efficiency is what MFU measures, not a lower peak)."""
+    bf16 peak (a calibrated profile's efficiency is what MFU measures, not a lower peak; fp8
+    weights are measured against the same bf16 peak, so formats compare on one scale and an
+    fp8 step's MFU may pass 1)."""
     if time_s <= 0:
         return 0.0
     return (get_model(cfg).mfu_flops_per_token() * tokens

@@ -29,11 +29,12 @@ from .cli import add_json_flag
 from .config import get_model
 from .errors import UsageError
 from .generate import generate
+from .kv_formats import KV_FORMATS
 from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
 from .layouts.registry import check
 from .measure import measure
 from .mesh import emulate, make_mesh, parse_shape
-from .model import init_params
+from .model import init_params, kv_format_of
 from .planner import plan
 from .quant import format_of
 from .report import mesh_text, table
@@ -42,7 +43,7 @@ from .report import mesh_text, table
 # of 8 and 16 tokens generated show what 16 and 32 did, in half the steps: on 2 cores a decode
 # step on 256 devices takes about 0.8 s, the 4,096-token prefill 8.4 s (2,048 tokens: half).
 DEFAULTS = {"model": "tiny", "mesh": "4x8x8", "batch": 256, "prompt_len": 8, "steps": 16,
-            "prefill": None, "decode": None}
+            "prefill": None, "decode": None, "kv": None}
 TEXT_ROWS = 4  # sequences the report shows as text
 # With --processes: stop the run when no process has made progress for this long. The slowest
 # step of the multi-process demo on 2 cores, the first prefill of 256 devices in 8 processes
@@ -51,9 +52,10 @@ STALL_S = 300
 
 
 def planned_layouts(model, shape, batch, prompt_len, steps, prefill=None, decode=None,
-                    looped=None, bidirectional=False):
+                    looped=None, bidirectional=False, kv=None):
     """The layouts to run: those given, else the planner's choice for this request on TPU v4
-    chips of this mesh (bf16 weights, as it would be deployed). `looped` True or False runs
+    chips of this mesh (bf16 weights, as it would be deployed, and the KV cache in `kv`:
+    None, bf16). `looped` True or False runs
     both phases looped (Looped CollectiveEinsum; `bidirectional` both ways round the ring) or
     plain; None keeps the planner's schedule (plain for layouts given by name). Pure: no
     devices needed."""
@@ -61,7 +63,7 @@ def planned_layouts(model, shape, batch, prompt_len, steps, prefill=None, decode
         chosen = Layout(*prefill), Layout(*decode)
     else:
         p = plan(model, "tpu-v4", chips=int(np.prod(shape)), batch=batch, input_len=prompt_len,
-                 history_len=0, gen_len=steps, weights="bf16", mesh=tuple(shape))
+                 history_len=0, gen_len=steps, weights="bf16", mesh=tuple(shape), kv=kv)
         chosen = (Layout(*prefill) if prefill else p.prefill.best.layout,
                   Layout(*decode) if decode else p.decode.best.layout)
     if looped is None and not bidirectional:
@@ -73,8 +75,10 @@ def planned_layouts(model, shape, batch, prompt_len, steps, prefill=None, decode
 def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["batch"],
              prompt_len=DEFAULTS["prompt_len"], steps=DEFAULTS["steps"],
              prefill=None, decode=None, seed=0, processes=1,
-             process_id=0, coordinator=None, looped=None, bidirectional=False) -> dict:
-    """Run the demo and return its report (what `--json` prints).
+             process_id=0, coordinator=None, looped=None, bidirectional=False,
+             kv=None) -> dict:
+    """Run the demo and return its report (what `--json` prints). `kv`: the KV cache's format
+    (None: the activations', f32; "bf16", "int8", "fp8"), the same in the reference.
 
     With `processes` > 1 this is one of the processes (`run_demo_processes` starts them all):
     parameters are created in their shards, and only process 0 runs the unsharded reference,
@@ -85,7 +89,7 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
     parts = _Parts()
     cfg = get_model(model)
     layouts = dict(zip(("prefill", "decode"), planned_layouts(
-        cfg, shape, batch, prompt_len, steps, prefill, decode, looped, bidirectional)))
+        cfg, shape, batch, prompt_len, steps, prefill, decode, looped, bidirectional, kv)))
     device_mesh = make_mesh(shape)
     trained = cfg.name in checkpoint.trained_models()
     if processes == 1:
@@ -96,12 +100,12 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
     parts.lap("plan and parameters")
     prompt_BL = (text.prompts(batch, prompt_len, seed) if trained else
                  np.random.default_rng(seed).integers(0, cfg.V, (batch, prompt_len)))
-    out = generate(params, cfg, prompt_BL, steps, mesh=device_mesh, **layouts)
+    out = generate(params, cfg, prompt_BL, steps, mesh=device_mesh, kv=kv, **layouts)
     parts.lap("sharded generation")
     if process_id != 0:  # its report is never shown: process 0 speaks for all
         return {"process_id": process_id}
     ref = generate(params if processes == 1 else _params(cfg, trained, seed), cfg, prompt_BL,
-                   steps)
+                   steps, kv=kv)
     parts.lap("unsharded reference")
     fmt = format_of(params)
     phases = []
@@ -109,8 +113,8 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
         tokens = prompt_len if name == "prefill" else 1
         # The very steps generate compiled (cached): read them, without running them again.
         m = measure(cfg, device_mesh, layout, phase=name, batch=batch, tokens=tokens,
-                    context=prompt_len + steps, weights=fmt, params=params, repeats=0) \
-            if processes == 1 else None
+                    context=prompt_len + steps, weights=fmt, params=params, repeats=0,
+                    kv=kv) if processes == 1 else None
         timing = out.timings[name]
         phases.append({
             "phase": name, "layout": str(layout), "mesh": list(shape),
@@ -127,7 +131,7 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
     return {"model": cfg.name, "mesh": list(shape), "devices": int(np.prod(shape)),
             "processes": processes,
             "batch": batch, "prompt_len": prompt_len, "steps": steps, "weights": fmt,
-            "phases": phases,
+            "kv": kv_format_of(out.cache), "phases": phases,
             "tokens_match": bool(np.array_equal(out.tokens, ref.tokens)),
             "max_logit_rel_err": float(np.abs(out.step_logits - ref.step_logits).max()
                                        / np.abs(ref.step_logits).max()) if steps else 0.0,
@@ -219,7 +223,7 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
     cfg = get_model(o["model"])
     layouts = planned_layouts(cfg, shape, o["batch"], o["prompt_len"], o["steps"],
                               o["prefill"], o["decode"], o.get("looped"),
-                              o.get("bidirectional", False))
+                              o.get("bidirectional", False), o["kv"])
     for layout in layouts:
         check(cfg, layout, shape, o["batch"])
     loop = {k: o[k] for k in ("looped", "bidirectional") if k in o}
@@ -239,7 +243,7 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
         if s == shape:
             return layouts
         chosen = planned_layouts(cfg, s, o["batch"], o["prompt_len"], o["steps"], o["prefill"],
-                                 o["decode"], **loop)
+                                 o["decode"], **loop, kv=o["kv"])
         for layout in chosen:
             check(cfg, layout, s, o["batch"])
         return chosen
@@ -256,6 +260,7 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
                     "--decode", layouts[1].ffn, layouts[1].attention,
                     "--processes", str(processes), "--process-id", str(process_id),
                     "--coordinator", coordinator, "--report", report_path, "--json"] + (
+                        ["--kv", o["kv"]] if o["kv"] else []) + (
                         ["--looped"] if layouts[0].looped and layouts[1].looped else []) + (
                         ["--bidirectional"] if layouts[0].bidirectional else [])
 
@@ -313,10 +318,12 @@ def format_report(r: dict) -> str:
         rows.append([p["phase"], p["layout"], p["tokens"], f"{p['compile_s']:.2f}",
                      f"{p['step_s']:.3f}", *here, _or_dash(p["tpu_v4_step_s"], ".2e"), colls])
     trained = "trained on the project's prose" if r.get("trained") else "random"
+    act = "f32" if r["weights"] == "f32" else "bf16"  # the cache's format unless one was asked
     lines = [f"tpuinfer demo: {r['model']} on {r['devices']} emulated devices{across} "
              f"(mesh {mesh_text(r['mesh'])}), batch {r['batch']}, "
-             f"prompt {r['prompt_len']} tokens, {r['steps']} generated, {r['weights']} weights "
-             f"({trained})",
+             f"prompt {r['prompt_len']} tokens, {r['steps']} generated, {r['weights']} weights"
+             + (f", {r['kv']} KV cache" if r.get("kv", act) != act else "")
+             + f" ({trained})",
              "", r.get("layouts_note") or
              "layouts: the planner's choice for this request on TPU v4 unless given", "",
              table(header, rows, "ll" + "r" * (len(header) - 3) + "l")]
@@ -370,6 +377,9 @@ def register(sub) -> None:
                         "default: the planner's schedule")
     p.add_argument("--bidirectional", action="store_true",
                    help="looped, halves both ways round the ring (weight-stationary layouts)")
+    p.add_argument("--kv", default=None, choices=KV_FORMATS,
+                   help="the KV cache's format, in the sharded run and the reference alike "
+                        "(default: the activations')")
     p.add_argument("--processes", type=int, default=1,
                    help="run as P local processes (jax.distributed over 127.0.0.1), each "
                         "holding 256/P of the devices, as the P hosts of a slice")
@@ -390,7 +400,7 @@ def register(sub) -> None:
                        prompt_len=args.prompt_len, steps=args.steps,
                        prefill=args.prefill and tuple(args.prefill),
                        decode=args.decode and tuple(args.decode), looped=args.looped,
-                       bidirectional=args.bidirectional)
+                       bidirectional=args.bidirectional, kv=args.kv)
         if args.process_id is not None:  # one of the processes of a multi-process demo
             with _as_worker(args.steps):
                 report = run_demo(**options, processes=args.processes,

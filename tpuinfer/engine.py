@@ -4,6 +4,11 @@ A step is the embedding lookup, every layer (the feed-forward layout's block, wi
 attention layout inside it), the final norm and the output projection, as one SPMD body whose
 collectives are all written out in the layout files. Compiled steps are cached per
 configuration, so a second `generate` or `measure` of the same configuration never compiles.
+
+The KV cache carries its own format (`model.kv_format_of`: its arrays' dtypes, and an int8
+cache's scales), and a mesh its replicas (`mesh.replica_count`): on a mesh of R replicas the
+same body runs in each replica on its B/R sequences, its collectives over x, y, z only, and
+every array with a batch dimension is split over 'r' first (`*_on(..., mesh)` below).
 """
 from __future__ import annotations
 
@@ -19,9 +24,12 @@ from . import caches, model, placement
 from .config import ModelConfig
 from .layouts import Layout, head
 from .layouts.interface import Ctx
-from .layouts.registry import cache_specs, context, logits_spec, param_specs, token_spec
+from .errors import LayoutError
+from .layouts.registry import (cache_specs, context, logits_spec, over_replicas, param_specs,
+                               token_spec)
 from .layouts.registry import check  # noqa: F401  (engine.check: a step's errors, up front)
 from .mesh import mesh_shape as shape_of
+from .mesh import replica_count
 # placing arrays on the mesh: `engine.place` and `engine.shardings` are placement's
 from .placement import place, shardings  # noqa: F401
 from .quant import activation_dtype
@@ -44,19 +52,56 @@ def _body(ctx: Ctx, dtype, params, tokens_BL, cache, pos):
         new_cache
 
 
+# ---- specs on a mesh, its replicas included --------------------------------------------------
+def per_replica(mesh, batch: int) -> int:
+    """The sequences each replica of `mesh` runs: B/R (a clear error when R does not divide
+    B)."""
+    r = replica_count(mesh)
+    if batch % r:
+        raise LayoutError(f"batch B={batch} does not split over {r} replicas; use a batch of "
+                          f"{r}, {2 * r}, ... or fewer replicas")
+    return batch // r
+
+
+def check_on(cfg, layout, mesh, batch: int) -> None:
+    """`check` of one replica's step (B/R sequences on its x, y, z)."""
+    check(cfg, layout, shape_of(mesh), per_replica(mesh, batch))
+
+
+def _batched(spec, mesh):
+    return over_replicas(spec) if replica_count(mesh) > 1 else spec
+
+
+def token_spec_on(layout, mesh):
+    return _batched(token_spec(layout), mesh)
+
+
+def logits_spec_on(layout, mesh):
+    return _batched(logits_spec(layout), mesh)
+
+
+def cache_specs_on(cfg, layout, mesh, batch: int, kv: str | None = None) -> list:
+    """Every layer's cache specs on `mesh` for a batch of `batch` (all replicas'): a replica's
+    (`cache_specs` for B/R), the batch split over 'r' first."""
+    specs = cache_specs(cfg, layout, shape_of(mesh), per_replica(mesh, batch), kv)
+    return [{name: _batched(s, mesh) for name, s in layer.items()} for layer in specs]
+
+
 @functools.lru_cache(maxsize=64)  # bounded: `COMPILED_STEPS`
-def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int):
+def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int,
+            kv: str | None = None):
     """The jitted sharded step `(params, tokens_BL, cache, pos) -> (logits_B1V, cache)`: the
     logits of each sequence's last position, and the cache with this step's K/V written.
-    The cache's spec depends on the batch (attention by batch splits what it divides)."""
+    The cache's spec depends on the batch (attention by batch splits what it divides) and on
+    its format `kv` (an int8 cache's scales)."""
     ctx = context(cfg, layout, shape_of(mesh))
     body = functools.partial(_body, ctx, activation_dtype(weights))
-    cspecs = cache_specs(cfg, layout, shape_of(mesh), batch)
+    cspecs = cache_specs_on(cfg, layout, mesh, batch, kv)
     sharded = jax.shard_map(
         body, mesh=mesh,
-        in_specs=(param_specs(cfg, layout, weights, shape_of(mesh)), token_spec(layout), cspecs,
-                  P()),
-        out_specs=(logits_spec(layout), cspecs),
+        in_specs=(param_specs(cfg, layout, weights, shape_of(mesh)), token_spec_on(layout, mesh),
+                  cspecs, P()),
+        out_specs=(logits_spec_on(layout, mesh), cspecs),
         # Multiquery (and grouped-query) K/V under attention by heads are computed
         # identically on every chip of the heads axes they do not split over and cached
         # replicated; the varying-axes check cannot see through the all-gather that makes
@@ -118,11 +163,12 @@ def compiler_options(platform: str) -> dict:
 def compiled_step(cfg, layout, mesh, weights, params, tokens_BL, cache, pos):
     """The compiled executable for these argument shapes, compiled once per configuration.
     Returns (executable, compile seconds spent now: 0.0 when it was cached)."""
-    key = (cfg, layout, mesh, weights, tokens_BL.shape, cache[0]["k"].shape)
+    kv = model.kv_format_of(cache)
+    key = (cfg, layout, mesh, weights, tokens_BL.shape, cache[0]["k"].shape, kv)
     if key not in _COMPILED:
         t0 = time.perf_counter()
         fn = reference_step_fn(cfg, weights) if mesh is None else \
-            step_fn(cfg, layout, mesh, weights, tokens_BL.shape[0])
+            step_fn(cfg, layout, mesh, weights, tokens_BL.shape[0], kv)
         _COMPILED[key] = fn.lower(params, tokens_BL, cache, pos).compile(
             compiler_options(jax.devices()[0].platform if mesh is None else
                              mesh.devices.flat[0].platform))
@@ -130,14 +176,15 @@ def compiled_step(cfg, layout, mesh, weights, params, tokens_BL, cache, pos):
     return _COMPILED[key], 0.0
 
 
-def init_cache(cfg, layout, mesh, batch, max_len, weights):
-    """Zeros, created directly in their shards (no host holds the whole cache; compiled, where
-    it compiles, once per configuration: `placement.zeros`)."""
+def init_cache(cfg, layout, mesh, batch, max_len, weights, kv: str | None = None):
+    """Zeros in the KV format `kv` (None: the activation dtype of `weights`), created directly
+    in their shards (no host holds the whole cache; compiled, where it compiles, once per
+    configuration: `placement.zeros`)."""
     dtype = activation_dtype(weights)
     if mesh is None:
-        return model.init_cache(cfg, batch, max_len, dtype)
-    return placement.zeros((batch, max_len, cfg.K, cfg.D), dtype, mesh,
-                           cache_specs(cfg, layout, shape_of(mesh), batch))
+        return model.init_cache(cfg, batch, max_len, dtype, kv)
+    return placement.zeros(model.cache_arrays(cfg, batch, max_len, dtype, kv), mesh,
+                           cache_specs_on(cfg, layout, mesh, batch, kv))
 
 
 def local_bytes(tree) -> int:

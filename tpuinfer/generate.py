@@ -3,7 +3,8 @@
 Arrays are global from the start: prompts are built from per-process pieces and the KV cache
 is created in its shards, so the same code runs on one process or on many (a multi-host
 slice). Between the phases the weights, the cache and the next tokens are resharded to the
-decode layout when it differs from prefill's.
+decode layout when it differs from prefill's. On a mesh of replicas (`make_mesh(shape,
+replicas=R)`) each replica runs both layouts on its own B/R sequences.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from . import engine
 from .config import ModelConfig
 from .errors import UsageError
+from .kv_formats import check_kv
 from .layouts import Layout
 from .mesh import mesh_shape
 from .quant import format_of, prepare
@@ -116,11 +118,14 @@ class _Phase:
 def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
              prefill: Layout = Layout("ws2d", "heads"), decode: Layout = Layout("ws2d", "batch"),
              weights: str | None = None, temperature: float = 0.0, top_k: int | None = None,
-             seed: int = 0) -> Generation:
+             seed: int = 0, kv: str | None = None) -> Generation:
     """Prefill `prompt_BL` (host ints [B, L]) and generate `steps` tokens per sequence.
 
     `mesh=None` runs the unsharded reference; otherwise the prefill and decode layouts run on
-    `mesh`. `weights` is None (as the parameters are), "f32", "bf16" or "int8".
+    `mesh` (a mesh of replicas too: `make_mesh(shape, replicas=R)`, each replica B/R of the
+    sequences). `weights` is None (as the parameters are), "f32", "bf16", "int8" or "fp8".
+    `kv` is the KV cache's format: None (the activation dtype), "bf16", "int8" (a bf16 scale
+    per token and head) or "fp8" (`tpuinfer.kv_formats`); the reference runs the same cache.
     Greedy when temperature is 0; otherwise sampled with a key from `seed` (the same key on
     a mesh as in the reference), from the `top_k` likeliest tokens when given.
     """
@@ -133,13 +138,14 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
         raise UsageError(f"steps must be >= 0, got {steps}")
     if top_k is not None and not 1 <= top_k <= cfg.V:
         raise UsageError(f"top_k must lie in [1, {cfg.V}] for model {cfg.name}, got {top_k}")
+    check_kv(kv)
     B, L = prompt_BL.shape
     fmt = weights or format_of(params)
     params = prepare(params, weights)
     max_len = L + steps
     if mesh is not None:
         for layout in (prefill, decode):
-            engine.check(cfg, layout, mesh_shape(mesh), B)
+            engine.check_on(cfg, layout, mesh, B)
     pre, dec = (_Phase(n, cfg, lay, mesh, fmt) for n, lay in (("prefill", prefill),
                                                                ("decode", decode)))
     key = jax.random.key(seed)
@@ -148,8 +154,9 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
     if mesh is not None:
         params = engine.place(params, mesh, engine.param_specs(cfg, prefill, fmt,
                                                                 mesh_shape(mesh)))
-    cache = engine.init_cache(cfg, prefill, mesh, B, max_len, fmt)
-    tokens_BL = global_array(prompt_BL, mesh, engine.token_spec(prefill) if mesh else None)
+    cache = engine.init_cache(cfg, prefill, mesh, B, max_len, fmt, kv)
+    tokens_BL = global_array(prompt_BL, mesh,
+                             engine.token_spec_on(prefill, mesh) if mesh else None)
     logits_B1V, cache = pre(params, tokens_BL, cache, 0)
     last_BV = logits_B1V[:, -1]
     prefill_logits = to_host(last_BV)
@@ -158,8 +165,7 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
     if mesh is not None and decode != prefill:
         params = engine.place(params, mesh, engine.param_specs(cfg, decode, fmt,
                                                                 mesh_shape(mesh)))
-        cache = engine.place(cache, mesh,
-                             engine.cache_specs(cfg, decode, mesh_shape(mesh), B))
+        cache = engine.place(cache, mesh, engine.cache_specs_on(cfg, decode, mesh, B, kv))
     tokens, step_logits = [], []
     for t in range(steps):
         step_logits.append(to_host(last_BV))
@@ -170,7 +176,7 @@ def generate(params, cfg: ModelConfig, prompt_BL, steps: int, mesh=None,
         if t == steps - 1:
             break  # the last token needs no forward pass of its own
         next_B1 = global_array(host_next[:, None], mesh,
-                               engine.token_spec(decode) if mesh else None)
+                               engine.token_spec_on(decode, mesh) if mesh else None)
         logits_B1V, cache = dec(params, next_B1, cache, L + t)
         last_BV = logits_B1V[:, -1]
     timings = {"prefill": pre.timing(), "decode": dec.timing()}

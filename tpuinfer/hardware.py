@@ -20,6 +20,11 @@ onto its links, so that the cost model can price a collective over any group of 
   bounded by the per-GPU InfiniBand bandwidth between nodes: every ring through it crosses a
   NIC. Beyond one node, GPU counts are whole nodes.
 
+`peak_flops` is the dense bf16 rate. A chip that computes in fp8 (H100, H200) also has
+`fp8_flops`, the rate fp8 weights' matmuls are priced at; fp8 weights on a chip without it are
+an error naming the chips that have it (`require_fp8`). A KV cache in fp8 (or int8) is storage
+only, read into the activations' dtype inside attention: priced by its bytes on every chip.
+
 `tpu-v4-calibrated` is the one profile fitted to the paper: the same chip with three named
 constants fitted to Table 2 by `benchmarks/fit_calibrated.py`. Nothing else is tuned.
 A `host` profile (this machine's emulated mesh) is written by `tpuinfer calibrate` to
@@ -96,6 +101,10 @@ class HardwareProfile:
     # weight along a new first dimension, and the copy that moves the gathered dimensions into
     # place took about half of a 2x2x2 wg-xyz decode step on XLA:CPU.
     relayout_bandwidth: float = 0.0
+    # dense fp8 (e4m3) matmul FLOP/s per chip; 0: the chip has no fp8 matmul, and fp8 weights
+    # are not priced on it (`require_fp8`). A host (the emulated mesh) runs fp8 weights
+    # dequantized to its activations, at `peak_flops`.
+    fp8_flops: float = 0.0
 
     def __post_init__(self):
         if self.interconnect not in INTERCONNECTS:
@@ -111,6 +120,15 @@ class HardwareProfile:
 
     def replace(self, **changes) -> "HardwareProfile":
         return dataclasses.replace(self, **changes)
+
+    def weight_matmul_flops(self, weights: str) -> float:
+        """The peak rate of the weight matmuls in a weight format: fp8 weights at the chip's
+        fp8 rate (the matmul itself in fp8, as served on an H100), every other format at the
+        bf16 peak (the paper's int8 is weight-only: its matmul runs in bf16)."""
+        if weights != "fp8" or self.interconnect == "host":
+            return self.peak_flops
+        require_fp8(self, "fp8 weights")
+        return self.fp8_flops
 
     def host_collective(self, kind: str) -> tuple[float, float, float, float]:
         """A host profile's (call_s, device_s, member_s, byte_s) for one collective kind."""
@@ -226,8 +244,43 @@ PROFILES: dict[str, HardwareProfile] = {p.name: p for p in [
         network_bandwidth=400e9 / 8,  # source: NVIDIA DGX H100 (one 400 Gb/s NDR NIC per GPU)
         network_latency_s=5e-6,  # source: order of an InfiniBand RDMA round trip (~µs)
         max_chips=4096,
+        # source: NVIDIA H100 datasheet (FP8 tensor core 3,958 TFLOPS with sparsity, half
+        # of it dense: twice the dense BF16 rate)
+        fp8_flops=1979e12,
+    ),
+    HardwareProfile(
+        name="h200",
+        description="NVIDIA H200 SXM in 8-GPU HGX/DGX nodes, datasheet",
+        # source: NVIDIA H200 datasheet (BF16 tensor core 1,979 TFLOPS with sparsity, half of
+        # it dense: the H100's GH100 compute)
+        peak_flops=989e12,
+        hbm_bytes=141e9,  # source: NVIDIA H200 datasheet (141 GB HBM3e)
+        hbm_bandwidth=4.8e12,  # source: NVIDIA H200 datasheet (4.8 TB/s, SXM)
+        interconnect="switch",  # source: NVIDIA DGX H200 (NVSwitch, all-to-all in a node)
+        link_bandwidth=900e9 / 2,  # source: NVIDIA H200 datasheet (NVLink 900 GB/s, both ways)
+        hop_latency_s=1e-6,  # source: the H100 figure (the same NVLink and NVSwitch)
+        node_size=8,  # source: NVIDIA DGX H200 (8 GPUs per node)
+        network_bandwidth=400e9 / 8,  # source: NVIDIA DGX H200 (one 400 Gb/s NIC per GPU)
+        network_latency_s=5e-6,  # source: the H100 figure (the same InfiniBand)
+        max_chips=4096,
+        # source: NVIDIA H200 datasheet (FP8 tensor core 3,958 TFLOPS with sparsity, half of
+        # it dense)
+        fp8_flops=1979e12,
     ),
 ]}
+
+
+def fp8_chips() -> list[str]:
+    """The profiles whose chips compute in fp8 (`fp8_flops`)."""
+    return [name for name, p in PROFILES.items() if p.fp8_flops]
+
+
+def require_fp8(hw: HardwareProfile, what: str) -> None:
+    """A clear error where `what` (fp8 weights) would be priced on a chip without fp8."""
+    if not hw.fp8_flops and hw.interconnect != "host":
+        raise UsageError(f"{hw.name} has no fp8 matmul, so {what} cannot be priced on it; "
+                         f"fp8 runs on {', '.join(fp8_chips())}: choose one of those, or "
+                         f"int8 weights (the paper's, weight-only)")
 
 # The meshes the paper ran for each chip count (Pope et al. 2022, Section 4); the planner weighs
 # every factorisation, these are what the book and `tpuinfer paper` show beside its choice.

@@ -9,6 +9,10 @@ model and the engine use.
 
 A grouped-query model (Llama: 1 < K < H) has two more: its K/V heads split by heads over as
 many chips as K allows and replicated over the rest, or split by batch as multiquery's.
+
+The cache's format (`kv`, `tpuinfer.kv_formats`) sets its bytes per value: bf16 2, fp8 1, int8
+1 plus a bf16 scale per token and head (1 + 2/D: PaLM 540B's D = 256 makes it 1.008), so an
+int8 or fp8 cache holds about twice bf16's context in the same HBM.
 """
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import math
 from .config import ModelConfig, get_model
 from .errors import LayoutError, UsageError
 from .hardware import HardwareProfile, get_hardware
+from .kv_formats import check_kv
 from .layouts import Layout
 from .layouts.registry import ATTENTION, cache_bytes_per_chip
 
@@ -53,11 +58,12 @@ def variant_config(cfg: ModelConfig | str, variant: str) -> ModelConfig:
 
 
 def kv_bytes_per_chip(cfg: ModelConfig | str, variant: str, chips: int, batch: int,
-                      context: int, bytes_per_elem: float = 2) -> float:
+                      context: int, kv: str | None = None) -> float:
     """A chip's KV cache under each variant: split by heads over all chips (⌈K/n⌉ heads each:
     a chip holds at least one), replicated (multiquery's one head cannot split by heads),
     grouped-query heads split over gcd(K, n) chips and replicated over the rest, or split by
-    batch over all chips (B/n sequences each)."""
+    batch over all chips (B/n sequences each). `kv`: the cache's format (None: bf16)."""
+    kv = check_kv(kv) or "bf16"
     v = variant_config(cfg, variant)
     layout = VARIANTS[variant][1]
     # the chips as one axis; a grouped model's K/V heads split over a first axis of
@@ -68,17 +74,18 @@ def kv_bytes_per_chip(cfg: ModelConfig | str, variant: str, chips: int, batch: i
         raise LayoutError(f"{variant} shards the batch over all {chips} chips: batch "
                           f"{batch} must be a multiple of {chips}; use batch {chips}, "
                           f"{2 * chips}, ... or multiquery-heads")
-    return float(cache_bytes_per_chip(v, layout, mesh, batch, context, bytes_per_elem))
+    return float(cache_bytes_per_chip(v, layout, mesh, batch, context, kv))
 
 
 def max_context(model: ModelConfig | str, chips: int, batch: int, attention_variant: str,
-                kv_fraction: float = 0.3, hardware: HardwareProfile | str = "tpu-v4") -> int:
-    """The longest context whose KV cache fits in `kv_fraction` of each chip's HBM (the paper
-    reserves 30%)."""
+                kv_fraction: float = 0.3, hardware: HardwareProfile | str = "tpu-v4",
+                kv: str | None = None) -> int:
+    """The longest context whose KV cache, in the format `kv` (None: bf16), fits in
+    `kv_fraction` of each chip's HBM (the paper reserves 30%)."""
     hw = get_hardware(hardware)
     if not 0 < kv_fraction <= 1:
         raise UsageError(f"kv_fraction must be in (0, 1], got {kv_fraction}")
     if chips < 1 or batch < 1:
         raise UsageError(f"chips and batch must be at least 1, got {chips} and {batch}")
-    per_position = kv_bytes_per_chip(model, attention_variant, chips, batch, 1)
+    per_position = kv_bytes_per_chip(model, attention_variant, chips, batch, 1, kv)
     return int(kv_fraction * hw.hbm_bytes // per_position)

@@ -22,20 +22,30 @@ Units and names are the cost model's (`tpuinfer.terms`), so the two sides compar
   (`engine.compiler_options`), so a weight-gathered layout gathers each weight just before
   its matmul, as on a device;
 - `weight_bytes_per_device`: the parameters each device holds;
+- `kv_bytes_per_device`: the KV cache each device holds: measured, the compiled step's cache
+  arguments on one device (their shapes as the executable shards them, `Compiled.
+  input_shardings`); predicted, the terms' stored KV bytes (`StepTerms.stored_kv_bytes`, in
+  the cache's format: `kv`);
 - `time_s`: measured, the median step; predicted, the cost model on the `host` profile that
   `tpuinfer calibrate` writes (None until it has run), with the TPU v4 prediction beside it,
   labelled as such.
 
 One thing of the emulated machine is modelled here, not in the layouts: XLA:CPU has no bf16
-collectives; it widens every bf16 collective to f32 (a convert on each side). The prediction
-for a CPU-compiled step therefore counts bf16 collectives at f32 size, and flags it
-(`Flag.COLLECTIVES_WIDENED`). Flags are facts; `tpuinfer.report` words them.
+or fp8 collectives; it widens every bf16 collective to f32 and every fp8 one to f16 (a convert
+on each side). The prediction for a CPU-compiled step therefore counts them at the widened
+size, and flags it (`Flag.COLLECTIVES_WIDENED`). Flags are facts; `tpuinfer.report` words
+them.
+
+On a mesh of replicas (`make_mesh(shape, replicas=R)`) the prediction is one replica's step
+(its x, y, z and B/R sequences), and each measured collective's `axes` name every mesh axis
+its groups span, 'r' included: a collective inside one replica's group never names 'r'.
 """
 from __future__ import annotations
 
 import dataclasses
 import enum
 import functools
+import math
 import statistics
 import time
 import weakref
@@ -52,21 +62,24 @@ from .cost import estimate
 from .errors import UsageError
 from .generate import global_array
 from .hardware import get_hardware, host_profile_path
+from .kv_formats import check_kv
+from .kv_formats import resolve as kv_format
 from .layouts import Layout, step_terms
 from .layouts import _common as c
-from .mesh import format_shape, make_mesh, mesh_shape
+from .mesh import format_shape, make_mesh, mesh_shape, replica_count
 from .model import init_params
 from .quant import activation_dtype, check_format, prepare
 from .terms import Collective, StepTerms
 
 PHASES = ("prefill", "decode")
 PROMPT, CACHE = 8, 16  # default prompt length (prefill) and cache length (decode)
-WIDENED = {"cpu": {"bf16": "f32"}}  # backend -> element types its collectives widen, and to what
+# backend -> element types its collectives widen, and to what
+WIDENED = {"cpu": {"bf16": "f32", "f8e4m3fn": "f16"}}
 
 
 class Flag(enum.Enum):
     """What a reader of a measurement should know beside its numbers (`Measurement.flags`)."""
-    COLLECTIVES_WIDENED = "collectives_widened"  # bf16 collectives compiled as f32 here
+    COLLECTIVES_WIDENED = "collectives_widened"  # bf16 (fp8) collectives compiled as f32 (f16)
     TRANSIENT_ABOVE_PREDICTION = "transient_above_prediction"  # temporaries > 1.1x predicted
     HOST_PROFILE_MISSING = "host_profile_missing"  # no `tpuinfer calibrate` yet: no host time
     HOST_PROFILE_UNREADABLE = "host_profile_unreadable"  # host.json there but unreadable
@@ -92,6 +105,7 @@ class Side:
     transient_bytes: float  # per device, added during the step (activations, temporaries)
     weight_bytes_per_device: float
     time_s: float | None  # predicted: on the `host` profile, None until one is calibrated
+    kv_bytes_per_device: float = 0.0  # the KV cache each device holds (module docstring)
 
     @property
     def comm_bytes(self) -> float:
@@ -108,7 +122,8 @@ class Side:
                 "comm_bytes": self.comm_bytes, "flops": self.flops,
                 "attention_flops": self.attention_flops, "memory_bytes": self.memory_bytes,
                 "transient_bytes": self.transient_bytes,
-                "weight_bytes_per_device": self.weight_bytes_per_device, "time_s": self.time_s}
+                "weight_bytes_per_device": self.weight_bytes_per_device,
+                "kv_bytes_per_device": self.kv_bytes_per_device, "time_s": self.time_s}
 
 
 @dataclass(frozen=True)
@@ -143,11 +158,15 @@ class Measurement:
     memory: Memory
     step_times_s: tuple[float, ...]  # each timed run (after a warm-up)
     compile_s: float  # spent compiling in this call; 0.0 when the step was cached
-    tpu_time_s: float  # the cost model's TPU v4 prediction for this step (bf16 activations)
+    # the cost model's TPU v4 prediction for this step (bf16 activations); None for fp8
+    # weights, which TPU v4 has no fp8 matmul to run
+    tpu_time_s: float | None
     flags: frozenset[Flag]
     # the compiler's own FLOP count (`Compiled.cost_analysis()`: every instruction once,
     # elementwise work too), the check on the matmul FLOPs read from the text; None if absent
     compiler_flops: float | None = None
+    kv: str = "f32"  # the KV cache's format (`tpuinfer.kv_formats`)
+    replicas: int = 1  # data-parallel replicas: `mesh_shape` is one's, `batch` all of theirs
 
     @property
     def runs(self) -> int:
@@ -178,6 +197,7 @@ class Measurement:
 
     def to_json(self) -> dict:
         return {"model": self.model, "mesh": format_shape(self.mesh_shape),
+                "replicas": self.replicas, "kv": self.kv,
                 "ffn": self.layout.ffn, "attention": self.layout.attention,
                 "looped": self.layout.looped, "bidirectional": self.layout.bidirectional,
                 "phase": self.phase, "batch": self.batch, "tokens": self.tokens,
@@ -197,10 +217,12 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
             batch: int, tokens: int | None = None, context: int | None = None,
             weights: str = "f32", params=None, seed: int = 0, repeats: int = 5,
             budget_s: float | None = None, progress=None, warmup_s: float = 0.0,
-            min_runs: int | None = None) -> Measurement:
+            min_runs: int | None = None, kv: str | None = None) -> Measurement:
     """Compile (once per configuration), read and time one step, beside its prediction.
 
-    `mesh`: a mesh from `make_mesh`, or its shape. `tokens`: the prompt length of a prefill
+    `mesh`: a mesh from `make_mesh` (of replicas too: `batch` is then all replicas', and the
+    prediction one replica's step on B/R of them), or its shape. `kv`: the KV cache's format
+    (None: the activation dtype; "bf16", "int8", "fp8"). `tokens`: the prompt length of a prefill
     (default: `context`, else 8); a decode step processes 1. `context`: the cache length
     (default: the prompt in prefill, 16 in decode). `params`: unquantized parameters (default:
     `init_params(cfg, seed)`). The time is the median of the timed runs after one warm-up:
@@ -216,23 +238,25 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     """
     cfg = get_model(cfg)
     mesh = mesh if not isinstance(mesh, (tuple, list)) else make_mesh(tuple(mesh))
-    shape = mesh_shape(mesh)
+    shape, replicas = mesh_shape(mesh), replica_count(mesh)
     tokens, context = _step_shape(phase, tokens, context)
     check_format(weights)
+    check_kv(kv)
     if repeats < 0:
         raise UsageError(f"repeats must be >= 0 (timed runs after the warm-up), got {repeats}")
     if budget_s is not None and not budget_s > 0:
         raise UsageError(f"budget_s must be a positive number of seconds, got {budget_s}")
     if warmup_s < 0:
         raise UsageError(f"warmup_s must be >= 0 seconds of untimed runs, got {warmup_s}")
-    engine.check(cfg, layout, shape, batch)  # the engine's own errors, before any work
+    engine.check_on(cfg, layout, mesh, batch)  # the engine's own errors, before any work
+    per_replica = batch // replicas
 
     placed = _placed(cfg, layout.ffn, mesh, weights, seed) if params is None else \
         engine.place(prepare(params, weights), mesh, engine.param_specs(cfg, layout, weights,
                                                                      mesh_shape(mesh)))
     tokens_BL = global_array(np.zeros((batch, tokens), np.int32), mesh,
-                             engine.token_spec(layout))
-    cache = engine.init_cache(cfg, layout, mesh, batch, context, weights)
+                             engine.token_spec_on(layout, mesh))
+    cache = engine.init_cache(cfg, layout, mesh, batch, context, weights, kv)
     pos = jnp.int32(0 if phase == "prefill" else context - 1)
     progress = progress or (lambda done, total, what: None)
     progress(0, repeats + 1, "compiling")
@@ -243,29 +267,48 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
 
     backend = mesh.devices.flat[0].platform
     act = jnp.dtype(activation_dtype(weights)).itemsize
-    terms = step_terms(cfg, layout, shape, batch=batch, tokens=tokens, context=context,
-                       weights=weights, act_bytes=act)
+    kv_name = kv_format(kv, act).name
+    terms = step_terms(cfg, layout, shape, batch=per_replica, tokens=tokens, context=context,
+                       weights=weights, act_bytes=act, kv=kv_name)
     compiled, matmuls, memory, compiler_flops = _read(exe, mesh.size)
+    full_shape = tuple(mesh.shape[a] for a in mesh.axis_names)
 
     measured = Side(
-        collectives=_grouped(Collective(x.kind, group_axes(x.groups, shape), x.group_size,
-                                        x.bytes, x.count, x.name, x.dtype) for x in compiled),
+        collectives=_grouped(Collective(x.kind, group_axes(x.groups, full_shape,
+                                                           mesh.axis_names),
+                                        x.group_size, x.bytes, x.count, x.name, x.dtype)
+                             for x in compiled),
         flops=sum(m.flops * m.count for m in matmuls if m.reads_argument),
         attention_flops=sum(m.flops * m.count for m in matmuls if not m.reads_argument),
         memory_bytes=float(memory.held), transient_bytes=float(memory.temporaries),
         weight_bytes_per_device=float(engine.local_bytes(placed)),
-        time_s=statistics.median(times) if times else None)
+        time_s=statistics.median(times) if times else None,
+        kv_bytes_per_device=float(cache_bytes_per_device(exe, cache)))
     host, host_flag = _host_profile()
-    kw = dict(batch=batch, tokens=tokens, context=context, weights=weights)
+    kw = dict(batch=per_replica, tokens=tokens, context=context, weights=weights,
+              replicas=replicas)
     host_time = None if host is None else estimate(
-        cfg, layout, shape, **kw, hardware=host, terms=on_backend(terms, shape, backend)).step_s
-    tpu_time = estimate(cfg, layout, shape, **kw, hardware="tpu-v4").step_s
+        cfg, layout, shape, **kw, kv=kv_name, hardware=host,
+        terms=on_backend(terms, shape, backend)).step_s
+    # The chip's own step: bf16 activations, and the cache asked for (else bf16 too). TPU v4
+    # has no fp8 matmul: no chip prediction for fp8 weights.
+    tpu_time = None if weights == "fp8" else estimate(cfg, layout, shape, **kw, kv=kv,
+                                                      hardware="tpu-v4").step_s
     predicted = _predicted_side(terms, shape, backend, host_time)
     flags = _flags(terms, backend, predicted, measured) | host_flag | (
         {Flag.FLOPS_MISREAD} if hlo.flops_disagree(matmuls, compiler_flops) else set())
     return Measurement(cfg.name, shape, layout, phase, batch, tokens, context, weights, backend,
                        predicted, measured, terms, compiled, memory, tuple(times), compile_s,
-                       tpu_time, flags, compiler_flops)
+                       tpu_time, flags, compiler_flops, kv_name, replicas)
+
+
+def cache_bytes_per_device(exe, cache) -> int:
+    """Bytes of the KV cache one device holds, as the compiled step takes it: each cache
+    argument's shard shape under the executable's own input shardings (arguments: params,
+    tokens, cache, pos), every layer's K and V and an int8 cache's scales."""
+    shardings = jax.tree.leaves(exe.input_shardings[0][2])
+    return sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
+               for x, s in zip(jax.tree.leaves(cache), shardings, strict=True))
 
 
 # what measure read from each compiled step, held weakly: gone when the engine's cache drops it
@@ -388,11 +431,12 @@ def _time(exe, params, tokens_BL, cache, pos, repeats, budget_s=None,
 
 
 # ---- the two sides in one vocabulary --------------------------------------------------------
-def group_axes(groups, shape) -> tuple[str, ...]:
+def group_axes(groups, shape, axes=c.AXES) -> tuple[str, ...]:
     """The mesh axes along which the members of a collective's groups differ (device ids are
-    positions in the mesh, row-major over x, y, z)."""
-    coords = np.stack(np.unravel_index(np.asarray(groups), shape), axis=-1)  # [G, K, 3]
-    return tuple(a for i, a in enumerate(c.AXES) if (coords[:, :, i] != coords[:, :1, i]).any())
+    positions in the mesh, row-major over `axes`: x, y, z, or r, x, y, z on a mesh of
+    replicas)."""
+    coords = np.stack(np.unravel_index(np.asarray(groups), shape), axis=-1)  # [G, K, axes]
+    return tuple(a for i, a in enumerate(axes) if (coords[:, :, i] != coords[:, :1, i]).any())
 
 
 def _grouped(collectives) -> tuple[Collective, ...]:
@@ -426,7 +470,8 @@ def _predicted_side(terms: StepTerms, shape, backend, host_time) -> Side:
                 flops=terms.flops, attention_flops=terms.attention_flops,
                 memory_bytes=terms.stored_weight_bytes + terms.stored_kv_bytes,
                 transient_bytes=float(terms.transient_bytes),
-                weight_bytes_per_device=terms.stored_weight_bytes, time_s=host_time)
+                weight_bytes_per_device=terms.stored_weight_bytes, time_s=host_time,
+                kv_bytes_per_device=terms.stored_kv_bytes)
 
 
 def _host_profile():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .cli import add_json_flag
+from .kv_formats import KV_FORMATS
 from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
 from .measure import measure
 from .mesh import EmulationError, emulate, make_mesh, parse_shape
@@ -26,6 +27,8 @@ def register(sub) -> None:
     p.add_argument("--context", type=int, default=None,
                    help="KV-cache length (default: the prompt in prefill, 16 in decode)")
     p.add_argument("--weights", default="f32", choices=WEIGHT_FORMATS)
+    p.add_argument("--kv", default=None, choices=KV_FORMATS,
+                   help="the KV cache's format (default: the activations', f32 or bf16)")
     p.add_argument("--looped", action="store_true",
                    help="Looped CollectiveEinsum: collective permutes round a ring, inside the "
                         "matmuls they feed")
@@ -50,7 +53,7 @@ def run(args):
                     bidirectional=args.bidirectional)
     m = measure(args.model, make_mesh(shape), layout,
                 phase=args.phase, batch=args.batch, tokens=args.tokens, context=args.context,
-                weights=args.weights, repeats=args.repeats, budget_s=args.budget)
+                weights=args.weights, repeats=args.repeats, budget_s=args.budget, kv=args.kv)
     # the JSON keeps the sentences beside the flags they word
     return m.to_json() | {"notes": measurement_notes(m)}, text(m)
 
@@ -60,8 +63,8 @@ def text(m) -> str:
     p, q = m.predicted, m.measured
     head = (f"{m.model} on {mesh_text(m.mesh_shape)} ({m.backend}), {m.layout}, "
             f"{m.phase}: batch {m.batch}, {m.tokens} token(s), context {m.context}, "
-            f"{m.weights} weights" + (f"; compiled in {m.compile_s:.1f} s" if m.compile_s else
-                                      "; compiled step reused"))
+            f"{m.weights} weights, {m.kv} KV cache"
+            + (f"; compiled in {m.compile_s:.1f} s" if m.compile_s else "; compiled step reused"))
     rows = [[f"{kind}({axes}) {nbytes(size)} {dtype}", f"{n_p}×", f"{n_q}×"]
             for (kind, axes, _, dtype, size), (n_p, n_q) in m.collective_counts().items()]
     rows += [
@@ -71,9 +74,10 @@ def text(m) -> str:
         ["memory held (weights, KV cache)", nbytes(p.memory_bytes), nbytes(q.memory_bytes)],
         ["memory during the step", nbytes(p.transient_bytes), nbytes(q.transient_bytes)],
         ["weights held", nbytes(p.weight_bytes_per_device), nbytes(q.weight_bytes_per_device)],
+        ["KV cache held", nbytes(p.kv_bytes_per_device), nbytes(q.kv_bytes_per_device)],
         ["time (this machine)", seconds(p.time_s), seconds(q.time_s) + (
             f" (median of {m.runs}, spread {m.spread:.0%})" if m.spread is not None else "")],
-        ["time (TPU v4, predicted)", seconds(m.tpu_time_s), ""],
+        ["time (TPU v4, predicted)", seconds(m.tpu_time_s), ""],  # "-": fp8 weights
     ]
     body = table(["collective(axes), bytes per device", "predicted", "measured"], rows, "lrr")
     return "\n".join([head, body] + [f"note: {n}" for n in measurement_notes(m)])

@@ -1,8 +1,15 @@
-"""Emulated devices and the (x, y, z) mesh.
+"""Emulated devices and the (x, y, z) mesh, and meshes of data-parallel replicas.
 
 JAX fixes its device count when the backend starts, so a process asks for its devices once,
 before anything touches JAX, and every smaller mesh is built from the first devices (across
 several processes: the first devices of each).
+
+`make_mesh(shape, replicas=R)` is R copies of the (x, y, z) mesh side by side: axes
+('r', 'x', 'y', 'z'), replica i on devices i·n .. (i+1)·n − 1. A layout runs inside each
+replica as on the (x, y, z) mesh alone, its collectives over x, y, z only (so within one
+replica's group); the batch splits over 'r' first and the parameters are held by every
+replica (`layouts.registry.over_replicas`). `mesh_shape(mesh)` is a replica's (x, y, z),
+`replica_count(mesh)` is R.
 """
 from __future__ import annotations
 
@@ -17,9 +24,7 @@ from . import compile_cache, distributed
 from .errors import TpuinferError, UsageError
 
 AXES = ("x", "y", "z")  # the mesh's axes, in this order everywhere (specs, profiles, shapes)
-# Sharding in types (`Explicit`, jax.make_mesh's default) is not what the shard_map bodies and
-# NamedShardings here are written for: every axis is `Auto`, as `Mesh(devices, AXES)` makes.
-AXIS_TYPES = (AxisType.Auto,) * len(AXES)
+REPLICA = "r"  # the data-parallel replicas' axis, in front of AXES when there is more than one
 
 
 # XLA:CPU flags an emulating process compiles with, unless XLA_FLAGS names the flag itself.
@@ -102,36 +107,50 @@ def emulate(n: int = 256, processes: int = 1, process_id: int = 0,
     return n
 
 
-def make_mesh(shape: tuple[int, int, int]) -> Mesh:
+def make_mesh(shape: tuple[int, int, int], replicas: int = 1) -> Mesh:
     """A mesh with axes ('x', 'y', 'z') over the first x·y·z devices (all of a real
-    accelerator slice's devices: in the order of its physical topology)."""
+    accelerator slice's devices: in the order of its physical topology). With `replicas` R >
+    1, R such meshes side by side, axes ('r', 'x', 'y', 'z') over the first R·x·y·z devices
+    (the module docstring)."""
     shape = tuple(int(s) for s in shape)
     if len(shape) != 3 or min(shape) < 1:
         raise UsageError(f"a mesh shape is three positive sizes (x, y, z), got {shape}")
-    n = math.prod(shape)
+    if not isinstance(replicas, int) or replicas < 1:
+        raise UsageError(f"replicas must be a positive number of copies of the mesh, got "
+                         f"{replicas!r}")
+    axes = ((REPLICA,) if replicas > 1 else ()) + AXES
+    full = ((replicas,) if replicas > 1 else ()) + shape
+    n = math.prod(full)
     have = jax.device_count()
     if n > have:
+        what = f"{replicas} replicas of mesh {format_shape(shape)}" if replicas > 1 else \
+            f"mesh {format_shape(shape)}"
         raise UsageError(
-            f"mesh {format_shape(shape)} needs {n} devices but JAX has {have}; choose a mesh of "
+            f"{what} needs {n} devices but JAX has {have}; choose a mesh of "
             f"at most {have} devices, or restart and call tpuinfer.emulate({n}) first")
+    # Sharding in types (`Explicit`, jax.make_mesh's default) is not what the shard_map bodies
+    # and NamedShardings here are written for: every axis is `Auto`, as `Mesh(devices, axes)`
+    # makes.
+    types = (AxisType.Auto,) * len(axes)
     devices = jax.devices()[:n]
     if n == have and devices[0].platform != "cpu":
         # A real slice or cluster: order the devices by the physical topology, so that mesh
         # neighbours are torus (or NVLink) neighbours, as the cost model's links assume.
-        return jax.make_mesh(shape, AXES, axis_types=AXIS_TYPES)
+        return jax.make_mesh(full, axes, axis_types=types)
     if jax.process_count() > 1 and n < have:
         # Every process must hold part of the mesh (each runs the same program on its own
         # devices): take the first n/P devices of each process rather than process 0's alone.
         per = n // jax.process_count()
         if per * jax.process_count() != n:
-            raise UsageError(f"mesh {format_shape(shape)} of {n} devices does not split evenly "
+            raise UsageError(f"mesh {format_shape(full)} of {n} devices does not split evenly "
                              f"over {jax.process_count()} processes; choose a mesh whose size "
                              f"divides by {jax.process_count()}")
         local = [[d for d in jax.devices() if d.process_index == p]
                  for p in range(jax.process_count())]
         devices = [d for devices_of_p in local for d in devices_of_p[:per]]
-    # given the devices, jax.make_mesh keeps their order: the first n, row-major over x, y, z
-    return jax.make_mesh(shape, AXES, axis_types=AXIS_TYPES, devices=devices)
+    # given the devices, jax.make_mesh keeps their order: the first n, row-major over (r,) x,
+    # y, z
+    return jax.make_mesh(full, axes, axis_types=types, devices=devices)
 
 
 def format_shape(shape) -> str:
@@ -160,7 +179,13 @@ def _group_size(mesh_shape, axes) -> int:  # the planner asks this ~10^5 times a
 
 
 def mesh_shape(mesh: Mesh) -> tuple[int, int, int]:
+    """(x, y, z): on a mesh of replicas, one replica's."""
     return tuple(mesh.shape[a] for a in AXES)
+
+
+def replica_count(mesh: Mesh | None) -> int:
+    """The data-parallel replicas a mesh holds (1 without an 'r' axis, or no mesh)."""
+    return 1 if mesh is None else dict(mesh.shape).get(REPLICA, 1)
 
 
 def factorizations(n: int) -> list[tuple[int, int, int]]:

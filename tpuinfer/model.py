@@ -3,7 +3,8 @@
 A PaLM parallel block (one RMS-norm feeding attention and a SwiGLU feed-forward, summed into the
 residual) or, for MT-NLG, a serial block; multiquery (K = 1), grouped-query or multihead
 attention; RoPE; no biases; the input embedding shared with the output projection (PaLM) or an
-output table of its own (`unembed`, Llama); a KV cache.
+output table of its own (`unembed`, Llama); a KV cache in the activation dtype, bf16, int8 with
+a scale per token and head, or fp8 (`tpuinfer.kv_formats`).
 
 The per-chip math of every layout calls the local functions here (`rms_norm`, `rope`,
 `attend`, `ffn_act`, `mm`), so a layout differs from the reference only in its collectives.
@@ -18,8 +19,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from . import kv_formats
 from .config import ModelConfig
-from .quant import QWeight
+from .quant import QWeight, quantize
 from .shapes import CONTRACT, output_table, param_shapes
 
 EPS = 1e-6
@@ -92,11 +94,31 @@ def _initializer(name: str, shape, dtype, sharding):
                    out_shardings=sharding)
 
 
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32) -> list:
-    """One {'k', 'v'} pair of [B, S, K, D] arrays per layer, zeros."""
+def cache_arrays(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32,
+                 kv: str | None = None) -> dict:
+    """One layer's cache, name -> (shape, dtype): K and V, [B, S, K, D], in the KV format `kv`
+    (None: `dtype`, the activations'); an int8 cache adds their bf16 scales, [B, S, K]."""
+    fmt = kv_formats.resolve(kv, jnp.dtype(dtype).itemsize)
     shape = (batch, max_len, cfg.K, cfg.D)
-    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    out = {t: (shape, jnp.dtype(fmt.dtype)) for t in "kv"}
+    if fmt.scale_bytes:
+        out |= {f"{t}_scale": (shape[:3], jnp.dtype(kv_formats.SCALE_DTYPE)) for t in "kv"}
+    return out
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=jnp.float32,
+               kv: str | None = None) -> list:
+    """One layer's cache (`cache_arrays`) per layer, zeros."""
+    arrays = cache_arrays(cfg, batch, max_len, dtype, kv)
+    return [{name: jnp.zeros(shape, dt) for name, (shape, dt) in arrays.items()}
             for _ in range(cfg.n_layers)]
+
+
+def kv_format_of(cache: list) -> str:
+    """The KV format a cache is held in (`kv_formats.FORMATS`), from its arrays."""
+    layer = cache[0]
+    return "int8" if "k_scale" in layer else next(
+        f.name for f in kv_formats.FORMATS.values() if jnp.dtype(f.dtype) == layer["k"].dtype)
 
 
 # ---- local math, shared by the reference and every layout ---------------------------------
@@ -158,35 +180,70 @@ def write_cache(cache_BSKD, new_BLKD, pos):
                                         (0, pos, 0, 0))
 
 
+def write_kv(cache: dict, k_BLKD, v_BLKD, pos) -> dict:
+    """One layer's cache with this step's K and V written at positions pos.., in the cache's
+    own format: int8 quantized per token and head (their scales written beside them), fp8
+    clipped to e4m3's range and cast, anything else cast."""
+    out = {}
+    for t, new_BLKD in (("k", k_BLKD), ("v", v_BLKD)):
+        if f"{t}_scale" in cache:  # int8 over D, as a weight over its contracted dimension
+            new_BLKD, scale_BLK = quantize(new_BLKD, (3,), "int8")
+            out[f"{t}_scale"] = jax.lax.dynamic_update_slice(cache[f"{t}_scale"], scale_BLK,
+                                                             (0, pos, 0))
+        elif cache[t].dtype == jnp.float8_e4m3fn:
+            new_BLKD = jnp.clip(new_BLKD, -kv_formats.FP8_MAX, kv_formats.FP8_MAX)
+        out[t] = write_cache(cache[t], new_BLKD, pos)
+    return out
+
+
 QUERY_BLOCK = 512  # queries per block of attention scores: a long prefill never holds L×S
 
 
-def attend(q_BLHD, k_BSKD, v_BSKD, pos):
-    """Causal attention of L queries at positions pos.. against a cache of S positions.
-    Query head j reads K/V head j·K/H: K = 1 is multiquery (every query head reads the one
-    K/V head), K = H multihead, between them grouped-query attention. Queries go in
-    blocks of QUERY_BLOCK, so the f32 scores held at once are at most B·H·QUERY_BLOCK·S."""
+def attend(q_BLHD, cache: dict, pos):
+    """Causal attention of L queries at positions pos.. against a layer's cache of S
+    positions ({'k', 'v'} [B, S, K, D], and an int8 cache's scales). Query head j reads K/V
+    head j·K/H: K = 1 is multiquery (every query head reads the one K/V head), K = H
+    multihead, between them grouped-query attention. Queries go in blocks of QUERY_BLOCK, so
+    the f32 scores held at once are at most B·H·QUERY_BLOCK·S."""
     L = q_BLHD.shape[1]
     if L > QUERY_BLOCK:
-        return jnp.concatenate([_attend_block(q_BLHD[:, i:i + QUERY_BLOCK], k_BSKD, v_BSKD,
-                                              pos + i) for i in range(0, L, QUERY_BLOCK)], 1)
-    return _attend_block(q_BLHD, k_BSKD, v_BSKD, pos)
+        return jnp.concatenate([_attend_block(q_BLHD[:, i:i + QUERY_BLOCK], cache, pos + i)
+                                for i in range(0, L, QUERY_BLOCK)], 1)
+    return _attend_block(q_BLHD, cache, pos)
 
 
-def _attend_block(q_BLHD, k_BSKD, v_BSKD, pos):
+def _attend_block(q_BLHD, cache, pos):
+    k_BSKD, v_BSKD = cache["k"], cache["v"]
     B, L, H, D = q_BLHD.shape
     S, K = k_BSKD.shape[1], k_BSKD.shape[2]
     q_BLKGD = q_BLHD.reshape(B, L, K, H // K, D)
+    # An int8 cache's scales (one per token and head) are applied to what the matmuls
+    # produce, not to the cache: q·(k·s) = (q·k)·s for the scores, and p·(v·s) = (p·s)·v for
+    # the values, so the matmuls take the int8 values themselves (converted to the activation
+    # dtype: exact, |q| <= 127). XLA:CPU still converts each int8 slice in a fusion of its
+    # own before the dot (it fuses no convert into a dot's operand), so on the emulated mesh
+    # a step reads the int8 cache once and writes and reads its converted copy; a compiler
+    # that fuses the convert into the matmul reads only the int8 bytes.
     # scores in f32 from the matmul itself (as a TPU's matrix unit accumulates), not rounded
     # to the activation dtype first
     s_BKGLS = jnp.einsum("BLKGD,BSKD->BKGLS", q_BLKGD, k_BSKD.astype(q_BLHD.dtype),
                          preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(D))
+    if "k_scale" in cache:
+        s_BKGLS = s_BKGLS * _per_position(cache["k_scale"])
     q_pos_L = pos + jnp.arange(L)
     visible_LS = jnp.arange(S)[None, :] <= q_pos_L[:, None]
     s_BKGLS = jnp.where(visible_LS, s_BKGLS, -jnp.inf)
-    p_BKGLS = jax.nn.softmax(s_BKGLS, axis=-1).astype(q_BLHD.dtype)
-    o_BLKGD = jnp.einsum("BKGLS,BSKD->BLKGD", p_BKGLS, v_BSKD.astype(q_BLHD.dtype))
+    p_BKGLS = jax.nn.softmax(s_BKGLS, axis=-1)
+    if "v_scale" in cache:
+        p_BKGLS = p_BKGLS * _per_position(cache["v_scale"])
+    o_BLKGD = jnp.einsum("BKGLS,BSKD->BLKGD", p_BKGLS.astype(q_BLHD.dtype),
+                         v_BSKD.astype(q_BLHD.dtype))
     return o_BLKGD.reshape(B, L, H, D)
+
+
+def _per_position(scale_BSK):
+    """[B, S, K] scales as [B, K, 1, 1, S] f32: one per position of each head's scores."""
+    return jnp.transpose(scale_BSK.astype(jnp.float32), (0, 2, 1))[:, :, None, None, :]
 
 
 def ffn_act(cfg: ModelConfig, gate_BLF, up_BLF):
@@ -209,8 +266,8 @@ def _attention(cfg, w, h_BLE, cache, pos):
     q_BLHD = rope(mm("BLE,EHD->BLHD", h_BLE, w["w_q"]), pos_L)
     k_BLKD = rope(mm("BLE,EKD->BLKD", h_BLE, w["w_k"]), pos_L)
     v_BLKD = mm("BLE,EKD->BLKD", h_BLE, w["w_v"])
-    cache = {"k": write_cache(cache["k"], k_BLKD, pos), "v": write_cache(cache["v"], v_BLKD, pos)}
-    o_BLHD = attend(q_BLHD, cache["k"], cache["v"], pos)
+    cache = write_kv(cache, k_BLKD, v_BLKD, pos)
+    o_BLHD = attend(q_BLHD, cache, pos)
     return mm("BLHD,HDE->BLE", o_BLHD, w["w_o"]), cache
 
 

@@ -56,22 +56,24 @@ def _via_host(x, sharding):
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
-def zeros(shape, dtype, mesh, specs) -> list[dict]:
-    """One {'k', 'v'} pair of zeros of `shape` per entry of `specs` (a KV cache, a pair per
-    layer), each array made in its shards as its spec says: no host holds a whole array, and nothing compiles twice for one
-    configuration."""
-    dtype = jnp.dtype(dtype)
+def zeros(arrays: dict, mesh, specs) -> list[dict]:
+    """Zeros of one layer's cache arrays (`arrays`: name -> (shape, dtype), `model.cache_arrays`)
+    for each entry of `specs` (a dict of specs per layer), each array made in its shards as its
+    spec says: no host holds a whole array, and nothing compiles twice for one configuration."""
+    arrays = {name: (tuple(shape), jnp.dtype(dtype)) for name, (shape, dtype) in arrays.items()}
     if through_host(mesh):
         # a zero-stride view: each device's piece is copied from one host scalar
-        host = np.broadcast_to(np.zeros((), dtype), shape)
-        return [{"k": _via_host(host, NamedSharding(mesh, s["k"])),
-                 "v": _via_host(host, NamedSharding(mesh, s["v"]))} for s in specs]
-    frozen = tuple((s["k"], s["v"]) for s in specs)
-    return _zeros_fn(tuple(shape), dtype, mesh, frozen)()
+        host = {name: np.broadcast_to(np.zeros((), dtype), shape)
+                for name, (shape, dtype) in arrays.items()}
+        return [{name: _via_host(host[name], NamedSharding(mesh, s[name])) for name in arrays}
+                for s in specs]
+    frozen = tuple(tuple(s[name] for name in arrays) for s in specs)
+    return _zeros_fn(tuple(arrays.items()), mesh, frozen)()
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
-def _zeros_fn(shape, dtype, mesh, specs):
-    out = [{"k": NamedSharding(mesh, k), "v": NamedSharding(mesh, v)} for k, v in specs]
-    return jax.jit(lambda: [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+def _zeros_fn(arrays, mesh, specs):
+    names = [name for name, _ in arrays]
+    out = [{name: NamedSharding(mesh, s) for name, s in zip(names, layer)} for layer in specs]
+    return jax.jit(lambda: [{name: jnp.zeros(shape, dtype) for name, (shape, dtype) in arrays}
                             for _ in specs], out_shardings=out)

@@ -1,16 +1,8 @@
 """The planner: for a model, a chip and a request, which mesh and layouts each phase should use.
 
 A request is `input_len` new tokens per sequence on top of `history_len` already cached, then
-`gen_len` generated tokens, for a batch of B sequences:
-- prefill: one step of L = input_len tokens attending over history_len + input_len positions;
-- decode: gen_len steps of one token, step i attending over S0 + i positions
-  (S0 = history_len + input_len, i = 1..gen_len).
-
-Every term of a decode step is affine in its context (KV bytes and attention FLOPs grow with S,
-nothing else changes), so the planner prices the first and the last step and interpolates each
-step between them; every step is then combined under the rule and summed, which is the exact
-sum over the growing context without pricing each step (`phase_estimate`, checked against the
-step-by-step sum in tests/test_planner.py).
+`gen_len` generated tokens, for a batch of B sequences, each phase priced whole by
+`tpuinfer.phase.phase_estimate` (re-exported here).
 
 Choice: every mesh factorisation the hardware allows times every layout, each plain, looped and
 (weight-stationary) bidirectional looped; where a layout splits the heads over more chips than
@@ -22,6 +14,24 @@ split over the rest (`layouts.attn_batch.split`; the paper's layouts at small ba
 that fit in HBM, ties broken by the no-overlap (`sum`) time, then in favour of attention by
 batch, then of the plain schedule. Each phase chooses independently (the paper too stores one
 weight layout and runs weight-gathered prefill and weight-stationary decode from it).
+
+Replicas (`replicas="auto"` or R; default 1, one group over every chip): R data-parallel
+replicas of n/R chips each, the batch split R ways and the weights held R times (each
+replica's memory is the whole model on its own n/R chips). A phase on R replicas is one
+replica's phase (its mesh, its B/R sequences, `PhaseEstimate.first` and `.last` its steps):
+- its latency is one replica's: the R replicas run side by side on their own sequences;
+- its MFU is one replica's too: R times the tokens on R times the chips in the same time;
+- its cost per token counts all n chips: n · latency / (B · tokens per sequence), which is
+  again one replica's n/R chips over its B/R sequences.
+`auto` weighs every R that divides the chips and the batch and for which the hardware has a
+mesh of n/R chips, beside R = 1; each phase chooses its own R as it chooses its own mesh, ties
+going to fewer replicas (the model held fewer times). The plan's JSON says `replicas` at its
+top level (what was asked: "auto" or a count) and in each phase (what that phase chose, with
+`batch_per_replica` and `chips_per_replica`).
+
+The KV cache's format (`kv`: "bf16", "int8", "fp8", `tpuinfer.kv_formats`) sets the bytes it
+holds and each decode step reads; fp8 weights are priced only on chips with an fp8 matmul
+(`hardware.require_fp8`).
 """
 from __future__ import annotations
 
@@ -30,143 +40,21 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
-
 from .config import ModelConfig, get_model
-from .cost import Estimate, combine, cost_per_token, estimate, mfu, named_times
 from .errors import LayoutError, UsageError
 from .hardware import (HardwareProfile, check_mesh, chip_counts, get_hardware, mesh_shapes,
                        wraps)
 # re-exported: the maximum-context model lived here, and `planner.max_context` is still asked
 from .kv import (ATTENTION_VARIANTS, kv_bytes_per_chip, max_context,  # noqa: F401
                  variant_config)
+from .kv_formats import check_kv
 from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
-from .layouts.registry import ATTENTION, FFN, pad_heads
+from .layouts.registry import ATTENTION, FFN
+# a phase priced whole lives in its own module; `planner.phase_estimate` is still asked
+from .phase import PHASES, PhaseEstimate, phase_estimate  # noqa: F401
 from .quant import check_format
 
-PHASES = ("prefill", "decode")
 Progress = Callable[[int, int, str], None]  # (done, total, what is running now)
-
-
-@dataclass(frozen=True)
-class PhaseEstimate:
-    """A whole phase (all of prefill; all generated tokens of decode) on one configuration."""
-    phase: str
-    layout: Layout
-    mesh_shape: tuple[int, int, int]
-    batch: int
-    steps: int
-    tokens: int  # tokens the phase processes (B·input_len) or generates (B·gen_len)
-    first: Estimate  # the first step (the only one in prefill)
-    last: Estimate  # the last step: the longest context, the most memory
-    latency_s: float
-    compute_s: float  # each term summed over the phase's steps
-    weights_s: float
-    kv_s: float
-    comm_s: float
-    mfu: float
-    overhead_s: float = 0.0  # dispatch on a host profile (an emulated mesh); else 0
-    activations_s: float = 0.0  # the matmuls' activation traffic, where the profile prices it
-    padded_heads: int | None = None  # H after padding, when the layout needed it (else None)
-
-    @property
-    def chips(self) -> int:
-        return math.prod(self.mesh_shape)
-
-    @property
-    def memory_per_chip_bytes(self) -> float:
-        return self.last.memory_per_chip_bytes
-
-    @property
-    def fits(self) -> bool:
-        return self.last.fits
-
-    @property
-    def per_token_s(self) -> float:
-        """Decode: time per generated token (per step); prefill: per input token of a
-        sequence."""
-        return self.latency_s / (self.tokens / self.batch)
-
-    @property
-    def sum_s(self) -> float:
-        """The phase with nothing overlapped: the tie-breaker between equal latencies."""
-        return (self.compute_s + self.weights_s + self.kv_s + self.activations_s + self.comm_s
-                + self.overhead_s)
-
-    @property
-    def cost(self) -> float:
-        return cost_per_token(self.chips, self.latency_s, self.tokens)
-
-    def times(self) -> dict:
-        return named_times(self)
-
-    @property
-    def unfit_reason(self) -> str | None:
-        """Why it does not fit in memory (None when it does)."""
-        if self.fits:
-            return None
-        return (f"{self.layout} on {'x'.join(map(str, self.mesh_shape))} needs "
-                f"{self.memory_per_chip_bytes / 2**30:.1f} GiB per chip, {self.last.hardware} "
-                f"has {self.last.hbm_bytes / 2**30:.1f} GiB")
-
-    def to_json(self) -> dict:
-        out = {"mesh": list(self.mesh_shape), "ffn": self.layout.ffn,
-               "attention": self.layout.attention, "looped": self.layout.looped,
-               "bidirectional": self.layout.bidirectional, "schedule": self.layout.schedule,
-               "padded_heads": self.padded_heads, "latency_s": self.latency_s, "mfu": self.mfu,
-               "memory_per_chip_bytes": self.memory_per_chip_bytes, "fits": self.fits,
-               "terms": self.times(), "cost_chip_s_per_token": self.cost}
-        if not self.fits:
-            out["unfit_reason"] = self.unfit_reason
-        if self.phase == "decode":
-            out["per_token_s"] = self.per_token_s
-        return out
-
-
-def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: str, *,
-                   batch: int, input_len: int, history_len: int = 0, gen_len: int = 0,
-                   weights: str = "bf16", hardware: HardwareProfile | str = "tpu-v4",
-                   rule: str | None = None, pad: bool = False) -> PhaseEstimate:
-    """One phase on one configuration. `pad`: where the layout splits H over more chips than
-    H divides, pad H up as the paper does (`layouts.registry.pad_heads`) and price the padded
-    model; without it such a layout is an error naming the heads."""
-    cfg, hw, mesh_shape = get_model(cfg), get_hardware(hardware), tuple(mesh_shape)
-    rule = rule or hw.rule
-    padded = pad_heads(cfg, layout, mesh_shape) if pad else cfg
-    cfg, padded_heads = padded, (padded.H if padded.H != cfg.H else None)
-    if (phase == "prefill" and input_len < 1) or (phase == "decode" and gen_len < 1):
-        raise UsageError(f"a {phase} needs at least one token; got input_len={input_len}, "
-                         f"gen_len={gen_len}")
-    run = dict(batch=batch, weights=weights, hardware=hw, rule=rule)
-    if phase == "prefill":
-        first = last = estimate(cfg, layout, mesh_shape, tokens=input_len,
-                                context=history_len + input_len, **run)
-        steps, tokens = 1, batch * input_len
-    elif phase == "decode":
-        s0 = history_len + input_len
-        first = estimate(cfg, layout, mesh_shape, tokens=1, context=s0 + 1, **run)
-        last = first if gen_len == 1 else estimate(cfg, layout, mesh_shape, tokens=1,
-                                                   context=s0 + gen_len, **run)
-        steps, tokens = gen_len, batch * gen_len
-    else:
-        raise UsageError(f"unknown phase {phase!r}; one of {PHASES}")
-    # Each part of step i, interpolated between the first and the last step (exact: affine).
-    frac = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
-    part = {k: getattr(first, k) + (getattr(last, k) - getattr(first, k)) * frac
-            for k in ("compute_s", "weights_s", "kv_s", "activations_s", "comm_s", "hidden_s",
-                      "overhead_s")}
-    step_s = combine(rule, part["compute_s"],
-                     part["weights_s"] + part["kv_s"] + part["activations_s"], part["comm_s"],
-                     part["hidden_s"], part["overhead_s"])
-    latency = float(np.sum(step_s))
-    total = {k: float(np.sum(v)) for k, v in part.items()}
-    return PhaseEstimate(
-        phase=phase, layout=layout, mesh_shape=tuple(mesh_shape), batch=batch, steps=steps,
-        tokens=tokens, first=first, last=last, latency_s=latency,
-        compute_s=total["compute_s"], weights_s=total["weights_s"], kv_s=total["kv_s"],
-        comm_s=total["comm_s"], mfu=mfu(cfg, tokens, math.prod(mesh_shape), hw, latency),
-        overhead_s=total["overhead_s"], activations_s=total["activations_s"],
-        padded_heads=padded_heads)
 
 
 # ---- choosing -----------------------------------------------------------------------------
@@ -181,7 +69,8 @@ class PhasePlan:
         out = self.best.to_json()
         if self.runner_up is not None:
             r = self.runner_up
-            out["runner_up"] = {"mesh": list(r.mesh_shape), "ffn": r.layout.ffn,
+            out["runner_up"] = {"mesh": list(r.mesh_shape), "replicas": r.replicas,
+                                "ffn": r.layout.ffn,
                                 "attention": r.layout.attention, "looped": r.layout.looped,
                                 "bidirectional": r.layout.bidirectional,
                                 "latency_s": r.latency_s, "terms": r.times()}
@@ -205,16 +94,19 @@ def _layouts(ffn: str, attention: str, looped: str = "auto") -> list[Layout]:
 
 
 def candidates(cfg, hw, chips, phase, *, ffn="auto", attention="auto", looped="auto",
-               mesh=None, **request):
-    """Every (layout, mesh) priced for one phase: a PhaseEstimate, or the reason it cannot
-    run (a `LayoutError`: a mesh that does not divide a dimension, a batch smaller than its
+               mesh=None, replicas=(1,), **request):
+    """Every (layout, mesh) priced for one phase, on each replica count of `replicas` (`mesh`,
+    when given, is one replica's): a PhaseEstimate, or the reason it cannot run (a
+    `LayoutError`: a mesh that does not divide a dimension, a batch smaller than its
     sharding). Any other exception is a bug and propagates."""
-    meshes = [tuple(mesh)] if mesh is not None else mesh_shapes(hw, chips)
-    for m, layout in itertools.product(meshes, _layouts(ffn, attention, looped)):
-        try:
-            yield layout, m, phase_estimate(cfg, layout, m, phase, hardware=hw, **request)
-        except LayoutError as err:
-            yield layout, m, str(err)
+    for r in replicas:
+        meshes = [tuple(mesh)] if mesh is not None else mesh_shapes(hw, chips // r)
+        for m, layout in itertools.product(meshes, _layouts(ffn, attention, looped)):
+            try:
+                yield layout, m, phase_estimate(cfg, layout, m, phase, hardware=hw,
+                                                replicas=r, **request)
+            except LayoutError as err:
+                yield layout, m, str(err)
 
 
 def _attention_rank(name: str) -> bool:
@@ -232,7 +124,7 @@ def _preference(p: PhaseEstimate, hw: HardwareProfile):
     def same(t):  # equal up to floating-point rounding: the same sum taken in another order
         return float(f"{t:.9g}")
     return (same(p.latency_s), same(p.sum_s), _attention_rank(p.layout.attention),
-            p.layout.looped, p.layout.bidirectional, not wraps(hw, p.mesh_shape))
+            p.layout.looped, p.layout.bidirectional, not wraps(hw, p.mesh_shape), p.replicas)
 
 
 def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:
@@ -267,7 +159,7 @@ def _nothing_runs(cfg, hw, chips, phase, kw, reasons, unfit) -> str:
             f"(batch {kw['batch']}, {kw['weights']} weights{fixed})")
     if unfit:
         least = min(unfit, key=lambda p: p.memory_per_chip_bytes)
-        int8 = "" if kw["weights"] == "int8" else " int8 weights,"
+        int8 = "" if kw["weights"] in ("int8", "fp8") else " int8 weights,"
         return (f"{head}: nothing fits in memory; the smallest, {least.unfit_reason}. "
                 f"Use more chips,{int8} a smaller batch or a shorter context")
     others = len(reasons) - 1
@@ -291,6 +183,8 @@ class Plan:
     decode: PhasePlan | None
     mfu_flops_per_token: float
     peak_flops: float
+    kv: str = "bf16"  # the KV cache's format
+    replicas: int | str = 1  # what was asked: a count, or "auto" (each phase says its choice)
 
     @property
     def phases(self) -> list[PhasePlan]:
@@ -312,8 +206,11 @@ class Plan:
         return all(p.best.fits for p in self.phases)
 
     def to_json(self) -> dict:
+        """`replicas` here is what was asked ("auto" or a count); each phase's `replicas` is
+        the count it runs (`PhaseEstimate.to_json`)."""
         return {"model": self.model, "hardware": self.hardware, "chips": self.chips,
-                "batch": self.batch, "weights": self.weights, "input_len": self.input_len,
+                "batch": self.batch, "weights": self.weights, "kv": self.kv,
+                "replicas": self.replicas, "input_len": self.input_len,
                 "history_len": self.history_len, "gen_len": self.gen_len, "rule": self.rule,
                 "prefill": self.prefill.to_json() if self.prefill else None,
                 "decode": self.decode.to_json() if self.decode else None,
@@ -324,30 +221,69 @@ def plan(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4", c
          batch: int = 1, input_len: int = 2048, history_len: int = 0, gen_len: int = 64,
          weights: str = "bf16", ffn: str = "auto", attention: str = "auto", *,
          looped: str = "auto", pad: bool = True, rule: str | None = None, mesh=None,
-         allow_unfit: bool = False) -> Plan:
+         allow_unfit: bool = False, kv: str | None = None,
+         replicas: int | str = 1) -> Plan:
     """Choose mesh and layouts per phase (see the module docstring). `looped`: weigh plain,
     looped and bidirectional looped schedules (`auto`), only the looped ones (`yes`) or only
-    plain (`no`). `pad`: pad H where a layout splits more chips than H divides. Raises
+    plain (`no`). `pad`: pad H where a layout splits more chips than H divides. `kv`: the KV
+    cache's format (None: bf16). `replicas`: 1 (one group over every chip), R, or "auto"
+    (every count `replica_counts` allows); `mesh`, when given, is one replica's. Raises
     UsageError naming the problem when nothing runs, or (auto layouts) nothing fits;
     `allow_unfit` keeps unfitting configurations as candidates."""
     cfg, hw = get_model(model), get_hardware(hardware)
     check_format(weights)
+    kv = check_kv(kv) or "bf16"
     _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention, looped)
     if mesh is not None:
         mesh = check_mesh(hw, mesh)
-        if math.prod(mesh) != chips:
+        if replicas == "auto" and chips % math.prod(mesh) == 0:
+            replicas = chips // math.prod(mesh)
+        r = replicas if isinstance(replicas, int) else 1
+        if math.prod(mesh) * r != chips:
+            over = f" ({chips} chips over {r} replicas)" if r > 1 else ""
             raise UsageError(f"mesh {'x'.join(map(str, mesh))} has {math.prod(mesh)} chips, "
-                             f"not {chips}; pass --chips {math.prod(mesh)} or another mesh")
+                             f"not {chips // r}{over}; pass --chips {math.prod(mesh) * r} or "
+                             "another mesh")
     rule = rule or hw.rule
     kw = dict(batch=batch, input_len=input_len, history_len=history_len, gen_len=gen_len,
               weights=weights, rule=rule, ffn=ffn, attention=attention, looped=looped,
-              pad=pad, mesh=mesh, allow_unfit=allow_unfit)
-    mesh_shapes(hw, chips)  # a chip count no mesh allows fails here, before any pricing
+              pad=pad, mesh=mesh, allow_unfit=allow_unfit, kv=kv,
+              replicas=replica_counts(hw, chips, batch, replicas))
+    if weights == "fp8":
+        hw.weight_matmul_flops(weights)  # a chip without fp8 says so once, before any pricing
     return Plan(cfg.name, hw.name, chips, batch, weights, input_len, history_len, gen_len,
                 rule,
                 prefill=choose(cfg, hw, chips, "prefill", **kw) if input_len else None,
                 decode=choose(cfg, hw, chips, "decode", **kw) if gen_len else None,
-                mfu_flops_per_token=cfg.mfu_flops_per_token(), peak_flops=hw.peak_flops)
+                mfu_flops_per_token=cfg.mfu_flops_per_token(), peak_flops=hw.peak_flops,
+                kv=kv, replicas=replicas)
+
+
+def replica_counts(hw: HardwareProfile, chips: int, batch: int,
+                   replicas: int | str = "auto") -> tuple[int, ...]:
+    """The replica counts a request may run as: `replicas` itself when it is a count (checked:
+    it divides the chips and the batch, and the hardware has a mesh of chips/R), or for
+    "auto" every such R, 1 first."""
+    if replicas == "auto":
+        out = tuple(r for r in range(1, chips + 1) if chips % r == 0 and batch % r == 0
+                    and _has_mesh(hw, chips // r))
+        if not out:
+            mesh_shapes(hw, chips)  # no mesh of the chips at all: its own error
+        return out
+    if not isinstance(replicas, int) or replicas < 1:
+        raise UsageError(f"replicas {replicas!r}; choose auto or a positive count")
+    if chips % replicas or batch % replicas:
+        raise UsageError(f"{replicas} replicas need {replicas} to divide the chips ({chips}) "
+                         f"and the batch ({batch}); choose a count that divides both, or auto")
+    mesh_shapes(hw, chips // replicas)  # a replica's chip count no mesh allows fails here
+    return (replicas,)
+
+
+def _has_mesh(hw: HardwareProfile, chips: int) -> bool:
+    try:
+        return bool(mesh_shapes(hw, chips))
+    except UsageError:
+        return False
 
 
 def _check_request(chips, batch, input_len, history_len, gen_len, ffn, attention,
@@ -379,15 +315,20 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
            input_len: int = 2048, history_len: int = 0, gen_len: int = 64,
            weights: str = "bf16", ffn: str = "auto", attention: str = "auto",
            looped: str = "auto", pad: bool = True, rule: str | None = None,
-           progress: Progress | None = None) -> dict:
+           progress: Progress | None = None, kv: str | None = None,
+           replicas: int | str = 1) -> dict:
     """Latency against cost (chip-seconds per token) over chip counts, batches, meshes and
-    layouts (plain and looped, as `plan` weighs them); per phase, the points no other point
-    beats on both. Prefill latency is the whole prefill; decode latency is per generated token
-    (as the paper's Figure 1 plots them). `progress(done, total, what)`, when given, is called
-    after each layout on each mesh: the library prints nothing itself."""
+    layouts (plain and looped, as `plan` weighs them), and replica counts (`replicas`: 1, R,
+    or "auto", as `plan` takes it); per phase, the points no other point beats on both.
+    Prefill latency is the whole prefill; decode latency is per generated token (as the
+    paper's Figure 1 plots them). `progress(done, total, what)`, when given, is called after
+    each layout on each mesh: the library prints nothing itself."""
     cfg, hw = get_model(model), get_hardware(hardware)
     check_format(weights)
+    kv = check_kv(kv) or "bf16"
     _check_request(1, 1, input_len, history_len, gen_len, ffn, attention, looped)
+    if weights == "fp8":
+        hw.weight_matmul_flops(weights)  # a chip without fp8 says so once, before any pricing
     # default: the powers of two up to 256 the hardware allows (the paper's range)
     chips = chips or [n for n in chip_counts(hw, 1, 256) if n & (n - 1) == 0]
     batches = batches or [2**k for k in range(11)]  # 1 .. 1024
@@ -398,19 +339,23 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
     if not chips:
         raise UsageError(f"{cfg.name} ({weights}) does not fit on any of those chip counts of "
                          f"{hw.name}; use more chips or int8 weights")
-    work = [(n, b, m) for n in chips for b in batches for m in mesh_shapes(hw, n)]
+    # (chips, batch, replicas, one replica's mesh); R replicas hold the weights R times
+    work = [(n, b, r, m) for n in chips for b in batches
+            for r in _pareto_replicas(hw, n, b, replicas)
+            if r * cfg.weight_bytes(weights) / n <= hw.hbm_bytes
+            for m in mesh_shapes(hw, n // r)]
     layouts = _layouts(ffn, attention, looped)
     total = len(work) * len(layouts)
     points = {"prefill": [], "decode": []}
     request = dict(input_len=input_len, history_len=history_len, gen_len=gen_len,
-                   weights=weights, hardware=hw, rule=rule, pad=pad)
+                   weights=weights, hardware=hw, rule=rule, pad=pad, kv=kv)
     done = 0
-    for (n, b, m), layout in itertools.product(work, layouts):
+    for (n, b, r, m), layout in itertools.product(work, layouts):
         for phase in PHASES:
             if (phase == "prefill" and not input_len) or (phase == "decode" and not gen_len):
                 continue
             try:
-                p = phase_estimate(cfg, layout, m, phase, batch=b, **request)
+                p = phase_estimate(cfg, layout, m, phase, batch=b, replicas=r, **request)
             except LayoutError:  # this layout cannot split this batch or mesh: no point
                 continue
             if p.fits:
@@ -418,11 +363,22 @@ def pareto(model: ModelConfig | str, hardware: HardwareProfile | str = "tpu-v4",
                 points[phase].append((latency, p.cost, p))
         if progress:
             done += 1
-            progress(done, total, f"{layout} on {'x'.join(map(str, m))}, batch {b}")
-    return {"model": cfg.name, "hardware": hw.name, "weights": weights,
-            "input_len": input_len, "history_len": history_len, "gen_len": gen_len,
-            "considered": total,
+            where = f"{r} x {'x'.join(map(str, m))}" if r > 1 else 'x'.join(map(str, m))
+            progress(done, total, f"{layout} on {where}, batch {b}")
+    return {"model": cfg.name, "hardware": hw.name, "weights": weights, "kv": kv,
+            "replicas": replicas, "input_len": input_len, "history_len": history_len,
+            "gen_len": gen_len, "considered": total,
             **{ph: [_point(p, lat) for lat, _, p in frontier(points[ph])] for ph in PHASES}}
+
+
+def _pareto_replicas(hw, chips: int, batch: int, replicas) -> tuple[int, ...]:
+    """The replica counts of one (chips, batch) point of the sweep: `replica_counts`, or none
+    where a given count does not divide them (that point is left out, as a layout that cannot
+    split it is)."""
+    try:
+        return replica_counts(hw, chips, batch, replicas)
+    except UsageError:
+        return ()
 
 
 def frontier(points: list[tuple]) -> list[tuple]:
@@ -436,6 +392,7 @@ def frontier(points: list[tuple]) -> list[tuple]:
 
 def _point(p: PhaseEstimate, latency: float) -> dict:
     return {"chips": p.chips, "batch": p.batch, "mesh": list(p.mesh_shape),
+            "replicas": p.replicas,
             "ffn": p.layout.ffn, "attention": p.layout.attention, "looped": p.layout.looped,
             "bidirectional": p.layout.bidirectional, "schedule": p.layout.schedule,
             "padded_heads": p.padded_heads, "latency_s": latency,

@@ -1,10 +1,14 @@
-"""A model's quality on held-out text, per weight format: what the paper means by int8 costing
-"no noticeable loss" (arXiv 2211.05102, Section 3.6), measured on the trained tiny model.
+"""A model's quality on held-out text, per weight format and per KV-cache format: what the paper
+means by int8 costing "no noticeable loss" (arXiv 2211.05102, Section 3.6), measured on the
+trained tiny model.
 
 - held-out loss in nats per byte, its perplexity, and bits per byte (one token is one byte);
 - top-1 agreement: the share of held-out positions whose most likely next byte is the same
   under two formats (int8 against bf16, bf16 against f32);
-- per matrix, the relative error of int8's dequantized weights, ||W - dequant(Q)|| / ||W||.
+- per matrix, the relative error of int8's dequantized weights, ||W - dequant(Q)|| / ||W||;
+- per KV-cache format (int8 with a scale per token and head, fp8: `tpuinfer.kv_formats`), the
+  held-out loss of bf16 weights with the cache in that format, beside bf16's own cache: every
+  position attends to keys and values read back from the cache, as each decode step does.
 
 Held-out text is cut into windows of `seq_len` + 1 bytes; every byte after a window's first
 is predicted from those before it in the window.
@@ -12,7 +16,7 @@ is predicted from those before it in the window.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import jax
@@ -33,12 +37,12 @@ def windows(data_N: np.ndarray, seq_len: int) -> np.ndarray:
         np.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("cfg", "dtype"))
-def scores(params, cfg: ModelConfig, window_BL1, dtype=jnp.float32):
+@functools.partial(jax.jit, static_argnames=("cfg", "dtype", "kv"))
+def scores(params, cfg: ModelConfig, window_BL1, dtype=jnp.float32, kv=None):
     """(negative log-likelihood [B, L], most likely token [B, L]) of each window's bytes
-    after its first."""
+    after its first, with the KV cache in format `kv` (None: `dtype`)."""
     x_BL, y_BL = window_BL1[:, :-1], window_BL1[:, 1:]
-    cache = model.init_cache(cfg, *x_BL.shape, dtype)
+    cache = model.init_cache(cfg, *x_BL.shape, dtype, kv)
     logits_BLV, _ = model.forward(params, cfg, x_BL, cache, 0, dtype=dtype)
     logp_BLV = jax.nn.log_softmax(logits_BLV.astype(jnp.float32), axis=-1)
     nll_BL = -jnp.take_along_axis(logp_BLV, y_BL[..., None], axis=-1)[..., 0]
@@ -46,15 +50,17 @@ def scores(params, cfg: ModelConfig, window_BL1, dtype=jnp.float32):
 
 
 def held_out_scores(params, cfg: ModelConfig, data_N: np.ndarray, weights: str,
-                    seq_len: int = SEQ_LEN, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+                    seq_len: int = SEQ_LEN, batch: int = 16,
+                    kv: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """`scores` over every window of `data_N`, with the parameters in `weights` (f32, bf16 or
-    int8; bf16 and int8 compute in bf16, as served)."""
+    int8; bf16 and int8 compute in bf16, as served) and the KV cache in `kv` (None: the
+    activations' dtype)."""
     qparams = quant.prepare(params, weights)
     dtype = quant.activation_dtype(weights)
     win_WL1 = windows(data_N, seq_len)
     nll, top = [], []
     for i in range(0, len(win_WL1), batch):
-        n, t = scores(qparams, cfg, jnp.asarray(win_WL1[i:i + batch]), dtype=dtype)
+        n, t = scores(qparams, cfg, jnp.asarray(win_WL1[i:i + batch]), dtype=dtype, kv=kv)
         nll.append(np.asarray(n))
         top.append(np.asarray(t))
     return np.concatenate(nll), np.concatenate(top)
@@ -62,14 +68,23 @@ def held_out_scores(params, cfg: ModelConfig, data_N: np.ndarray, weights: str,
 
 @dataclass(frozen=True)
 class Quality:
-    """Held-out quality of one model per weight format (`evaluate`)."""
+    """Held-out quality of one model per weight format and per KV format (`evaluate`)."""
     model: str
     held_out_bytes: int
-    loss: dict[str, float]  # nats per byte, per format
+    loss: dict[str, float]  # nats per byte, per weight format
     agreement: dict[tuple[str, str], float]  # share of positions with the same top token
+    # nats per byte with bf16 weights, per KV-cache format (bf16: the same run as loss["bf16"])
+    kv_loss: dict[str, float] = field(default_factory=dict)
+    # share of positions whose top token is bf16 cache's, per KV-cache format
+    kv_agreement: dict[str, float] = field(default_factory=dict)
 
     def perplexity(self, fmt: str) -> float:
         return float(np.exp(self.loss[fmt]))
+
+    def kv_perplexity_change(self, kv: str) -> float:
+        """Held-out perplexity with the cache in `kv`, relative to the bf16 cache's, less 1
+        (bf16 weights both): +0.01 is 1% worse."""
+        return float(np.exp(self.kv_loss[kv] - self.kv_loss["bf16"]) - 1)
 
     def bits_per_byte(self, fmt: str) -> float:
         return self.loss[fmt] / np.log(2)
@@ -78,16 +93,32 @@ class Quality:
         return [[f, f"{self.loss[f]:.4f}", f"{self.perplexity(f):.4f}",
                  f"{self.bits_per_byte(f):.4f}"] for f in self.loss]
 
+    def kv_rows(self) -> list[list[str]]:
+        """Per KV format: its loss, perplexity, the perplexity's change against the bf16
+        cache and the top-token agreement with it."""
+        return [[kv, f"{loss:.4f}", f"{np.exp(loss):.4f}",
+                 f"{self.kv_perplexity_change(kv):+.3%}", f"{self.kv_agreement[kv]:.2%}"]
+                for kv, loss in self.kv_loss.items()]
+
 
 def evaluate(params, cfg: ModelConfig, data_N: np.ndarray, formats=FORMATS,
-             seq_len: int = SEQ_LEN) -> Quality:
-    """Held-out loss per format, and the top-1 agreement of each format with the next wider
-    one (bf16 with f32, int8 with bf16)."""
+             seq_len: int = SEQ_LEN, kv=()) -> Quality:
+    """Held-out loss per weight format, and the top-1 agreement of each format with the next
+    wider one (bf16 with f32, int8 with bf16). With `kv` (KV-cache formats, e.g. ("int8",
+    "fp8")), the loss of bf16 weights with the cache in each, beside the bf16 cache's."""
     out = {f: held_out_scores(params, cfg, data_N, f, seq_len) for f in formats}
     loss = {f: float(nll.mean()) for f, (nll, _) in out.items()}
     pairs = [(a, b) for a, b in (("int8", "bf16"), ("bf16", "f32")) if a in out and b in out]
     agreement = {(a, b): float(np.mean(out[a][1] == out[b][1])) for a, b in pairs}
-    return Quality(cfg.name, int(out[formats[0]][0].size), loss, agreement)
+    kv_out = {}
+    if kv:
+        kv_out["bf16"] = out.get("bf16") or held_out_scores(params, cfg, data_N, "bf16", seq_len)
+        kv_out |= {f: held_out_scores(params, cfg, data_N, "bf16", seq_len, kv=f)
+                   for f in kv if f != "bf16"}
+    return Quality(cfg.name, int(next(iter(out.values()))[0].size), loss, agreement,
+                   kv_loss={f: float(nll.mean()) for f, (nll, _) in kv_out.items()},
+                   kv_agreement={f: float(np.mean(top == kv_out["bf16"][1]))
+                                 for f, (_, top) in kv_out.items()})
 
 
 def matrix_errors(params) -> dict[str, float]:

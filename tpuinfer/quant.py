@@ -1,8 +1,15 @@
-"""Weight formats: f32 (exact comparisons), bf16, and int8 with a bf16 scale per output channel.
+"""Weight formats: f32 (exact comparisons), bf16, and int8 or fp8 with a bf16 scale per output
+channel.
 
 int8 follows the paper: symmetric per-output-channel quantization, the scale applied after the
-matmul, activations and the matmul itself in bf16. A quantized matrix is a `QWeight(q, scale)`
-pytree, so sharding specs, all-gathers and `device_put` treat weights and scales alike.
+matmul, activations and the matmul itself in bf16. fp8 (float8_e4m3fn) is stored the same way:
+one byte a value, scaled so that each output channel's largest |w| is e4m3's 448, with the same
+bf16 scale per output channel. The engine dequantizes both to the activation dtype inside the
+matmul (XLA:CPU has no fp8 matmul); the cost model prices fp8 weights at a chip's fp8 matmul
+rate where it has one (`HardwareProfile.fp8_flops`: H100, H200), as a server that also runs
+its activations in fp8 would, and refuses them on a chip without. A quantized matrix is a
+`QWeight(q, scale)` pytree, so sharding specs, all-gathers and `device_put` treat weights and
+scales alike.
 """
 from __future__ import annotations
 
@@ -17,9 +24,13 @@ from .errors import UsageError
 from .shapes import (CONTRACT, TABLES, dims, is_matrix, layer_matrices, output_channels, shape,
                      tables)
 
-WEIGHT_FORMATS = ("f32", "bf16", "int8")
-BYTES = {"f32": 4, "bf16": 2, "int8": 1}
+WEIGHT_FORMATS = ("f32", "bf16", "int8", "fp8")
+QUANTIZED = ("int8", "fp8")  # stored one byte a value with a bf16 scale per output channel
+BYTES = {"f32": 4, "bf16": 2, "int8": 1, "fp8": 1}
 SCALE_BYTES = 2  # bf16 scales
+HLO_TYPE = {"f32": "f32", "bf16": "bf16", "int8": "s8", "fp8": "f8e4m3fn"}  # as XLA prints them
+# the quantized values: their dtype and the largest magnitude a channel's largest |w| maps to
+_QDTYPE = {"int8": (jnp.int8, 127.0), "fp8": (jnp.float8_e4m3fn, 448.0)}
 
 
 def check_format(weights: str) -> str:
@@ -30,7 +41,7 @@ def check_format(weights: str) -> str:
 
 
 class QWeight(NamedTuple):
-    q: jax.Array  # int8, the matrix's shape
+    q: jax.Array  # int8 or float8_e4m3fn, the matrix's shape
     scale: jax.Array  # bf16, the shape of its output dimensions (contracting dims dropped)
 
 
@@ -43,9 +54,11 @@ def scale_spec(name: str, spec):
 
 def stored_arrays(name: str, shape, spec, weights: str):
     """The arrays one parameter is stored as, each (label, shape, spec, bytes per element):
-    the matrix, plus for int8 its bf16 scale vector. Norm scales are never quantized."""
-    if weights != "int8" or not is_matrix(name):
-        yield name, tuple(shape), spec, (BYTES[weights] if weights != "int8" else SCALE_BYTES)
+    the matrix, plus for int8 and fp8 its bf16 scale vector. Norm scales are never
+    quantized."""
+    if weights not in QUANTIZED or not is_matrix(name):
+        yield name, tuple(shape), spec, (BYTES[weights] if weights not in QUANTIZED
+                                         else SCALE_BYTES)
         return
     yield name, tuple(shape), spec, 1
     out_shape = tuple(d for i, d in enumerate(shape) if i not in CONTRACT[name])
@@ -53,43 +66,48 @@ def stored_arrays(name: str, shape, spec, weights: str):
 
 
 def weight_bytes(cfg, weights: str = "bf16") -> float:
-    """Bytes of the whole model in a weight format (int8: matrices int8, one bf16 scale per
-    output channel, norm scales bf16)."""
+    """Bytes of the whole model in a weight format (int8 and fp8: matrices one byte a value,
+    one bf16 scale per output channel, norm scales bf16)."""
     check_format(weights)
     norms = cfg.n_layers * cfg.norm_params_per_layer() + cfg.E
     n_tables = len(tables(cfg))  # an untied model's lookup table besides its output table
     matrices = cfg.matmul_params() + (n_tables - 1) * math.prod(shape(cfg, "embed"))
-    if weights != "int8":
+    if weights not in QUANTIZED:
         return (matrices + norms) * BYTES[weights]
     scales = cfg.n_layers * sum(output_channels(cfg, n) for n in layer_matrices(cfg))
     scales += n_tables * output_channels(cfg, "embed")
     return matrices * 1 + (scales + norms) * SCALE_BYTES
 
 
-def quantize(w: jax.Array, contract_axes: tuple[int, ...]) -> QWeight:
-    """Symmetric int8 over the contracting axes: one scale per output channel. The scale is
-    rounded to bf16 (how it is stored) before the weights are divided by it, so the stored
-    pair dequantizes to the nearest of its 255 levels, with no systematic per-channel error
-    from the scale's own rounding."""
+def quantize(w: jax.Array, contract_axes: tuple[int, ...], fmt: str = "int8") -> QWeight:
+    """Symmetric int8 (or fp8) over the contracting axes: one scale per output channel. The
+    scale is rounded to bf16 (how it is stored) before the weights are divided by it, so the
+    stored pair dequantizes to the nearest of its levels (int8: 255 of them), with no
+    systematic per-channel error from the scale's own rounding. An int8 KV cache is quantized
+    by the same formula over D: one scale per token and head (`model.write_kv`)."""
+    dtype, top = _QDTYPE[fmt]
     w32 = w.astype(jnp.float32)
     amax = jnp.max(jnp.abs(w32), axis=contract_axes, keepdims=True)
-    scale = jnp.where(amax > 0, amax / 127.0, 1.0).astype(jnp.bfloat16)
-    q = jnp.clip(jnp.round(w32 / scale.astype(jnp.float32)), -127, 127).astype(jnp.int8)
+    scale = jnp.where(amax > 0, amax / top, 1.0).astype(jnp.bfloat16)
+    scaled = jnp.clip(w32 / scale.astype(jnp.float32), -top, top)
+    q = (jnp.round(scaled) if fmt == "int8" else scaled).astype(dtype)
     return QWeight(q, jnp.squeeze(scale, axis=contract_axes))
 
 
 def prepare(params: dict, weights: str | None) -> dict:
     """Parameters in a weight format: None keeps them as they are; 'f32'/'bf16' cast;
-    'int8' quantizes every matrix (norm scales become bf16)."""
+    'int8' and 'fp8' quantize every matrix (norm scales become bf16)."""
     if weights is None:
         return params
     check_format(weights)
 
     def one(name, w):
         if isinstance(w, QWeight):
-            raise UsageError("parameters are already int8; pass the unquantized parameters")
-        if weights == "int8":
-            return quantize(w, CONTRACT[name]) if is_matrix(name) else w.astype(jnp.bfloat16)
+            raise UsageError(f"parameters are already {format_of(params)}; pass the "
+                             "unquantized parameters")
+        if weights in QUANTIZED:
+            return quantize(w, CONTRACT[name], weights) if is_matrix(name) else \
+                w.astype(jnp.bfloat16)
         return w.astype(jnp.float32 if weights == "f32" else jnp.bfloat16)
 
     return {**{t: one(t, params[t]) for t in TABLES if t in params},
@@ -101,10 +119,10 @@ def format_of(params: dict) -> str:
     """The weight format parameters are in."""
     e = params["embed"]
     if isinstance(e, QWeight):
-        return "int8"
+        return "fp8" if e.q.dtype == jnp.float8_e4m3fn else "int8"
     return {jnp.dtype(jnp.float32): "f32", jnp.dtype(jnp.bfloat16): "bf16"}[jnp.dtype(e.dtype)]
 
 
 def activation_dtype(weights: str):
-    """f32 weights compute in f32 (exact comparisons); bf16 and int8 compute in bf16."""
+    """f32 weights compute in f32 (exact comparisons); bf16, int8 and fp8 compute in bf16."""
     return jnp.float32 if weights == "f32" else jnp.bfloat16

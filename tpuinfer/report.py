@@ -64,8 +64,9 @@ def flag_text(flag: Flag | str, backend: str = "cpu") -> str:
     """The sentence a `measure.Flag` stands for."""
     flag = Flag(flag)
     if flag is Flag.COLLECTIVES_WIDENED:
-        return (f"XLA:{backend.upper()} runs bf16 collectives in f32: the prediction counts "
-                "them at f32 size, as compiled here (a TPU moves half those bytes)")
+        return (f"XLA:{backend.upper()} runs bf16 collectives in f32 (and fp8 ones in f16): "
+                "the prediction counts them at that size, as compiled here (a TPU moves half "
+                "those bytes)")
     if flag is Flag.TRANSIENT_ABOVE_PREDICTION:
         return ("memory during the step: the prediction is the largest single activation; "
                 "the compiler's temporaries also hold activations side by side and weight "
@@ -82,13 +83,15 @@ def flag_text(flag: Flag | str, backend: str = "cpu") -> str:
 
 
 TPU_PREDICTION = "the TPU v4 time is a prediction (bf16 activations), not a measurement"
+NO_TPU_FP8 = "no TPU v4 prediction: TPU v4 has no fp8 matmul to run fp8 weights"
 
 
 def measurement_notes(m, tpu_time: bool = True) -> list[str]:
     """What a reader of a `measure.Measurement` should know, one sentence each: its flags,
     then (with `tpu_time`) that the TPU v4 time beside it is a prediction."""
+    tpu = TPU_PREDICTION if m.tpu_time_s is not None else NO_TPU_FP8
     return ([flag_text(f, m.backend) for f in sorted(m.flags, key=list(Flag).index)]
-            + ([TPU_PREDICTION] if tpu_time else []))
+            + ([tpu] if tpu_time else []))
 
 
 NO_HOST_PROFILE = ("no host profile on this machine yet: `tpuinfer calibrate` (under a minute, "

@@ -247,17 +247,20 @@ def measured_crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
 
 # ---- latency against cost (the paper's Figure 1) ------------------------------------------
 @functools.lru_cache(maxsize=64)
-def _pareto(model, weights, hardware, input_len, gen_len, chips, batches) -> dict:
+def _pareto(model, weights, hardware, input_len, gen_len, chips, batches, kv=None,
+            replicas=1) -> dict:
     # A full sweep takes seconds to a minute: each curve is priced once per session.
     return pareto(model, hardware, chips=list(chips) if chips else None,
                   batches=list(batches) if batches else None, input_len=input_len,
-                  gen_len=gen_len, weights=weights)
+                  gen_len=gen_len, weights=weights, kv=kv, replicas=replicas)
 
 
 def pareto_curves(models, weights, *, hardware: str = "tpu-v4", input_len: int = 2048,
                   gen_len: int = 64, chips=None, batches=None,
-                  progress: Progress | None = None) -> dict:
-    """`planner.pareto` for every (model, weight format), in the paper's units: latency in ms
+                  progress: Progress | None = None, kv: str | None = None,
+                  replicas: int | str = 1) -> dict:
+    """`planner.pareto` for every (model, weight format), with the KV cache in `kv` and
+    `replicas` as `planner.pareto` takes them, in the paper's units: latency in ms
     (prefill: the whole prefill; decode: per generated token) and cost in chip-ms per token.
     Each point keeps its chips, batch, mesh and layouts. A combination that cannot run (it
     fits on none of the chip counts) is left out with its reason in `errors`; raises the
@@ -272,7 +275,7 @@ def pareto_curves(models, weights, *, hardware: str = "tpu-v4", input_len: int =
         try:
             result = _pareto(model, fmt, hardware, input_len, gen_len,
                              tuple(chips) if chips else None,
-                             tuple(batches) if batches else None)
+                             tuple(batches) if batches else None, kv, replicas)
         except UsageError as err:  # e.g. does not fit on any chip count in that format
             out["errors"][label] = str(err)
             continue
@@ -291,31 +294,37 @@ def pareto_curves(models, weights, *, hardware: str = "tpu-v4", input_len: int =
 
 # ---- KV cache and the longest context (the attention chapter) ------------------------------
 def context_curves(model: ModelConfig | str, chips: int, batch: int, contexts, batches, *,
-                   kv_fraction: float = 0.3, hardware: str = "tpu-v4") -> dict:
+                   kv_fraction: float = 0.3, hardware: str = "tpu-v4",
+                   kv: str | None = None) -> dict:
     """For each attention variant (multihead, multiquery by heads, multiquery by batch):
     KV-cache bytes per chip against context length at `batch` (`planner.kv_bytes_per_chip`),
     and the longest context that fits in `kv_fraction` of HBM against batch
-    (`planner.max_context`). A point a variant cannot shard is None, and the reason for the
-    chosen batch is kept in `errors`. Raises the library's ValueError for a bad request."""
+    (`planner.max_context`), the cache in format `kv` (None: bf16). A point a variant cannot
+    shard is None, and the reason for the chosen batch is kept in `errors`. Raises the
+    library's ValueError for a bad request."""
     cfg = get_model(model)
     # multihead runs at any batch: its error is the request's (chips, kv_fraction, hardware)
     at_batch = {"multihead": max_context(cfg, chips, batch, "multihead", kv_fraction,
-                                         hardware)}
+                                         hardware, kv)}
     out = {"model": cfg.name, "chips": chips, "batch": batch, "kv_fraction": kv_fraction,
+           "kv": kv or "bf16",
            "hardware": get_hardware(hardware).name, "contexts": [int(s) for s in contexts],
            "batches": [int(b) for b in batches], "kv_bytes_per_chip": {}, "max_context": {},
            "max_context_at_batch": at_batch, "errors": {}}
     for variant in ATTENTION_VARIANTS:
         try:
-            at_batch[variant] = max_context(cfg, chips, batch, variant, kv_fraction, hardware)
-            out["kv_bytes_per_chip"][variant] = [kv_bytes_per_chip(cfg, variant, chips, batch, s)
+            at_batch[variant] = max_context(cfg, chips, batch, variant, kv_fraction, hardware,
+                                            kv)
+            out["kv_bytes_per_chip"][variant] = [kv_bytes_per_chip(cfg, variant, chips, batch, s,
+                                                                   kv)
                                                  for s in out["contexts"]]
         except LayoutError as err:
             at_batch[variant] = None
             out["kv_bytes_per_chip"][variant] = [None] * len(out["contexts"])
             out["errors"][variant] = str(err)
         out["max_context"][variant] = [_or_none(max_context, cfg, chips, b, variant,
-                                                kv_fraction, hardware) for b in out["batches"]]
+                                                kv_fraction, hardware, kv)
+                                       for b in out["batches"]]
     return out
 
 

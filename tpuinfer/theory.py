@@ -50,35 +50,41 @@ def wg_optimal_gather(tokens: int, n: int, F: int) -> float:
 def decode_ridge_batch(hardware="tpu-v4", weights: str = "bf16") -> float:
     """The batch above which a decode step's weight matmuls take longer than reading the
     weights (Section 2: compute 2·N·B / (n·peak), weights N·b / (n·HBM bandwidth)):
-    B = peak·b / (2·HBM bandwidth), b the bytes per weight. The KV cache and communication
-    are left out: this is the weights' own ridge point."""
+    B = peak·b / (2·HBM bandwidth), b the bytes per weight (peak: the fp8 rate for fp8
+    weights, `HardwareProfile.weight_matmul_flops`). The KV cache and communication are left
+    out: this is the weights' own ridge point."""
     hw = get_hardware(hardware)
-    return hw.peak_flops * BYTES[weights] / (2 * hw.hbm_bandwidth)
+    return hw.weight_matmul_flops(weights) * BYTES[weights] / (2 * hw.hbm_bandwidth)
 
 
 def decode_critical_batch(model, hardware="tpu-v4", weights: str = "bf16",
-                          context: int = 0, kv_bytes: float = 2) -> float:
+                          context: int = 0, kv_bytes: float = 2,
+                          kv: str | None = None) -> float:
     """The batch above which a decode step's matmuls outlast its HBM reads, the KV cache's
     included (Section 2's roofline with the cache of Section 3.3): compute 2·N·B/peak against
     (N·b + B·S·k)/bandwidth, all chips together (each term divides by n alike), with N the
     matmul parameters, b bytes per weight, S the context and k the cache's bytes per token
-    (`ModelConfig.kv_bytes_per_token`). B = N·b / (2·N·bandwidth/peak − S·k); infinite once
+    (`ModelConfig.kv_bytes_per_token`: `kv_bytes` per value, or the KV format `kv`, int8's
+    scales included). B = N·b / (2·N·bandwidth/peak − S·k); infinite once
     S ≥ `kv_bound_context`: then no batch is compute-bound. Context 0 is
     `decode_ridge_batch`. Communication is left out."""
     cfg = get_model(model)
     # 2·N·bandwidth/peak − S·k = k·(S* − S), S* the context `kv_bound_context` gives
-    room = cfg.kv_bytes_per_token(kv_bytes) * (kv_bound_context(cfg, hardware, kv_bytes)
-                                               - context)
+    room = cfg.kv_bytes_per_token(kv_bytes, kv) * (
+        kv_bound_context(cfg, hardware, kv_bytes, kv, weights) - context)
     return math.inf if room <= 0 else cfg.matmul_params() * BYTES[weights] / room
 
 
-def kv_bound_context(model, hardware="tpu-v4", kv_bytes: float = 2) -> float:
+def kv_bound_context(model, hardware="tpu-v4", kv_bytes: float = 2, kv: str | None = None,
+                     weights: str = "bf16") -> float:
     """The context at which one sequence's cache takes as long to read as its 2·N FLOPs take
-    to compute (S·k/bandwidth = 2·N/peak): beyond it a decode step is memory-bound at any
-    batch, however many sequences share the weights' reads."""
+    to compute (S·k/bandwidth = 2·N/peak, peak the weights' matmul rate): beyond it a decode
+    step is memory-bound at any batch, however many sequences share the weights' reads. The
+    cache holds `kv_bytes` per value, or is in the KV format `kv`."""
     cfg, hw = get_model(model), get_hardware(hardware)
-    return 2 * cfg.matmul_params() * hw.hbm_bandwidth / (hw.peak_flops
-                                                          * cfg.kv_bytes_per_token(kv_bytes))
+    peak = hw.weight_matmul_flops(weights)
+    return 2 * cfg.matmul_params() * hw.hbm_bandwidth / (
+        peak * cfg.kv_bytes_per_token(kv_bytes, kv))
 
 
 def bytes_sent(collective) -> float:

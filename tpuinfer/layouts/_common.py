@@ -58,20 +58,20 @@ def kv_split(cfg, heads_axes: tuple[str, ...], mesh_shape) -> tuple[str, ...]:
     raise AssertionError("the empty prefix always divides")
 
 
-def own_kv_heads(ctx: Ctx, heads_axes, kv_axes, k_BSKD, v_BSKD):
-    """The K/V heads this chip's query heads read, of the K/|p| it holds (p = `kv_axes`, a
-    prefix of `heads_axes`, the axes this chip's H/|h| query heads split over). Where p is
-    all of h (multihead, or K a multiple of |h|) they are all of them. Otherwise (|h| a
-    multiple of K, checked by `require_groups`) the chip's query heads share one K/V head:
-    query head j reads K/V head j·K/H, so the chip at index i_s over s = h less p reads its
-    local head i_s·(K/|p|)/|s|."""
+def own_kv_heads(ctx: Ctx, heads_axes, kv_axes, cache: dict) -> dict:
+    """The cache of the K/V heads this chip's query heads read, of the K/|p| it holds (p =
+    `kv_axes`, a prefix of `heads_axes`, the axes this chip's H/|h| query heads split over):
+    K, V and an int8 cache's scales, each cut along its K dimension. Where p is all of h
+    (multihead, or K a multiple of |h|) they are all of them. Otherwise (|h| a multiple of
+    K, checked by `require_groups`) the chip's query heads share one K/V head: query head j
+    reads K/V head j·K/H, so the chip at index i_s over s = h less p reads its local head
+    i_s·(K/|p|)/|s|."""
     s = tuple(heads_axes[len(kv_axes):])
-    held = k_BSKD.shape[2]
+    held = cache["k"].shape[2]
     if ctx.size(s) == 1 or held == 1:  # every head held is read (one: multiquery's)
-        return k_BSKD, v_BSKD
+        return cache
     i = jax.lax.axis_index(s) // (ctx.size(s) // held)
-    return (jax.lax.dynamic_slice_in_dim(k_BSKD, i, 1, axis=2),
-            jax.lax.dynamic_slice_in_dim(v_BSKD, i, 1, axis=2))
+    return {name: jax.lax.dynamic_slice_in_dim(a, i, 1, axis=2) for name, a in cache.items()}
 
 
 def require_groups(cfg, heads_axes, mesh_shape, layout: str):
@@ -199,15 +199,16 @@ def norm_names(cfg) -> list[str]:
 
 
 # ---- collectives (terms) --------------------------------------------------------------------
-DTYPE = {4: "f32", 2: "bf16", 1: "s8"}  # bytes per element -> the element type moved
+DTYPE = {4: "f32", 2: "bf16", 1: "s8"}  # bytes per element -> the element type moved (fp8
+#                                          weights name theirs: `quant.HLO_TYPE`)
 
 
 def collective(kind: str, axes, mesh_shape, nbytes: float, count: int, what: str, *,
                itemsize: float, concurrent: int = 1, beside=(0.0, 0.0), dtype: str = ""):
     """A term for one collective, or none when its group is a single chip. `itemsize`: bytes
-    per element of the tensor it moves (`dtype` names its type where it is not a float:
-    "s32" for token ids); `beside`: (FLOPs, weight bytes) of the partial matmul each round
-    runs beside (looped rings only)."""
+    per element of the tensor it moves (`dtype` names its type where `DTYPE` does not: "s32"
+    for token ids, "f8e4m3fn" for fp8 weights); `beside`: (FLOPs, weight bytes) of the
+    partial matmul each round runs beside (looped rings only)."""
     k = group_size(mesh_shape, axes)
     return [Collective(kind, tuple(axes), k, float(nbytes), count, what,
                        dtype or DTYPE[itemsize],
@@ -215,7 +216,7 @@ def collective(kind: str, axes, mesh_shape, nbytes: float, count: int, what: str
 
 
 def ring(axes, mesh_shape, chunk_bytes: float, bidirectional: bool, what: str, *,
-         itemsize: float, matmul=(0.0, 0.0)):
+         itemsize: float, matmul=(0.0, 0.0), dtype: str = ""):
     """The collective permutes that replace a looped all-gather or reduce-scatter over a group
     of K chips: K−1 steps of one chunk one way round the ring, or, both ways, 2(K−1) permutes
     of half a chunk, two at a time (each direction's half takes the same K−1 steps at once,
@@ -234,9 +235,9 @@ def ring(axes, mesh_shape, chunk_bytes: float, bidirectional: bool, what: str, *
     if bidirectional:
         return collective("collective-permute", axes, mesh_shape, chunk_bytes / 2, 2 * (k - 1),
                           what + ", halves both ways round the ring", itemsize=itemsize,
-                          concurrent=2, beside=beside)
+                          concurrent=2, beside=beside, dtype=dtype)
     return collective("collective-permute", axes, mesh_shape, chunk_bytes, k - 1,
-                      what + ", round the ring", itemsize=itemsize, beside=beside)
+                      what + ", round the ring", itemsize=itemsize, beside=beside, dtype=dtype)
 
 
 # ---- checks ---------------------------------------------------------------------------------

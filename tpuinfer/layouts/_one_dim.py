@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares
-from ..quant import stored_arrays
+from ..quant import HLO_TYPE, QUANTIZED, stored_arrays
 from ..shapes import param_shapes
 from . import _common as c
 from . import looped
@@ -129,15 +129,18 @@ def collectives(step, specs) -> list:
     used = {}  # matrix -> (elements each chip multiplies by, bytes per element)
     for name, label, held, whole, nbytes, g in _arrays(cfg, tuple(sorted(specs.items())),
                                                        gather, mesh_shape, weights):
+        # a quantized matrix moves in its own type (s8, f8e4m3fn), its scales in bf16
+        dtype = HLO_TYPE[weights] if label == name and weights in QUANTIZED else ""
         if label == name:
             used[name] = (whole, nbytes)
         if loop[0]:  # each round multiplies the rows by the weight chunk held then
             out += c.ring(g, mesh_shape, held * nbytes, False, f"0. {label} chunks",
                           itemsize=nbytes, matmul=(2 * rows * whole, whole * nbytes)
-                          if label == name else (0, 0))
+                          if label == name else (0, 0), dtype=dtype)
         else:
             out += c.collective("all-gather", g, mesh_shape, whole * nbytes, 1,
-                                f"0. {label} gathered over {''.join(g)}", itemsize=nbytes)
+                                f"0. {label} gathered over {''.join(g)}", itemsize=nbytes,
+                                dtype=dtype)
     ring_activations = loop[0] and not gather
     chunk = rows * cfg.E / c.group_size(mesh_shape, m) * a  # one chip's B_bLE_m
 
@@ -166,7 +169,7 @@ def collectives(step, specs) -> list:
 
 @functools.lru_cache(maxsize=1024)
 def _arrays(cfg, spec_items, gather, mesh_shape, weights) -> tuple:
-    """Per stored array of one layer's matrices (int8: each matrix and its scales): its name,
+    """Per stored array of one layer's matrices (int8, fp8: each matrix and its scales): its name,
     label, the elements a chip holds and the elements it multiplies by once gathered over
     `gather`, bytes per element, and the axes gathered. Cached: every schedule, batch and
     context of a layout on a mesh shares them."""

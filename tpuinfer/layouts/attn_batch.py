@@ -23,8 +23,10 @@ In decode Q is one token per sequence while the cache holds thousands, so the tr
 prefill amortises K/V loading over all its tokens, so there it buys less (the paper's
 high-throughput prefill runs by batch in XYZ-weight-gathered, whose chips hold whole
 sequences and need no all-to-all; its one-sequence prefill runs by heads).
-KV-cache bytes per chip: 2·layers·(K/|k|)·D·b·S·B/(|b||g|): multiquery K/|k| = 1, multihead
-H/|r|.
+KV-cache bytes per chip: 2·layers·(K/|k|)·D·b·S·B/(|b||g|) (b bytes per element, an int8
+cache's scale included: 1 + 2/D; `tpuinfer.kv_formats`): multiquery K/|k| = 1, multihead
+H/|r|. K and V move in step 1 in the activation dtype and are quantized where they are cached
+(an int8 cache: per token and head, over D, which no chip splits).
 Needs B/|b| to divide by at least the last axis of h that has more than one chip (else
 attention by heads is this layout: nothing to split).
 """
@@ -34,7 +36,7 @@ import jax
 from jax.sharding import PartitionSpec as P
 
 from ..model import attend as attend_local
-from ..model import write_cache
+from ..model import write_kv
 from . import _common as c
 
 NAME = "batch"
@@ -63,7 +65,8 @@ def kv_moves(ctx, g, r) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ..
 
 
 def cache_spec(step) -> P:
-    """[B, S, K, D]: the batch over b then g; K over k (`kv_moves`)."""
+    """[B, S, K, D]: the batch over b then g; K over k (`kv_moves`). An int8 cache's scales,
+    [B, S, K], split as its first three dimensions."""
     g, r = split(step.ctx, step.batch)
     cached, _, _ = kv_moves(step.ctx, g, r)
     return P(c.entry(step.axes.batch + g), None, c.entry(cached), None)
@@ -91,9 +94,8 @@ def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
         k_BLKD = jax.lax.dynamic_slice_in_dim(k_BLKD, start, rows, axis=0)
         v_BLKD = jax.lax.dynamic_slice_in_dim(v_BLKD, start, rows, axis=0)
     # 2. the chip's heads, own sequences, own cache rows; each query head its K/V head
-    cache = {"k": write_cache(cache["k"], k_BLKD, pos), "v": write_cache(cache["v"], v_BLKD, pos)}
-    k_BSKD, v_BSKD = c.own_kv_heads(ctx, r, cached, cache["k"], cache["v"])
-    o_BLHD = attend_local(q_BLHD, k_BSKD, v_BSKD, pos)
+    cache = write_kv(cache, k_BLKD, v_BLKD, pos)
+    o_BLHD = attend_local(q_BLHD, c.own_kv_heads(ctx, r, cached, cache), pos)
     # 3. all-to-all(g): back to head-split for W_o
     return _to_heads(ctx, g, o_BLHD), cache
 

@@ -9,15 +9,17 @@ p and are replicated over the rest of h: each chip caches K/|p| heads and its qu
 read the one they share (`own_kv_heads`) once |h| > K. No communication of its own:
 attention runs on the chip's heads.
 
-KV-cache bytes per chip: 2·layers·(K/|p|)·D·b·(B/|b|)·S (b bytes per element): multiquery
-K/|p| = 1, multihead H/|h|.
+KV-cache bytes per chip: 2·layers·(K/|p|)·D·b·(B/|b|)·S (b bytes per element, an int8
+cache's scale included: 1 + 2/D; `tpuinfer.kv_formats`): multiquery K/|p| = 1, multihead H/|h|.
+The cache is written in its format (int8: quantized per token and head) and read by the
+chip's own attention, which applies an int8 cache's scales (`model.attend`).
 """
 from __future__ import annotations
 
 from jax.sharding import PartitionSpec as P
 
 from ..model import attend as attend_local
-from ..model import write_cache
+from ..model import write_kv
 from . import _common as c
 
 NAME = "heads"
@@ -25,16 +27,16 @@ CACHE_OVER_ALL_CHIPS = False  # split over p only, and multiquery's one head not
 
 
 def cache_spec(step) -> P:
-    """[B, S, K, D]: batch split as the residual's; K over p (none for multiquery)."""
+    """[B, S, K, D]: batch split as the residual's; K over p (none for multiquery). An int8
+    cache's scales, [B, S, K], split as its first three dimensions."""
     return P(c.entry(step.axes.batch), None, c.entry(step.ctx.ffn.kv_axes(step.ctx)), None)
 
 
 def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
     # q_BLHD here: [B/|b|, L, H/|h|, D]; K/V and the cache: [B/|b|, ·, K/|p|, D]
-    cache = {"k": write_cache(cache["k"], k_BLKD, pos), "v": write_cache(cache["v"], v_BLKD, pos)}
-    k_BSKD, v_BSKD = c.own_kv_heads(ctx, ctx.axes.heads, ctx.ffn.kv_axes(ctx), cache["k"],
-                                    cache["v"])
-    return attend_local(q_BLHD, k_BSKD, v_BSKD, pos), cache
+    cache = write_kv(cache, k_BLKD, v_BLKD, pos)
+    own = c.own_kv_heads(ctx, ctx.axes.heads, ctx.ffn.kv_axes(ctx), cache)
+    return attend_local(q_BLHD, own, pos), cache
 
 
 def collectives(step) -> list:

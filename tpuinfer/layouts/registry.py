@@ -1,5 +1,10 @@
 """Which module implements each layout name, and the partition specs of everything a step
-touches (parameters, KV cache, tokens, logits), derived from the layout files."""
+touches (parameters, KV cache, tokens, logits), derived from the layout files.
+
+Data-parallel replicas (`mesh.make_mesh(shape, replicas=R)`) add a mesh axis 'r' in front of
+x, y, z: every array with a batch dimension splits it over 'r' first, then as the layout
+splits a replica's B/R sequences (`over_replicas`); the parameters, whose specs never name
+'r', are held whole by every replica."""
 from __future__ import annotations
 
 import functools
@@ -9,7 +14,10 @@ from jax.sharding import PartitionSpec as P
 
 from ..config import ModelConfig
 from ..errors import LayoutError
-from ..quant import QWeight, scale_spec
+from ..kv_formats import FORMATS as KV_FORMATS
+from ..kv_formats import array_bytes
+from ..mesh import REPLICA
+from ..quant import QUANTIZED, QWeight, scale_spec
 from ..shapes import tables
 from . import _common as c
 from . import attn_batch, attn_heads, head, wg_x, wg_xy, wg_xyz, ws1d, ws2d
@@ -83,14 +91,15 @@ def pad_heads(cfg: ModelConfig, layout: Layout, mesh_shape) -> ModelConfig:
 # ---- specs ----------------------------------------------------------------------------------
 def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32",
                 mesh_shape=None) -> dict:
-    """PartitionSpecs matching `init_params`' pytree (int8: a QWeight of specs). Grouped-query
-    attention needs the mesh shape: its K/V heads split over as many chips as K allows."""
+    """PartitionSpecs matching `init_params`' pytree (int8, fp8: a QWeight of specs).
+    Grouped-query attention needs the mesh shape: its K/V heads split over as many chips as K
+    allows."""
     ffn = FFN[layout.ffn]
     e = c.entry(ffn.AXES.embed)
 
     def with_scale(name, spec):
-        return QWeight(spec, scale_spec(name, spec)) if weights == "int8" and "norm" not in name \
-            else spec
+        return QWeight(spec, scale_spec(name, spec)) if weights in QUANTIZED and \
+            "norm" not in name else spec
 
     layer = {n: with_scale(n, s) for n, s in ffn.layer_specs(cfg, mesh_shape).items()}
     table = head.table_spec(ffn.AXES, ffn.GATHER)  # an untied output table stored alike
@@ -117,15 +126,22 @@ def cache_shape_per_chip(cfg: ModelConfig, layout: Layout, mesh_shape, batch: in
 
 
 def cache_bytes_per_chip(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int,
-                         context: int, bytes_per_elem: float = 2) -> float:
-    """KV-cache bytes one chip holds: K and V, every layer."""
+                         context: int, kv: str = "bf16") -> float:
+    """KV-cache bytes one chip holds: K and V, every layer, in the KV format `kv` ("f32",
+    "bf16", "int8" with its scales, "fp8": `tpuinfer.kv_formats`)."""
     local = cache_shape_per_chip(cfg, layout, mesh_shape, batch, context)
-    return 2 * cfg.n_layers * math.prod(local) * bytes_per_elem
+    return 2 * cfg.n_layers * array_bytes(local, kv)
 
 
-def cache_specs(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> list:
+def cache_specs(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int,
+                kv: str | None = None) -> list:
+    """Every layer's cache specs: K and V, and for an int8 cache (`kv="int8"`) their scales,
+    [B, S, K], split as the first three dimensions of K and V are."""
     spec = cache_spec(cfg, layout, mesh_shape, batch)
-    return [{"k": spec, "v": spec} for _ in range(cfg.n_layers)]
+    layer = {"k": spec, "v": spec}
+    if kv is not None and KV_FORMATS[kv].scale_bytes:
+        layer |= {"k_scale": P(*tuple(spec)[:3]), "v_scale": P(*tuple(spec)[:3])}
+    return [dict(layer) for _ in range(cfg.n_layers)]
 
 
 def token_spec(layout: Layout) -> P:
@@ -137,3 +153,8 @@ def logits_spec(layout: Layout) -> P:
     return P(c.entry(axes.batch), None, c.entry(axes.embed))
 
 
+def over_replicas(spec: P) -> P:
+    """`spec` of an array whose first dimension is the batch, on a mesh of replicas: the batch
+    split over 'r' first (each replica its own B/R sequences), then as `spec` splits it."""
+    entries = tuple(spec) or (None,)
+    return P(c.entry((REPLICA,) + c.spec_axes(entries[0])), *entries[1:])

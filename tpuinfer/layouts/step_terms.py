@@ -6,7 +6,7 @@ those of the step's two ends of `head.collectives()`; the attention FLOPs of the
 layout's `per_chip()` and the model's `attention_flops`. FLOPs, weight bytes and KV bytes
 follow from the partition specs themselves: a chip's weight matmuls read exactly its
 (gathered) shard of each matrix, for each of its tokens; its cache is its shard of the
-cache spec.
+cache spec, in its KV format (`tpuinfer.kv_formats`: an int8 cache's scales included).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import math
 from typing import NamedTuple
 
 from ..config import ModelConfig
+from ..kv_formats import resolve as kv_format
 from ..model import QUERY_BLOCK
 from ..shapes import CONTRACT, is_matrix, output_table, param_shapes
 from ..quant import check_format, stored_arrays
@@ -92,11 +93,16 @@ def _weights_per_chip(cfg, ffn: str, mesh_shape, weights, gather) -> _Weights:
 
 
 def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, tokens: int,
-               context: int, weights: str = "bf16", act_bytes: float = 2) -> StepTerms:
+               context: int, weights: str = "bf16", act_bytes: float = 2,
+               kv: str | None = None) -> StepTerms:
     """Per-chip terms of one step: a prefill of `tokens` tokens per sequence, or a decode step
     (tokens=1), attending over a KV cache of `context` positions (history + this step's).
-    `act_bytes`: 2 for bf16 activations on real hardware; 4 for the f32 emulated engine."""
+    `act_bytes`: 2 for bf16 activations on real hardware; 4 for the f32 emulated engine.
+    `kv`: the cache's format, "bf16", "int8" or "fp8" (None: the activations' dtype), which
+    sets the KV bytes stored and read; the keys and values the layouts move are activations,
+    whatever the cache holds."""
     check_format(weights)
+    kv_fmt = kv_format(kv, act_bytes)
     mesh_shape = tuple(mesh_shape)
     if tokens < 1 or context < tokens:
         raise UsageError(f"a step needs tokens >= 1 and context >= tokens, got tokens={tokens}, "
@@ -107,7 +113,7 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     rows = seqs * tokens  # and their tokens: B/|b|·L
 
     w = _weights_per_chip(cfg, layout.ffn, mesh_shape, weights, step.ctx.ffn.GATHER)
-    kv_bytes = cache_bytes_per_chip(cfg, layout, mesh_shape, batch, context, act_bytes)
+    kv_bytes = cache_bytes_per_chip(cfg, layout, mesh_shape, batch, context, kv_fmt.name)
     # Score and value matmuls over the whole cache of `context` positions, for the
     # (sequences, heads) the attention layout gives each chip.
     att_b, att_h = step.ctx.attention.per_chip(step)
