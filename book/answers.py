@@ -5,8 +5,9 @@ a student's check prints while the answer is not right yet.
 `booktools.check("04.1", answer_1)` asks `expected`; a chapter's check cell never shows how
 the value is computed. An entry may read what its chapter ran (a measured step): it is handed
 the chapter's namespace, `ns`. Every value comes from `tpuinfer` (the cost model, the planner,
-`theory`, `measure`, `paper`); nothing here is a formula of its own. A hint says where to look
-or what to set up, never the solved formula or the value.
+`theory`, `measure`, `paper`); nothing here is a formula of its own (03.2 extrapolates as its
+question says to). A hint says where to look or what to set up, never the solved formula or
+the value.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def _(ns):
     return group_links("tpu-v4", (2, 4, 4), ("y", "z")).chips
 
 
-@key("00.2", hint="one E×F matrix holds E·F numbers; how many such matrices does SwiGLU have?")
+@key("00.2", hint="read E and F off the table: what shape is each of the three matrices?")
 def _(ns):
     return ti.MODELS["palm-8b"].ffn_params_per_layer()
 
@@ -66,8 +67,8 @@ def _(ns):
                                 context=16, params=ns["params"], quantity="flops")["measured"]
 
 
-@key("01.3", rel=0.02, hint="2·N FLOPs per generated token, over what 64 chips could do at "
-                            "peak in that time")
+@key("01.3", rel=0.02, hint="chapter 1's definition of MFU, with the tokens the decode "
+                            "generated")
 def _(ns):
     return cost.mfu("palm-540b", 64 * 64, 64, "tpu-v4", 1.82)
 
@@ -78,7 +79,7 @@ def _(ns):
     return theory.decode_ridge_batch("a100-80g", "int8")
 
 
-@key("01.5", rel=0.01, hint="chips times seconds, over the tokens generated")
+@key("01.5", rel=0.01, hint="the paper's cost metric, as this chapter defines it")
 def _(ns):
     return cost.cost_per_token(64, 1.82, 64 * 64)
 
@@ -100,8 +101,8 @@ def _(ns):
                                         c.group_size, c.bytes))
 
 
-@key("02.3", hint="a ring of k chips, both ways round, takes half of k steps; a group over "
-                  "two axes takes each axis's steps in turn")
+@key("02.3", hint="the table of ring steps: what does one wrapped axis take, and a group "
+                  "over two of them?")
 def _(ns):
     return group_links("tpu-v4", (4, 4, 8), ("x", "z")).steps
 
@@ -123,8 +124,8 @@ def _(ns):
     return n
 
 
-@key("03.3", hint="each of the two collectives is charged the whole activation of the step, "
-                  "B·L·E elements")
+@key("03.3", hint="what does each of the layer's two collectives carry, under chapter 2's "
+                  "convention?")
 def _(ns):
     layer = [c for c in ns["sweep"][64].terms.collectives if c.what.startswith(("1.", "4."))]
     return sum(c.bytes for c in layer)
@@ -144,8 +145,8 @@ def _(ns):
     return theory.ws2d_crossover_chips(PALM.E, PALM.F)
 
 
-@key("04.3", hint="two all-gathers per layer: step 1 gathers E/X of each token, step 5 the "
-                  "feed-forward's and the attention's outputs split over y and z")
+@key("04.3", hint="which of the seven steps all-gather, over which axes, and what does each "
+                  "chip hold when one ends?")
 def _(ns):
     return sweeps.step_quantity(ns["cfg"], ns["mesh"], ns["layout"], phase="decode", batch=8,
                                 context=12, params=ns["params"],
@@ -170,8 +171,8 @@ def _(ns):
     return next(n for n, ffn in ns["best"].items() if ffn == "wg-xyz")
 
 
-@key("05.3", hint="count each layer's weight matrices from E, F, H, D and K; four bytes a "
-                  "number, then add the token ids")
+@key("05.3", hint="which matrices does a layer hold, and what shape is each? Then the token "
+                  "ids")
 def _(ns):
     return sweeps.step_quantity(ns["cfg"], ns["small"], ti.Layout("wg-xyz", "heads"),
                                 phase="prefill", batch=64, tokens=32, params=ns["params"],
@@ -184,8 +185,8 @@ def _(ns):
 
 
 # ---- 06 attention -----------------------------------------------------------------------------
-@key("06.1", rel=0.01, hint="K and V, every layer, the one head's D numbers, for the sequences "
-                            "one chip holds, at every position")
+@key("06.1", rel=0.01, hint="which sequences' cache does a chip hold by batch, and what does "
+                            "one position of it hold?")
 def _(ns):
     return planner.kv_bytes_per_chip("palm-540b", "multiquery-batch", 64, 512, 2048) / 2**30
 
@@ -196,8 +197,8 @@ def _(ns):
     return planner.max_context("palm-540b", 64, 512, "multihead")
 
 
-@key("06.3", hint="Q on one chip is B·L·(its heads)·D numbers; two all-to-alls a layer, each "
-                  "charged its input")
+@key("06.3", hint="what does Q hold on one chip before it moves, and how many all-to-alls does "
+                  "a layer run?")
 def _(ns):
     return sweeps.step_quantity(ns["cfg"], ns["mesh"], ti.Layout("ws2d", "batch"),
                                 phase="decode", batch=8, context=8 + ns["steps"],
@@ -239,8 +240,7 @@ def _(ns):
 
 
 # ---- 08 looped CollectiveEinsum ---------------------------------------------------------------
-@key("08.1", rel=0.005, hint="per round, what is left of transfer and hop once the partial "
-                             "matmul beside it has run? Then count the rounds")
+@key("08.1", rel=0.005, hint="a round hides what runs beside it: what does it leave?")
 def _(ns):
     return ns["ring"]["one way"].exposed_s * 1e6
 
@@ -250,8 +250,8 @@ def _(ns):
     return ns["ring"]["both ways"].exposed_s * 1e6
 
 
-@key("08.3", hint="each permute sends one chip's BLE_xyz chunk; how many rounds does a ring of "
-                  "4 chips take, and how many rings does a layer run?")
+@key("08.3", hint="what does one permute carry, and how many permutes replace one "
+                  "collective?")
 def _(ns):
     return sweeps.step_quantity(ns["cfg"], ns["mesh"], ns["tiny_forms"]["looped"],
                                 phase="prefill", batch=8, tokens=8, context=8 + ns["steps"],
@@ -291,13 +291,12 @@ def _(ns):
 
 
 # ---- 10 cost model and planner ----------------------------------------------------------------
-@key("10.1", rel=0.005, hint="`overlap`: the longer of compute and the HBM reads (weights and "
-                             "KV together), then the communication less what hides")
+@key("10.1", rel=0.005, hint="read `combine` again: which terms run at once, which add?")
 def _(ns):
     return paper.as_run(paper.TABLE2[1], "tpu-v4").first.step_s * 1e3
 
 
-@key("10.2", rel=0.005, hint="a fixed time per layer, every layer, every step")
+@key("10.2", rel=0.005, hint="how many layers does one step run through?")
 def _(ns):
     return paper.as_run(paper.TABLE2[1], "tpu-v4-calibrated").first.overhead_s * 1e3
 
@@ -325,7 +324,7 @@ def _(ns):
                                 params=ns["params"], quantity="bytes:all-gather")["measured"]
 
 
-@key("11.2", rel=0.005, hint="chips times seconds, over every token the column generated")
+@key("11.2", rel=0.005, hint="exercise 01.5 again, with this column's numbers")
 def _(ns):
     return paper.TABLE2[3].frontier_point[1] * 1e3
 
@@ -337,7 +336,7 @@ def _(ns):
 
 
 # ---- 12 planning Llama 3 70B ------------------------------------------------------------------
-@key("12.1", hint="keys and values, every layer, every K/V head's D numbers, 2 bytes each")
+@key("12.1", hint="what does one token leave in the cache, in every layer?")
 def _(ns):
     return ti.MODELS["llama-3-70b"].kv_bytes_per_token(2)
 

@@ -355,8 +355,9 @@ def step_quantity(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str,
                   context: int | None = None, weights: str = "f32", params=None) -> dict:
     """One number of one step, as the cost model predicts it beside what the compiled step on
     the emulated mesh says: what a prediction lock (`tpuinfer_widgets.PredictionLock`)
-    reveals. `mesh`: a mesh from `make_mesh`, or its shape. `quantity`: "calls:<kind>" (collective calls of that kind over the step),
-    "bytes:<kind>" (their bytes per device, under `tpuinfer.terms`' convention), "flops"
+    reveals. `mesh`: a mesh from `make_mesh`, or its shape. `quantity`: "calls:<kind>"
+    (collective calls of that kind over the step), "bytes:<kind>" (their bytes per device,
+    under `tpuinfer.terms`' convention), "flops"
     (weight-matmul FLOPs per device), "weight_bytes" (weight bytes each device holds), or
     "time_s" (the step's time on this CPU: the host profile's prediction beside the median of
     timed runs; the prediction is None before `tpuinfer calibrate`).
