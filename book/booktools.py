@@ -190,8 +190,8 @@ def notes(m) -> str:
 
 
 _STEP = re.compile(r'^\s*(# |"""|[a-z]\w* = """)?(\d+)\. ')
-_WORK = re.compile(r"\b(c\.(all_gather|reduce_scatter|all_reduce|fused_\w+|all_to_all)|"
-                   r"attend|ffn_act|mm)\(")
+_WORK = re.compile(r"(\bc\.(all_gather|reduce_scatter|all_reduce|fused_\w+|all_to_all)|"
+                   r"\battend|\bffn_act|\bmm|\b_mm_rows|\b_mm_cols)\(")
 
 
 def skeleton(fn) -> str:
