@@ -63,9 +63,8 @@ class CrossoverExplorer(Explorer):
         for ffn in FFN_LAYOUTS:
             fig.add_scatter(x=[], y=[], mode="markers", name=f"{ffn} measured",
                             legendgroup=ffn, showlegend=False,  # until it has points
-                            marker=dict(color=COLOURS[ffn], size=11,
-                                                         symbol="x-thin-open",
-                                                         line=dict(width=3)))
+                            marker=dict(color=COLOURS[ffn], size=11, symbol="x-thin-open",
+                                        line=dict(width=3)))
         fig.update_xaxes(type="log", title="tokens per batch (B·L)")
         # the byte convention (tpuinfer.terms): an all-gather's output, a reduce-scatter's
         # input, per chip; a chip sends (K-1)/K of that over its links
