@@ -240,11 +240,13 @@ bt.time_figure(steps, "Tiny model, parallel against serial block, ws2d/heads pre
 # the extra all-gathers and reduce-scatters, counted in the tables above. It does not show
 # what they cost on a TPU, where each one crosses links and the matmul after it waits. Here
 # the emulated devices are threads of one process on shared cores and a collective is a copy
-# between them; the two steps' measured times differ by about as much as the runs of one step
-# spread, so this machine cannot tell the blocks apart. The host profile prices every extra
-# call at its calibrated cost and predicts the serial step slower than it ran: that gap is
-# the host model's error on this question, not a property of the serial block. The TPU's
-# answer has to come from the TPU profiles, below.
+# between them. A step of the tiny model takes milliseconds and its runs spread (the line
+# above says how far): on an idle machine the two steps have measured within 1% of each
+# other, and on a busy one the measured ratio moves from one run of this chapter to the next
+# by more than the extra collectives could cost. The host profile prices each extra call at
+# its calibrated cost; read the gap between its ratio and the measured one as the host
+# model's error on this question plus this machine's noise, not as a property of the serial
+# block. The TPU's answer has to come from the TPU profiles, below.
 
 # %%
 serial_out = ti.generate(serial_params, serial, prompt_BL, steps=3, mesh=small,
