@@ -16,9 +16,16 @@ than) its source, mid-workshop.
 
 The student's edition is written from the sources without running them: every line of a code
 cell that assigns an answer (`answer_3 = 256`, at the start of a line) becomes
-`answer_3 = ...  # your answer`, and DIR gets a copy of booktools.py whose checks print the
-exercise's hint instead of the expected value. The instructor's edition (book/*.ipynb) keeps
-the answers, so that nbval checks them.
+`answer_3 = ...  # your answer`, every cell tagged `solution` (a worked derivation: in the
+source, `# %% [markdown] tags=["solution"]`) is left out, and DIR gets the answer key
+(answers.py) and a copy of booktools.py whose checks print the exercise's hint instead of the
+expected value. The instructor's edition (book/*.ipynb) keeps the answers and the worked
+solutions, so that nbval checks them.
+
+Exercises are labelled where they are asked, `**Exercise 04.1 · Derive.**`,
+`**Exercise 04.3 · Predict, then run.**` or `**Exercise 04.4.**` at the start of a markdown
+line (`EXERCISE` below), and checked by `bt.check("04.1", answer_1)`, whose expected value the
+answer key computes.
 
 Each notebook runs in a fresh kernel with book/ as its working directory (as nbval and
 JupyterLab run it), so `import booktools` finds book/booktools.py.
@@ -90,11 +97,20 @@ def keep_readable(nb: nbformat.NotebookNode) -> None:
 
 
 ANSWER = re.compile(r"^(answer_\w+)\s*=.*$", re.MULTILINE)
+EXERCISE = re.compile(r"^\*\*Exercise (\d\d)\.(\d+)(?: · (Derive|Predict, then run))?\.\*\*",
+                      re.MULTILINE)
+SOLUTION = "solution"  # the cell tag of a worked solution (the instructor's edition only)
+
+
+def is_solution(cell) -> bool:
+    return SOLUTION in cell.get("metadata", {}).get("tags", [])
 
 
 def student_notebook(path: pathlib.Path) -> nbformat.NotebookNode:
-    """The chapter as a student gets it: no outputs, every answer assignment emptied."""
+    """The chapter as a student gets it: no outputs, no worked solutions, every answer
+    assignment emptied."""
     nb = notebook(path)
+    nb.cells = [cell for cell in nb.cells if not is_solution(cell)]
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.source = ANSWER.sub(r"\1 = ...  # your answer", cell.source)
@@ -116,7 +132,7 @@ def write_student_edition(target: pathlib.Path, chapters=()) -> list[pathlib.Pat
     assert "\nSTUDENT = False\n" in tools, "booktools.py lost its STUDENT switch"
     (target / "booktools.py").write_text(tools.replace("\nSTUDENT = False\n",
                                                        "\nSTUDENT = True\n"))
-    for name in ("README.md", "WORKSHOP.md"):
+    for name in ("answers.py", "README.md", "WORKSHOP.md"):
         if (BOOK / name).exists():
             shutil.copy(BOOK / name, target / name)
     return written

@@ -78,8 +78,11 @@ def _diagram_html(match: re.Match, chapter: str) -> str:
 def static_notebook(nb, chapter: str, figures: list) -> nbformat.NotebookNode:
     """The chapter with its diagrams as SVG and each plot as a placeholder that the page's
     script draws from `figures` (which this appends to); a live widget's output keeps its
-    text, which says that moving it needs a kernel."""
+    text, which says that moving it needs a kernel. Worked solutions (cells tagged
+    `solution`) are left out, as in the student's edition."""
     nb = copy.deepcopy(nb)
+    # the worked solutions are the instructor's: the site is for readers working the exercises
+    nb.cells = [c for c in nb.cells if "solution" not in c.get("metadata", {}).get("tags", [])]
     for cell in nb.cells:
         if cell.cell_type == "markdown":
             cell.source = FENCE.sub(lambda m: _diagram_html(m, chapter), cell.source)

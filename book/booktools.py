@@ -6,7 +6,10 @@ Nothing here prices or counts anything: every number a chapter shows comes from 
 """
 from __future__ import annotations
 
+import inspect
 import math
+import re
+import textwrap
 
 import numpy as np
 import plotly.graph_objects as go
@@ -187,25 +190,123 @@ def mesh_figure(mesh, axes: tuple[str, ...], title: str) -> go.Figure:
 
 
 # ---- exercises -----------------------------------------------------------------------------
-# The instructor's edition (the repository's notebooks) checks answers and fails loudly, so that
-# CI catches a wrong one. `python book/_build.py --student DIR` copies this file with STUDENT
-# set to True: there a check never shows the expected value, only whether the answer is right
-# and, if not, the exercise's hint.
+# An exercise's check names only the exercise and the reader's answer: `check("04.1",
+# answer_1)`. What it is checked against is computed by the library in the answer key
+# (book/answers.py, one entry per exercise, beside this file), never on the page.
+# The instructor's edition (the repository's notebooks) fails loudly on a wrong answer, so that
+# CI catches one. `python book/_build.py --student DIR` copies this file with STUDENT set to
+# True: there a check never shows the expected value, only whether the answer is right and,
+# if not, the exercise's hint.
 STUDENT = False
 
 
-def check(label: str, answer, expected, rel: float = 1e-6, hint: str = "") -> None:
-    """Print '<label>: correct' when `answer` equals what the library says (numbers: within a
-    relative `rel`). Otherwise, in the instructor's edition fail, showing both; in the
-    student's edition print the hint, never the expected value."""
+def check(label: str, answer) -> None:
+    """Print 'exercise <label>: correct' when `answer` equals what the answer key computes for
+    exercise `label` ("NN.k": chapter NN, exercise k; numbers within the key's relative
+    tolerance). Otherwise, in the instructor's edition fail, showing both; in the student's
+    edition print the key's hint, never the expected value. The key may read what the
+    chapter ran (its global variables): it is handed the calling notebook's namespace."""
+    import answers  # book/answers.py, beside this file (and copied into a student edition)
+
+    expected, rel, hint = answers.expected(label, inspect.currentframe().f_back.f_globals)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool)
                   for v in (answer, expected))
     ok = math.isclose(answer, expected, rel_tol=rel) if numeric else answer == expected
     if ok:
-        print(f"{label}: correct")
+        print(f"exercise {label}: correct")
     elif STUDENT:
         said = "not answered yet" if answer is Ellipsis else f"{answer!r} is not it yet"
-        print(f"{label}: {said}." + (f" Hint: {hint}" if hint else ""))
+        print(f"exercise {label}: {said}." + (f" Hint: {hint}" if hint else ""))
     else:
-        raise AssertionError(f"{label}: your answer is {answer!r}; the library says "
-                             f"{expected!r}")
+        raise AssertionError(f"exercise {label}: your answer is {answer!r}; the answer key "
+                             f"says {expected!r}")
+
+
+# ---- text that fits the page ---------------------------------------------------------------
+WIDTH = 100  # the widest output line every front-end shows without wrapping it
+
+
+def wrapped(lines) -> str:
+    """Prose lines (a measurement's notes, a long error message) wrapped to WIDTH, each
+    continuation indented."""
+    return "\n".join(textwrap.fill(line, WIDTH, subsequent_indent="  ") for line in lines)
+
+
+def notes(m) -> str:
+    """What a measurement's flags mean (`tpuinfer.report.measurement_notes`), wrapped."""
+    return wrapped(measurement_notes(m))
+
+
+_STEP = re.compile(r'^\s*(# |"""|[a-z]\w* = """)?(\d+)\. ')
+_WORK = re.compile(r"(\bc\.(all_gather|reduce_scatter|all_reduce|fused_\w+|all_to_all)|"
+                   r"\battend|\bffn_act|\bmm|\b_mm_rows|\b_mm_cols)\(")
+
+
+def skeleton(fn) -> str:
+    """A layout body's numbered steps without its branches: the `def` line, the first line of
+    each numbered step's comment, and each statement that runs a collective, a matmul,
+    attention or the nonlinearity, of the plain schedule only (the `if ctx.looped` branches
+    left out), with '…' where lines are left out. The whole function is
+    `inspect.getsource(fn)`."""
+    lines = inspect.getsource(fn).splitlines()
+    out, skip_below, dedent_below, gap, open_parens = [], None, None, False, 0
+    for i, line in enumerate(lines):
+        indent = len(line) - len(line.lstrip())
+        text = line.strip()
+        if skip_below is not None and (indent > skip_below or not text):
+            continue  # inside a looped branch
+        skip_below = None
+        if dedent_below is not None and text and indent <= dedent_below:
+            dedent_below = None
+        if text.startswith("if ctx.looped"):
+            skip_below = indent
+            continue
+        if text == "else:" and skipped_if(lines, i):
+            dedent_below = indent  # the plain branch, shown at the if's depth
+            continue
+        shown = line[4:] if dedent_below is not None else line
+        if _STEP.match(line):
+            shown = _first_clause(shown)
+        if open_parens or i == 0 or _STEP.match(line) or _WORK.search(line):
+            if gap:
+                out.append(" " * (len(shown) - len(shown.lstrip())) + "…")
+            out.append(shown)
+            gap = False
+            if not _STEP.match(line):
+                open_parens += line.count("(") - line.count(")")
+        else:
+            gap = gap or bool(text)
+    return "\n".join(out)
+
+
+def _first_clause(line: str) -> str:
+    """A step's comment up to its first sentence's end (the rest says why, at length)."""
+    head, rest = line.split(". ", 1)
+    for end in (". ", ";"):
+        rest = rest.split(end, 1)[0]
+    if rest.count("(") > rest.count(")"):
+        rest = rest[:rest.rindex("(")]
+    return f"{head}. {rest.rstrip(' ,')}"
+
+
+def skipped_if(lines, i) -> bool:
+    """Whether the `else:` at line i closes an `if ctx.looped` branch."""
+    indent = len(lines[i]) - len(lines[i].lstrip())
+    for line in reversed(lines[:i]):
+        if line.strip() and len(line) - len(line.lstrip()) == indent:
+            return line.strip().startswith("if ctx.looped")
+    return False
+
+
+def excerpt(obj, first: str, last: str | None = None) -> str:
+    """Part of a function's or class's source: its first line, then the lines from the first
+    that contains `first` to the one that contains `last` (default: to the end), with '…'
+    where lines are left out."""
+    lines = inspect.getsource(obj).splitlines()
+    start = next(i for i, line in enumerate(lines) if first in line)
+    end = len(lines) if last is None else next(
+        i for i, line in enumerate(lines) if i >= start and last in line) + 1
+    def gap(line):
+        return " " * (len(line) - len(line.lstrip())) + "…"
+    return "\n".join(lines[:1] + ([gap(lines[start])] if start > 1 else lines[1:start])
+                     + lines[start:end] + ([gap(lines[end - 1])] if end < len(lines) else []))

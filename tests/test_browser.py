@@ -294,3 +294,81 @@ def test_layout_explorer_in_jupyterlab(sync_playwright, lab, notebook):
             raise
         finally:
             browser.close()
+
+
+# ---- the prediction lock ---------------------------------------------------------------------
+LOCK = ".tpuinfer-predict"
+
+
+def lock_notebook() -> nbformat.NotebookNode:
+    """A predict-then-run exercise as a chapter poses it, left for the reader to answer."""
+    return nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("import tpuinfer as ti\nti.emulate(256)"),
+        nbformat.v4.new_code_cell(
+            "from tpuinfer import sweeps\n"
+            "from tpuinfer_widgets import PredictionLock\n"
+            "answer_1 = ...  # your answer\n"
+            "lock = PredictionLock('03.1', 'all-gather bytes per device', lambda: (\n"
+            "    sweeps.step_quantity('tiny', (2, 2, 2), ti.Layout('ws1d', 'heads'),\n"
+            "                         phase='prefill', batch=8, tokens=8,\n"
+            "                         quantity='bytes:all-gather')), guess=answer_1)\n"
+            "lock"),
+    ], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                "language": "python"}})
+
+
+class TestPredictionLock:
+    @pytest.fixture
+    def notebook(self, tmp_path) -> pathlib.Path:
+        path = tmp_path / "book" / "lock.ipynb"
+        path.parent.mkdir()
+        nbformat.write(lock_notebook(), path)
+        return path
+
+    def test_the_lock_reveals_only_after_a_number_in_jupyterlab(self, sync_playwright, lab,
+                                                                 notebook):
+        url, token = lab
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                        headless=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            try:
+                self.drive(page, url, token, notebook)
+            except Exception:
+                page.screenshot(path=str(ARTIFACTS / "lock_failure.png"))
+                raise
+            finally:
+                browser.close()
+
+    @staticmethod
+    def drive(page, url, token, notebook):
+        page.goto(f"{url}/lab/tree/{notebook.name}?token={token}")
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']",
+                               timeout=60_000)
+        run_all(page)
+        page.wait_for_selector(f"{LOCK} input", timeout=90_000)
+        entry = page.locator(f"{LOCK} .widget-text input").first
+        button = page.locator(f"{LOCK} button", has_text="Lock and reveal")
+        assert page.locator(f"{LOCK} .tpuinfer-predict-result table").count() == 0
+
+        entry.fill("a lot")  # a word where a number belongs: a message, no traceback
+        button.click()
+        page.wait_for_selector(f"{LOCK} .tpuinfer-error", timeout=30_000)
+        assert "is not a number" in page.locator(f"{LOCK} .tpuinfer-error").inner_text()
+
+        entry.fill("100000")
+        page.locator(f"{LOCK} .widget-text input").nth(1).fill("two layers of B·L·E·4")
+        button.click()
+        page.wait_for_selector(f"{LOCK} .tpuinfer-predict-result table", timeout=90_000)
+        result = page.locator(f"{LOCK} .tpuinfer-predict-result").inner_text()
+        page.locator(LOCK).screenshot(path=str(ARTIFACTS / "prediction_lock.png"))
+        assert "your prediction (two layers of B·L·E·4)" in result
+        assert "131,072 bytes" in result and "24% low" in result
+        assert "cost model" in result and "emulated 2x2x2 mesh" in result
+        assert entry.is_disabled() and button.is_disabled()
+        assert page.locator(f"{LOCK} .tpuinfer-error").count() == 0
+        errors = page.locator(".jp-OutputArea-output[data-mime-type="
+                              "'application/vnd.jupyter.stderr']")
+        assert errors.count() == 0, errors.first.inner_text()
+        assert page.get_by_text("Error displaying widget").count() == 0

@@ -350,3 +350,68 @@ def test_only_layout_errors_become_reasons(monkeypatch):
             run()
         # the bug itself, not "no configuration runs ... because <the bug>"
         assert type(raised.value) is ValueError and "no configuration" not in str(raised.value)
+
+
+# ---- what the book's figures and locks draw --------------------------------------------------
+def test_theory_gives_the_weight_gathered_crossover_and_2ds_shrinking_communication():
+    from tpuinfer import theory
+    palm = MODELS["palm-540b"]
+    assert theory.wg_crossover_tokens(64, palm.F, 16, 64) == 1_179_648  # 16F: XY against XYZ
+    assert theory.wg_crossover_tokens(64, palm.F, 4, 16) == palm.F  # X against XY
+    assert theory.ws2d_optimal_comm(64, palm.E, palm.F) / theory.ws2d_optimal_comm(
+        256, palm.E, palm.F) == 2.0  # 1/√n: four times the chips, half the bytes
+    # at the optimal X the paper's two terms are equal: 2·B·L·2·√(E·F/n)
+    x = theory.ws2d_optimal_x(64, palm.E, palm.F)
+    assert theory.ws2d_optimal_comm(64, palm.E, palm.F) == 2 * (palm.E / x + palm.F * x / 64)
+
+
+def test_fastertransformers_table_gives_the_mfu_the_paper_quotes():
+    from tpuinfer import paper
+    points = paper.fastertransformer()
+    assert len(points) == 27 * 3 - 3  # three OOM cells of TP16 left out
+    assert "gpt_guide.md" in paper.FT_SOURCE and "Megatron-530B" in paper.FT_SOURCE
+    best = {s: max((p for p in points if p.system == s), key=lambda p: p.mfu)
+            for s in ("TP16", "TP32", "TP8-PP3")}
+    assert round(best["TP16"].mfu, 2) == paper.QUOTED_MFU["FasterTransformer TP16"] == 0.46
+    assert (best["TP16"].batch, best["TP16"].input_len, best["TP16"].latency_s) == (64, 128, 4.002)
+    assert round(best["TP32"].mfu, 2) == paper.QUOTED_MFU["FasterTransformer TP32"] == 0.33
+    assert (best["TP32"].batch, best["TP32"].latency_s) == (256, 11.232)
+    assert {p.gpus for p in points} == {16, 24, 32}
+
+
+def test_against_paper_sets_the_model_beside_the_papers_measurement():
+    from tpuinfer import paper
+    from tpuinfer.errors import UsageError
+    r = paper.against_paper("serial-slowdown", "tpu-v4-calibrated")
+    assert r["predicted"] == serial_slowdown("tpu-v4-calibrated") and r["measured"] == 1.14
+    assert "tpu-v4-calibrated" in r["predicted_by"] and "overlap" in r["predicted_by"]
+    assert "Section 4.3" in r["measured_by"]
+    assert paper.against_paper("int8-speedup")["measured"] == pytest.approx(36.9 / 28.5)
+    with pytest.raises(UsageError, match="bf16-decode"):
+        paper.against_paper("nonsense")
+
+
+def test_ffn_scaling_and_context_latency_are_the_planners_decodes():
+    from tpuinfer import kv, sweeps
+    scaling = sweeps.ffn_scaling("palm-540b", [64, 128], batch=512)
+    for ffn in ("ws1d", "ws2d"):
+        for i, n in enumerate((64, 128)):
+            best = plan("palm-540b", "tpu-v4", n, 512, input_len=0, history_len=2048,
+                        gen_len=64, ffn=ffn).decode.best
+            assert scaling["ffn"][ffn]["per_token_s"][i] == best.per_token_s
+            assert scaling["ffn"][ffn]["fits"][i] == best.fits
+    # 2D scales better: the larger slice helps it more
+    s = scaling["ffn"]
+    assert s["ws2d"]["per_token_s"][1] / s["ws2d"]["per_token_s"][0] < \
+        s["ws1d"]["per_token_s"][1] / s["ws1d"]["per_token_s"][0]
+    by_context = sweeps.context_latency("palm-540b", [512, 32768], batch=256, weights="int8",
+                                        mesh=(4, 4, 4))
+    mq = by_context["variants"]["multiquery-batch"]
+    assert mq["fits"] == [True, True] and mq["layout"][0].startswith("ws2d/batch")
+    heads = by_context["variants"]["multiquery-heads"]
+    assert heads["fits"] == [True, False]  # replicated, its cache outgrows HBM
+    assert heads["per_token_s"][1] > 10 * mq["per_token_s"][1]
+    mh = plan(kv.variant_config("palm-540b", "multihead"), "tpu-v4", 64, 256, input_len=0,
+              history_len=512, gen_len=1, weights="int8", ffn="ws2d", attention="heads",
+              mesh=(4, 4, 4), allow_unfit=True).decode.best
+    assert by_context["variants"]["multihead"]["per_token_s"][0] == mh.per_token_s

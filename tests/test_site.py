@@ -37,6 +37,16 @@ def test_every_chapter_diagram_has_its_stored_svg():
     assert _diagrams.missing() == [], "run book/_diagrams.py (its docstring says how)"
 
 
+def test_the_site_leaves_the_worked_solutions_out(site):
+    """The site is for readers working the exercises: the instructor's worked derivations
+    (cells tagged `solution` in the stored chapters) are not on its pages."""
+    stored = [c for p in stored_chapters() for c in nbformat.read(p, as_version=4).cells
+              if "solution" in c.get("metadata", {}).get("tags", [])]
+    assert stored, "the chapters work their derivations in cells tagged solution"
+    pages = "".join(p.read_text() for p in site.glob("[0-9][0-9]_*.html"))
+    assert "Solution 04.1" not in pages and "Exercise 04.1" in pages
+
+
 def test_the_site_has_every_chapter_with_every_plot_and_nothing_remote(site):
     chapters = stored_chapters()
     assert {p.name for p in site.glob("*.html")} == (

@@ -11,9 +11,10 @@ from tpuinfer.cost import estimate
 from tpuinfer.layouts import Layout
 from tpuinfer.measure import measure
 from tpuinfer.mesh import factorizations
-from tpuinfer.sweeps import crossover
+from tpuinfer.errors import UsageError
+from tpuinfer.sweeps import crossover, step_quantity
 from tpuinfer_widgets import (ContextExplorer, CrossoverExplorer, LayoutExplorer,
-                              ParetoExplorer)
+                              ParetoExplorer, PredictionLock)
 
 MESH = (2, 2, 2)
 
@@ -329,3 +330,76 @@ def test_without_a_usable_figure_widget_the_explorers_fall_back_on_their_own(mon
     with pytest.raises(ValueError, match="TPUINFER_WIDGET_FIGURES='canvas'; choose one of "
                                          "auto, widget, static"):
         base.figure_mode()
+
+
+# ---- prediction lock -------------------------------------------------------------------------
+def _all_gathers():
+    return step_quantity("tiny", MESH, Layout("ws1d", "heads"), phase="prefill", batch=8,
+                         tokens=8, quantity="bytes:all-gather")
+
+
+def test_step_quantity_is_the_measured_steps_own_number():
+    r = _all_gathers()
+    m = measure("tiny", MESH, Layout("ws1d", "heads"), phase="prefill", batch=8, tokens=8,
+                repeats=0)
+    assert r["measured"] == m.measured.by_kind()["all-gather"][1] == 131_072  # 2 x B·L·E·4
+    assert r["predicted"] == m.predicted.by_kind()["all-gather"][1]
+    assert "2x2x2" in r["measured_by"] and "no hardware profile" in r["predicted_by"]
+    calls = step_quantity("tiny", MESH, Layout("ws1d", "heads"), phase="prefill", batch=8,
+                          tokens=8, quantity="calls:all-to-all")
+    assert calls["measured"] == calls["predicted"] == 0
+    with pytest.raises(UsageError, match="calls:<kind>"):
+        step_quantity("tiny", MESH, Layout("ws1d", "heads"), phase="prefill", batch=8,
+                      quantity="bytes")
+
+
+def test_a_locked_guess_is_revealed_beside_the_prediction_and_the_measurement():
+    lock = PredictionLock("03.1", "all-gather bytes", _all_gathers, guess=100_000)
+    assert lock.result == _all_gathers() and lock.guess == 100_000 and lock.error is None
+    assert lock.entry.disabled and lock.button.disabled
+    (guess, predicted, measured) = lock.rows()
+    assert guess[2:] == (100_000, "24% low")  # |100000 - 131072| / 131072
+    assert predicted[1:] == (lock.result["predicted_by"], 131_072, "exact")
+    assert measured[1:3] == (lock.result["measured_by"], 131_072)
+    assert "131,072 bytes" in lock.table.value and "24% low" in lock.table.value
+    fig = lock.snapshot().figure
+    assert list(fig.data[0].x) == [131_072, 131_072, 100_000]  # measured, predicted, guess
+    assert lock.lock() is True  # locked once: a second click changes nothing
+
+
+def test_the_lock_waits_for_a_number_and_says_what_is_wrong():
+    calls = []
+    lock = PredictionLock("x.1", "q", lambda: calls.append(1) or {
+        "what": "a number", "unit": "s", "predicted": 2.0, "predicted_by": "cost model",
+        "measured": None, "measured_by": ""}, guess=...)
+    assert lock.result is None and not calls and "not revealed" in lock.figure().layout.title.text
+    lock.entry.value = "about three"
+    assert lock.lock() is False and not calls  # nothing runs before a number is locked
+    assert lock.error.startswith("'about three' is not a number") and "error" in lock.message.value
+    assert not lock.entry.disabled
+    lock.entry.value, lock.why.value = "2.5", "half the weights"
+    lock.button.click()
+    assert calls == [1] and lock.guess == 2.5
+    rows = lock.rows()
+    assert len(rows) == 2 and rows[0][1] == "your prediction (half the weights)"
+    assert rows[0][3] == "25% high"  # no measurement: against the prediction
+
+
+def test_a_failed_reveal_is_a_message_and_the_lock_opens_again():
+    lock = PredictionLock("x.2", "q", lambda: step_quantity(
+        "tiny", MESH, Layout("ws2d", "batch"), phase="decode", batch=3,
+        quantity="calls:all-to-all"), guess=4)
+    assert lock.result is None and "batch B=3" in lock.error
+    assert "Traceback" not in lock.message.value and not lock.button.disabled
+    boom = PredictionLock("x.3", "q", lambda: 1 / 0, guess=1)
+    assert boom.error == "ZeroDivisionError: division by zero"
+
+
+def test_the_lock_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    lock = PredictionLock("x.4", "q", lambda: {
+        "what": "w", "unit": "", "predicted": 1, "predicted_by": "p", "measured": 1,
+        "measured_by": "m"}, guess=1)
+    lock.snapshot()
+    assert lock.result is not None and list(tmp_path.iterdir()) == []

@@ -70,9 +70,13 @@ The step time under a rule (stated, never implicit):
   (transfer and hop) while one partial matmul runs, so `hidden` is, per round,
   min(transfer + hop, that partial matmul's time), the partial matmul's time being the longer
   of its FLOPs and its weight reads. What stays exposed: a round's excess over its partial
-  matmul, every call's fixed launch overhead (`collective_overhead_s`: the loop issues them
-  one after another), and the partial matmul with no round beside it (the chip's own chunk)
-  hides nothing. A host profile hides nothing: its devices take turns on the same cores.
+  matmul, and every call's fixed launch overhead (`collective_overhead_s`: the loop issues
+  them one after another). One partial matmul has no round beside it and hides nothing: in a
+  looped all-gather the last chunk to arrive (the chip's own chunk is multiplied first,
+  beside the first permute); in a looped reduce-scatter the first partial product, which
+  must be done before the first permute can carry it (the chip's own chunk is computed
+  last, beside the last permute). A host profile hides nothing: its devices take turns on
+  the same cores.
 Every chip profile runs `overlap` (the rule above); `sum` is the no-overlap bound; `rule=`
 overrides a profile's. The reported `comm_s` is always every collective's full time, whatever
 the rule hides.
@@ -100,6 +104,7 @@ class CollectiveTime:
     latency_s: float  # one round's hops and fixed overhead
     rounds: float  # calls one after another: count, or count/concurrent where links allow
     hidden_s: float = 0.0  # per round: what runs beside a partial matmul (looped rings only)
+    beside_s: float = 0.0  # per round: the partial matmul beside it (looped rings only)
 
     @property
     def total_s(self) -> float:
@@ -123,7 +128,8 @@ def collective_time(c: Collective, hw: HardwareProfile | str, mesh_shape,
         return t
     matmul_s = max(c.beside_flops / flops_per_s, c.beside_bytes / hbm_per_s)
     in_flight = t.bandwidth_s + t.latency_s - hw.collective_overhead_s  # transfer and hop
-    return CollectiveTime(c, t.bandwidth_s, t.latency_s, t.rounds, min(in_flight, matmul_s))
+    return CollectiveTime(c, t.bandwidth_s, t.latency_s, t.rounds, min(in_flight, matmul_s),
+                          matmul_s)
 
 
 @functools.lru_cache(maxsize=65536)

@@ -11,10 +11,14 @@ heads over 64 chips the planner pads them to 64, as the paper does (Section 4.4)
 """
 from __future__ import annotations
 
+import functools
+import json
+import pathlib
 from dataclasses import dataclass
 
 from .config import get_model
-from .cost import cost_per_token
+from .cost import cost_per_token, mfu
+from .hardware import get_hardware
 from .errors import UsageError
 from .hardware import PAPER_MESHES
 from .kv import max_context
@@ -198,3 +202,85 @@ def serial_slowdown(hardware) -> float:
               ffn="ws2d", attention="batch", mesh=PAPER_MESHES[CHIPS])
     serial = plan(cfg.replace(parallel_block=False), hardware, CHIPS, **kw).decode.best
     return serial.latency_s / plan(cfg, hardware, CHIPS, **kw).decode.best.latency_s
+
+
+# ---- one result at a time: what a prediction lock reveals ----------------------------------
+def _speedup(hardware) -> float:
+    return as_run(TABLE2[1], hardware, "bf16").per_token_s / as_run(TABLE2[1], hardware,
+                                                                   "int8").per_token_s
+
+
+RESULTS = {  # name -> (what, unit, the model's value on a profile, the paper's, where)
+    "serial-slowdown": ("serial over parallel block, one decode step of PaLM 540B (2D WS, "
+                        "batch 512, 64 chips)", "x", serial_slowdown, SERIAL_BLOCK_SLOWDOWN,
+                        "Section 4.3"),
+    "bf16-decode": ("PaLM 540B decode per token, bf16, batch 64, 64 chips (2D WS, by batch)",
+                    "s", lambda hw: as_run(TABLE2[1], hw, "bf16").per_token_s,
+                    DECODE_PER_TOKEN_S["bf16"], "Section 4.4"),
+    "int8-speedup": ("PaLM 540B decode per token, bf16 over int8, batch 64, 64 chips", "x",
+                     _speedup, DECODE_PER_TOKEN_S["bf16"] / DECODE_PER_TOKEN_S["int8"],
+                     "Section 4.4"),
+}
+
+
+def against_paper(result: str, hardware="tpu-v4") -> dict:
+    """One of the paper's measurements (`RESULTS`) beside the cost model's prediction of it on
+    `hardware`, in the form `sweeps.step_quantity` returns: what a prediction lock reveals."""
+    if result not in RESULTS:
+        raise UsageError(f"unknown result {result!r}; choose one of {', '.join(RESULTS)}")
+    what, unit, model, measured, where = RESULTS[result]
+    hw = get_hardware(hardware)
+    return {"what": what, "unit": unit, "predicted": model(hw),
+            "predicted_by": f"cost model, {hw.name} profile (rule {hw.rule})",
+            "measured": measured, "measured_by": f"the paper, measured (Pope et al. 2022, "
+                                                 f"{where})"}
+
+
+# ---- FasterTransformer's published baseline (the paper's Section 5) ------------------------
+FT_MODEL, FT_HARDWARE = "mt-nlg-530b", "a100-80g"
+FT_DATA = pathlib.Path(__file__).resolve().parent / "data" / "fastertransformer_megatron530b.json"
+# source: Pope et al. 2022, Section 5: the best MFU each system reaches in its comparison of
+# PaLM 540B on TPU v4 with FasterTransformer's Megatron-530B on A100
+QUOTED_MFU = {"FasterTransformer TP16": 0.46, "FasterTransformer TP32": 0.33,
+              "PaLM 540B on 64 TPU v4": 0.44}
+
+
+@dataclass(frozen=True)
+class FTPoint:
+    """One measured request of FasterTransformer's table: the system (TP16, TP32, TP8-PP3),
+    its GPUs, the batch, input and generated tokens, and the total latency."""
+    system: str
+    gpus: int
+    batch: int
+    input_len: int
+    gen_len: int
+    latency_s: float
+
+    @property
+    def mfu(self) -> float:
+        """MFU over the request, every input and generated token counted (as the paper
+        counts it), against the A100's datasheet peak."""
+        return mfu(FT_MODEL, self.batch * (self.input_len + self.gen_len), self.gpus,
+                   FT_HARDWARE, self.latency_s)
+
+
+@functools.lru_cache(maxsize=1)
+def _ft_table() -> dict:
+    return json.loads(FT_DATA.read_text())
+
+
+def fastertransformer() -> tuple[FTPoint, ...]:
+    """Every point of FasterTransformer's published Megatron-530B table (its source:
+    `FT_SOURCE`), the OOM cells left out."""
+    table = _ft_table()
+    points = []
+    for row in table["rows"]:
+        batch, inp, gen = row[:3]
+        for system, ms in zip(table["columns"][3:], row[3:]):
+            if ms is not None:
+                points.append(FTPoint(system, table["systems"][system]["gpus"], batch, inp,
+                                      gen, ms / 1e3))
+    return tuple(points)
+
+
+FT_SOURCE = _ft_table()["source"]

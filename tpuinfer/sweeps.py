@@ -17,9 +17,9 @@ from .config import ModelConfig, get_model
 from .cost import estimate
 from .errors import LayoutError, UsageError
 from .hardware import get_hardware
-from .kv import ATTENTION_VARIANTS, kv_bytes_per_chip, max_context
+from .kv import ATTENTION_VARIANTS, VARIANTS, kv_bytes_per_chip, max_context, variant_config
 from .layouts import FFN_LAYOUTS, Layout, step_terms
-from .measure import Flag, count_by_kind, measure
+from .measure import PRECISE, Flag, count_by_kind, measure
 from .planner import Progress, pareto, plan
 from .quant import activation_dtype, check_format
 
@@ -333,3 +333,121 @@ def _or_none(fn, *args):
         return fn(*args)
     except LayoutError:
         return None
+
+
+# ---- one number of one step: what a prediction lock reveals --------------------------------
+STEP_QUANTITIES = {"flops": ("weight-matmul FLOPs per device", "FLOPs"),
+                   "weight_bytes": ("weight bytes each device holds", "bytes"),
+                   "time_s": ("the step's time on this CPU", "s")}
+
+
+def _quantity(side, quantity: str):
+    if quantity.startswith(("calls:", "bytes:")):
+        what, kind = quantity.split(":", 1)
+        calls, nbytes = side.by_kind().get(kind, (0, 0.0))
+        return calls if what == "calls" else nbytes
+    return {"flops": side.flops, "weight_bytes": side.weight_bytes_per_device,
+            "time_s": side.time_s}[quantity]
+
+
+def step_quantity(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str,
+                  batch: int, quantity: str, tokens: int | None = None,
+                  context: int | None = None, weights: str = "f32", params=None) -> dict:
+    """One number of one step, as the cost model predicts it beside what the compiled step on
+    the emulated mesh says: what a prediction lock (`tpuinfer_widgets.PredictionLock`)
+    reveals. `mesh`: a mesh from `make_mesh`, or its shape. `quantity`: "calls:<kind>"
+    (collective calls of that kind over the step), "bytes:<kind>" (their bytes per device,
+    under `tpuinfer.terms`' convention), "flops"
+    (weight-matmul FLOPs per device), "weight_bytes" (weight bytes each device holds), or
+    "time_s" (the step's time on this CPU: the host profile's prediction beside the median of
+    timed runs; the prediction is None before `tpuinfer calibrate`).
+
+    Returns {"what", "unit", "predicted", "predicted_by", "measured", "measured_by"}; the
+    arguments are `measure.measure`'s, whose errors (a UsageError, a LayoutError) it raises."""
+    kinds = ("calls:", "bytes:")
+    if quantity not in STEP_QUANTITIES and not quantity.startswith(kinds):
+        raise UsageError(f"unknown quantity {quantity!r}; choose one of "
+                         f"{', '.join(STEP_QUANTITIES)}, calls:<kind> or bytes:<kind> "
+                         f"(kind: all-gather, reduce-scatter, all-reduce, all-to-all, "
+                         f"collective-permute)")
+    timed = quantity == "time_s"
+    m = measure(cfg, mesh, layout, phase=phase, batch=batch, tokens=tokens,
+                context=context, weights=weights, params=params,
+                **(PRECISE if timed else {"repeats": 0}))
+    if quantity.startswith(kinds):
+        kind = quantity.split(":", 1)[1]
+        what = f"{kind} {'calls' if quantity.startswith('calls') else 'bytes per device'}"
+        unit = "calls" if quantity.startswith("calls") else "bytes"
+    else:
+        what, unit = STEP_QUANTITIES[quantity]
+    mesh = "x".join(map(str, m.mesh_shape))
+    step = f"{m.model} {m.phase}, {m.layout}, batch {m.batch}, on {mesh}"
+    if timed:
+        host = get_hardware("host") if m.predicted.time_s is not None else None
+        predicted_by = ("cost model, host profile (not calibrated yet: run tpuinfer calibrate)"
+                        if host is None else f"cost model, host profile (rule {host.rule})")
+        measured_by = f"measured on this CPU, median of {m.runs} runs"
+    else:
+        predicted_by = "cost model: the layout's step terms (a count: no hardware profile)"
+        measured_by = f"the compiled step on the emulated {mesh} mesh ({m.backend})"
+    return {"what": f"{what}: {step}", "unit": unit,
+            "predicted": _quantity(m.predicted, quantity), "predicted_by": predicted_by,
+            "measured": _quantity(m.measured, quantity), "measured_by": measured_by}
+
+
+# ---- the paper's Figures 6 and 8, as the cost model draws them -----------------------------
+def _decode_points(plans) -> dict:
+    """Per-token latency, layout, mesh and fit of each planned decode (None: nothing runs)."""
+    best = [None if p is None else p.decode.best for p in plans]
+    return {"per_token_s": [None if e is None else e.per_token_s for e in best],
+            "layout": [None if e is None else str(e.layout) for e in best],
+            "mesh": [None if e is None else list(e.mesh_shape) for e in best],
+            "fits": [False if e is None else e.fits for e in best]}
+
+
+def _plan_or_none(*args, **kw):
+    try:
+        return plan(*args, **kw)
+    except UsageError:
+        return None
+
+
+def ffn_scaling(model: ModelConfig | str, chips, *, batch: int, context: int = 2048,
+                gen_len: int = 64, weights: str = "bf16", hardware: str = "tpu-v4",
+                ffns=("ws1d", "ws2d")) -> dict:
+    """Decode latency per generated token against the chip count, one curve per feed-forward
+    layout (the comparison of the paper's Figure 6, as the cost model prices it): for each
+    chip count the planner's best mesh, attention layout and schedule with that FFN layout
+    (`plan(..., ffn=...)`, heads padded where needed). A point where nothing fits in memory
+    keeps the planner's least bad configuration with `fits` False."""
+    chips = [int(n) for n in chips]
+    out = {"model": get_model(model).name, "hardware": get_hardware(hardware).name,
+           "batch": batch, "context": context, "weights": weights, "chips": chips, "ffn": {}}
+    for ffn in ffns:
+        out["ffn"][ffn] = _decode_points(
+            _plan_or_none(model, hardware, n, batch, input_len=0, history_len=context,
+                          gen_len=gen_len, weights=weights, ffn=ffn, allow_unfit=True)
+            for n in chips)
+    return out
+
+
+def context_latency(model: ModelConfig | str, contexts, *, chips: int = 64, batch: int,
+                    weights: str = "bf16", hardware: str = "tpu-v4", mesh=None,
+                    ffn: str = "ws2d") -> dict:
+    """Decode latency per generated token against the context length, for each of the paper's
+    attention variants (multihead, multiquery by heads, multiquery by batch: the comparison of
+    its Figure 8, as the cost model prices it): the model under the variant
+    (`kv.variant_config`) planned with its attention layout and `ffn`, one token generated
+    after `context` cached. `fits` says where the cache still fits in memory."""
+    contexts = [int(s) for s in contexts]
+    out = {"model": get_model(model).name, "hardware": get_hardware(hardware).name,
+           "chips": chips, "batch": batch, "weights": weights, "contexts": contexts,
+           "variants": {}}
+    for variant in ATTENTION_VARIANTS:
+        cfg = variant_config(model, variant)
+        attention = VARIANTS[variant][1].attention
+        out["variants"][variant] = _decode_points(
+            _plan_or_none(cfg, hardware, chips, batch, input_len=0, history_len=s, gen_len=1,
+                          weights=weights, ffn=ffn, attention=attention, mesh=mesh,
+                          allow_unfit=True) for s in contexts)
+    return out

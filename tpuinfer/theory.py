@@ -32,6 +32,19 @@ def ws2d_crossover_chips(E: int, F: int) -> float:
     return 4 * F / E
 
 
+def ws2d_optimal_comm(n: int, E: int, F: int, tokens: int = 1) -> float:
+    """2D weight-stationary's feed-forward communication per layer at the optimal X
+    (Section 3.2.2), in elements: 4·B·L·√(E·F/n), B·L = `tokens`; it falls as 1/√n."""
+    return 4 * tokens * math.sqrt(E * F / n)
+
+
+def wg_crossover_tokens(n: int, F: int, gather_small: int, gather_large: int) -> float:
+    """The tokens per batch B·L above which gathering the weights over `gather_large` chips
+    moves fewer bytes than over `gather_small` (Section 3.2.3): 2·E·F·N/n + 2·B·L·E/N is equal
+    for the two N when B·L = F·N₁·N₂/n (XY against XYZ on 64 chips: 16F)."""
+    return F * gather_small * gather_large / n
+
+
 def wg_optimal_gather(tokens: int, n: int, F: int) -> float:
     """The number of chips N to gather the weights over that minimises weight-gathered
     communication 2·E·F·N/n + 2·B·L·E/N (Section 3.2.3): N = √(B·L·n/F), B·L = `tokens`."""

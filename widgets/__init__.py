@@ -12,6 +12,9 @@ plotly output, kept visible in a notebook saved without its widgets) and display
     explorer            # the live widget
     explorer.snapshot() # the current plot, for readers without a kernel
 
+`PredictionLock` is the predict-then-run exercise: the reader locks a number, then it runs the
+step (or the cost model against the paper) and sets the three side by side.
+
 Where the front-end cannot load plotly's FigureWidget (anywidget), call
 `use_static_figures()` first: the explorers then redraw a static figure after every change.
 """
@@ -20,6 +23,8 @@ from .context import ContextExplorer
 from .crossover import CrossoverExplorer
 from .layout_explorer import LayoutExplorer
 from .pareto import ParetoExplorer
+from .predict import PredictionLock
 
 __all__ = ["Explorer", "Static", "static", "use_static_figures", "figure_mode",
-           "LayoutExplorer", "CrossoverExplorer", "ParetoExplorer", "ContextExplorer"]
+           "LayoutExplorer", "CrossoverExplorer", "ParetoExplorer", "ContextExplorer",
+           "PredictionLock"]

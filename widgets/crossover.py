@@ -64,12 +64,15 @@ class CrossoverExplorer(Explorer):
                             line=dict(color=COLOURS[ffn], width=2))
         for ffn in FFN_LAYOUTS:
             fig.add_scatter(x=[], y=[], mode="markers", name=f"{ffn} measured",
-                            legendgroup=ffn, marker=dict(color=COLOURS[ffn], size=11,
-                                                         symbol="x-thin-open",
-                                                         line=dict(width=3)))
+                            legendgroup=ffn, showlegend=False,  # until it has points
+                            marker=dict(color=COLOURS[ffn], size=11, symbol="x-thin-open",
+                                        line=dict(width=3)))
         fig.update_xaxes(type="log", title="tokens per batch (B·L)")
-        fig.update_yaxes(type="log", title="communication per chip, one step (bytes)",
-                         tickformat=".2s")
+        # the byte convention (tpuinfer.terms): an all-gather's output, a reduce-scatter's
+        # input, per chip; a chip sends (K-1)/K of that over its links
+        fig.update_yaxes(type="log", title="collective bytes per chip, one step (convention: "
+                                           "all-gather output, reduce-scatter input)",
+                         tickformat=".2s", title_font_size=11)
         fig.update_layout(width=900, height=480, margin=dict(t=60, l=70, r=20, b=50),
                           title_font_size=14, hovermode="closest")
         return fig
@@ -115,11 +118,11 @@ class CrossoverExplorer(Explorer):
             m = data["measured"]
             if m and ffn in m["comm_bytes"]:
                 self.figure.data[n + i].update(
-                    x=m["tokens"], y=m["comm_bytes"][ffn],
+                    x=m["tokens"], y=m["comm_bytes"][ffn], showlegend=True,
                     hovertext=[None if p is None else f"predicted for this CPU: {p:.4g} B"
                                for p in m["predicted_comm_bytes"][ffn]])
             else:
-                self.figure.data[n + i].update(x=[], y=[])
+                self.figure.data[n + i].update(x=[], y=[], showlegend=False)
         self.figure.layout.title.text = (
             f"{data['model']} on {data['mesh'][0]}×{data['mesh'][1]}×{data['mesh'][2]}, "
             f"attention by {data['attention']}, {data['weights']} weights: one prefill step")

@@ -35,13 +35,20 @@
 #
 # From the repository root: `pip install -e ".[book]"`, then `jupyter lab book/`. Run each
 # chapter top to bottom (the first code cell must run first: see below). Two cores are enough.
-# Every chapter ends with exercises; each has an answer cell (`answer_1 = ...`) and a cell
-# that checks the answer against the library. Some are derivations on paper; some ask you to
-# **predict, then run**: the answer cell sits *before* the cell that measures the answer.
-# Get the student's edition, with the answers emptied and checks that give a hint instead of
-# the number, with `tpuinfer book --student DIR` (or `python book/_build.py --student DIR`);
-# the repository's notebooks are the instructor's edition, answers filled in so that CI can
-# check them. A workshop plan is in `book/WORKSHOP.md`. Run `tpuinfer calibrate` once, on an
+# Every chapter has exercises, some where the idea is taught and the rest at its end, each
+# labelled **Exercise NN.k**. A **Derive** exercise is worked on paper from what the chapter
+# showed; a **Predict, then run** exercise asks for your number *before* the cell that runs
+# the real thing (a compiled step on the emulated mesh, or the planner). Each has an answer
+# cell (`answer_1 = ...`) and a check cell that says whether the answer is right; the check
+# shows only the exercise and your answer, never how the expected value is computed. Many
+# predict-then-run exercises come with a **prediction lock**: type your number (and, if you
+# like, why) and lock it; only then does it run the step, and it sets your number beside the
+# cost model's prediction and the measurement, saying how far each was.
+# Get the student's edition, with the answers emptied, the worked solutions left out and
+# checks that give a hint instead of the number, with `tpuinfer book --student DIR` (or
+# `python book/_build.py --student DIR`); the repository's notebooks are the instructor's
+# edition, with the answers and the worked derivations, so that CI can check them. A
+# workshop plan is in `book/WORKSHOP.md`. Run `tpuinfer calibrate` once, on an
 # idle machine (under a minute): it measures this CPU and writes a `host` profile, and from
 # then on chapters 1, 5, 7, 8 and 11 set the cost model's prediction of every step's time on
 # this CPU beside the time measured, with the error.
@@ -229,7 +236,7 @@ m = measure(cfg, mesh, layouts["prefill"], phase="prefill", batch=8, tokens=8, p
 print(bt.by_kind_table(m))
 
 # %%
-print("\n".join(bt.measurement_notes(m)))
+print(bt.notes(m))
 
 # %% [markdown]
 # Here is how the whole library fits together; every box is a module you can open, and the
@@ -261,28 +268,40 @@ print("\n".join(bt.measurement_notes(m)))
 #
 # ## Exercises
 #
-# 1. On the mesh `ti.make_mesh((2, 4, 4))`, a collective over (y, z) runs in separate groups
-#    at once, as in the 4×8×8 picture of chapter 2. How many groups?
-# 2. How many parameters does the tiny model have (every parameter, norms included)?
-# 3. **Predict, then run.** The table shows one all-reduce in the prefill step, of 32 bytes
-#    per device. It sums the final RMS-norm's sum of squares: one f32 number per sequence,
-#    for the last position only (the only one whose logits generation needs). Derive how
-#    many bytes it moves with a batch of 64 sequences; the check cell compiles that step and
-#    reads the all-reduce out of it.
+# **Exercise 00.1 · Derive.** On the mesh `ti.make_mesh((2, 4, 4))`, a collective over the
+# axes y and z runs in separate groups at once: the devices that differ only along y and z
+# form one group. How many devices does each group hold?
+#
+# **Exercise 00.2 · Derive.** How many parameters does one layer of PaLM 8B's feed-forward
+# hold? Its dimensions are in the table of models; its SwiGLU has the three matrices described
+# under it, and no biases.
+#
+# **Exercise 00.3 · Predict, then run.** The prefill step measured above ran one all-reduce.
+# It sums the final RMS-norm's sum of squares: one f32 number per sequence, for the last
+# position only (the only one whose logits generation needs), and every device ends with the
+# whole sum. How many bytes per device will it move in the same step with a batch of 64
+# sequences? Write your number in `answer_3`, or leave it there and type it into the
+# prediction lock below: the lock runs the step only once your number is locked.
 
 # %%
-answer_1 = 2
-answer_2 = 3_810_048
+answer_1 = 16
+answer_2 = 201_326_592
 answer_3 = 256
 
 # %%
+from tpuinfer import sweeps
+from tpuinfer_widgets import PredictionLock
+
+lock = PredictionLock("00.3", "the all-reduce's bytes per device at batch 64", lambda: (
+    sweeps.step_quantity(cfg, mesh, layouts["prefill"], phase="prefill", batch=64, tokens=8,
+                         params=params, quantity="bytes:all-reduce")), guess=answer_3)
+lock
+
+# %%
+lock.snapshot()
+
+# %%
 # NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1, ti.make_mesh((2, 4, 4)).shape["x"],
-         hint="devices that differ only along y and z form one group; count the positions "
-              "along x")
-bt.check("exercise 2", answer_2, cfg.n_params(), hint="the table of models has it")
-bigger = measure(cfg, mesh, layouts["prefill"], phase="prefill", batch=64, tokens=8,
-                 params=params, repeats=1)
-bt.check("exercise 3", answer_3, bigger.measured.by_kind()["all-reduce"][1],
-         hint="4 bytes of f32 per sequence; the bytes are per device, and every device "
-              "holds the whole sum")
+bt.check("00.1", answer_1)
+bt.check("00.2", answer_2)
+bt.check("00.3", answer_3)

@@ -38,7 +38,6 @@ ti.emulate(256)
 
 # %%
 import inspect
-import math
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -82,12 +81,10 @@ print(bt.table(["profile", "peak TFLOP/s", "HBM TB/s", "HBM GiB", "link GB/s", "
 # the cost model (`cost.estimate`) returns the step's named terms: the time to do its FLOPs,
 # to read its weights, to communicate. A **combination rule** turns the terms into a step
 # time, and every profile states its rule: `sum` adds them all (nothing runs at once);
-# `overlap` lets HBM reads run beside the matrix units, so the step takes the longer of
-# compute and memory, and adds the communication that nothing hides (chapter 10 shows the
-# rule's code). Under the datasheet profile's `overlap` rule the step
-# takes the longer of compute and memory (HBM streams the weights while the matrix units
-# run), plus the communication: this is the plain schedule, whose collectives sit between
-# the matmuls where nothing hides them (chapter 8 loops them).
+# `overlap`, the datasheet profile's, lets HBM stream the weights while the matrix units run,
+# so the step takes the longer of compute and memory, and adds the communication that
+# nothing hides (chapter 10 shows the rule's code). Here that is all of it: this is the plain
+# schedule, whose collectives sit between the matmuls (chapter 8 loops them).
 
 # %%
 batches = [2**k for k in range(13)]  # 1 .. 4096
@@ -119,13 +116,55 @@ fig.show()
 # this plain schedule it adds to the step instead of hiding behind compute. Hiding it is
 # chapter 8's subject.
 #
-# The batch where compute first overtakes weight loading in the sweep (exercise 2 derives
-# where it must be):
+# The batch where compute first overtakes weight loading in the sweep:
 
 # %%
 # NBVAL_CHECK_OUTPUT
 crossover = next(b for b, e in decode.items() if e.compute_s >= e.weights_s)
 print("compute first exceeds weight loading at batch", crossover)
+
+# %% [markdown]
+# ## The ridge point
+#
+# The sweep only tried powers of two. Where exactly do the two lines cross?
+#
+# **Exercise 01.1 · Derive.** The batch at which a decode step's weight matmuls take exactly
+# as long as reading the weights is the decode **ridge point**. Per chip, compute takes
+# 2·N·B / (n·peak) and the weight reads N·b / (n·HBM bandwidth), with N parameters, n chips
+# and b bytes per weight. Solve for B, with bf16 weights on TPU v4 (the chip table above has
+# its peak and bandwidth), and check that the sweep's crossover is the first power of two
+# past it.
+
+# %%
+answer_1 = 229
+
+# %% [markdown] tags=["solution"]
+# **Solution 01.1.** Set the two times equal: 2·N·B / (n·peak) = N·b / (n·bandwidth). N and n
+# cancel (every chip holds 1/n of the weights and does 1/n of the FLOPs), so
+# B = peak·b / (2·bandwidth): the FLOPs the chip can do per byte it reads (peak / bandwidth,
+# 229 on TPU v4), times the bytes per weight, over the 2 FLOPs each weight costs a sequence.
+#
+# - TPU v4, bf16 (b = 2): 275e12 · 2 / (2 · 1.2e12) = 229.2 sequences; int8 (b = 1): 114.6.
+# - A100 80 GB (312 TFLOP/s, 2.039 TB/s), bf16: 153.0; int8: 76.5.
+#
+# 229 lies between the sweep's 128 and 256, so the sweep's step crosses at 256. int8 halves
+# the bytes and so halves the ridge point: a smaller batch already turns compute-bound. The
+# library's `theory.decode_ridge_batch` computes the same:
+
+# %% tags=["solution"]
+for hw in ("tpu-v4", "a100-80g"):
+    print(hw, {w: round(decode_ridge_batch(hw, w), 1) for w in ("bf16", "int8")})
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("01.1", answer_1)
+
+# %% [markdown]
+# That batch is the **ridge point** the later chapters refer to: below it a decode step is
+# memory-bound and adding sequences is nearly free; above it every sequence costs its FLOPs.
+# For TPU v4 in bf16 it is 229 sequences (`theory.decode_ridge_batch`). It counts only the
+# weights: chapter 9 asks what int8 does to it, chapter 7 and chapter 12 add the reads of the
+# KV cache, which grow with the batch and push it further out.
 
 # %% [markdown]
 # ## Prefill is a different animal
@@ -141,12 +180,11 @@ for b in (1, 8, 64):
                       tokens=2048, context=2048)
     rows.append([b, b * 2048, bt.seconds(e.compute_s), bt.seconds(e.weights_s),
                  bt.seconds(e.comm_s), bt.seconds(e.step_s), f"{e.mfu:.0%}"])
-print("PaLM 540B prefill, 2D weight-stationary (plain) on 4x4x4: predicted on tpu-v4 "
-      "(datasheet), rule overlap")
+print("PaLM 540B prefill, ws2d (plain) on 4x4x4: predicted on tpu-v4 (datasheet), overlap")
 print(bt.table(["batch", "tokens", "compute", "weights", "comm", "step", "MFU"], rows))
 low = TABLE2[0]
-print(f"\npaper, measured (Table 2, {low.name}: batch {low.batch}, {low.weights}, "
-      f"{low.ffn}/{low.attention}, looped): {bt.seconds(low.latency_s)}, MFU {low.mfu:.0%}")
+print(f"\npaper, measured (Table 2, {low.name}): batch {low.batch}, {low.weights}, "
+      f"{low.ffn}/{low.attention}, looped: {bt.seconds(low.latency_s)}, MFU {low.mfu:.0%}")
 
 # %% [markdown]
 # Compute-bound, but not at peak: in this plain schedule the step waits for its collectives,
@@ -165,23 +203,64 @@ print(f"\npaper, measured (Table 2, {low.name}: batch {low.batch}, {low.weights}
 # matmul of the compiled step that reads a weight, and reads the weight bytes each device
 # *holds* from the compiled program's arguments. How many bytes a step *reads* from memory is
 # not something the CPU can measure; the cost model's "weight bytes read" is the layout's
-# count. Two decode steps of the tiny model on a 2×2×2 mesh, batch 8 and batch 64: eight
-# times the FLOPs, the same weights held.
+# count. A decode step of the tiny model on a 2×2×2 mesh at batch 8, timed as
+# `benchmarks/bench_measure.py` times its steps (`measure.PRECISE`: a warm-up, then at least
+# 15 runs, the median kept):
 
 # %%
 cfg = ti.MODELS["tiny"]
 params = ti.init_params(cfg, seed=0)
 mesh = ti.make_mesh((2, 2, 2))
-steps = {b: measure(cfg, mesh, ti.Layout("ws2d", "heads"), phase="decode", batch=b,
-                    context=16, params=params, **PRECISE) for b in (8, 64)}
+layout = ti.Layout("ws2d", "heads")
+steps = {8: measure(cfg, mesh, layout, phase="decode", batch=8, context=16, params=params,
+                    **PRECISE)}
+
+# %%
+# NBVAL_CHECK_OUTPUT
+m8 = steps[8]
+print(f"weight-matmul FLOPs per device: {m8.predicted.flops:,.0f} predicted, "
+      f"{m8.measured.flops:,.0f} in the compiled step")
+print(f"weight bytes per device: {m8.terms.weight_bytes:,.0f} read (predicted), "
+      f"{m8.measured.weight_bytes_per_device:,.0f} held (compiled)")
+
+# %% [markdown]
+# **Exercise 01.2 · Predict, then run.** The same decode step with 64 sequences instead of 8:
+# how many weight-matmul FLOPs will each device do? Write your number in `answer_2` (or type
+# it into the lock); the lock compiles the step and reads its matmuls only once it is locked.
+
+# %%
+answer_2 = 61_341_696
+
+# %%
+from tpuinfer import sweeps
+from tpuinfer_widgets import PredictionLock
+
+lock = PredictionLock("01.2", "weight-matmul FLOPs per device at batch 64", lambda: (
+    sweeps.step_quantity(cfg, mesh, layout, phase="decode", batch=64, context=16,
+                         params=params, quantity="flops")), guess=answer_2)
+lock
+
+# %%
+lock.snapshot()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("01.2", answer_2)
+
+# %% [markdown]
+# Both steps side by side: eight times the FLOPs, the same weights held.
+
+# %%
+steps[64] = measure(cfg, mesh, layout, phase="decode", batch=64, context=16, params=params,
+                    **PRECISE)
 
 # %%
 # NBVAL_CHECK_OUTPUT
 rows = [[b, f"{m.predicted.flops:,.0f}", f"{m.measured.flops:,.0f}",
          f"{m.terms.weight_bytes:,.0f}", f"{m.measured.weight_bytes_per_device:,.0f}"]
         for b, m in steps.items()]
-print(bt.table(["batch", "FLOPs predicted", "FLOPs in the compiled step",
-                "weight bytes read (predicted)", "weight bytes held (compiled)"], rows))
+print(bt.table(["batch", "FLOPs predicted", "FLOPs compiled", "weight bytes read (predicted)",
+                "held (compiled)"], rows))
 
 # %% [markdown]
 # And the TPU v4 prediction for the same two tiny steps: a tiny model on 8 chips has so few
@@ -198,11 +277,9 @@ for b, m in steps.items():
 # `host` profile (the emulated devices are threads sharing two cores, so its FLOP/s and
 # bytes/s are the machine's, divided among the mesh's devices; chapter 11 says more). Each
 # step measured after that carries the host profile's prediction of its own time. Both
-# numbers are this machine's, the first a prediction and the second a measurement (the two
-# steps above were timed as `benchmarks/bench_measure.py` times its steps, `measure.PRECISE`:
-# a warm-up, then at least 15 runs, the median kept). Eight times the FLOPs do not take
-# eight times as long here either: the tiny model's collectives and per-layer overheads do
-# not grow with the batch.
+# numbers are this machine's, the first a prediction and the second a measurement. Eight
+# times the FLOPs do not take eight times as long here either: the tiny model's collectives
+# and per-layer overheads do not grow with the batch.
 
 # %%
 timed = {f"decode, batch {b}": m for b, m in steps.items()}
@@ -218,38 +295,30 @@ bt.time_figure(timed, "Tiny model, ws2d/heads decode on 2×2×2: this CPU")
 #   batch. Prefill's many tokens make it compute-bound.
 # - MFU = 2·N·tokens / (chips · peak · time); cost = chips · time / tokens.
 # - A datasheet prediction is a bound, not a measurement: set it beside the paper's figure.
+# - The decode ridge point B = peak·b / (2·HBM bandwidth) is where a step's weight matmuls
+#   outlast its weight reads: 229 sequences in bf16 on TPU v4.
 #
 # ## Exercises
 #
-# 1. The paper's high-throughput prefill processed 512 sequences of 2048 tokens with PaLM 540B
-#    (the paper counts N = 540e9) on 64 TPU v4 chips in 85.2 s. What MFU is that? (A fraction,
-#    to two significant digits.)
-# 2. **Derive** the batch at which a decode step's weight matmuls take as long as reading
-#    the weights. Per chip, compute takes 2·N·B / (n·peak) and the weight reads N·b /
-#    (n·HBM bandwidth), with b bytes per weight. Solve for B with bf16 weights on TPU v4
-#    (the chip table above has its peak and bandwidth). Then check that the sweep's
-#    crossover, 256, is the first power of two above it.
-# 3. **Derive** the same batch for int8 weights on an A100 (`a100-80g` in the table). Does
-#    int8 raise or lower the batch where decode turns compute-bound?
-# 4. The paper's cost metric is chip-seconds per token. Its low-latency decode generated
-#    64 tokens for each of 64 sequences in 1.82 s on 64 chips. What did a token cost, in
-#    chip-seconds?
+# Exercises 01.1 and 01.2 are above, where the ridge point and the FLOPs are taught.
+#
+# **Exercise 01.3 · Derive.** The paper's low-latency decode (Table 2) generated 64 tokens for
+# each of 64 sequences with PaLM 540B (the paper counts N = 540e9) on 64 TPU v4 chips in
+# 1.82 s. What MFU is that? (A fraction, to two significant digits.)
+#
+# **Exercise 01.4 · Derive.** The ridge point for int8 weights on an A100 (`a100-80g` in the
+# chip table). Does int8 raise or lower the batch where decode turns compute-bound?
+#
+# **Exercise 01.5.** The paper's cost metric is chip-seconds per token. What did a token of
+# that same low-latency decode cost?
 
 # %%
-answer_1 = 0.76
-answer_2 = 229
-answer_3 = 77
-answer_4 = 0.0284
+answer_3 = 0.14
+answer_4 = 77
+answer_5 = 0.0284
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1, cost.mfu("palm-540b", 512 * 2048, 64, "tpu-v4", 85.2), rel=0.01,
-         hint="2·N FLOPs per token, every token of every sequence, over 64 chips at peak "
-              "for 85.2 s")
-bt.check("exercise 2", answer_2, decode_ridge_batch("tpu-v4", "bf16"), rel=0.01,
-         hint="N and n cancel: B = peak·b / (2·bandwidth), b = 2 bytes")
-assert crossover == 2 ** math.ceil(math.log2(decode_ridge_batch("tpu-v4", "bf16")))
-bt.check("exercise 3", answer_3, decode_ridge_batch("a100-80g", "int8"), rel=0.02,
-         hint="the same formula, b = 1 byte; an A100 has 312 TFLOP/s and 2.039 TB/s")
-bt.check("exercise 4", answer_4, cost.cost_per_token(64, 1.82, 64 * 64), rel=0.01,
-         hint="chips times seconds, over the tokens generated (64 sequences x 64 tokens)")
+bt.check("01.3", answer_3)
+bt.check("01.4", answer_4)
+bt.check("01.5", answer_5)

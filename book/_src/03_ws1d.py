@@ -40,15 +40,13 @@ import tpuinfer as ti
 ti.emulate(256)
 
 # %%
-import inspect
-
 import numpy as np
 import plotly.graph_objects as go
 
 import booktools as bt
 from tpuinfer import cost
 from tpuinfer.hardware import PAPER_MESHES
-from tpuinfer.layouts import _one_dim, step_terms, ws1d
+from tpuinfer.layouts import _one_dim, ws1d
 from tpuinfer.layouts.registry import param_specs
 from tpuinfer.measure import measure
 
@@ -77,18 +75,21 @@ bt.ownership_figure(small, spec, (cfg.E, cfg.F), "W_up in 1D weight-stationary: 
 # %% [markdown]
 # 1D weight-stationary shares its body with the weight-gathered layouts of chapter 5 (they are
 # 1D weight-stationary over some axes, with weights gathered over the others). Here is that
-# body, steps 1 to 4; in 1D weight-stationary the batch axes b are empty and the model axes m
-# are all of x, y, z:
+# body's skeleton, steps 1 to 4 (the lines that run a collective, a matmul, attention or the
+# nonlinearity; `inspect.getsource(_one_dim._pass)` shows all of it, with the looped schedule
+# of chapter 8). In 1D weight-stationary the batch axes b are empty and the model axes m are
+# all of x, y, z:
 
 # %%
-print(inspect.getsource(_one_dim._pass))
+print(bt.skeleton(_one_dim._pass))
 
 # %% [markdown]
 # And next to the body, the list of collectives it runs, which is what the cost model and
-# `measure` use as the prediction:
+# `measure` use as the prediction (its activations' part; before it, the weight-gathered
+# layouts' weight gathers of chapter 5; `rows` is the tokens each chip holds, B/|b|·L):
 
 # %%
-print(inspect.getsource(_one_dim.collectives))
+print(bt.excerpt(_one_dim.collectives, "for attn, ffn in c.passes(cfg):"))
 
 # %% [markdown]
 # ## Run it, check it
@@ -126,6 +127,31 @@ print()
 print(bt.collectives_table(m))
 
 # %% [markdown]
+# **Exercise 03.1 · Predict, then run.** The same prefill with 16 sequences instead of 8 (8
+# tokens each, f32, on the same mesh): how many bytes per device will the step's all-gathers
+# move, all layers together? Write your number in `answer_1` or type it into the lock; the
+# lock compiles that step and reads its all-gathers once your number is locked.
+
+# %%
+answer_1 = 262_144
+
+# %%
+from tpuinfer import sweeps
+from tpuinfer_widgets import PredictionLock
+
+lock = PredictionLock("03.1", "all-gather bytes per device at batch 16", lambda: (
+    sweeps.step_quantity(cfg, small, layout, phase="prefill", batch=16, tokens=8, context=12,
+                         params=params, quantity="bytes:all-gather")), guess=answer_1)
+lock
+
+# %%
+lock.snapshot()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("03.1", answer_1)
+
+# %% [markdown]
 # ## Why 1D stops scaling
 #
 # The all-gather hands every chip the *whole* activation, [B, L, E], and the reduce-scatter
@@ -144,10 +170,9 @@ rows = [[n, "x".join(map(str, e.mesh_shape)), f"{e.terms.comm_bytes / 2**20:,.0f
          f"{e.terms.weight_bytes / 2**20:,.0f}", bt.seconds(e.comm_s), bt.seconds(e.weights_s),
          f"{e.terms.stored_kv_bytes / 2**30:.1f}", f"{e.memory_per_chip_bytes / 2**30:.1f}",
          "yes" if e.fits else "no"] for n, e in sweep.items()]
-print("PaLM 540B decode step, 1D weight-stationary (attention by heads): times predicted on "
-      "tpu-v4 (datasheet)")
-print(bt.table(["chips", "mesh", "comm MiB/chip", "weights MiB/chip", "comm time",
-                "weight time", "KV GiB/chip", "memory GiB/chip", "fits in 32 GiB"], rows))
+print("PaLM 540B decode step, ws1d/heads, per chip: predicted on tpu-v4 (datasheet), overlap")
+print(bt.table(["chips", "mesh", "comm MiB", "weights MiB", "comm time", "weight time",
+                "KV GiB", "memory GiB", "fits 32 GiB"], rows))
 
 # %%
 fig = go.Figure()
@@ -167,12 +192,12 @@ fig.show()
 # multiquery KV cache whole on every chip (chapter 6): at batch 64 and 2048 tokens that
 # adds almost 15 GiB, and the total still does not fit. The cost model prices each step
 # anyway and says so; chapter 6's attention by batch is what makes this request fit.
-# The step is memory-bound throughout:
-# reading the weights takes longest. But that time halves with every doubling of the chips,
-# while the communication stays put: at 8 chips it is under 4% of the weight time, at 64 it
-# is over a fifth, and three more doublings would make it the larger. Its time moves a
-# little from mesh to mesh with the links each one offers (chapter 2: only the 4×4×4 cube
-# has wraparound; the smaller slices' sides are lines), but its *bytes* do not shrink. The next chapter cuts E as well as F so that communication shrinks as 1/√n.
+# The step is memory-bound throughout: reading the weights takes longest. But that time
+# halves with every doubling of the chips, while the communication stays put: at 8 chips it
+# is under 4% of the weight time, at 64 it is over a fifth. Its time moves a little from mesh
+# to mesh with the links each one offers (chapter 2: only the 4×4×4 cube has wraparound; the
+# smaller slices' sides are lines), but its *bytes* do not shrink. The next chapter cuts E as
+# well as F so that communication shrinks as 1/√n.
 #
 # ## Recap
 #
@@ -183,28 +208,23 @@ fig.show()
 #
 # ## Exercises
 #
-# 1. **Predict, then run.** The measured prefill above ran batch 8, 8 tokens, f32
-#    activations, E = 256. Derive the bytes per device of each layer's all-gather for a
-#    prefill of batch 16, 8 tokens, on the same mesh (each chip ends with the whole `BLE`);
-#    the check cell asks the layout file.
-# 2. **Derive.** By what factor do PaLM 540B's communication bytes per chip change from 8 to
-#    64 chips in 1D weight-stationary? Then check against the sweep's table.
-# 3. How many all-gathers does one prefill step of the two-layer tiny model run in 1D
-#    weight-stationary, and why not one per weight matrix?
+# Exercise 03.1 is above, with the measured prefill.
+#
+# **Exercise 03.2 · Derive.** Suppose the pattern of the sweep held past 64 chips: the weight
+# time halving with every doubling, the communication time staying what it is at 64 chips.
+# From the table's 64-chip row, past how many chips (a power of two) would the communication
+# take longer than reading the weights?
+#
+# **Exercise 03.3 · Derive.** From 1D weight-stationary's two collectives per layer, derive
+# the bytes per chip one layer of PaLM 540B's decode step moves at batch 64 with bf16
+# activations (E = 18432), under the library's convention (chapter 2). Then check it against
+# the layout's own list for the sweep's 64-chip step.
 
 # %%
-answer_1 = 131072
-answer_2 = 1.0
-answer_3 = 2
+answer_2 = 512
+answer_3 = 4_718_592
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bigger = step_terms(cfg, layout, (2, 2, 2), batch=16, tokens=8, context=8, weights="f32",
-                    act_bytes=4)
-bt.check("exercise 1", answer_1,
-         next(c.bytes for c in bigger.collectives if c.kind == "all-gather"),
-         hint="B·L·E elements of 4 bytes: the all-gather's output is the whole activation")
-bt.check("exercise 2", answer_2, sweep[64].terms.comm_bytes / sweep[8].terms.comm_bytes,
-         hint="which of B, L, E, n appears in 2·B·L·E?")
-bt.check("exercise 3", answer_3, m.measured.by_kind()["all-gather"][0],
-         hint="one per layer: the parallel block's attention and feed-forward share it")
+bt.check("03.2", answer_2)
+bt.check("03.3", answer_3)

@@ -29,9 +29,9 @@
 #
 # In the paper's idealised feed-forward (two matrices, W_in and W_out, no attention), steps 1
 # and 7 move E/X per token and steps 3 and 5 move F/(YZ): per layer 2·B·L·(E/X + F/(YZ))
-# elements. Exercises 1 and 2 derive from it the best X and the chip count where 2D beats 1D;
-# the library's code and cost model count what the real layer moves, and the end of the
-# chapter compares the two.
+# elements. Exercises 04.1 and 04.2 derive from it the best X and the chip count where 2D
+# beats 1D; the library's code and cost model count what the real layer moves, and the
+# chapter then compares the two.
 #
 # **After this chapter you can** read `E_xF_yz` and its seven steps; derive the X that
 # minimises 2D weight-stationary's communication and the chip count above which it beats 1D;
@@ -44,15 +44,13 @@ import tpuinfer as ti
 ti.emulate(256)
 
 # %%
-import inspect
-
 import numpy as np
 import plotly.graph_objects as go
 
 import booktools as bt
-from tpuinfer import cost
+from tpuinfer import cost, sweeps
 from tpuinfer.hardware import mesh_shapes
-from tpuinfer.layouts import ws2d
+from tpuinfer.layouts import step_terms, ws2d
 from tpuinfer.layouts.registry import param_specs
 from tpuinfer.measure import measure
 from tpuinfer.theory import bytes_sent, ws2d_crossover_chips, ws2d_optimal_x
@@ -74,20 +72,18 @@ bt.ownership_figure(ti.make_mesh((2, 2, 2)), spec, (cfg.E, cfg.F),
                     "W_up in 2D weight-stationary: E_xF_yz", ("E", "F")).show()
 
 # %% [markdown]
-# The body follows the seven steps. Two things in it go beyond the paper's sketch, both to
-# save collectives: the RMS-norm's 1/rms (one number per token) is applied *after* the
-# matmuls, so its sum of squares rides along in step 3's reduce-scatter; and multiquery's
-# single K/V head, which every chip needs whole, rides along too. One reduce-scatter and one
-# all-gather also serve attention and the feed-forward together (the parallel block).
+# The body follows the seven steps. Here is its skeleton: the lines that run a collective, a
+# matmul, attention or the nonlinearity, in the plain schedule (`inspect.getsource(ws2d._pass)`
+# shows all of it, with the looped schedule of chapter 8). Two things in it go beyond the
+# paper's sketch, both to save collectives: the RMS-norm's 1/rms (one number per token) is
+# applied *after* the matmuls, so its sum of squares rides along in step 3's reduce-scatter;
+# and multiquery's single K/V head, which every chip needs whole, rides along too. One
+# reduce-scatter and one all-gather also serve attention and the feed-forward together (the
+# parallel block).
 
 # %%
-print(inspect.getsource(ws2d._pass))
+print(bt.skeleton(ws2d._pass))
 
-# %% [markdown]
-# And its prediction, written beside it:
-
-# %%
-print(inspect.getsource(ws2d.collectives))
 
 # %% [markdown]
 # ## Run it on 32 devices, check it
@@ -113,6 +109,47 @@ print("2D weight-stationary tokens equal the reference's:", bool((out.tokens == 
 # reduce-scatter of steps 1 and 7 over (y, z), 16 chips; those of steps 3 and 5 over x, 2
 # chips.
 
+# **Exercise 04.3 · Predict, then run.** From the seven steps, with the tiny model's
+# dimensions (chapter 0's table) in f32: how many bytes per device will this decode step's
+# all-gathers move, both layers together? Step 5 gathers the attention output beside the
+# feed-forward's. Write your number before the lock runs the step.
+
+# %%
+answer_3 = 20_480
+
+# %%
+from tpuinfer import sweeps
+from tpuinfer_widgets import PredictionLock
+
+lock = PredictionLock("04.3", "all-gather bytes per device, decode at batch 8 on 2x4x4",
+                      lambda: sweeps.step_quantity(cfg, mesh, layout, phase="decode", batch=8,
+                                                   context=12, params=params,
+                                                   quantity="bytes:all-gather"),
+                      guess=answer_3)
+lock
+
+# %%
+lock.snapshot()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("04.3", answer_3)
+
+# %% [markdown]
+# The prediction is written beside the body in the same file, `ws2d.collectives`: one entry
+# per collective of a layer, with its kind, axes, bytes and what it carries. For this step:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+listed = step_terms(cfg, layout, (2, 4, 4), batch=8, tokens=1, context=12, weights="f32",
+                    act_bytes=4).collectives
+print(bt.table(["collective", "axes", "calls", "bytes/call", "what"],
+               [[c.kind, "".join(c.axes), f"{c.count:g}", f"{c.bytes:,.0f}",
+                 c.what if len(c.what) <= 48 else c.what[:47] + "…"] for c in listed]))
+
+# %% [markdown]
+# And the whole step compiled, every collective against the prediction:
+
 # %%
 m = measure(cfg, mesh, layout, phase="decode", batch=8, context=12, params=params)
 
@@ -133,6 +170,28 @@ print(bt.sides_table(m))
 # group uses, and only the 4×4×4 cube has wraparound links (chapter 2). Times are predicted
 # on the `tpu-v4` datasheet profile, rule `overlap`, plain schedule (the collectives add to
 # the step; chapter 8 loops them).
+#
+# **Exercise 04.1 · Derive.** Write X·YZ = n and minimise the paper's 2·B·L·(E/X + F·X/n) over
+# X. What X does it give for PaLM 540B (E = 18432, F = 73728) on 64 chips? The table and the
+# figure below then price every X.
+
+# %%
+answer_1 = 4
+
+# %% [markdown] tags=["solution"]
+# **Solution 04.1.** With YZ = n/X the communication per layer is 2·B·L·(E/X + F·X/n). Its
+# derivative in X is 2·B·L·(−E/X² + F/n), zero at X² = n·E/F, so **X = √(n·E/F)** (the second
+# derivative, 4·B·L·E/X³, is positive: a minimum). Then YZ = n/X = √(n·F/E). For PaLM,
+# F = 4E: X = √(64/4) = 4 and YZ = 16. At that X the two terms are equal,
+# E/X = F·X/n = √(E·F/n), so the communication is **4·B·L·√(E·F/n)**, falling as 1/√n.
+
+# %% tags=["solution"]
+pal = ti.MODELS["palm-540b-64heads"]
+print("X =", ws2d_optimal_x(64, pal.E, pal.F))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("04.1", answer_1)
 
 # %%
 meshes = mesh_shapes("tpu-v4", 64)
@@ -166,8 +225,8 @@ fig.update_layout(title="PaLM 540B on 64 chips: communication against X", height
 fig.show()
 
 # %% [markdown]
-# The minimum sits at X = 4 (exercise 1 derives it), and the 4×4×4 cube is also the fastest
-# mesh: the paper's choice. At X = 1, 2D weight-stationary *is* 1D weight-stationary.
+# The minimum sits at X = 4, where exercise 04.1 put it, and the 4×4×4 cube is also the
+# fastest mesh: the paper's choice. At X = 1, 2D weight-stationary *is* 1D weight-stationary.
 #
 # ## Every byte accounted for
 #
@@ -184,7 +243,7 @@ rows, totals = [], {}
 for name, e in (("ws1d", one_d), ("ws2d", two_d)):
     for c in e.terms.collectives:
         rows.append([name, c.kind, "".join(c.axes), c.group,
-                     c.what if len(c.what) <= 50 else c.what[:49] + "…",
+                     c.what if len(c.what) <= 34 else c.what[:33] + "…",
                      f"{c.bytes * c.count / 2**20:,.1f}", f"{bytes_sent(c) / 2**20:,.1f}"])
     totals[name] = (e.terms.comm_bytes, sum(bytes_sent(c) for c in e.terms.collectives))
 print("PaLM 540B (64 heads) decode step on 4x4x4, batch 64, bf16: MiB per chip per step")
@@ -215,6 +274,26 @@ for i, how in enumerate(("convention", "sent")):
 # PaLM 540B's 64 heads cap head-sharded layouts at 64 chips. MT-NLG 530B, the model of the
 # paper's GPU comparison, has 128 heads, so it shows the trend further: for each chip
 # count, the mesh with the least communication for each layout.
+#
+# **Exercise 04.2 · Derive.** At the optimal X, 2D weight-stationary moves 4·B·L·√(E·F/n)
+# per layer (the solution of 04.1 shows why). Above how many chips does that fall below 1D's
+# 2·B·L·E, for a model with F = 4E (PaLM, and MT-NLG too)?
+
+# %%
+answer_2 = 16
+
+# %% [markdown] tags=["solution"]
+# **Solution 04.2.** 4·B·L·√(E·F/n) < 2·B·L·E ⟺ 2·√(E·F/n) < E ⟺ 4·E·F/n < E² ⟺
+# **n > 4F/E**. With F = 4E: n > 16. At n = 16 exactly the two are equal (X = 2, YZ = 8 moves
+# E/2 + F/8 = E per token each way, 1D's E); past it 2D's bytes keep falling as 1/√n while
+# 1D's stay.
+
+# %% tags=["solution"]
+print("2D beats 1D above", ws2d_crossover_chips(pal.E, pal.F), "chips")
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("04.2", answer_2)
 
 # %%
 scaling = {}
@@ -240,6 +319,39 @@ fig.update_layout(title="MT-NLG 530B decode, batch 64: 1D stays flat, 2D keeps f
 fig.show()
 
 # %% [markdown]
+# Bytes are not yet latency. The paper's Figure 6 sets the two layouts' latency per generated
+# token side by side as chips are added. Here is the cost model's version of that comparison
+# (a prediction, not the paper's measurements): PaLM 540B decoding 64 tokens after a
+# 2048-token context at batch 512 in bf16, for each chip count the planner's best mesh,
+# attention layout and schedule with each feed-forward layout (`sweeps.ffn_scaling`; heads
+# padded where a layout needs it), on the `tpu-v4` datasheet, rule `overlap`. Hollow markers:
+# nothing with that layout fits in memory there.
+
+# %%
+scaling_latency = sweeps.ffn_scaling("palm-540b", [16, 32, 64, 128, 256], batch=512)
+fig = go.Figure()
+for ffn, c in scaling_latency["ffn"].items():
+    fig.add_trace(go.Scatter(
+        x=scaling_latency["chips"], y=[t * 1e3 for t in c["per_token_s"]], name=ffn,
+        mode="lines+markers", text=[f"{lay} on {'x'.join(map(str, mh))}"
+                                    for lay, mh in zip(c["layout"], c["mesh"])],
+        marker=dict(size=9, symbol=["circle" if f else "circle-open" for f in c["fits"]]),
+        hovertemplate="%{x} chips: %{y:.1f} ms, %{text}"))
+fig.update_xaxes(type="log", title="chips", tickvals=scaling_latency["chips"])
+fig.update_yaxes(type="log", title="ms per generated token")
+fig.update_layout(title="The cost model's Figure 6: PaLM 540B decode, batch 512, bf16, 1D "
+                  "against 2D<br><sup>predicted on tpu-v4 (datasheet), rule overlap; hollow: "
+                  "does not fit</sup>", height=400, width=760, margin=dict(t=80))
+fig.show()
+
+# %% [markdown]
+# Where both fit, 2D's latency keeps falling faster than 1D's as chips are added: its
+# communication shrinks with n, 1D's does not. The gap is smaller than the bytes alone
+# suggest, because the planner loops both layouts' collectives behind their matmuls
+# (chapter 8) where that pays, and reading the weights, which both divide by n alike, is
+# much of a decode step.
+
+# %% [markdown]
 # ## Explore
 #
 # The layout explorer runs the real step for any mesh, layout, batch and context you choose,
@@ -247,6 +359,13 @@ fig.show()
 # and time (with a hardware prediction beside this CPU). Try `ws1d` against `ws2d` on the
 # same mesh, or a mesh of 256. A mesh that does not divide a dimension is explained in the
 # message line, and the last good plot stays.
+#
+# Its three collective bars differ for a reason worth knowing. The two "this CPU" sides count
+# the step compiled here, with the tiny model's f32 activations: 4 bytes an element. The
+# `tpu-v4` side prices the same step as a TPU would run it, with bf16 activations: the same
+# elements at 2 bytes, so half the bytes. And in bf16 the norm's sum of squares cannot ride
+# in step 3's reduce-scatter (it would be rounded to bf16), so each layer adds a small f32
+# all-reduce of its own: that side shows more all-reduce bytes, not fewer.
 
 # %%
 from tpuinfer_widgets import LayoutExplorer
@@ -275,31 +394,15 @@ explorer.snapshot()
 #
 # ## Exercises
 #
-# 1. **Derive.** Write X·YZ = n and minimise 2·B·L·(E/X + F·X/n) over X. What X does it give
-#    for PaLM 540B (E = 18432, F = 73728) on 64 chips? Check it against the table's
-#    minimum.
-# 2. **Derive.** At the optimal X, the communication is 4·B·L·√(E·F/n). Above how many chips
-#    does it fall below 1D's 2·B·L·E for PaLM's F = 4E?
-# 3. On the 2×4×4 mesh, how many chips are in each group of step 3's reduce-scatter?
-# 4. For MT-NLG 530B at 128 chips, what fraction of 1D weight-stationary's communication
-#    bytes does the best 2D mesh move? (Two significant digits, from the scaling figure.)
+# Exercises 04.1, 04.2 and 04.3 are above, where X, the crossover and the measured step are.
+#
+# **Exercise 04.4 · Derive.** By what factor does 2D weight-stationary's communication at the
+# optimal X shrink when a model's chips go from 64 to 256 (same batch, same model)? Compare
+# what happens to 1D's.
 
 # %%
-answer_1 = 4
-answer_2 = 16
-answer_3 = 2
-answer_4 = 0.32
+answer_4 = 2
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pal = ti.MODELS["palm-540b-64heads"]
-bt.check("exercise 1", answer_1, ws2d_optimal_x(64, pal.E, pal.F),
-         hint="set the derivative -E/X² + F/n to zero")
-assert min(fastest, key=lambda x: fastest[x].terms.comm_bytes) == ws2d_optimal_x(64, pal.E, pal.F)
-bt.check("exercise 2", answer_2, ws2d_crossover_chips(pal.E, pal.F),
-         hint="square both sides of 4·√(E·F/n) < 2·E")
-step3 = [x for x in m.measured.collectives if x.kind == "reduce-scatter" and x.axes == ("x",)]
-bt.check("exercise 3", answer_3, step3[0].group, hint="step 3 runs over x")
-bt.check("exercise 4", answer_4,
-         scaling[128, "ws2d"].terms.comm_bytes / scaling[128, "ws1d"].terms.comm_bytes, rel=0.02,
-         hint="hover the figure's points at 128 chips and divide")
+bt.check("04.4", answer_4)

@@ -26,7 +26,7 @@
 # **After this chapter you can** derive the KV cache per chip of multihead, multiquery by
 # heads and multiquery by batch; explain why partitioning by batch multiplies the context
 # that fits; count the collectives attention by batch adds; and say when it pays in decode
-# and why prefill keeps attention by heads. (Paper:
+# and why it matters less in prefill. (Paper:
 # [Section 3.3](https://arxiv.org/abs/2211.05102), "Partitioning the attention layer", and
 # Table 1.)
 #
@@ -50,7 +50,6 @@ import plotly.graph_objects as go
 import booktools as bt
 from tpuinfer import cost, engine, planner, sweeps
 from tpuinfer.layouts import attn_batch, attn_heads, step_terms
-from tpuinfer.layouts.registry import check
 from tpuinfer.measure import measure
 from tpuinfer.hardware import get_hardware
 from tpuinfer.paper import TABLE1
@@ -60,6 +59,8 @@ from tpuinfer.paper import TABLE1
 
 # %%
 print(attn_heads.__doc__)
+
+# %%
 print(attn_batch.__doc__)
 
 # %% [markdown]
@@ -77,7 +78,47 @@ print(inspect.getsource(attn_batch.attend))
 # PaLM 540B on 64 chips, batch 512, a 2048-token context, in bf16. The three variants the
 # paper compares: multihead (its comparison model has 48 heads of 128, so its cache is 48
 # heads wide, split over the chips by heads), multiquery by heads (one head of 256, replicated
-# on every chip), multiquery by batch (one head, split by sequence).
+# on every chip), multiquery by batch (one head, split by sequence). The cache holds K and V
+# for every layer (118), position and sequence.
+#
+# **Exercise 06.1 · Derive.** How many GiB of KV cache does each chip hold with multiquery by
+# batch, for that request (bf16: 2 bytes a number)?
+#
+# **Exercise 06.2 · Derive.** The paper's Table 1 gives the longest context whose cache fits
+# in 30% of a chip's 32 GiB of HBM. What is it for multihead at batch 512? (With 48 heads
+# split over 64 chips, a chip still holds a whole head.)
+
+# %%
+answer_1 = 1.84
+answer_2 = 333
+
+# %% [markdown] tags=["solution"]
+# **Solution 06.1 and 06.2.** A chip's cache is 2 (K and V) · layers · (K/V heads it holds) ·
+# D · bytes · (sequences it holds) · S.
+#
+# - Multiquery by batch: one head, 512/64 = 8 sequences a chip:
+#   2 · 118 · 1 · 256 · 2 · 8 · 2048 = 1,979,711,488 bytes = **1.84 GiB**.
+# - Multiquery by heads: one head, but all 512 sequences on every chip: 64 times that,
+#   118 GiB. Multiquery's H-times saving is lost, and more: the one head is 256 wide.
+# - Multihead: ⌈48/64⌉ = 1 head of 128 a chip, all 512 sequences: 59 GiB.
+#
+# Table 1 divides the budget, 0.3 · 32 GiB = 10,307,921,510 bytes, by the bytes one position
+# costs a chip: multihead 2 · 118 · 128 · 2 · 512 = 30,932,992 bytes at batch 512, so
+# **333 positions** (the paper prints 330); multiquery by heads 61,865,984, so 166 (165);
+# multiquery by batch 966,656, so 10,663 (10,700). At batch 128 each is 4 times longer. By
+# batch against multihead: 10,663/333 = 32, the paper's headline.
+
+# %% tags=["solution"]
+print({v: (round(planner.kv_bytes_per_chip("palm-540b", v, 64, 512, 2048) / 2**30, 2),
+           planner.max_context("palm-540b", 64, 512, v)) for v in planner.ATTENTION_VARIANTS})
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("06.1", answer_1)
+bt.check("06.2", answer_2)
+
+# %% [markdown]
+# The library's table, for all three variants at the paper's two batches:
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -155,6 +196,33 @@ print(bt.table(["decode attention", "tokens equal reference", "KV bytes/device p
 # %% [markdown]
 # And the collectives of the by-batch decode step: the same as by heads, plus two
 # all-to-alls per layer.
+#
+# **Exercise 06.3 · Predict, then run.** The tiny model (256 query heads of 8, multiquery,
+# f32) decoding 8 sequences on 2×2×2 with attention by batch: Q is split over the heads, 32
+# heads a chip, and moves to batch-split; the attention output moves back. How many bytes per
+# device will the step's all-to-alls move, both layers together (chapter 2: an all-to-all is
+# charged its input)?
+
+# %%
+answer_3 = 32_768
+
+# %%
+from tpuinfer_widgets import PredictionLock
+
+lock = PredictionLock("06.3", "all-to-all bytes per device, by-batch decode at batch 8",
+                      lambda: sweeps.step_quantity(cfg, mesh, ti.Layout("ws2d", "batch"),
+                                                   phase="decode", batch=8,
+                                                   context=8 + steps, params=params,
+                                                   quantity="bytes:all-to-all"),
+                      guess=answer_3)
+lock
+
+# %%
+lock.snapshot()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("06.3", answer_3)
 
 # %%
 m = measure(cfg, mesh, ti.Layout("ws2d", "batch"), phase="decode", batch=8, context=8 + steps,
@@ -190,9 +258,44 @@ print(bt.table(["context", "attention", "KV read", "comm", "step", "GiB/chip", "
 # %% [markdown]
 # By heads, even a 2048-token context does not fit at batch 512 (135 GiB per chip), and its
 # cache reads alone take longer than the whole by-batch step; from there they grow with
-# the context, while the by-batch step barely moves. Prefill is the other way round:
-# its K and V are computed from the prompt, and the cost of loading them is spread over every
-# prompt token, so the paper keeps prefill attention by heads (chapter 7).
+# the context, while the by-batch step barely moves.
+#
+# The paper's Figure 8 draws latency per generated token against the context for the three
+# variants. Here is the cost model's version of that comparison (predicted, not the paper's
+# measurements): PaLM 540B on the 4×4×4 slice, batch 256, int8 weights, 2D weight-stationary,
+# each variant with its own attention layout (`sweeps.context_latency`); `tpu-v4` datasheet,
+# rule `overlap`. Hollow markers: the cache no longer fits in HBM there (the model prices
+# the step anyway).
+
+# %%
+by_context = sweeps.context_latency("palm-540b", [2**k for k in range(7, 16)], batch=256,
+                                    weights="int8", mesh=(4, 4, 4))
+fig = go.Figure()
+for v, c in by_context["variants"].items():
+    fig.add_trace(go.Scatter(
+        x=by_context["contexts"], y=[t * 1e3 for t in c["per_token_s"]], name=v,
+        mode="lines+markers", text=c["layout"], hovertemplate="S = %{x}: %{y:.1f} ms, %{text}",
+        marker=dict(size=9, symbol=["circle" if f else "circle-open" for f in c["fits"]])))
+fig.update_xaxes(type="log", title="context length S (tokens)")
+fig.update_yaxes(type="log", title="ms per generated token")
+fig.update_layout(title="The cost model's Figure 8: PaLM 540B decode on 64 chips, batch 256, "
+                  "int8<br><sup>predicted on tpu-v4 (datasheet), rule overlap; hollow: the "
+                  "cache does not fit</sup>", height=420, width=780, margin=dict(t=80))
+fig.show()
+
+# %% [markdown]
+# By heads, both the multihead cache (48 heads split over 64 chips, a head each) and the
+# replicated multiquery head are read whole by every chip for all 256 sequences: their
+# latency grows in proportion to the context once the cache's reads outweigh the weights'.
+# By batch, each chip reads only its own 4 sequences' cache, and the step barely moves over
+# the whole range. At the shortest contexts by batch is a little slower: its two all-to-alls
+# a layer cost more than the small cache reads they save.
+#
+# Prefill is a different balance. Its K and V are computed from the prompt in the same step,
+# and the cost of loading them is spread over every prompt token, so attention by batch buys
+# much less there. The paper's one-sequence prefill runs by heads (one sequence cannot be
+# split by batch); its high-throughput prefill runs by batch in XYZ-weight-gathered, where
+# every chip already holds whole sequences and needs no all-to-all (chapter 7).
 #
 # ## Explore
 #
@@ -215,47 +318,22 @@ explorer.snapshot()
 # - Partitioned by heads, that one head is replicated on every chip and the saving is lost;
 #   partitioned by batch, each chip holds 1/n of the sequences' cache.
 # - The price is two all-to-alls per layer, small in decode (one query token per sequence).
-# - Prefill keeps attention by heads: its K/V loads are spread over every prompt token.
+# - In prefill the K/V loads are spread over every prompt token, so by batch matters less;
+#   the paper's prefills run by heads at one sequence, and by batch where the layout already
+#   splits the batch (XYZ-weight-gathered).
 #
 # ## Exercises
 #
-# 1. **Derive.** For PaLM 540B (multiquery, one K/V head) on 64 chips, how many times more KV
-#    cache does each chip hold with attention by heads than by batch? Derive it from who
-#    holds which sequences' cache, then check it against the library's count.
-# 2. **Predict, then check.** How many all-to-alls does attention by batch add per layer
-#    for a multiquery model? Write your prediction before reading the by-batch table.
-# 3. **Derive.** On the 2×2×2 mesh, what is the smallest batch that attention by batch (in
-#    2D weight-stationary, whose heads are split over all three axes) can run with? The
-#    batch takes the longest run of heads axes, from the last, whose chips divide it.
-# 4. At batch 512 on 64 chips, how many times longer a context does multiquery by batch fit
-#    than multihead? (Round to a whole number.)
+# Exercises 06.1 to 06.3 are above, with the cache sizes and the by-batch step.
+#
+# **Exercise 06.4 · Derive.** On the 2×2×2 mesh, what is the smallest batch that attention by
+# batch (in 2D weight-stationary, whose heads are split over the axes z, y, x, in that order)
+# can run with? The batch takes the longest run of heads axes, from the last, whose chips
+# divide it, and it needs at least one axis.
 
 # %%
-answer_1 = 64
-answer_2 = 2
-answer_3 = 2
-answer_4 = 32
+answer_4 = 2
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1,
-         planner.kv_bytes_per_chip("palm-540b", "multiquery-heads", 64, 512, 2048)
-         / planner.kv_bytes_per_chip("palm-540b", "multiquery-batch", 64, 512, 2048),
-         hint="by heads every chip holds every sequence's cache; by batch, 1/n of them")
-bt.check("exercise 2", answer_2, m.measured.by_kind()["all-to-all"][0] // cfg.n_layers,
-         hint="one to bring Q to the sequences' chips, one to bring the output back")
-
-
-def runs_with(batch):
-    try:
-        check(cfg, ti.Layout("ws2d", "batch"), (2, 2, 2), batch)
-        return True
-    except ValueError:
-        return False
-
-
-bt.check("exercise 3", answer_3, next(b for b in range(1, 65) if runs_with(b)),
-         hint="each chip of at least the last heads axis must own whole sequences")
-ratio = (planner.max_context("palm-540b", 64, 512, "multiquery-batch")
-         / planner.max_context("palm-540b", 64, 512, "multihead"))
-bt.check("exercise 4", answer_4, round(ratio), hint="the table of max context has it")
+bt.check("06.4", answer_4)

@@ -156,25 +156,25 @@ chosen = {(col.name, schedules): best(col, schedules) for col in LOW for schedul
 
 # %%
 # NBVAL_CHECK_OUTPUT
-rows = []
+print("PaLM 540B, 64 chips, int8: predicted on tpu-v4 (datasheet), rule overlap")
 for col in LOW:
+    rows = []
     for schedules in ("no", "yes"):
         p = chosen[col.name, schedules]
         e = p.first  # one step (a decode phase's first; the others differ only in context)
-        rows.append([col.name, str(p.layout), "x".join(map(str, p.mesh_shape)), p.padded_heads,
+        rows.append([str(p.layout), "x".join(map(str, p.mesh_shape)), p.padded_heads,
                      bt.seconds(e.compute_s), bt.seconds(e.memory_s), bt.seconds(e.comm_s),
                      bt.seconds(e.hidden_s), bt.seconds(e.comm_s - e.hidden_s),
-                     bt.seconds(e.step_s), bt.seconds(p.latency_s),
-                     bt.seconds(col.latency_s) if p.layout.looped else ""])
-print("PaLM 540B, 64 chips, int8: predicted on tpu-v4 (datasheet), rule overlap; one step, "
-      "then the whole phase")
-print(bt.table(["Table 2 column", "schedule", "mesh", "H", "compute", "HBM", "comm",
-                "hidden", "comm exposed", "step", "phase", "paper (Table 2)"], rows))
-print()
-for col in LOW:
+                     bt.seconds(e.step_s)])
+    print(f"\n{col.name}, one step")
+    print(bt.table(["schedule", "mesh", "H", "compute", "HBM", "comm", "hidden", "exposed",
+                    "step"], rows))
     plain, loop = chosen[col.name, "no"], chosen[col.name, "yes"]
     unit = "per token" if col.phase == "decode" else "for the prompt"
-    print(f"{col.name}: looped is {1 - loop.latency_s / plain.latency_s:.1%} faster than plain "
+    print(f"the whole phase: plain {bt.seconds(plain.latency_s)}, looped "
+          f"{bt.seconds(loop.latency_s)}; the paper, measured (Table 2): "
+          f"{bt.seconds(col.latency_s)}")
+    print(f"looped is {1 - loop.latency_s / plain.latency_s:.1%} faster than plain "
           f"({bt.seconds(plain.per_token_s if col.phase == 'decode' else plain.latency_s)} -> "
           f"{bt.seconds(loop.per_token_s if col.phase == 'decode' else loop.latency_s)} {unit})")
 
@@ -189,9 +189,70 @@ for col in LOW:
 #
 # The datasheet profile predicts below the paper's measurements in both columns: it assumes
 # peak FLOP/s and full HBM bandwidth, which no real chip reaches (chapter 10 fits the
-# difference). The prefill's looped choice runs on 2×4×8, not the 4×4×4 cube: the next tables
-# show why.
+# difference). The prefill's looped choice runs on 2×4×8, not the 4×4×4 cube: the tables
+# further down show why.
 #
+# ## One ring's exposed time
+#
+# Take one ring and price it by hand. In the low-latency decode, looped one way round the
+# (y, z) ring of the 4×4×4 cube, step 7's reduce-scatter becomes 15 rounds of collective
+# permutes per layer; each round carries one chip's `BLE_xyz` chunk to its neighbour while
+# one partial matmul of step 6 runs. The cost model's numbers for that ring, per round
+# (`cost.collective_time`; `tpu-v4`, `overlap`):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+decode = next(col for col in LOW if col.phase == "decode")
+ring = {}
+for form, flags in (("one way", (True, False)), ("both ways", (True, True))):
+    step = planner.phase_estimate("palm-540b", ti.Layout("ws2d", decode.attention, *flags),
+                                  (4, 4, 4), decode.phase, batch=decode.batch,
+                                  weights=decode.weights, hardware="tpu-v4", pad=True,
+                                  **decode.request()).first
+    ring[form] = next(c for c in step.collectives if c.collective.what.startswith("7."))
+c = ring["one way"]
+print(f"rounds per step (all 118 layers): {c.rounds:,.0f}")
+print(f"per round: transfer {bt.seconds(c.bandwidth_s)}, hop {bt.seconds(c.latency_s)}, "
+      f"the partial matmul beside it {bt.seconds(c.beside_s)}")
+
+# %% [markdown]
+# **Exercise 08.1 · Derive.** Under the `overlap` rule a round's transfer and hop run beside
+# its partial matmul. How much of this ring's time per step stays exposed, on the critical
+# path? (In µs, three significant digits.)
+#
+# **Exercise 08.2 · Derive.** The bidirectional ring sends half of each chunk each way, each
+# half on its own direction of the links: the same number of rounds, the same hop, the same
+# partial matmul beside each. How much of its time stays exposed? (In µs, three significant
+# digits.)
+
+# %%
+answer_1 = 828
+answer_2 = 103
+
+# %% [markdown] tags=["solution"]
+# **Solution 08.1 and 08.2.** A looped collective over a ring of K chips runs K partial
+# matmuls and K − 1 rounds of permutes; each round travels (transfer t and hop h) beside one
+# partial matmul m, so the round hides min(t + h, m) and leaves max(0, t + h − m) exposed.
+# The one partial matmul with no round beside it hides nothing (in this reduce-scatter, the
+# first: it must finish before the first permute can carry it). Over R rounds:
+#
+# **exposed = R · max(0, t + h − m)**, hidden = R · min(t + h, m).
+#
+# One way: t = 0.819 µs, h = 1 µs, m = 1.352 µs, so each round leaves 0.467 µs exposed;
+# R = 15 · 118 = 1,770 rounds: **828 µs** a step. Both ways: t halves to 0.410 µs, each
+# round leaves 0.058 µs: **103 µs**, an eighth of it: halving the transfer brought the round
+# almost under its matmul. The hop alone, 1 µs, is most of a round here: a ring of short
+# chunks is latency-bound, and looping hides latency as well as bytes.
+
+# %% tags=["solution"]
+print({form: round(c.exposed_s * 1e6, 1) for form, c in ring.items()})
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("08.1", answer_1)
+bt.check("08.2", answer_2)
+
+# %% [markdown]
 # ## Which collectives hide
 #
 # One decode step of the low-latency decode column, plain and bidirectional looped, both on
@@ -200,11 +261,10 @@ for col in LOW:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-decode = next(col for col in LOW if col.phase == "decode")
 for schedules in ("no", "yes"):
     e = chosen[decode.name, schedules].first
     rows = [[c.collective.kind, "".join(c.collective.axes), c.collective.group,
-             c.collective.what if len(c.collective.what) <= 44 else c.collective.what[:43] + "…",
+             c.collective.what if len(c.collective.what) <= 30 else c.collective.what[:29] + "…",
              f"{c.collective.count:,.0f}", bt.seconds(c.total_s),
              bt.seconds(c.rounds * c.hidden_s), bt.seconds(c.exposed_s)]
             for c in e.collectives]
@@ -297,20 +357,45 @@ fig.show()
 # On this CPU nothing runs beside anything else, so the looped step is *slower* here (more,
 # smaller operations): the emulator can check what the program moves, not what it hides.
 #
-# **Predict, then run (exercise 3).** In the unidirectional looped form, each looped
-# collective becomes a chain of collective permutes round its (y, z) group of 4 chips. How
-# many permutes per looped collective will the compiled step hold? Write it before running.
+# **Exercise 08.3 · Predict, then run.** In the unidirectional looped form, steps 1 and 7 of
+# each layer become chains of collective permutes round their (y, z) group of 4 chips. The
+# plain form's tables (chapter 4) say what those two collectives carry: here a prefill of 8
+# sequences of 8 tokens, f32. How many bytes per device will the looped step's collective
+# permutes move, both layers together (a permute is charged what it sends)?
 
 # %%
-answer_3 = 3
+answer_3 = 98_304
 
 # %%
+from tpuinfer import sweeps
+from tpuinfer_widgets import PredictionLock
+
 cfg = ti.MODELS["tiny"]
 params = ti.init_params(cfg, seed=0)
 mesh = ti.make_mesh((2, 2, 2))
-prompt_BL = np.random.default_rng(6).integers(0, cfg.V, (8, 8))
 steps = 3
 tiny_forms = {name: ti.Layout("ws2d", "heads", *flags) for name, flags in forms.items()}
+lock = PredictionLock("08.3", "collective-permute bytes per device, looped prefill on 2x2x2",
+                      lambda: sweeps.step_quantity(cfg, mesh, tiny_forms["looped"],
+                                                   phase="prefill", batch=8, tokens=8,
+                                                   context=8 + steps, params=params,
+                                                   quantity="bytes:collective-permute"),
+                      guess=answer_3)
+lock
+
+# %%
+lock.snapshot()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("08.3", answer_3)
+
+# %% [markdown]
+# All three forms, every collective against the prediction, and a looped generation against
+# the reference:
+
+# %%
+prompt_BL = np.random.default_rng(6).integers(0, cfg.V, (8, 8))
 looped_steps = {name: measure(cfg, mesh, layout, phase="prefill", batch=8, tokens=8,
                               context=8 + steps, params=params, **PRECISE)
                 for name, layout in tiny_forms.items()}
@@ -365,32 +450,15 @@ print(inspect.getsource(looped.allgather_matmul))
 #
 # ## Exercises
 #
-# 1. In the looped decode step above (the planner's choice), which collective kinds does the
-#    `overlap` rule hide any of? Give them as a set of names.
-# 2. By what fraction is the looped low-latency decode faster than the plain one (the whole
-#    phase, three decimals)?
-# 3. **Predict, then run** (above): in a unidirectional looped all-gather over a group of 4
-#    chips, how many collective permutes run?
-# 4. In the bidirectional looped decode step on the 4×4×4 cube, what share of the
-#    communication time hides behind the matmuls? (Two significant digits.)
+# Exercises 08.1 to 08.3 are above, with one ring's exposed time and the real steps.
 #
+# **Exercise 08.4.** In the bidirectional looped decode step on the 4×4×4 cube (the table of
+# schedules on the cube), what share of the communication time hides behind the matmuls?
+# (Two significant digits.)
+
 # %%
-answer_1 = {"collective-permute"}
-answer_2 = 0.149
-answer_4 = 0.48
+answer_4 = 0.50
 
 # %%
 # NBVAL_CHECK_OUTPUT
-looped_decode = chosen[decode.name, "yes"].first
-bt.check("exercise 1", answer_1, {c.collective.kind for c in looped_decode.collectives
-                                  if c.hidden_s > 0},
-         hint="only a looped ring runs beside a partial matmul; what does it compile to?")
-bt.check("exercise 2", answer_2, 1 - chosen[decode.name, "yes"].latency_s
-         / chosen[decode.name, "no"].latency_s, rel=0.01,
-         hint="1 - looped / plain, from the phase latencies of the first table")
-permutes = looped_steps["looped"].measured.by_kind()["collective-permute"][0]
-bt.check("exercise 3", answer_3, permutes / (cfg.n_layers * 2),  # steps 1 and 7, per layer
-         hint="every chunk must visit every other chip of the ring once")
-bidir = cube[decode.name, "looped, bidirectional"].first
-bt.check("exercise 4", answer_4, bidir.hidden_s / bidir.comm_s, rel=0.02,
-         hint="hidden over comm in the 4x4x4 table")
+bt.check("08.4", answer_4)

@@ -33,8 +33,6 @@ ti.emulate(256)
 
 # %%
 import inspect
-import subprocess
-import sys
 
 import plotly.graph_objects as go
 
@@ -43,14 +41,15 @@ from tpuinfer import cost, planner
 from tpuinfer.hardware import PROFILES, group_links, wraps
 from tpuinfer.measure import measure
 from tpuinfer.paper import PROFILES as COMPARED
-from tpuinfer.paper import SCENARIOS, TABLE2, paper, table2
+from tpuinfer.paper import SCENARIOS, TABLE2, as_run, paper, table2
 from tpuinfer.terms import StepTerms
 
 # %% [markdown]
 # ## Terms, prices, rules
 
 # %%
-print(inspect.getsource(StepTerms))
+print(bt.excerpt(StepTerms, "class StepTerms", "collectives: tuple"))
+print()
 print(inspect.getsource(cost.combine))
 
 # %% [markdown]
@@ -60,18 +59,41 @@ print(inspect.getsource(cost.combine))
 # layout's collective permutes hide, each round up to the partial matmul it runs beside
 # (`cost.collective_time`, chapter 8). A plain layout's all-gathers, reduce-scatters, all-reduces and
 # all-to-alls are on the critical path and hide nothing; a fixed launch cost never hides; the
-# profile's fixed time per step and layer (`overhead`) adds on top.
+# profile's fixed time per step and layer (`overhead`) adds on top. (The `StepTerms` fields
+# left out above are what a `host` profile prices beside these: chapter 11.)
+#
+# Here are the named times of one step, the first decode step of the paper's low-latency
+# decode (PaLM 540B, int8, batch 64, the 4×4×4 slice, 2D weight-stationary by batch, looped
+# both ways), priced on the `tpu-v4` datasheet:
+
+# %%
+# NBVAL_CHECK_OUTPUT
+one = as_run(TABLE2[1], "tpu-v4").first
+for name in ("compute_s", "weights_s", "kv_s", "comm_s", "hidden_s", "overhead_s"):
+    print(f"{name:11s} {bt.seconds(getattr(one, name))}")
+
+# %% [markdown]
+# **Exercise 10.1 · Derive.** From these terms and `combine`, how long does the step take
+# under the profile's `overlap` rule? (In ms, three significant digits.)
+
+# %%
+answer_1 = 12.6
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("10.1", answer_1)
 #
 # ## What the model assumes, and why
 #
 # Four assumptions decide what the planner answers. Each is the paper's (or the chip's), and
 # each is a choice the library shows rather than hides.
 #
-# **1. Only what the schedule overlaps, overlaps.** The rule above. An earlier version of the
-# rule let every all-gather and reduce-scatter hide behind the matmuls, as if every layout
-# were looped: it gave plain layouts looping's benefit for free, and made looping look like
-# a loss. Now a plain layout pays for its collectives, and looping pays off where the
-# paper says it does (chapter 8).
+# **1. Only what the schedule overlaps, overlaps.** The rule above. A plain layout's
+# collectives sit between its matmuls and pay their whole time; a looped layout's permutes
+# run beside the partial matmuls they feed. Letting every collective hide, as if every layout
+# were looped, would give plain layouts looping's benefit for free and make looping look
+# like a loss; with the rule as it is, looping pays off where the paper says it does
+# (chapter 8).
 #
 # **2. Looped or plain is the planner's choice.** For every layout the planner weighs the
 # plain schedule, the looped one and (weight-stationary layouts) the bidirectional looped one
@@ -82,8 +104,9 @@ print(inspect.getsource(cost.combine))
 # NBVAL_CHECK_OUTPUT
 decode_col = TABLE2[1]
 decode_plan = decode_col.plan("tpu-v4")
-print({k: v for k, v in decode_plan.decode.to_json().items()
-       if k in ("mesh", "ffn", "attention", "looped", "bidirectional", "padded_heads")})
+print(bt.wrapped([str({k: v for k, v in decode_plan.decode.to_json().items()
+                       if k in ("mesh", "ffn", "attention", "looped", "bidirectional",
+                                "padded_heads")})]))
 
 # %% [markdown]
 # **3. Heads padded as the paper pads them.** PaLM 540B has 48 heads; a layout that splits
@@ -104,7 +127,8 @@ for col in TABLE2[:2]:
                     f", {bt.seconds(p.latency_s)}")
         except ValueError as err:
             said = str(err)
-        print(f"{col.name}, {'padded where needed' if pad else 'never padded'}: {said}")
+        print(bt.wrapped([f"{col.name}, {'padded where needed' if pad else 'never padded'}: "
+                          f"{said}"]))
 
 # %% [markdown]
 # Without padding, the one-sequence prefill cannot run at all on 64 chips (every layout
@@ -140,42 +164,63 @@ print(bt.table(["slice", "wraps round", "chips along y", "GB/s per chip over y",
 # the schedule the planner prefers for them), under the same `overlap` rule:
 #
 # - `flops_efficiency`: the fraction of peak FLOP/s the matmuls reach;
-# - `link_efficiency`: the fraction of the ICI links' bandwidth the collectives' bytes reach;
-# - `hop_latency_s`: the latency of one hop of a collective.
+# - `hbm_efficiency`: the fraction of HBM bandwidth the weight and cache reads reach (the
+#   fit puts it at its bound, the datasheet's);
+# - `layer_overhead_s`: a fixed time per layer of every step, for the work outside the
+#   matmuls and collectives. It is the same whatever the layout, so it cannot tilt the
+#   planner's choice between layouts.
 #
-# HBM stays at the datasheet's bandwidth, and no fixed time per layer remains: what Table 2's
-# decode spends beyond its weight reads is priced as its collectives' hops, which scale with
-# the layout's calls and the slice (chapter 14 shows how far this holds on rows no fit saw).
+# A fixed time charged to every collective call instead would fall hardest on the layout
+# with the most collectives and tilt the planner towards 1D weight-stationary, against the
+# paper's choices; a time per layer cannot.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-FITTED = ("flops_efficiency", "link_efficiency", "hop_latency_s")
+FITTED = ("flops_efficiency", "hbm_efficiency", "layer_overhead_s")
 for name in COMPARED:
     p = PROFILES[name]
     print(f"{name:18s} rule {p.rule:8s} " + "  ".join(f"{k} {getattr(p, k):g}" for k in FITTED))
 
 # %% [markdown]
-# ## Table 2, phase by phase
-#
-# `tpuinfer.paper` holds the paper's Table 2 once (`TABLE2`) and prices each column on its
-# own (a prefill is never averaged with a decode): the paper's layouts and latency; for each
-# profile, the planner's choice among every mesh, layout and schedule on 64 chips, its
-# latency and its error against the paper; and the paper's own layouts priced on the 4×4×4
-# slice. Then every other result the model can express. All of it is a prediction; the
-# paper's column is the measurement. The command line prints it: here is `tpuinfer paper`,
-# run as a command (`python -m tpuinfer paper` is the same).
+# **Exercise 10.2 · Derive.** How much time does the calibrated profile add to every decode
+# step of PaLM 540B (118 layers) for the work outside the matmuls and collectives? (In ms,
+# three significant digits.) Set it beside the datasheet step of exercise 10.1.
+
+# %%
+answer_2 = 16.6
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(subprocess.run([sys.executable, "-m", "tpuinfer", "paper"], capture_output=True,
-                     text=True, check=True).stdout)
+bt.check("10.2", answer_2)
+
+# %% [markdown]
+# ## Table 2, phase by phase
+#
+# `tpuinfer.paper` holds the paper's Table 2 once (`TABLE2`) and prices each column on its
+# own (a prefill is never averaged with a decode): for each profile, the planner's choice
+# among every mesh, layout and schedule on 64 chips, its latency and its error against the
+# paper's measured latency. All of it is a prediction; the paper's column is the
+# measurement. `tpuinfer paper` prints the same at the command line, with the paper's own
+# layouts priced beside the planner's.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+columns, others = table2(), paper()
+for hw in COMPARED:
+    rows = [[r["column"], r["paper_layout"], bt.seconds(r["paper_latency_s"]),
+             f"{r[hw]['layout']} ({r[hw]['schedule']})", "x".join(map(str, r[hw]["mesh"])),
+             bt.seconds(r[hw]["latency_s"]), f"{r[hw]['error']:+.0%}"] for r in columns]
+    print(f"{hw} (rule {PROFILES[hw].rule})")
+    print(bt.table(["column", "paper's layout", "paper", "planner's choice", "mesh",
+                    "latency", "error"], rows))
+    print()
 
 # %% [markdown]
 # ## Fitted, derived, held out
 #
 # A calibration is evidence only for what it was not fitted to. The calibrated profile's
 # three constants were fitted to Table 2's four latencies, so its agreement there shows only
-# that the fit converged. Three more rows come from the same runs as a fitted column (the
+# that the fit converged. Three more results come from the same runs as a fitted column (the
 # paper's int8 decode per token at batch 64 is the low-latency decode column's 1.82 s over
 # 64 tokens; the prefill MFU headline is the high-throughput prefill column's MFU): they
 # cannot count as tests either. What the fit never saw is the bf16 decode, the serial
@@ -183,10 +228,36 @@ print(subprocess.run([sys.executable, "-m", "tpuinfer", "paper"], capture_output
 # (64 new tokens on 1,920 cached, 64 generated, int8: 1.9 s in all) and offline processing
 # (1,984 input tokens and 64 generated, bf16: 73% MFU over the request). The context
 # headlines are memory arithmetic that no profile changes.
+#
+# **Exercise 10.3 · Predict, then run.** The calibrated profile prices the int8 decode per
+# token at batch 64 at 29.3 ms against the paper's 28.5 ms (in sample). The same decode in
+# bf16 it never saw: what will it predict, per token? (In seconds.) The lock asks it, and
+# sets its answer beside the paper's measurement.
+
+# %%
+answer_3 = 0.0367
+
+# %%
+from tpuinfer import paper as paper_results
+from tpuinfer_widgets import PredictionLock
+
+lock = PredictionLock("10.3", "bf16 decode per token, batch 64, tpu-v4-calibrated",
+                      lambda: paper_results.against_paper("bf16-decode", "tpu-v4-calibrated"),
+                      guess=answer_3)
+lock
+
+# %%
+lock.snapshot()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-columns, others = table2(), paper()
+bt.check("10.3", answer_3)
+
+# %% [markdown]
+# Every result beside the calibrated profile's prediction, grouped by what the fit saw:
+
+# %%
+# NBVAL_CHECK_OUTPUT
 ROLE = {"decode per token, batch 64, int8 (2D WS, by batch)": "same run as a fitted column",
         "headline: low-batch int8 decode per token": "same run as a fitted column",
         "headline: large-batch prefill MFU": "same run as a fitted column",
@@ -195,15 +266,17 @@ ROLE = {"decode per token, batch 64, int8 (2D WS, by batch)": "same run as a fit
 ROLE.update({r["result"]: "held out" for r in others
              if r["result"].startswith(tuple(sc.name + " (" for sc in SCENARIOS))})
 CAL = "tpu-v4-calibrated"
-rows = [[f"{r['column']} latency (Table 2)", "fitted", "s", f"{r['paper_latency_s']:.3g}",
-         f"{r[CAL]['latency_s']:.3g}", f"{r[CAL]['latency_s'] / r['paper_latency_s']:.2f}"]
-        for r in columns]
-rows += [[r["result"], ROLE.get(r["result"], "no profile involved"), r["unit"] or "ratio",
-          f"{r['paper']:.3g}", f"{r[CAL]:.3g}", f"{r[CAL + '_ratio']:.2f}"] for r in others]
-rows.sort(key=lambda row: ["fitted", "same run as a fitted column", "held out",
-                           "no profile involved"].index(row[1]))
+rows = [(f"{r['column']} latency (Table 2)", "fitted", "s", r["paper_latency_s"],
+         r[CAL]["latency_s"]) for r in columns]
+rows += [(r["result"], ROLE.get(r["result"], "no profile involved"), r["unit"] or "ratio",
+          r["paper"], r[CAL]) for r in others]
+roles = ["fitted", "same run as a fitted column", "held out", "no profile involved"]
 print(f"{CAL} (rule overlap) against the paper's measurements")
-print(bt.table(["result", "role for the fit", "unit", "paper", "model", "model / paper"], rows))
+for role in roles:
+    print(f"\n{role}:")
+    for result, _, unit, measured, model in (row for row in rows if row[1] == role):
+        print(f"  {result}\n      paper {measured:.3g} {unit}, model {model:.3g} {unit}, "
+              f"model / paper {model / measured:.2f}")
 
 # %%
 fig = go.Figure()
@@ -226,10 +299,10 @@ fig.show()
 for hw in COMPARED:
     looped = sum("looped" in r[hw]["schedule"] for r in columns)
     errors = [r[hw]["error"] for r in columns]
-    print(f"{hw}: the planner's FFN/attention layouts equal the paper's in "
-          f"{sum(r[hw]['layout'] == r['paper_layout'] for r in columns)} of {len(columns)} "
-          f"columns; it loops {looped} of them; errors against Table 2 from "
-          f"{min(errors):+.0%} to {max(errors):+.0%}")
+    print(bt.wrapped([f"{hw}: the planner's FFN/attention layouts equal the paper's in "
+                      f"{sum(r[hw]['layout'] == r['paper_layout'] for r in columns)} of "
+                      f"{len(columns)} columns; it loops {looped} of them; errors against "
+                      f"Table 2 from {min(errors):+.0%} to {max(errors):+.0%}"]))
 print("tpu-v4 predicts below the paper in every column:",
       all(r["tpu-v4"]["error"] < 0 for r in columns))
 
@@ -237,9 +310,10 @@ print("tpu-v4 predicts below the paper in every column:",
 # - The **datasheet** profile is a lower bound: it predicts every column faster than the
 #   paper measured, because no real chip reaches peak FLOP/s, and because it charges nothing
 #   for the work between the matmuls. Its layout choices are the paper's in all four columns.
-# - The **calibrated** profile's four Table 2 latencies agree with the paper by
-#   construction: they are what its three constants were fitted to, and the rows from the
-#   same runs agree for the same reason. Its layout choices agree too, and those were not
+# - The **calibrated** profile's four Table 2 latencies are close to the paper's by
+#   construction: they are what its three constants were fitted to (three constants cannot
+#   meet four numbers exactly; what is left over is the fit's residual), and the rows from
+#   the same runs are close for the same reason. Its layout choices agree too, and those were not
 #   fitted: the planner chose them among every mesh, layout and schedule. The evidence that
 #   the fit means something is in the four rows it never saw (the "held out" rows above):
 #   bf16 decode per token, the serial block's slowdown (chapter 7), and Section 1's two
@@ -295,30 +369,21 @@ for phase, m in ran.items():
 #
 # ## Exercises
 #
-# 1. What latency per hop of a collective (in seconds) did the fit give
-#    `tpu-v4-calibrated`?
-# 2. On the calibrated profile, what is the ratio of the planner's low-latency decode
-#    latency to the paper's? (Two decimals.) Why is that ratio no evidence for the fit?
-# 3. Which layouts (`ffn/attention`) does the planner choose for PaLM 62B's decode on 16
-#    TPU v4 chips, batch 64, int8 weights, 2048 input tokens and 64 generated?
-# 4. To how many heads does the planner pad PaLM 540B for the paper's low-latency decode?
+# Exercises 10.1 to 10.3 are above, with the rule, the profiles and the held-out results.
 #
+# **Exercise 10.4 · Predict, then run.** PaLM 62B (E = 8192, F = 32768, 32 heads, one K/V
+# head) decoding on 16 TPU v4 chips, batch 64, int8 weights, 2048 input tokens and 64
+# generated: which feed-forward and attention layouts (`ffn/attention`) will the planner
+# choose? Think of chapter 4's crossover and of what chapter 6's attention by batch needs;
+# then run the planner in the cell after your answer.
+
 # %%
-answer_1 = 4.257e-6
-answer_2 = 1.00
-answer_3 = "ws1d/batch"
-answer_4 = 64
+answer_4 = "ws1d/batch"
+
+# %%
+p62 = planner.plan("palm-62b", "tpu-v4", 16, 64, input_len=2048, gen_len=64, weights="int8")
+print(p62.decode.best.layout, "on", "x".join(map(str, p62.decode.best.mesh_shape)))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1, PROFILES["tpu-v4-calibrated"].hop_latency_s,
-         hint="the profiles' constants are printed above")
-low_decode = next(r for r in columns if r["column"] == "low-latency decode")
-bt.check("exercise 2", answer_2,
-         low_decode["tpu-v4-calibrated"]["latency_s"] / low_decode["paper_latency_s"], rel=0.01,
-         hint="the fitted/held-out table has it")
-p62 = planner.plan("palm-62b", "tpu-v4", 16, 64, input_len=2048, gen_len=64, weights="int8")
-bt.check("exercise 3", answer_3, f"{p62.decode.best.layout.ffn}/{p62.decode.best.layout.attention}",
-         hint="call planner.plan for it, or `tpuinfer plan` at the command line")
-bt.check("exercise 4", answer_4, decode_plan.decode.best.padded_heads,
-         hint="the plan's JSON above")
+bt.check("10.4", answer_4)

@@ -12,9 +12,7 @@
 # by H/K query heads: Llama 3 70B has 64 query heads and 8 K/V heads), an untied output table
 # of 128,256 rows; and they run on TPU v5e, v6e and H100. This chapter plans Llama 3 70B with
 # the same cost model and planner as PaLM 540B, and finds where the paper's conclusions carry
-# over and where they change. Its plans and frontiers are priced on `tpu-v5e-calibrated`, the
-# v5e with three constants fitted to three public measurements of this very model (chapter 14
-# names them and shows how far the fit holds on the rest); the roofline uses the datasheet.
+# over and where they change.
 #
 # **After this chapter you can** size a grouped-query model's KV cache and say how it splits
 # over chips; find the fewest chips that hold a model and its cache; derive the batch above
@@ -43,9 +41,19 @@ from tpuinfer.report import gib
 # %% [markdown]
 # ## The model beside PaLM
 #
-# Each preset's numbers carry their source in `tpuinfer/config.py`. The column that matters
-# most for serving is the KV cache a token costs: 2 (K and V) · layers · K · D · 2 bytes in
-# bf16 (`ModelConfig.kv_bytes_per_token`).
+# Each preset's numbers carry their source in `tpuinfer/config.py`. The number that matters
+# most for serving is the KV cache a token costs, every layer's keys and values of it.
+#
+# **Exercise 12.1 · Derive.** How many bytes of KV cache does one token of Llama 3 70B hold
+# in bf16? It has 80 layers, and 8 K/V heads of 128. The table below then has it for every
+# model (`ModelConfig.kv_bytes_per_token`).
+
+# %%
+answer_1 = 327_680
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("12.1", answer_1)
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -57,8 +65,9 @@ for name in ("palm-62b", "palm-540b", "llama-3-8b", "llama-3-70b", "llama-3-405b
                  f"{c.V:,}", "tied" if c.tied_embeddings else "untied",
                  f"{c.kv_bytes_per_token(2) / 1024:.0f} KiB",
                  f"{c.weight_bytes('int8') / 1e9:.1f} GB"])
-print(bt.table(["model", "params", "layers", "E", "H", "K", "D", "V", "output table",
-                "KV a token (bf16)", "weights (int8)"], rows))
+print(bt.table(["model", "params", "layers", "E", "H", "K", "D", "V", "output",
+                "KV a token", "int8 weights"], rows))
+print("output: the output table tied to the embedding or not; KV a token: in bf16")
 
 # %% [markdown]
 # Llama 3 70B is an eighth of PaLM 540B's size, yet a token of its cache is 2.7 times
@@ -136,8 +145,8 @@ fewest = {(hw, w): fewest_chips(hw, w) for hw in ("tpu-v5e", "tpu-v6e", "tpu-v5p
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(bt.table(["chip", "weights", "fewest chips", "HBM a chip", "layout", "mesh",
-                "per token", "memory a chip"],
+print(bt.table(["chip", "weights", "chips", "HBM a chip", "layout", "mesh", "per token",
+                "memory"],
                [[hw, w, n, gib(get_hardware(hw).hbm_bytes), str(e.layout),
                  "x".join(map(str, e.mesh_shape)), bt.seconds(e.per_token_s),
                  gib(e.memory_per_chip_bytes)] for (hw, w), (n, e) in fewest.items()]))
@@ -145,7 +154,8 @@ try:  # twice the batch on the same 8 v5e chips
     planner.plan("llama-3-70b", "tpu-v5e", 8, 32, input_len=0, history_len=8192, gen_len=1,
                  weights="int8")
 except UsageError as err:
-    print(f"\nbatch 32 on 8 tpu-v5e chips, int8: {err}")
+    print()
+    print(bt.wrapped([f"batch 32 on 8 tpu-v5e chips, int8: {err}"]))
 
 # %% [markdown]
 # The weights alone (70.6 GB in int8, twice that in bf16) set a floor; the cache of 16 × 8,192
@@ -229,20 +239,19 @@ fig.show()
 # NBVAL_CHECK_OUTPUT
 rows = []
 for n in (8, 16, 32, 64):
-    row = [n]
-    for variant in ("grouped-batch", "multiquery-batch", "multihead"):
+    for variant, name in (("grouped-batch", "grouped (K = 8)"),
+                          ("multiquery-batch", "multiquery (K = 1)"),
+                          ("multihead", "multihead (K = 64)")):
         try:
-            e = planner.plan(kv.variant_config("llama-3-70b", variant), "tpu-v5e-calibrated",
-                             n, 32, input_len=0, history_len=4096, gen_len=1,
-                             weights="int8").decode.best
-            row.append(f"{e.layout} {'x'.join(map(str, e.mesh_shape))}, "
-                       f"{bt.seconds(e.per_token_s)}")
+            e = planner.plan(kv.variant_config("llama-3-70b", variant), "tpu-v5e", n, 32,
+                             input_len=0, history_len=4096, gen_len=1, weights="int8").decode.best
+            rows.append([n, name, str(e.layout), "x".join(map(str, e.mesh_shape)),
+                         bt.seconds(e.per_token_s)])
         except UsageError:
-            row.append("does not fit")
-    rows.append(row)
-print(bt.table(["chips", "grouped (K = 8)", "multiquery (K = 1)", "multihead (K = 64)"], rows))
+            rows.append([n, name, "does not fit", "", ""])
+print(bt.table(["chips", "attention", "layout", "mesh", "per token"], rows))
 for ffn in ("ws1d", "ws2d"):  # 64 chips, the grouped model, each feed-forward layout's best
-    e = planner.plan("llama-3-70b", "tpu-v5e-calibrated", 64, 32, input_len=0, history_len=4096,
+    e = planner.plan("llama-3-70b", "tpu-v5e", 64, 32, input_len=0, history_len=4096,
                      gen_len=1, weights="int8", ffn=ffn).decode.best
     print(f"64 chips, best {ffn}: {e.layout} on {'x'.join(map(str, e.mesh_shape))}, "
           f"collectives {bt.seconds(e.comm_s)}, step {bt.seconds(e.per_token_s)}")
@@ -271,7 +280,7 @@ for ffn in ("ws1d", "ws2d"):  # 64 chips, the grouped model, each feed-forward l
 fig = go.Figure()
 frontiers = {}
 for context in (1024, 4096, 16384):
-    frontiers[context] = planner.pareto("llama-3-70b", "tpu-v5e-calibrated", chips=[8, 16, 32, 64],
+    frontiers[context] = planner.pareto("llama-3-70b", "tpu-v5e", chips=[8, 16, 32, 64],
                                         batches=[1, 4, 16, 64, 256], input_len=0,
                                         history_len=context, gen_len=64,
                                         weights="int8")["decode"]
@@ -311,11 +320,10 @@ for context, pts in frontiers.items():
 
 # %%
 # NBVAL_CHECK_OUTPUT
-prefill = {b: planner.plan("llama-3-70b", "tpu-v5e-calibrated", 16, b, input_len=2048,
-                           gen_len=0, weights="int8").prefill.best for b in (1, 4, 16)}
-decode = {b: planner.plan("llama-3-70b", "tpu-v5e-calibrated", 16, b, input_len=0,
-                          history_len=2048, gen_len=256, weights="int8").decode.best
-          for b in (16, 64, 128)}
+prefill = {b: planner.plan("llama-3-70b", "tpu-v5e", 16, b, input_len=2048, gen_len=0,
+                           weights="int8").prefill.best for b in (1, 4, 16)}
+decode = {b: planner.plan("llama-3-70b", "tpu-v5e", 16, b, input_len=0, history_len=2048,
+                          gen_len=256, weights="int8").decode.best for b in (16, 64, 128)}
 rows = [[f"prefill, batch {b}", str(e.layout), bt.seconds(e.latency_s), f"{e.mfu:.0%}",
          f"{b / e.latency_s:.1f}"] for b, e in prefill.items()]
 rows += [[f"decode, batch {b}", str(e.layout), bt.seconds(e.latency_s), f"{e.mfu:.0%}",
@@ -339,6 +347,32 @@ print(f"prefill servers (batch 4) per decode server (batch 64): {ratio:.1f}")
 # (chapter 4). By batch, K and V move to batch-split by an all-to-all over z·y, where their
 # heads are split, and over x, where they repeat, each chip keeps its own rows. Compiled,
 # every collective against the prediction:
+
+# **Exercise 12.2 · Predict, then run.** How many bytes per device will this step's
+# all-to-alls move, both layers together (batch 8, f32)? Its Q and attention output move as
+# chapter 6's did (the same 256 heads of 8); add K and V, each moving its chip's heads of the
+# one token to batch-split.
+
+# %%
+answer_2 = 33_792
+
+# %%
+from tpuinfer import sweeps
+from tpuinfer_widgets import PredictionLock
+
+lock = PredictionLock("12.2", "all-to-all bytes per device, tiny-llama by-batch decode",
+                      lambda: sweeps.step_quantity(small, (2, 2, 2), ti.Layout("ws2d", "batch"),
+                                                   phase="decode", batch=8, context=64,
+                                                   quantity="bytes:all-to-all"),
+                      guess=answer_2)
+lock
+
+# %%
+lock.snapshot()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("12.2", answer_2)
 
 # %%
 m = measure(small, ti.make_mesh((2, 2, 2)), ti.Layout("ws2d", "batch"), phase="decode",
@@ -366,29 +400,15 @@ print("every collective equal to the prediction:", exact(m.measured) == exact(m.
 #
 # ## Exercises
 #
-# 1. **Derive** the KV cache a token of Llama 3 70B in bf16, in bytes.
-# 2. **Derive** the context beyond which no batch makes Llama 3 70B's decode compute-bound on
-#    an H100 (`h100-sxm`: 989 TFLOP/s, 3.35 TB/s), in tokens, to the nearest hundred.
-# 3. How many chips of each kind hold a K/V head of tiny-llama under 1D weight-stationary on
-#    4×8×8 (the table above)?
-# 4. Which attention layout does the planner choose for the grouped model's decode on 8 v5e
-#    chips at batch 32, and why can it?
+# Exercises 12.1 and 12.2 are above, with the models and the grouped-query step.
+#
+# **Exercise 12.3 · Derive.** The context beyond which no batch makes Llama 3 70B's decode
+# compute-bound on an H100 (`h100-sxm`: 989 TFLOP/s, 3.35 TB/s), with a bf16 cache, in tokens,
+# to the nearest hundred.
 
 # %%
-answer_1 = 2 * 80 * 8 * 128 * 2
-answer_2 = 1400
-answer_3 = 64
-answer_4 = "heads"
+answer_3 = 1400
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1, ti.MODELS["llama-3-70b"].kv_bytes_per_token(2),
-         hint="K and V, every layer, K heads of D numbers, 2 bytes each")
-bt.check("exercise 2", answer_2, round(theory.kv_bound_context("llama-3-70b", "h100-sxm"), -2),
-         hint="2·N·bandwidth/(peak·k), N the matmul parameters (about 70 billion)")
-bt.check("exercise 3", answer_3, 256 // 4,
-         hint="the K/V heads split over x (4 chips) and repeat over y·z")
-bt.check("exercise 4", answer_4, planner.plan(
-    "llama-3-70b", "tpu-v5e-calibrated", 8, 32, input_len=0, history_len=4096, gen_len=1,
-    weights="int8").decode.best.layout.attention,
-         hint="8 K/V heads on 8 chips: does anything repeat?")
+bt.check("12.3", answer_3)

@@ -225,7 +225,9 @@ def ring(axes, mesh_shape, chunk_bytes: float, bidirectional: bool, what: str, *
     `matmul`: (FLOPs, weight bytes) per chip of the whole matmul the ring feeds or drains. It
     runs as K partial matmuls, one per chunk; each of the K−1 rounds of permutes travels
     beside one of them (one way: a whole chunk's; both ways: two half chunks', the same
-    work), and the remaining one (the chip's own chunk, first or last) has nothing beside it."""
+    work), and the remaining one has nothing beside it: an all-gather's last chunk to arrive
+    (its own chunk goes first, beside the first permute), a reduce-scatter's first partial
+    product (its own chunk goes last, beside the last permute)."""
     k = group_size(mesh_shape, axes)
     if k == 1:
         return []

@@ -20,7 +20,9 @@ plain partition spec; of the suffixes that divide, the longest splits the cache 
 3. all-to-all(g): `B_bgLH_rD` -> `B_bLH_hD`, back to heads before W_o
 
 In decode Q is one token per sequence while the cache holds thousands, so the trade pays;
-prefill amortises K/V loading over all its tokens and usually stays by heads.
+prefill amortises K/V loading over all its tokens, so there it buys less (the paper's
+high-throughput prefill runs by batch in XYZ-weight-gathered, whose chips hold whole
+sequences and need no all-to-all; its one-sequence prefill runs by heads).
 KV-cache bytes per chip: 2·layers·(K/|k|)·D·b·S·B/(|b||g|) (b bytes per element, an int8
 cache's scale included: 1 + 2/D; `tpuinfer.kv_formats`): multiquery K/|k| = 1, multihead
 H/|r|. K and V move in step 1 in the activation dtype and are quantized where they are cached

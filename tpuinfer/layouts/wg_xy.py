@@ -10,8 +10,9 @@ Activations `B_xyLE_z`: the batch is split over x and y, and z acts as 1D weight
 4. reduce-scatter(z) -> `B_xyLE_z`
 
 With N = XY chips the weights are gathered over, communication per layer is
-≈ 2·E·F·N/n (weights) + 2·B·L·E/N (activations), optimal at N = √(B·L·n/F): for large B·L
-the activations outweigh the weights, so the weights move instead (`tpuinfer.cost`).
+≈ 2·E·F·N/n (weights) + 2·B·L·E/N (activations): for large B·L the activations outweigh
+the weights, so the weights move instead, over more chips the more tokens there are
+(`tpuinfer.theory.wg_optimal_gather` has the best N; chapter 5 of the book derives it).
 """
 from __future__ import annotations
 

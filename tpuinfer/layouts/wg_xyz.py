@@ -9,8 +9,9 @@ move (attention by heads and by batch coincide: each chip owns whole sequences).
 2. nonlinearity; ·`FE` + ·`HDE` -> `B_xyzLE`, complete: no reduce-scatter
 
 With N = XYZ chips the weights are gathered over, communication per layer is
-≈ 2·E·F·N/n (weights) + 2·B·L·E/N (activations), optimal at N = √(B·L·n/F): for large B·L
-the activations outweigh the weights, so the weights move instead (`tpuinfer.cost`).
+≈ 2·E·F·N/n (weights) + 2·B·L·E/N (activations): for large B·L the activations outweigh
+the weights, so the weights move instead, over more chips the more tokens there are
+(`tpuinfer.theory.wg_optimal_gather` has the best N; chapter 5 of the book derives it).
 """
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ so that a weight-gathered layout gathering over y alone still receives one conti
 6. ·`F_yzE_x` + ·`H_yzDE_x` -> `BLE_x` partial-sum over yz
 7. reduce-scatter(yz) -> `BLE_xyz`
 
-Communication per layer 2·B·L·(E/X + F/(YZ)) elements, optimal at X = √(n·E/F)
-(`tpuinfer.cost` derives it); 2D beats 1D once n > 4F/E.
+Communication per layer 2·B·L·(E/X + F/(YZ)) elements; the X that minimises it, and the chip
+count past which it moves less than 1D's, are in `tpuinfer.theory` (chapter 4 of the book
+derives them).
 
 K/V heads: `E_xK_pD`, p the longest prefix of zy whose chip count divides K (`kv_axes`).
 Multihead K, V split over zy like Q and are reduce-scattered over x with it (K/(XYZ) heads a
