@@ -313,9 +313,10 @@ for ffn in ("ws1d", "ws2d"):  # 64 chips, the grouped model, each feed-forward l
 # as the paper found. Second, the step itself: at every chip count the grouped model is
 # slower than its multiquery form, because its cache reads are 8 times larger, the price of
 # its quality paid in decode time. Third, the feed-forward layout: up to 16 chips the
-# planner runs the 1D program (1D by batch, or 2D on a mesh whose x is 1), and from 32 it
-# splits E over X = 2, where SwiGLU's crossover (8F/E = 28 chips) puts 2D ahead; at 64
-# chips 2D's collectives take a third less time than 1D's best (the last two lines).
+# planner runs the 1D program (1D by batch, or 2D on a mesh whose x is 1); from 32 the
+# grouped and multiquery forms split E over X = 2, past SwiGLU's crossover (8F/E = 28
+# chips), and the multihead form follows at 64; there 2D's collectives take a third less
+# time than 1D's best (the last two lines).
 #
 # ## One wide group, or replicas
 #
@@ -380,10 +381,14 @@ print("a decode step; measured: jax-ml/jax-llm-examples, llama3/README.md (v5e-1
 print("predicted: tpu-v5e-calibrated")
 print(bt.table(["batch", "1 x 16 measured", "predicted", "2 x 8 measured", "predicted",
                 "planner (auto)", "its step"], rows))
+for r in (1, 2):  # the terms of the batch-128 step as it ran, per chip
+    ph = accuracy.phases(public[128, r], "tpu-v5e-calibrated")[0]
+    terms = ", ".join(f"{k[:-2]} {bt.seconds(v / ph.steps)}" for k, v in ph.times().items())
+    print(f"batch 128, {r} x {16 // r} chips: {terms}")
 
 # %% [markdown]
 # Measured and priced alike, one group of 16 wins up to batch 64 and two replicas of 8 win at
-# 128. The terms say why (chapter 14 prints a step's). A replica's chips each read twice the
+# 128. The terms say why (the last two lines). A replica's chips each read twice the
 # weights, 10.6 ms a step against 5.4, a price that does not grow with the batch. What a
 # replica halves does grow with it: each collective runs over 8 chips instead of 16, and the
 # cache's reads halve too, since 8 K/V heads on 16 chips repeat each head on two chips and

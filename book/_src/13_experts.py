@@ -87,6 +87,8 @@ print(bt.table(["model", "layers", "E", "experts M", "k", "expert F", "shared U"
 
 # %%
 print(inspect.getsource(model._mixture))
+
+# %%
 print(inspect.getsource(moe.route))
 
 # %% [markdown]

@@ -261,12 +261,12 @@ print(bt.table(["column", "chips", "paper ran", "on", "planner", "on", "measured
 # %% [markdown]
 # By name the planner chooses the paper's layouts in all four columns. By mesh it agrees in
 # two: the batch-32 decode on 16 chips, where it splits E over X = 2 as the paper did (its
-# 2×1×8 and the paper's 2×4×2 price the same), and the weight-gathered prefill, where the
-# mesh moves nothing but the same gathered weights. In the other two, the one-sequence
-# prefill on 16 chips and the batch-512 decode on 8, its 2D weight-stationary runs on a mesh
-# whose x is 1. That is 1D weight-stationary over y·z, one program: 1D on the same mesh
-# prices to the same time, and between exactly equal times the planner names it by 2D's
-# stored layout, E_xF_yz, the one the weight-gathered phases store the weights in
+# 2×1×8 and the paper's 2×4×2 price the same), and the weight-gathered prefill, whose gathers
+# price the same on its 1×1×32 and the paper's 4×2×4 to three figures. In the other two, the
+# one-sequence prefill on 16 chips and the batch-512 decode on 8, its 2D weight-stationary
+# runs on a mesh whose x is 1. That is 1D weight-stationary over y·z, one program: 1D on the
+# same mesh prices to the same time, and between exactly equal times the planner names it by
+# 2D's stored layout, E_xF_yz, the one the weight-gathered phases store the weights in
 # (`planner._preference`). The paper ran X = 2 there.
 
 # %%
