@@ -5,9 +5,9 @@ a student's check prints while the answer is not right yet.
 `booktools.check("04.1", answer_1)` asks `expected`; a chapter's check cell never shows how
 the value is computed. An entry may read what its chapter ran (a measured step): it is handed
 the chapter's namespace, `ns`. Every value comes from `tpuinfer` (the cost model, the planner,
-`theory`, `measure`, `paper`); nothing here is a formula of its own (03.2 extrapolates as its
-question says to). A hint says where to look or what to set up, never the solved formula or
-the value.
+`theory`, `measure`, `paper`, `accuracy`); nothing here is a formula of its own (03.2
+extrapolates as its question says to; 10.4 reads 1D weight-stationary as 2D with X = 1). A
+hint says where to look or what to set up, never the solved formula or the value.
 """
 from __future__ import annotations
 
@@ -309,8 +309,8 @@ def _(ns):
     return sum(c.rounds * c.latency_s for c in step.collectives) * 1e3
 
 
-@key("10.3", rel=0.03, hint="which of the int8 step's parts does bf16 double? The fixed time "
-                            "per layer and the collectives do not change")
+@key("10.3", rel=0.03, hint="which of the int8 step's parts does bf16 double? The cache's "
+                            "reads and the collectives do not change")
 def _(ns):
     return paper.against_paper("bf16-decode", "tpu-v4-calibrated")["predicted"]
 

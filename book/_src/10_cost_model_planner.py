@@ -219,10 +219,10 @@ print(bt.table(["tpu-v4-calibrated", "time"],
 
 # %% [markdown]
 # Half of the calibrated step is hops: the fit put what Table 2's decode spends beyond its
-# weight reads into the latency of a ring step, four times the datasheet's. Whether that
-# is a property of the chip or of PaLM 540B's step is what rows the fit never saw can tell
-# (chapter 14).
-
+# weight reads into the latency of a ring step, over four times the datasheet's. Whether
+# that is a property of the chip or of PaLM 540B's step is what rows the fit never saw can
+# tell (chapter 14).
+#
 # ## Table 2, phase by phase
 #
 # `tpuinfer.paper` holds the paper's Table 2 once (`TABLE2`) and prices each column on its
