@@ -169,12 +169,12 @@ print("max context in 30% of a TPU v4's HBM, PaLM 540B on 64 chips")
 print(bt.table(["variant", "batch", "bf16 cache", "int8 cache", "int8 / bf16"], rows))
 
 # %% [markdown]
-# Every length of Table 1 nearly doubles: not quite, because each head's scale costs 2
-# bytes a position beside its D = 256 one-byte values (1/128 more). Memory is what the
-# format buys first; the decode step's reads are the second. PaLM 540B at batch 512 on
-# 64 chips, 2D weight-stationary by batch, the same step in both cache formats (`tpu-v4`
-# datasheet, rule `overlap`, plain schedule): the cache's reads halve, and the step follows
-# only where they outgrow its compute.
+# Every length of Table 1 nearly doubles: not quite, because each head's scale costs 2 bytes a
+# position beside its D one-byte values (1/128 more for multiquery's D = 256, 1/64 for the
+# multihead model's D = 128). Memory is what the format buys first; the decode step's reads
+# are the second. PaLM 540B at batch 512 on 64 chips, 2D weight-stationary by batch, the same
+# step in both cache formats (`tpu-v4` datasheet, rule `overlap`, plain schedule): the cache's
+# reads halve, and the step follows only where they outgrow its compute.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -191,9 +191,9 @@ print(bt.table(["context", "cache", "compute", "HBM reads", "of them KV", "step"
 
 # %% [markdown]
 # At batch 512 the step is compute-bound: 2·N·B FLOPs outlast the weights' and the cache's
-# reads until the context is long. At 65,536 positions the bf16 cache's reads pass the
-# compute and the step grows with them; the int8 cache keeps them under it for longer, and
-# the step is a fifth shorter. And at 32,768 the bf16 cache no longer fits in 32 GiB, the
+# reads until the context is long. From 32,768 positions the bf16 cache's reads pass the
+# compute and the step grows with them; the int8 cache keeps them under it, and at 65,536
+# its step is a fifth shorter. And at 32,768 the bf16 cache no longer fits in 32 GiB, the
 # int8 one does. Chapter 12 meets a model whose eight K/V heads make these reads dominate at
 # every batch.
 
