@@ -5,15 +5,15 @@ a student's check prints while the answer is not right yet.
 `booktools.check("04.1", answer_1)` asks `expected`; a chapter's check cell never shows how
 the value is computed. An entry may read what its chapter ran (a measured step): it is handed
 the chapter's namespace, `ns`. Every value comes from `tpuinfer` (the cost model, the planner,
-`theory`, `measure`, `paper`); nothing here is a formula of its own (03.2 extrapolates as its
-question says to). A hint says where to look or what to set up, never the solved formula or
-the value.
+`theory`, `measure`, `paper`, `accuracy`); nothing here is a formula of its own (03.2
+extrapolates as its question says to; 10.4 reads 1D weight-stationary as 2D with X = 1). A
+hint says where to look or what to set up, never the solved formula or the value.
 """
 from __future__ import annotations
 
 import tpuinfer as ti
-from tpuinfer import cost, kv, paper, planner, sweeps, theory
-from tpuinfer.hardware import group_links
+from tpuinfer import accuracy, cost, experts, kv, paper, planner, sweeps, theory
+from tpuinfer.hardware import get_hardware, group_links
 from tpuinfer.terms import Collective
 
 KEY: dict = {}
@@ -197,7 +197,13 @@ def _(ns):
     return planner.max_context("palm-540b", 64, 512, "multihead")
 
 
-@key("06.3", hint="what does Q hold on one chip before it moves, and how many all-to-alls does "
+@key("06.3", rel=0.01, hint="the bytes one position of the cache costs a chip now: a byte a "
+                            "value, and each head's scale beside its values")
+def _(ns):
+    return kv.max_context("palm-540b", 64, 512, "multiquery-batch", kv="int8")
+
+
+@key("06.4", hint="what does Q hold on one chip before it moves, and how many all-to-alls does "
                   "a layer run?")
 def _(ns):
     return sweeps.step_quantity(ns["cfg"], ns["mesh"], ti.Layout("ws2d", "batch"),
@@ -205,7 +211,7 @@ def _(ns):
                                 params=ns["params"], quantity="bytes:all-to-all")["measured"]
 
 
-@key("06.4", hint="which axis do the heads split over last, and how many chips does it have?")
+@key("06.5", hint="which axis do the heads split over last, and how many chips does it have?")
 def _(ns):
     from tpuinfer.errors import TpuinferError
     from tpuinfer.layouts.registry import check
@@ -296,23 +302,26 @@ def _(ns):
     return paper.as_run(paper.TABLE2[1], "tpu-v4").first.step_s * 1e3
 
 
-@key("10.2", rel=0.005, hint="how many layers does one step run through?")
+@key("10.2", rel=0.005, hint="each call waits for its group's ring steps (an all-reduce goes "
+                            "round twice); the profile prints the time of one")
 def _(ns):
-    return paper.as_run(paper.TABLE2[1], "tpu-v4-calibrated").first.overhead_s * 1e3
+    step = paper.as_run(paper.TABLE2[1], "tpu-v4-calibrated").first
+    return sum(c.rounds * c.latency_s for c in step.collectives) * 1e3
 
 
-@key("10.3", rel=0.03, hint="which of the int8 step's parts does bf16 double? The fixed time "
-                            "per layer and the collectives do not change")
+@key("10.3", rel=0.03, hint="which of the int8 step's parts does bf16 double? The cache's "
+                            "reads and the collectives do not change")
 def _(ns):
     return paper.against_paper("bf16-decode", "tpu-v4-calibrated")["predicted"]
 
 
-@key("10.4", hint="16 chips is exactly 4F/E for PaLM; by batch needs the batch split over "
-                  "chips that 64 sequences fill")
+@key("10.4", hint="chapter 4's crossover counts one F-wide partial sum a layer: how many "
+                  "does a SwiGLU layer reduce-scatter, and where does that put the crossover?")
 def _(ns):
     best = planner.plan("palm-62b", "tpu-v4", 16, 64, input_len=2048, gen_len=64,
                         weights="int8").decode.best
-    return f"{best.layout.ffn}/{best.layout.attention}"
+    # 2D weight-stationary splits E over the mesh's x; 1D weight-stationary is 2D with X = 1
+    return best.mesh_shape[0] if best.layout.ffn == "ws2d" else 1
 
 
 # ---- 11 end to end ----------------------------------------------------------------------------
@@ -341,7 +350,21 @@ def _(ns):
     return ti.MODELS["llama-3-70b"].kv_bytes_per_token(2)
 
 
-@key("12.2", hint="chapter 6's Q and O bytes, plus two small all-to-alls a layer of one "
+@key("12.2", hint="what does one token leave in every layer now: a byte a value, and a "
+                  "scale for each head")
+def _(ns):
+    return ti.MODELS["llama-3-70b"].kv_bytes_per_token(kv="int8")
+
+
+@key("12.3", hint="which of the step's terms does a replica of half the chips double, which "
+                  "does it halve, and which of them grows with the batch?")
+def _(ns):
+    return sweeps.replica_crossover("llama-3-70b", "tpu-v5e-calibrated", 16,
+                                    [8, 16, 32, 64, 128, 256], input_len=0, history_len=2048,
+                                    gen_len=1, weights="int8", kv="int8")["predicted"]
+
+
+@key("12.4", hint="chapter 6's Q and O bytes, plus two small all-to-alls a layer of one "
                   "token's K/V heads")
 def _(ns):
     return sweeps.step_quantity(ns["small"], (2, 2, 2), ti.Layout("ws2d", "batch"),
@@ -349,6 +372,58 @@ def _(ns):
                                 quantity="bytes:all-to-all")["measured"]
 
 
-@key("12.3", rel=0.05, hint="the denominator of B* reaches zero; N is the matmul parameters")
+@key("12.5", rel=0.05, hint="the denominator of B* reaches zero; N is the matmul parameters")
 def _(ns):
     return round(theory.kv_bound_context("llama-3-70b", "h100-sxm"), -2)
+
+
+# ---- 13 experts -------------------------------------------------------------------------------
+@key("13.1", hint="the capacity rule, with this model's k and M: round which way?")
+def _(ns):
+    return ti.MODELS["qwen3-235b-a22b"].capacity(1000)
+
+
+@key("13.2", hint="how many slots does each expert get for 8 tokens, which experts do the "
+                  "tied scores pick, and how many layers drop?")
+def _(ns):
+    return int(ns["eight"].dropped["prefill"][0])  # the chapter's run of the 8-token prompt
+
+
+@key("13.3", hint="a chip's sequences, each with M·C slots of E going out; what comes back, "
+                  "and in what share of E?")
+def _(ns):
+    return sweeps.step_quantity(ns["cfg"], ns["mesh"], ti.Layout("ep-xy", "heads"),
+                                phase="decode", batch=8, context=7, params=ns["params"],
+                                quantity="bytes:all-to-all")["measured"]
+
+
+@key("13.4", rel=0.005, hint="the chance that one expert is missed by all T tokens, set "
+                             "equal to what 99% leaves, then take logarithms")
+def _(ns):
+    return experts.all_experts_batch(ti.MODELS["mixtral-8x7b"])
+
+
+# ---- 14 how far to trust the model ------------------------------------------------------------
+@key("14.1", rel=0.02, hint="the weight bytes a decode step reads, one byte each, split over "
+                            "two GPUs; read at the datasheet's rate, against the measured "
+                            "step")
+def _(ns):
+    row = next(r for r in accuracy.rows("h100") if r.id == "llama70b-h100x2-isl5000-osl500-c1")
+    return accuracy.phases(row, "h100-sxm")[0].weights_s / row.measured
+
+
+@key("14.2", hint="the ring steps along a line of 4, twice over (one side, then the other); "
+                  "then calls a layer, layers, and the step's last two; an all-reduce twice")
+def _(ns):
+    step = cost.estimate("llama-3-70b", ti.Layout("ws1d", "heads"), (1, 8, 2), batch=8,
+                         tokens=1, context=1025, weights="int8", kv="int8", hardware="tpu-v5e")
+    hop = get_hardware("tpu-v5e").hop_latency_s
+    return round(sum(c.rounds * c.latency_s for c in step.collectives) / hop)
+
+
+@key("14.3", rel=0.03, hint="which terms of the fitted 16-chip steps halve on 32 chips, and "
+                            "which stay?")
+def _(ns):
+    return sweeps.plan_quantity("llama-3-70b", "tpu-v5e-calibrated", 32, 16, input_len=0,
+                                history_len=1024, gen_len=1, weights="int8", kv="int8",
+                                ffn="ws1d", attention="heads", looped="no")["predicted"]

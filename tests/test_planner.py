@@ -391,6 +391,29 @@ def test_against_paper_sets_the_model_beside_the_papers_measurement():
         paper.against_paper("nonsense")
 
 
+def test_plan_quantity_and_replica_crossover_are_the_planners_own_numbers():
+    """What a prediction lock reveals for a configuration nobody measured: the planner's
+    number, with nothing measured beside it."""
+    from tpuinfer import sweeps
+    from tpuinfer.errors import UsageError
+    request = dict(input_len=0, history_len=2048, gen_len=1, weights="int8", kv="int8")
+    r = sweeps.plan_quantity("llama-3-70b", "tpu-v5e-calibrated", 16, 32, **request)
+    best = plan("llama-3-70b", "tpu-v5e-calibrated", 16, 32, **request).decode.best
+    assert r["predicted"] == best.per_token_s and r["measured"] is None
+    assert "tpu-v5e-calibrated" in r["predicted_by"] and str(best.layout) in r["what"]
+    with pytest.raises(UsageError, match="per_token_s"):
+        sweeps.plan_quantity("llama-3-70b", "tpu-v5e", 16, 32, quantity="mfu", **request)
+    # two replicas of 8 v5e chips against one group of 16: the planner switches between
+    # batch 64 and 128, as the public jax-llm-examples steps do (tpuinfer/data/measurements.json)
+    batches = [16, 64, 128]
+    first = sweeps.replica_crossover("llama-3-70b", "tpu-v5e-calibrated", 16, batches, **request)
+    assert first["predicted"] == 128 and first["unit"] == "sequences"
+    assert [plan("llama-3-70b", "tpu-v5e-calibrated", 16, b, replicas="auto", **request)
+            .decode.best.replicas for b in batches] == [1, 1, 2]
+    assert sweeps.replica_crossover("llama-3-70b", "tpu-v5e-calibrated", 16, [16, 64],
+                                    **request)["predicted"] is None
+
+
 def test_ffn_scaling_and_context_latency_are_the_planners_decodes():
     from tpuinfer import kv, sweeps
     scaling = sweeps.ffn_scaling("palm-540b", [64, 128], batch=512)

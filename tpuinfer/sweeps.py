@@ -451,3 +451,43 @@ def context_latency(model: ModelConfig | str, contexts, *, chips: int = 64, batc
                           weights=weights, ffn=ffn, attention=attention, mesh=mesh,
                           allow_unfit=True) for s in contexts)
     return out
+
+
+# ---- one planned number, where nothing was measured: what a prediction lock reveals --------
+PLAN_QUANTITIES = {"per_token_s": ("time per generated token", "s"),
+                   "latency_s": ("the phase's latency", "s")}
+
+
+def _planned(predicted, what: str, unit: str, hardware) -> dict:
+    hw = get_hardware(hardware)
+    return {"what": what, "unit": unit, "predicted": predicted,
+            "predicted_by": f"cost model and planner, {hw.name} profile (rule {hw.rule})",
+            "measured": None, "measured_by": "not measured"}
+
+
+def plan_quantity(model: ModelConfig | str, hardware, chips: int, batch: int, *,
+                  quantity: str = "per_token_s", phase: str = "decode", **request) -> dict:
+    """One number of the planner's best configuration for one phase of a request (`plan`'s
+    arguments; `quantity`: "per_token_s" or "latency_s"), in the form `step_quantity` returns,
+    with nothing measured beside it: a prediction lock for a configuration nobody ran."""
+    if quantity not in PLAN_QUANTITIES or phase not in ("prefill", "decode"):
+        raise UsageError(f"quantity {quantity!r} of phase {phase!r}; choose a quantity of "
+                         f"{', '.join(PLAN_QUANTITIES)} and the phase prefill or decode")
+    best = getattr(plan(model, hardware, chips, batch, **request), phase).best
+    what, unit = PLAN_QUANTITIES[quantity]
+    return _planned(getattr(best, quantity),
+                    f"{what}: {get_model(model).name} {phase}, batch {batch}, {chips} chips, "
+                    f"{best.layout} on {'x'.join(map(str, best.mesh_shape))}", unit, hardware)
+
+
+def replica_crossover(model: ModelConfig | str, hardware, chips: int, batches,
+                      **request) -> dict:
+    """The smallest of `batches` at which the planner, free to choose (`replicas="auto"`),
+    decodes as data-parallel replicas rather than one group over all `chips` (None: at none),
+    in the form `plan_quantity` returns. `request`: the rest of `plan`'s arguments."""
+    first = next((b for b in sorted(batches)
+                  if plan(model, hardware, chips, b, replicas="auto", **request)
+                  .decode.best.replicas > 1), None)
+    return _planned(first, f"the smallest batch decoded as replicas: {get_model(model).name}, "
+                           f"{chips} chips, batches {', '.join(map(str, sorted(batches)))}",
+                    "sequences", hardware)

@@ -60,13 +60,15 @@
 # | 03 | 1D weight-stationary (Megatron) |
 # | 04 | 2D weight-stationary |
 # | 05 | weight-gathered layouts and the crossover |
-# | 06 | attention: multiquery by heads and by batch, and context length |
+# | 06 | attention: multiquery by heads and by batch, context length, an int8 cache |
 # | 07 | prefill against decode, and the parallel block |
 # | 08 | Looped CollectiveEinsum: hiding communication behind matmuls |
-# | 09 | int8 weights |
+# | 09 | int8 weights and KV caches, and what they cost in quality |
 # | 10 | the cost model and planner reproducing the paper's Table 2 |
 # | 11 | end-to-end generation and the Pareto frontier of latency against cost |
-# | 12 | planning Llama 3 70B: grouped-query attention, today's chips, prefill and decode servers |
+# | 12 | planning Llama 3 70B: grouped-query attention, int8 caches, replicas, today's chips |
+# | 13 | mixtures of experts: expert parallelism on the mesh, priced by the cost model |
+# | 14 | how far to trust the model: every public measurement beside its prediction |
 
 # %% [markdown]
 # ## The first cell of every chapter

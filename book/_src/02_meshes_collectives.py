@@ -175,7 +175,9 @@ bt.check("02.1", answer_1)
 # end to end (Jouppi et al., "TPU v4", ISCA 2023, Section 2; the paper's 64-chip runs use the
 # 4×4×4 cube). `hardware.wraps` says which slices wrap, and `hardware.group_links` what a
 # group has to work with: its bandwidth per chip, and the number of neighbour steps a ring
-# algorithm takes.
+# algorithm takes. A group over several axes runs its collective one axis after another
+# (gather along one, then along the next with what it has gathered so far), so its steps
+# add over the axes and its bandwidth per chip is about one axis's links, not their sum.
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -193,8 +195,8 @@ print(bt.table(["mesh", "wraps", "axes", "chips", "GB/s per chip", "ring steps",
 # The cost model prices a collective from those links (`cost.collective_time`): a bandwidth
 # part, which grows with the bytes, and a latency part of about 1 µs per neighbour step.
 # Small collectives are latency-bound, large ones bandwidth-bound. Where one turns into the
-# other depends on the group: tens of kilobytes per chip for a pair of chips, over a
-# megabyte for the 64 chips of (y, z), whose ring takes more steps. Decode steps at small
+# other depends on the group: about 90 kilobytes per chip for a pair of chips, about 0.7 MB
+# for the 64 chips of (y, z), whose rings take more steps. Decode steps at small
 # batch move a few kilobytes per collective: they pay latency.
 
 # %%

@@ -194,7 +194,7 @@ fig.show()
 # anyway and says so; chapter 6's attention by batch is what makes this request fit.
 # The step is memory-bound throughout: reading the weights takes longest. But that time
 # halves with every doubling of the chips, while the communication stays put: at 8 chips it
-# is under 4% of the weight time, at 64 it is over a fifth. Its time moves a little from mesh
+# is about a tenth of the weight time, at 64 about half. Its time moves a little from mesh
 # to mesh with the links each one offers (chapter 2: only the 4×4×4 cube has wraparound; the
 # smaller slices' sides are lines), but its *bytes* do not shrink. The next chapter cuts E as
 # well as F so that communication shrinks as 1/√n.
@@ -221,7 +221,7 @@ fig.show()
 # the layout's own list for the sweep's 64-chip step.
 
 # %%
-answer_2 = 512
+answer_2 = 256
 answer_3 = 4_718_592
 
 # %%

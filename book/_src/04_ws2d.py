@@ -225,8 +225,10 @@ fig.update_layout(title="PaLM 540B on 64 chips: communication against X", height
 fig.show()
 
 # %% [markdown]
-# The minimum sits at X = 4, where exercise 04.1 put it, and the 4×4×4 cube is also the
-# fastest mesh: the paper's choice. At X = 1, 2D weight-stationary *is* 1D weight-stationary.
+# The minimum sits at X = 4, where exercise 04.1 put it: the paper's choice. The mesh the
+# table names, 4×1×16, is the 4×4×4 cube with its y and z taken as one axis of 16; 4×4×4
+# itself uses the same links and prices the same. At X = 1, 2D weight-stationary *is* 1D
+# weight-stationary.
 #
 # ## Every byte accounted for
 #

@@ -48,7 +48,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 import booktools as bt
-from tpuinfer import cost, engine, planner, sweeps
+from tpuinfer import cost, engine, kv, planner, sweeps
 from tpuinfer.layouts import attn_batch, attn_heads, step_terms
 from tpuinfer.measure import measure
 from tpuinfer.hardware import get_hardware
@@ -56,12 +56,15 @@ from tpuinfer.paper import TABLE1
 
 # %% [markdown]
 # ## The two attention layouts
+#
+# Each layout file's docstring, up to where it states the KV cache a chip holds (exercise
+# 06.1 derives that below):
 
 # %%
-print(attn_heads.__doc__)
+print(attn_heads.__doc__[:attn_heads.__doc__.index("KV-cache bytes per chip")])
 
 # %%
-print(attn_batch.__doc__)
+print(attn_batch.__doc__[:attn_batch.__doc__.index("KV-cache bytes per chip")])
 
 # %% [markdown]
 # Attention by batch's body: the all-to-all, then multiquery's K and V need no traffic
@@ -138,6 +141,62 @@ print(bt.table(["variant", "KV GiB/chip (B 512, S 2048)", "max context, B 128",
 # replicated, its one 256-wide head costs more per chip than 48 narrower heads split over 64
 # chips. By batch, it is 32 times better than multihead: the paper's headline.
 
+# %% [markdown]
+# ## An int8 cache: Table 1 again
+#
+# The cache need not be bf16. Servers today keep it in a byte a value: int8, with one bf16
+# scale per token and K/V head (a head's D values share it), quantized as each position is
+# written (`kv="int8"`, `tpuinfer.kv_formats`; chapter 9 measures what it costs in quality).
+#
+# **Exercise 06.3 · Derive.** With the cache in int8, what is the longest context
+# multiquery by batch fits in 30% of a chip's 32 GiB at batch 512 (Table 1's setting)?
+
+# %%
+answer_3 = 21_161
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("06.3", answer_3)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+fits = {(v, b, fmt): kv.max_context("palm-540b", 64, b, v, kv=fmt)
+        for v in planner.ATTENTION_VARIANTS for b in (128, 512) for fmt in ("bf16", "int8")}
+rows = [[v, b, f"{fits[v, b, 'bf16']:,}", f"{fits[v, b, 'int8']:,}",
+         f"{fits[v, b, 'int8'] / fits[v, b, 'bf16']:.3f}"]
+        for v in planner.ATTENTION_VARIANTS for b in (128, 512)]
+print("max context in 30% of a TPU v4's HBM, PaLM 540B on 64 chips")
+print(bt.table(["variant", "batch", "bf16 cache", "int8 cache", "int8 / bf16"], rows))
+
+# %% [markdown]
+# Every length of Table 1 nearly doubles: not quite, because each head's scale costs 2 bytes a
+# position beside its D one-byte values (1/128 more for multiquery's D = 256, 1/64 for the
+# multihead model's D = 128). Memory is what the format buys first; the decode step's reads
+# are the second. PaLM 540B at batch 512 on 64 chips, 2D weight-stationary by batch, the same
+# step in both cache formats (`tpu-v4` datasheet, rule `overlap`, plain schedule): the cache's
+# reads halve, and the step follows only where they outgrow its compute.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+rows = []
+for S in (8192, 32768, 65536):
+    for fmt in ("bf16", "int8"):
+        e = cost.estimate("palm-540b-64heads", ti.Layout("ws2d", "batch"), (4, 4, 4), batch=512,
+                          tokens=1, context=S, kv=fmt)
+        rows.append([f"{S:,}", fmt, bt.seconds(e.compute_s), bt.seconds(e.weights_s + e.kv_s),
+                     bt.seconds(e.kv_s), bt.seconds(e.step_s),
+                     f"{e.memory_per_chip_bytes / 2**30:.1f}", "yes" if e.fits else "no"])
+print(bt.table(["context", "cache", "compute", "HBM reads", "of them KV", "step",
+                "GiB/chip", "fits"], rows))
+
+# %% [markdown]
+# At batch 512 the step is compute-bound: 2·N·B FLOPs outlast the weights' and the cache's
+# reads until the context is long. From 32,768 positions the bf16 cache's reads pass the
+# compute and the step grows with them; the int8 cache keeps them under it, and at 65,536
+# its step is a fifth shorter. And at 32,768 the bf16 cache no longer fits in 32 GiB, the
+# int8 one does. Chapter 12 meets a model whose eight K/V heads make these reads dominate at
+# every batch.
+
 # %%
 contexts = [2**k for k in range(7, 18)]  # 128 .. 128k
 batches = [2**k for k in range(6, 11)]  # 64 .. 1024
@@ -197,24 +256,24 @@ print(bt.table(["decode attention", "tokens equal reference", "KV bytes/device p
 # And the collectives of the by-batch decode step: the same as by heads, plus two
 # all-to-alls per layer.
 #
-# **Exercise 06.3 · Predict, then run.** The tiny model (256 query heads of 8, multiquery,
+# **Exercise 06.4 · Predict, then run.** The tiny model (256 query heads of 8, multiquery,
 # f32) decoding 8 sequences on 2×2×2 with attention by batch: Q is split over the heads, 32
 # heads a chip, and moves to batch-split; the attention output moves back. How many bytes per
 # device will the step's all-to-alls move, both layers together (chapter 2: an all-to-all is
 # charged its input)?
 
 # %%
-answer_3 = 32_768
+answer_4 = 32_768
 
 # %%
 from tpuinfer_widgets import PredictionLock
 
-lock = PredictionLock("06.3", "all-to-all bytes per device, by-batch decode at batch 8",
+lock = PredictionLock("06.4", "all-to-all bytes per device, by-batch decode at batch 8",
                       lambda: sweeps.step_quantity(cfg, mesh, ti.Layout("ws2d", "batch"),
                                                    phase="decode", batch=8,
                                                    context=8 + steps, params=params,
                                                    quantity="bytes:all-to-all"),
-                      guess=answer_3)
+                      guess=answer_4)
 lock
 
 # %%
@@ -222,7 +281,7 @@ lock.snapshot()
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("06.3", answer_3)
+bt.check("06.4", answer_4)
 
 # %%
 m = measure(cfg, mesh, ti.Layout("ws2d", "batch"), phase="decode", batch=8, context=8 + steps,
@@ -324,16 +383,17 @@ explorer.snapshot()
 #
 # ## Exercises
 #
-# Exercises 06.1 to 06.3 are above, with the cache sizes and the by-batch step.
+# Exercises 06.1 to 06.4 are above, with the cache sizes, the int8 cache and the by-batch
+# step.
 #
-# **Exercise 06.4 · Derive.** On the 2×2×2 mesh, what is the smallest batch that attention by
+# **Exercise 06.5 · Derive.** On the 2×2×2 mesh, what is the smallest batch that attention by
 # batch (in 2D weight-stationary, whose heads are split over the axes z, y, x, in that order)
 # can run with? The batch takes the longest run of heads axes, from the last, whose chips
 # divide it, and it needs at least one axis.
 
 # %%
-answer_4 = 2
+answer_5 = 2
 
 # %%
 # NBVAL_CHECK_OUTPUT
-bt.check("06.4", answer_4)
+bt.check("06.5", answer_5)

@@ -241,7 +241,9 @@ fig.show()
 # third and three quarters of the cost. That gap is the datasheet profile being a bound (peak
 # FLOP/s, full bandwidth, nothing between the matmuls), not the paper's layouts being poor:
 # chapter 10 prices the paper's own layouts, and its calibrated profile, fitted to those four
-# columns, lands within 11% of each.
+# columns, lands within 1% of each (a fit, so no evidence); chapter 14 ("How far to trust the
+# model") sets the calibrated profiles beside every public measurement they were not fitted
+# to.
 #
 # The frontier points, as a table (H is the head count priced, where the planner padded it),
 # and the paper's measurement at the one point it reports per token. The datasheet
@@ -280,11 +282,11 @@ for phase in ("prefill", "decode"):
 print(bt.table(["phase", "model", "plain", "looped", "looped both ways"], rows))
 
 # %% [markdown]
-# PaLM 540B's frontier points are all looped. Plain schedules survive only for the smaller
-# models, at batch 1 on many chips and at some 1D weight-stationary points: there a ring
-# runs round every chip of a large group, one way, paying a hop per round, while the partial
-# matmul beside each round is short (a small model's step split many ways), so the rounds
-# hide less than the ring costs. Everywhere else a looped schedule is on the frontier: the
+# PaLM 540B's frontier points are all looped. Plain schedules survive only in the smaller
+# models' decode on 64 chips (PaLM 8B at batch 1, PaLM 62B at batches 4 to 64): there a ring
+# runs round every chip of a large group, paying a hop per round, while the partial matmul
+# beside each round is short (a small model's step split 64 ways), so the rounds hide less
+# than the ring costs. Everywhere else a looped schedule is on the frontier: the
 # weight-stationary layouts pass activations round their rings, the weight-gathered ones
 # their weights.
 #
@@ -473,7 +475,8 @@ explorer.snapshot()
 # - The planner's layouts run for real on 256 emulated devices and equal the reference.
 # - Every configuration is a point of latency against cost; the frontier keeps the ones no
 #   other point beats on both. Batch buys cost, chips buy latency.
-# - Datasheet predictions sit below the paper's measured latencies: read them as bounds.
+# - Datasheet predictions sit below the paper's measured latencies: read them as bounds;
+#   chapter 14 shows how far a calibrated profile carries beyond its fit.
 # - Padding PaLM 540B's heads from 48 to 64 costs attention work and unlocks the layouts
 #   that put it on the frontier.
 #

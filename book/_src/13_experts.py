@@ -87,6 +87,8 @@ print(bt.table(["model", "layers", "E", "experts M", "k", "expert F", "shared U"
 
 # %%
 print(inspect.getsource(model._mixture))
+
+# %%
 print(inspect.getsource(moe.route))
 
 # %% [markdown]
@@ -110,6 +112,18 @@ print(bt.table(["model", "C at L = 1", "L = 16", "L = 512", "L = 2,048"], rows))
 # every sequence carries a slot at every expert, M slots for its k routes. We come back to
 # that price below.
 #
+# **Exercise 13.1 · Derive.** How many slots C does each of Qwen3-235B-A22B's experts get
+# for a prefill of 1,000 tokens a sequence (128 experts, 8 a token)?
+
+# %%
+answer_1 = 79
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("13.1", answer_1)
+
+# %% [markdown]
+#
 # Drops by hand: a router of zeros gives every expert the same score, and top-k breaks the
 # tie towards the lowest experts, so every token goes to experts 0 and 1, each weighted 1/2.
 # A prompt of 4 tokens sends 4 routes to each; C = 1 keeps one: 6 routes dropped a sequence
@@ -128,6 +142,23 @@ prompt_BL = np.random.default_rng(0).integers(0, cfg.V, (8, 4))
 out = ti.generate(zero_router, cfg, prompt_BL[:2], steps=2)
 print("dropped in prefill, per sequence:", out.dropped["prefill"].tolist())
 print("dropped in decode, per sequence: ", out.dropped["decode"].tolist())
+
+# %% [markdown]
+# **Exercise 13.2 · Predict, then run.** With the same router of zeros, a sequence whose
+# prompt has 8 tokens: how many routes will tiny-moe drop in its prefill, both layers
+# together? Mind what the capacity rule gives for 8 tokens. The cell after your answer runs
+# it.
+
+# %%
+answer_2 = 28
+
+# %%
+eight = ti.generate(zero_router, cfg, prompt_BL[:1, :1].repeat(8, axis=1), steps=1)
+print("dropped in prefill:", int(eight.dropped["prefill"][0]))
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("13.2", answer_2)
 
 # %% [markdown]
 # ## Experts on the mesh
@@ -221,6 +252,33 @@ print("every collective equal to the prediction:",
       exact(m_full.measured) == exact(m_full.predicted))
 
 # %% [markdown]
+# **Exercise 13.3 · Predict, then run.** tiny-moe decoding 8 sequences on 2×2×2 in `ep-xy`
+# (experts over x·y, 4 groups; each expert's F over z), f32: how many bytes per device will
+# the step's all-to-alls move, dispatch and combine of both layers together (chapter 2's
+# convention: an all-to-all is charged its input)? The lock compiles the step and counts.
+
+# %%
+answer_3 = 393_216
+
+# %%
+from tpuinfer import sweeps
+from tpuinfer_widgets import PredictionLock
+
+lock = PredictionLock("13.3", "all-to-all bytes per device, tiny-moe ep-xy decode, batch 8",
+                      lambda: sweeps.step_quantity(cfg, mesh, ti.Layout("ep-xy", "heads"),
+                                                   phase="decode", batch=8, context=7,
+                                                   params=params, quantity="bytes:all-to-all"),
+                      guess=answer_3)
+lock
+
+# %%
+lock.snapshot()
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("13.3", answer_3)
+
+# %% [markdown]
 # ## How many experts a batch touches
 #
 # A decode step's expert weights need only be read for the experts some token went to (a
@@ -232,7 +290,20 @@ print("every collective equal to the prediction:",
 # E[experts touched] = M · (1 − (1 − k/M)^T),
 #
 # k at T = 1 (the k experts of one token), rising to M once T passes a few times M/k
-# (`experts.experts_touched`). Against a simulation of uniform routing (numpy, 2,000 draws):
+# (`experts.experts_touched`).
+#
+# **Exercise 13.4 · Derive.** From how many tokens T does uniform routing touch 99% of
+# Mixtral's 8 experts on average (2 a token)? Solve for T; give it to three figures.
+
+# %%
+answer_4 = 16.0
+
+# %%
+# NBVAL_CHECK_OUTPUT
+bt.check("13.4", answer_4)
+
+# %% [markdown]
+# The formula, against a simulation of uniform routing (numpy, 2,000 draws):
 
 # %%
 print(inspect.getsource(experts.experts_touched))
@@ -376,36 +447,41 @@ for (name, hw), (n, p) in plans.items():
     pre, dec = p.prefill, p.decode
     degrees = [f"{ph.experts['expert_parallel']} x {ph.experts['tensor_parallel']}"
                for ph in (pre, dec)]
-    where = [f"{ph.best.layout} {'x'.join(map(str, ph.best.mesh_shape))}" for ph in (pre, dec)]
+    where = [f"{ph.best.layout.ffn} {'x'.join(map(str, ph.best.mesh_shape))}"
+             for ph in (pre, dec)]
     rows.append([name, hw, n, degrees[0], where[0], bt.seconds(pre.best.latency_s),
                  degrees[1], where[1], bt.seconds(dec.best.per_token_s)])
-print(bt.table(["model", "chip", "chips", "prefill EP x TP", "layout, mesh", "latency",
-                "decode EP x TP", "layout, mesh", "per token"], rows))
+print(bt.table(["model", "chip", "chips", "prefill", "on", "latency", "decode", "on",
+                "per token"], rows))
+print("prefill, decode: expert-parallel x tensor-parallel degree")
 
 # %% [markdown]
-# Prefill takes the highest expert-parallel degree it can run: its capacity buffers are large
-# (640 slots at each of Mixtral's experts, 160 at Qwen3's), each doubling of the degree halves
-# the slots a chip sends, and tensor parallelism would reduce-scatter all of them. Only
-# Qwen3-235B on 64 v5e chips stops short, at 16 × 4: 64 groups of experts would need 64
-# sequences (each group runs whole sequences), and a 2D v5e slice of 64 chips offers no
-# degree of 32 (`ep-x`'s x stops at a side of 16; `ep-xy`'s x·y is all 64).
+# Prefill takes the highest expert-parallel degree it can run in almost every row: its
+# capacity buffers are large (640 slots at each of Mixtral's experts, 160 at Qwen3's), each
+# doubling of the degree halves the slots a chip sends, and tensor parallelism would
+# reduce-scatter all of them (Mixtral on 16 v5e chips stops at 8 × 2 because it has 8
+# experts). Qwen3-235B on 64 v5e chips stops short, at 16 × 4: 32 × 2 runs too, and the
+# planner says why it lost (the first line below).
 #
-# Decode divides. On TPU Qwen3 keeps the highest degree it can run, as in prefill: its
-# buffers carry 16 times its routes, and a reduce-scatter of every slot over tensor chips
-# costs more than it saves. Mixtral goes the other way on v6e and H100, to tensor
-# parallelism alone (1 × 4, 1 × 2), and meets in the middle on v5e (4 × 4): its 8 experts
-# and 4x padding keep its all-to-alls small, and what decides is attention, which every group
-# of experts holds whole, split over only its |t| chips: fewer groups, fewer copies of
-# attention to read. v5e's slower links tip it back towards expert parallelism. Qwen3-235B
-# on 8 H100s, whose links are fast, trades the same way, at 4 × 2. The planner says why, by
-# the terms that differ most from the best at the next-best degree:
+# Decode divides. Qwen3-30B keeps the highest degree on every chip (one H100 holds it whole),
+# parallel. Mixtral goes the other way on v6e and H100, to tensor parallelism alone (1 × 4,
+# 1 × 2), and meets in the middle on v5e (4 × 4); Qwen3-235B settles between the two
+# extremes on every chip. What decides is a trade between two terms. Every group of
+# experts holds attention (and the shared weights) whole, split over only its |t| chips:
+# more groups, more copies of attention to read each step. Tensor parallelism instead
+# reduce-scatters every slot of the buffers, and Qwen3's carry 16 times its routes. v5e's
+# slower links tip each model towards expert parallelism. The planner says why, by the
+# terms that differ most from the best at the next-best degree:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for key in (("mixtral-8x7b", "tpu-v5e"), ("qwen3-235b-a22b", "tpu-v5e"),
+why = [f"qwen3-235b-a22b on 64 tpu-v5e, prefill: "
+       f"{plans['qwen3-235b-a22b', 'tpu-v5e'][1].prefill.experts['why']}"]
+for key in (("mixtral-8x7b", "tpu-v5e"), ("qwen3-235b-a22b", "tpu-v6e"),
             ("qwen3-235b-a22b", "h100-sxm")):
     n, p = plans[key]
-    print(f"{key[0]} on {n} {key[1]}, decode: {p.decode.experts['why']}")
+    why.append(f"{key[0]} on {n} {key[1]}, decode: {p.decode.experts['why']}")
+print(bt.wrapped(why))
 
 # %% [markdown]
 # The same on the command line, every degree's best beside the choice:
@@ -427,37 +503,10 @@ for key in (("mixtral-8x7b", "tpu-v5e"), ("qwen3-235b-a22b", "tpu-v5e"),
 #   bound for real routers). Decode reads every expert from a batch of a few M/k, and turns
 #   compute-bound only at about N/N_active times a dense model's ridge point.
 # - The planner weighs expert-parallel degree against tensor parallelism per phase: prefill
-#   takes the most expert parallelism, decode depends on M/k and on attention's reads.
+#   takes the most expert parallelism, decode trades attention's copies against the
+#   reduce-scatter of every slot, and so depends on M/k and on the chip's links.
 #
 # ## Exercises
 #
-# 1. **Derive** the number of Mixtral's 8 experts a decode step of 4 sequences touches on
-#    average, under uniform routing (2 of 8 a token).
-# 2. **Derive** the capacity C of Qwen3-235B-A22B's experts for a prefill of 1,000 tokens a
-#    sequence.
-# 3. **Predict, then run.** tiny-moe, decode, batch 8, f32, on 2×2×2 in `ep-xy` (experts
-#    over x·y, 4 groups): how many bytes per device does the dispatch all-to-all move? Write
-#    the number down; the cell after the answers measures it.
-# 4. With the router of zeros above, how many routes does tiny-moe drop for one sequence
-#    whose prompt has 8 tokens (both layers together)?
-
-# %%
-answer_1 = 8 * (1 - (1 - 2 / 8) ** 4)
-answer_2 = 79
-answer_3 = 2 * 256 * 1 * 64 * 4
-answer_4 = 2 * 2 * (8 - 1)
-
-# %%
-# NBVAL_CHECK_OUTPUT
-bt.check("exercise 1", answer_1, experts.experts_touched(8, 2, 4),
-         hint="M·(1 − (1 − k/M)^T) with M = 8, k = 2, T = 4")
-bt.check("exercise 2", answer_2, ti.MODELS["qwen3-235b-a22b"].capacity(1000),
-         hint="⌈1.25 · L · k / M⌉ with L = 1,000, k = 8, M = 128")
-m_xy = measure(cfg, mesh, ti.Layout("ep-xy", "heads"), phase="decode", batch=8, context=7,
-               repeats=0)
-dispatch = next(x for x in m_xy.measured.collectives if x.kind == "all-to-all")
-bt.check("exercise 3", answer_3, dispatch.bytes,
-         hint="a chip's B/|e| sequences, each M·C slots of E, 4 bytes each (f32)")
-eight = ti.generate(zero_router, cfg, prompt_BL[:1, :1].repeat(8, axis=1), steps=1)
-bt.check("exercise 4", answer_4, int(eight.dropped["prefill"][0]),
-         hint="C = 1 for 8 tokens; 2 experts each keep one; 2 layers")
+# Exercises 13.1 to 13.4 are above: the capacity of a long prefill, the routes a router of
+# zeros drops, the all-to-alls of an `ep-xy` decode, and the batch that reads every expert.

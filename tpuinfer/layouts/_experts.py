@@ -28,10 +28,11 @@ a3. ·`H_tDE` -> `B_eLE` partial-sum(t); reduce-scatter(t) -> `B_eLE_t`
 Communication per layer and chip (elements), with n_e = |e|, n_t = |t| and M·C ≈ cf·L·k:
 2·(B/n_e)·L·E for attention; (B/n_e)·L·E (step 1); (B/n_e)·M·C·E and B·(M/n_e)·C·E/n_t in
 the two all-to-alls (each slot's E, there and back in 1/n_t of it); B·(M/n_e)·C·E (+
-(B/n_e)·L·E shared) into step 6's reduce-scatter. More expert parallelism (n_e up) holds and reads fewer
-experts a chip and moves fewer bytes a chip, across more chips; more tensor parallelism
-(n_t up) splits every expert instead, so every chip reads a slice of every expert it holds,
-at the price of step 6 and of attention's collectives. The planner weighs the two per phase.
+(B/n_e)·L·E shared) into step 6's reduce-scatter. More expert parallelism (n_e up) holds
+and reads fewer experts a chip and moves fewer bytes a chip, across more chips; more tensor
+parallelism (n_t up) splits every expert instead, so every chip reads a slice of every expert
+it holds, at the price of step 6 and of attention's collectives. The planner weighs the two
+per phase.
 """
 from __future__ import annotations
 
