@@ -23,7 +23,7 @@ import nbformat
 import plotly
 
 from _diagrams import DIAGRAMS, FENCE, svg_name
-from tpuinfer.book_cli import chapters
+from tpuinfer.cli.book import chapters
 
 BOOK = pathlib.Path(__file__).resolve().parent
 PAPER_URL = "https://arxiv.org/abs/2211.05102"

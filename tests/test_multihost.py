@@ -20,7 +20,7 @@ import pytest
 
 import tpuinfer as ti
 from tpuinfer import multihost
-from tpuinfer.demo import format_report
+from tpuinfer.cli.demo import format_report
 from tpuinfer.mesh import parse_shape
 
 CFG = ti.MODELS["tiny"]
@@ -299,7 +299,7 @@ def test_bad_emulation_arguments_say_what_would_work():
 def test_demo_runs_the_fastest_layouts_whose_sockets_fit():
     """On a machine allowing 20,000 open files the planner's 256-device layouts need 32,640 in
     2 processes: the demo runs the fastest pair whose groups fit instead, and says so."""
-    from tpuinfer import demo
+    from tpuinfer.cli import demo
     shape = (4, 8, 8)
     chosen = demo.planned_layouts(CFG, shape, 256, 16, 32)
     assert multihost.open_files_for(CFG, chosen, shape, 256, 2) == 32640

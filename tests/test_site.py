@@ -13,7 +13,7 @@ import sys
 import nbformat
 import pytest
 
-from tpuinfer.book_cli import chapters as stored_chapters
+from tpuinfer.cli.book import chapters as stored_chapters
 from tpuinfer.cli import main
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -87,8 +87,6 @@ import functools
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from .config import ModelConfig, get_model
 from .errors import UsageError
 from .hardware import HardwareProfile, get_hardware, group_links
@@ -176,12 +174,12 @@ def _price(collectives: tuple, hw, mesh_shape, flops_per_s, hbm_per_s, replicas=
 
 
 def combine(rule: str, compute_s, memory_s, comm_s, hidden_s, overhead_s=0.0):
-    """The step time from its parts under `rule` (works on numpy arrays of steps too):
-    `hidden_s` is the part of `comm_s` looped rings hide under `overlap`."""
+    """The step time from its parts under `rule`: `hidden_s` is the part of `comm_s` looped
+    rings hide under `overlap`."""
     if rule == "sum":
         return compute_s + memory_s + comm_s + overhead_s
     if rule == "overlap":
-        return np.maximum(compute_s, memory_s) + comm_s - hidden_s + overhead_s
+        return max(compute_s, memory_s) + comm_s - hidden_s + overhead_s
     raise UsageError(f"unknown rule {rule!r}; choose 'sum' (no overlap) or 'overlap'")
 
 

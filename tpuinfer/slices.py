@@ -31,10 +31,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
+from .axes import AXES, factorizations
 from .errors import UsageError
-from .mesh import AXES, factorizations
 
 # source: cloud.google.com/tpu/docs/v5e and cloud.google.com/tpu/docs/v6e (the 2D slice shapes)
 SLICES_2D = ((1, 1), (2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16))
@@ -310,12 +308,13 @@ def _phases(order, k) -> float:
 
 
 def _switch_links(hw, mesh_shape, axes, k) -> GroupLinks:
-    # The groups are the index sets that vary only along `axes` (row-major device order).
-    ids = np.arange(math.prod(mesh_shape)).reshape(mesh_shape)
+    # The groups are the devices that differ only along `axes` (numbered row-major over x, y,
+    # z); a group stays inside a node when all its members' ids fall in one run of node_size.
     keep = [i for i, a in enumerate(AXES) if a not in axes]
-    groups = np.transpose(ids, keep + [AXES.index(a) for a in axes]).reshape(-1, k)
-    nodes = groups // hw.node_size
-    inside = bool(np.all(nodes == nodes[:, :1]))
+    nodes: dict[tuple, set] = {}
+    for device, coords in enumerate(itertools.product(*map(range, mesh_shape))):
+        nodes.setdefault(tuple(coords[i] for i in keep), set()).add(device // hw.node_size)
+    inside = all(len(n) == 1 for n in nodes.values())
     # a group that leaves its node crosses InfiniBand: every ring through it goes through a
     # GPU's own NIC, at the network's bandwidth and latency
     bandwidth = hw.link_bandwidth if inside else hw.network_bandwidth

@@ -21,7 +21,7 @@ and every chip holds a slice of every expert (tensor parallelism alone, as a den
 from __future__ import annotations
 
 from . import _experts
-from ._common import Axes
+from .interface import Axes
 from ._experts import block, check, collectives, kv_axes
 
 NAME = "ep-x"

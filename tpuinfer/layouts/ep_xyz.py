@@ -19,7 +19,7 @@ their collectives and the checks: `_experts`.
 from __future__ import annotations
 
 from . import _experts
-from ._common import Axes
+from .interface import Axes
 from ._experts import block, check, collectives, kv_axes
 
 NAME = "ep-xyz"

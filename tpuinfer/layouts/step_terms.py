@@ -24,10 +24,9 @@ from typing import NamedTuple
 from ..config import ModelConfig
 from ..experts import touched_fraction
 from ..kv_formats import resolve as kv_format
-from ..model import QUERY_BLOCK
-from ..shapes import CONTRACT, EXPERTS, is_matrix, output_table, param_shapes
-from ..quant import check_format, stored_arrays
 from ..errors import UsageError
+from ..shapes import CONTRACT, EXPERTS, QUERY_BLOCK, is_matrix, output_table, param_shapes
+from ..weight_formats import check_format, stored_arrays
 from ..terms import StepTerms
 from . import _common as c
 from . import _experts, head
