@@ -168,19 +168,18 @@ def _sum_of_steps(rule: str, ends: dict, steps: int) -> float:
     last)). Under `sum` the step time is affine in i, so the sum is steps·(first + last)/2.
     Under `overlap` max(compute, memory) is affine on each side of the step where the two
     cross: the sum is taken so, piece by piece."""
-    def part(k, i):
-        a, b = ends[k]
-        return a + (b - a) * (i / (steps - 1) if steps > 1 else 0.0)
+    def at(i) -> tuple:  # (compute, memory, comm, hidden, overhead) of step i
+        f = i / (steps - 1) if steps > 1 else 0.0
+        p = {k: a + (b - a) * f for k, (a, b) in ends.items()}
+        return (p["compute_s"], p["weights_s"] + p["kv_s"] + p["activations_s"], p["comm_s"],
+                p["hidden_s"], p["overhead_s"])
 
-    def memory(i):
-        return part("weights_s", i) + part("kv_s", i) + part("activations_s", i)
-
-    def step_s(i):
-        return combine(rule, part("compute_s", i), memory(i), part("comm_s", i),
-                       part("hidden_s", i), part("overhead_s", i))
-
+    first, last = at(0), at(steps - 1)
     cuts = [0, steps]
-    d0, d1 = part("compute_s", 0) - memory(0), part("compute_s", steps - 1) - memory(steps - 1)
+    d0, d1 = first[0] - first[1], last[0] - last[1]
     if rule == "overlap" and d0 * d1 < 0:  # compute and memory cross: the max switches there
         cuts = [0, math.floor(d0 / (d0 - d1) * (steps - 1)) + 1, steps]
-    return sum((hi - lo) * (step_s(lo) + step_s(hi - 1)) / 2 for lo, hi in zip(cuts, cuts[1:]))
+    ends_of = {0: first, steps - 1: last}
+    return sum((hi - lo) * (combine(rule, *(ends_of.get(lo) or at(lo)))
+                            + combine(rule, *(ends_of.get(hi - 1) or at(hi - 1)))) / 2
+               for lo, hi in zip(cuts, cuts[1:]))

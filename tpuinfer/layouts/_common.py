@@ -135,6 +135,15 @@ def norm_names(cfg) -> list[str]:
     return ["norm"] if cfg.parallel_block else ["norm_attn", "norm_ffn"]
 
 
+def through_passes(one_pass, ctx, x_BLE, w, cache, pos):
+    """One layer of a body: `one_pass(ctx, x_BLE, w, cache, pos, norm, attn=, ffn=)` for each
+    of its passes (`passes`), each after its own norm; the attention pass writes the cache."""
+    for (attn, ffn), norm in zip(passes(ctx.cfg), norm_names(ctx.cfg)):
+        x_BLE, written = one_pass(ctx, x_BLE, w, cache, pos, norm, attn=attn, ffn=ffn)
+        cache = written if attn else cache
+    return x_BLE, cache
+
+
 # ---- collectives (terms) --------------------------------------------------------------------
 DTYPE = {4: "f32", 2: "bf16", 1: "s8"}  # bytes per element -> the element type moved (fp8
 #                                          weights name theirs: `weight_formats.HLO_TYPE`)

@@ -42,6 +42,9 @@ from ..shapes import layer_matrices
 from . import _common as c
 from . import _one_dim
 
+GATHER: tuple[str, ...] = ()  # weights never move: tokens do
+E_STAYS_SPLIT: tuple[str, ...] = ()  # steps a1 and 1 gather the whole of E
+
 
 def layer_specs(cfg, axes, mesh_shape=None) -> dict:
     """Partition specs of one layer: experts over e (`axes.batch`), F and heads over t."""

@@ -29,7 +29,6 @@ def block(ctx, x_BLE, w, cache, pos, specs):
     from . import looped
     from ._spmd import gather_param  # JAX: as above
 
-    cfg = ctx.cfg
     # 0. weight-gathered: each matrix arrives whole over the batch axes; looped, its chunks
     #    travel the ring of those axes instead, each multiplied as it passes
     if ctx.looped and ctx.ffn.GATHER:
@@ -38,11 +37,7 @@ def block(ctx, x_BLE, w, cache, pos, specs):
              if "norm" not in name else arr for name, arr in w.items()}
     else:
         w = {name: gather_param(ctx, name, arr, specs[name]) for name, arr in w.items()}
-    if cfg.parallel_block:
-        return _pass(ctx, x_BLE, w, cache, pos, "norm", attn=True, ffn=True)
-    x_BLE, cache = _pass(ctx, x_BLE, w, cache, pos, "norm_attn", attn=True, ffn=False)
-    x_BLE, _ = _pass(ctx, x_BLE, w, cache, pos, "norm_ffn", attn=False, ffn=True)
-    return x_BLE, cache
+    return c.through_passes(_pass, ctx, x_BLE, w, cache, pos)
 
 
 def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):

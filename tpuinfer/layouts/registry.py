@@ -46,6 +46,11 @@ def step(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int, tokens: int =
 def check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
     """Raise a LayoutError naming the first dimension the mesh does not divide, or a batch
     smaller than its sharding, with what would work instead."""
+    _check(cfg, layout, tuple(mesh_shape), batch)
+
+
+@functools.lru_cache(maxsize=8192)  # a configuration that passes is asked again at every step
+def _check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
     if cfg.n_experts and layout.ffn not in EXPERT_LAYOUTS:
         raise LayoutError(f"{cfg.name} is a mixture of experts, and {layout.ffn} partitions a "
                           f"dense feed-forward block; choose an expert-parallel layout: "

@@ -66,12 +66,7 @@ def layer_specs(cfg, mesh_shape=None) -> dict:
 
 
 def block(ctx, x_BLE, w, cache, pos):
-    cfg = ctx.cfg
-    if cfg.parallel_block:
-        return _pass(ctx, x_BLE, w, cache, pos, "norm", attn=True, ffn=True)
-    x_BLE, cache = _pass(ctx, x_BLE, w, cache, pos, "norm_attn", attn=True, ffn=False)
-    x_BLE, _ = _pass(ctx, x_BLE, w, cache, pos, "norm_ffn", attn=False, ffn=True)
-    return x_BLE, cache
+    return c.through_passes(_pass, ctx, x_BLE, w, cache, pos)
 
 
 def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
