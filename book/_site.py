@@ -192,8 +192,8 @@ def build(out: pathlib.Path, explore: bool = True) -> list[pathlib.Path]:
     written.append(out / "index.html")
     if explore:
         import _explore
-        (out / "explore.html").write_text(_explore.explore_page(nav_bar(names[-1], None)),
-                                          encoding="utf-8")
+        (out / "explore.html").write_text(_explore.explore_page(nav_bar(names[-1], None),
+                                                                STYLE), encoding="utf-8")
         written.append(out / "explore.html")
     unavailable = _planner.install(out)  # Pyodide and the cost path, or why not
     (out / "plan.html").write_text(_planner.planner_page(nav_bar(names[-1], None), STYLE,

@@ -167,3 +167,25 @@ def test_every_command_is_registered_in_plain_sight():
     sub = package.build_parser()._subparsers._group_actions[0].choices
     assert {"demo", "plan", "pareto", "max-context", "paper", "measure", "calibrate", "book",
             "warmup", "train", "accuracy"} == set(sub)
+
+
+LAZY = """
+import sys
+import tpuinfer as ti
+assert "jax" not in sys.modules, "import tpuinfer started JAX"
+assert ti.MODELS["tiny"].name == "tiny" and "jax" not in sys.modules
+import tpuinfer.generate, tpuinfer.measure  # the modules named as the functions they hold
+print(ti.generate.__module__, ti.measure.__module__, ti.emulate.__module__,
+      ti.engine.__name__, "jax" in sys.modules)
+"""
+
+
+def test_the_package_loads_the_engines_names_when_first_asked():
+    """`import tpuinfer` starts no JAX; `ti.generate`, `ti.measure`, `ti.emulate` and the
+    submodules (`ti.engine`) arrive when asked, the functions even once their modules of the
+    same name are imported."""
+    run = subprocess.run([sys.executable, "-c", LAZY], capture_output=True, text=True,
+                         timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["tpuinfer.generate", "tpuinfer.measure", "tpuinfer.mesh",
+                                  "tpuinfer.engine", "True"]

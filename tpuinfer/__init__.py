@@ -21,6 +21,8 @@ attribute (`ti.engine`).
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from .caches import cache_sizes, clear_caches
 from .config import MODELS, ModelConfig, get_model
@@ -55,3 +57,17 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+class _Package(types.ModuleType):
+    """The package, whose `generate` and `measure` stay the functions: Python binds a submodule
+    as an attribute of its package once it is imported (`tpuinfer.generate`, the module), and
+    with the engine's names imported lazily nothing binds the function over it afterwards."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and _ENGINE.get(name) == name:
+            return  # the function of that name comes from `__getattr__`
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

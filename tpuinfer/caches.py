@@ -7,10 +7,10 @@ recently used dropped first), so a workshop of widget clicks stays small; `clear
 empties them all at once, with JAX's own compilation caches.
 
 Two kinds of cache: every `functools.lru_cache` in a tpuinfer module (found in the modules
-loaded so far), and the containers a module registers where it makes them
-(`_COMPILED = register("tpuinfer.engine._COMPILED", _Recent(32))`): anything with `clear()` and a
-length. Nothing here reads another module's names, and nothing imports JAX (a process that
-never started it has nothing of JAX's to clear).
+loaded so far), and the containers a module registers where it makes them, anything with
+`clear()` and a length (`_COMPILED = register("tpuinfer.engine._COMPILED", _Recent(32))`).
+Nothing here reads another module's names, and nothing imports JAX (a process that never
+started it has nothing of JAX's to clear).
 
 Memory freed is not memory returned: glibc's allocator keeps the pages of freed compiled
 programs for reuse, so a process's RSS kept rising (to 1.5 GB after 200 widget changes) with

@@ -91,11 +91,12 @@ def follow_launcher() -> str | None:
     """
     global _following
     launcher = os.environ.get(LAUNCHER_ENV)
-    if not launcher or _following:
+    if not launcher:
         return None
-    _following = True
-    if not _parent_death_signal(signal.SIGKILL):
-        threading.Thread(target=_watch_parent, args=(int(launcher),), daemon=True).start()
+    if not _following:
+        _following = True
+        if not _parent_death_signal(signal.SIGKILL):
+            threading.Thread(target=_watch_parent, args=(int(launcher),), daemon=True).start()
     if os.getppid() != int(launcher):
         return f"the launcher (pid {launcher}) has ended; this worker stops too"
     return None

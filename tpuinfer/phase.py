@@ -11,8 +11,9 @@ nothing else changes), so a phase prices the first and the last step and interpo
 step between them; every step is then combined under the rule and summed, which is the exact
 sum over the growing context without pricing each step (checked against the step-by-step sum
 in tests/test_planner.py). The sum is taken in closed form (`_sum_of_steps`): a phase of
-thousands of decode steps costs what one of two does. On R data-parallel replicas the steps are one replica's
-(`tpuinfer.planner`'s docstring says what a replica's latency, MFU and cost are).
+thousands of decode steps costs what one of two does. On R data-parallel replicas the steps
+are one replica's (`tpuinfer.planner`'s docstring says what a replica's latency, MFU and cost
+are).
 """
 from __future__ import annotations
 

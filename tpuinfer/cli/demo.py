@@ -171,8 +171,8 @@ def layouts_that_fit(cfg, shape, batch, prompt_len, steps, processes, chosen, pr
     """`chosen` (the planner's layouts) when their gloo sockets fit this machine's open-file
     limit in `processes` processes (`multihost.open_files_for`); else the pair, each phase the
     planner's best plain schedule of one (ffn, attention) on TPU v4, with the least total
-    latency whose sockets fit (as `--looped` runs them); `chosen` again when none fits (`multihost.check_open_files` then says so).
-    A layout given by name stays."""
+    latency whose sockets fit (as `--looped` runs them); `chosen` again when none fits
+    (`multihost.check_open_files` then says so). A layout given by name stays."""
     limit = multihost.open_file_limit()
 
     def fits(pair):
