@@ -2,8 +2,9 @@
 
 Each command module adds its parsers in `register(subparsers)`, each with `func`, a function
 of the parsed arguments returning `(json_object, text)`; every command takes `--json` and then
-prints one JSON object. The modules import the cost path only: a command that runs the engine
-imports it when it runs, so `tpuinfer plan` never starts JAX.
+prints one JSON object. No module here imports JAX or numpy when it is imported: a command
+that runs the engine imports it when it runs, so `tpuinfer plan` never starts JAX (and the
+static site's planner page runs this very package in the browser).
 
 A `tpuinfer.errors.TpuinferError` (a request that cannot be met as asked, a run stopped for a
 reason outside the library) is printed as one line, exit status 2. Anything else (a bug, an
