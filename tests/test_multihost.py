@@ -311,12 +311,14 @@ def test_a_worker_whose_launcher_has_ended_says_so_and_stops():
 
 
 def test_demo_runs_the_fastest_layouts_whose_sockets_fit():
-    """On a machine allowing 20,000 open files the planner's 256-device layouts need 32,640 in
-    2 processes: the demo runs the fastest pair whose groups fit instead, and says so."""
+    """On a machine allowing 20,000 open files the planner's 256-device layouts (wg-x/heads
+    prefill, ws1d/heads decode) need 41,088 in 2 processes: the demo runs the fastest pair
+    whose groups fit instead, and says so."""
     from tpuinfer.cli import demo
     shape = (4, 8, 8)
     chosen = demo.planned_layouts(CFG, shape, 256, 16, 32)
-    assert multihost.open_files_for(CFG, chosen, shape, 256, 2) == 32640
+    assert chosen == (ti.Layout("wg-x", "heads"), ti.Layout("ws1d", "heads"))
+    assert multihost.open_files_for(CFG, chosen, shape, 256, 2) == 41088
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(multihost, "open_file_limit", lambda: 20000)
         fitting = demo.layouts_that_fit(CFG, shape, 256, 16, 32, 2, chosen)
@@ -335,10 +337,10 @@ def test_demo_refuses_more_open_files_than_allowed_before_starting(monkeypatch, 
     monkeypatch.setattr(multihost, "open_file_limit", lambda: 3500)
     assert main(["demo", "--processes", "2", "--json"]) == 2
     error = json.loads(capsys.readouterr().out)["error"]
-    assert "2 processes of 128 devices each need about 32640 open files" in error
+    assert "2 processes of 128 devices each need about 41088 open files" in error
     # the advice: a run that fits and finishes within minutes here
     advice = "allows 3500 (ulimit -Hn); instead run fewer devices: `--processes 2 --mesh " \
-             "4x4x4` (64 devices, about 2 min on 2 cores"
+             "4x4x2` (32 devices, about 80 s on 2 cores"
     assert advice in error
     assert main(["demo", "--processes", "4"]) == 2  # 64 devices each: still too many
     assert advice in capsys.readouterr().err  # and 2 processes, the rehearsal tested here
