@@ -166,9 +166,9 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
 def _sum_of_steps(rule: str, ends: dict, steps: int) -> float:
     """The step time (`combine`) summed over `steps` steps, each part of step i at fraction
     i/(steps − 1) of the way between its first and last values (`ends`: part -> (first,
-    last)). Under `sum` the step time is affine in i, so the sum is steps·(first + last)/2.
-    Under `overlap` max(compute, memory) is affine on each side of the step where the two
-    cross: the sum is taken so, piece by piece."""
+    last)). Where the step time is affine in i (always under `sum`) the sum is
+    steps·(first + last)/2. Under `overlap` max(compute, memory) is affine on each side of the
+    step where the two cross: there the sum is taken in those two pieces."""
     def at(i) -> tuple:  # (compute, memory, comm, hidden, overhead) of step i
         f = i / (steps - 1) if steps > 1 else 0.0
         p = {k: a + (b - a) * f for k, (a, b) in ends.items()}
@@ -176,11 +176,9 @@ def _sum_of_steps(rule: str, ends: dict, steps: int) -> float:
                 p["hidden_s"], p["overhead_s"])
 
     first, last = at(0), at(steps - 1)
-    cuts = [0, steps]
     d0, d1 = first[0] - first[1], last[0] - last[1]
-    if rule == "overlap" and d0 * d1 < 0:  # compute and memory cross: the max switches there
-        cuts = [0, math.floor(d0 / (d0 - d1) * (steps - 1)) + 1, steps]
-    ends_of = {0: first, steps - 1: last}
-    return sum((hi - lo) * (combine(rule, *(ends_of.get(lo) or at(lo)))
-                            + combine(rule, *(ends_of.get(hi - 1) or at(hi - 1)))) / 2
-               for lo, hi in zip(cuts, cuts[1:]))
+    if rule != "overlap" or d0 * d1 >= 0:
+        return steps * (combine(rule, *first) + combine(rule, *last)) / 2
+    k = math.floor(d0 / (d0 - d1) * (steps - 1)) + 1  # the first step past the crossing
+    return (k * (combine(rule, *first) + combine(rule, *at(k - 1)))
+            + (steps - k) * (combine(rule, *at(k)) + combine(rule, *last))) / 2

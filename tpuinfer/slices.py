@@ -47,6 +47,9 @@ PAPER_MESHES = {8: (2, 2, 2), 16: (2, 4, 2), 32: (4, 2, 4), 64: (4, 4, 4), 128: 
 
 
 def _hw(hw):
+    """A profile, from its name (the cost model passes profiles: they come back at once)."""
+    if not isinstance(hw, str):
+        return hw
     from .hardware import get_hardware  # hardware imports this module for its mesh names
     return get_hardware(hw)
 

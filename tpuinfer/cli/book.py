@@ -10,7 +10,6 @@ The chapters are not part of the installed package: they live beside it in a che
 from __future__ import annotations
 
 import functools
-import http.server
 import importlib.util
 import pathlib
 import sys
@@ -46,9 +45,10 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def site_server(root: pathlib.Path, port: int = 0) -> http.server.ThreadingHTTPServer:
-    """An HTTP server of the static site in `root` on 127.0.0.1 (`port` 0: a free one), not
-    yet serving (`serve_forever`)."""
+def site_server(root: pathlib.Path, port: int = 0):
+    """An HTTP server (`http.server.ThreadingHTTPServer`) of the static site in `root` on
+    127.0.0.1 (`port` 0: a free one), not yet serving (`serve_forever`)."""
+    import http.server  # here: it brings ssl and email with it, which no other command needs
     if not (pathlib.Path(root) / "index.html").exists():
         raise UsageError(f"no site in {root} (no index.html); write it first with "
                          f"`tpuinfer book --html {root}`")
