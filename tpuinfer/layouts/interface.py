@@ -91,8 +91,8 @@ class FfnLayout(Protocol):
     E_STAYS_SPLIT: tuple[str, ...]  # axes E stays split over inside the matmuls (() if none)
 
     def layer_specs(self, cfg: ModelConfig, mesh_shape=None) -> dict[str, tuple]:
-        """The partition spec (`_common.Spec`) of each of one layer's parameters, as stored (grouped-query
-        attention's W_k, W_v depend on the mesh's sizes: `_common.kv_split`)."""
+        """The partition spec (`_common.Spec`) of each of one layer's parameters, as stored
+        (grouped-query attention's W_k, W_v depend on the mesh's sizes: `_common.kv_split`)."""
 
     def kv_axes(self, ctx: Ctx) -> tuple[str, ...]:
         """The axes the K/V heads a chip computes are split over, as attention receives them:
