@@ -18,7 +18,7 @@ import sys
 
 import nbformat
 
-from tpuinfer.book_cli import chapters
+from tpuinfer.cli.book import chapters
 
 BOOK = pathlib.Path(__file__).resolve().parent
 DIAGRAMS = BOOK / "diagrams"

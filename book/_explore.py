@@ -211,8 +211,9 @@ FIGURES = (
 )
 
 
-def explore_page(nav: str) -> str:
-    """The page: each figure in its own div, drawn by the site's plotly.js."""
+def explore_page(nav: str, style: str) -> str:
+    """The page: each figure in its own div, drawn by the site's plotly.js (`style`: the site's
+    stylesheet)."""
     parts = []
     for i, (title, chapter, make) in enumerate(FIGURES):
         fig = make()
@@ -225,9 +226,8 @@ def explore_page(nav: str) -> str:
                      f'<div class="site-plot explore-plot" id="explore-{i}"></div>'
                      f'<script>(() => {{ const f = {payload}; Plotly.newPlot("explore-{i}", '
                      f'f.data, f.layout, {{responsive: true}}); }})();</script></section>')
-    from _site import STYLE  # noqa: PLC0415 (one stylesheet for the site)
     return ('<!DOCTYPE html><html><head><meta charset="utf-8"><title>Explore the cost model'
-            f'</title><style>{STYLE}</style><script src="assets/plotly.min.js"></script>'
+            f'</title><style>{style}</style><script src="assets/plotly.min.js"></script>'
             f'</head><body>{nav}<div class="site-index"><h1>Explore the cost model</h1>'
             '<p>Predictions of the analytical cost model (arXiv 2211.05102, Section 2 and 3), '
             'each labelled with its hardware profile and rule, precomputed for every slider '

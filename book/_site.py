@@ -4,8 +4,10 @@ Every chapter page is its stored notebook (prose, code, outputs) rendered by nbc
 its plots drawn by the site's own copy of plotly.js, its diagrams as the SVGs `_diagrams.py`
 drew, a navigation bar (contents, previous, next, the explorable figures, the paper) and a
 table of its sections. `explore.html` holds the cost-model figures whose sliders and menus
-were computed from the library when the site was built (`_explore.py`). Nothing is fetched
-from the network: the pages work from `file://` and from any static host.
+were computed from the library when the site was built (`_explore.py`); `plan.html` runs the
+planner itself in the browser, the library's cost path on Pyodide (`_planner.py`). Nothing is
+fetched from the network: the pages work from any static host, and all but the live planner
+from `file://` too (served: `tpuinfer book --serve OUT`).
 
     python book/_build.py --html OUT        (or: tpuinfer book --html OUT)
 """
@@ -22,8 +24,9 @@ import time
 import nbformat
 import plotly
 
+import _planner
 from _diagrams import DIAGRAMS, FENCE, svg_name
-from tpuinfer.book_cli import chapters
+from tpuinfer.cli.book import chapters
 
 BOOK = pathlib.Path(__file__).resolve().parent
 PAPER_URL = "https://arxiv.org/abs/2211.05102"
@@ -115,6 +118,7 @@ def nav_bar(prev: str | None, next_: str | None) -> str:
     if next_:
         links.append(f'<a href="{next_}">next &rarr;</a>')
     links += ['<a href="explore.html">explore the cost model</a>',
+              '<a href="plan.html">plan your own</a>',
               f'<a href="{PAPER_URL}">the paper (arXiv 2211.05102)</a>']
     return '<nav class="site-nav">' + "".join(links) + "</nav>"
 
@@ -152,9 +156,12 @@ def index_page(entries: list[tuple[str, str]]) -> str:
             f'Transformer Inference"</a> (arXiv 2211.05102). Each chapter is a notebook: read '
             f'it here with its stored outputs, or run it in JupyterLab (README) to move its '
             f'explorers and run its steps on 256 emulated devices. The cost-model figures on '
-            f'<a href="explore.html">explore the cost model</a> move here, without a kernel.'
+            f'<a href="explore.html">explore the cost model</a> move here, without a kernel, '
+            f'and <a href="plan.html">plan your own</a> runs the planner itself in your browser '
+            f'(served over http: <code>tpuinfer book --serve</code>).'
             f'</p><table>{rows}<tr><td><a href="explore.html">Explore the cost model: seven '
-            f'figures with sliders</a></td></tr></table></div></body></html>')
+            f'figures with sliders</a></td></tr><tr><td><a href="plan.html">Plan your own: '
+            f'the planner, live</a></td></tr></table></div></body></html>')
 
 
 def build(out: pathlib.Path, explore: bool = True) -> list[pathlib.Path]:
@@ -185,9 +192,13 @@ def build(out: pathlib.Path, explore: bool = True) -> list[pathlib.Path]:
     written.append(out / "index.html")
     if explore:
         import _explore
-        (out / "explore.html").write_text(_explore.explore_page(nav_bar(names[-1], None)),
-                                          encoding="utf-8")
+        (out / "explore.html").write_text(_explore.explore_page(nav_bar(names[-1], None),
+                                                                STYLE), encoding="utf-8")
         written.append(out / "explore.html")
+    unavailable = _planner.install(out)  # Pyodide and the cost path, or why not
+    (out / "plan.html").write_text(_planner.planner_page(nav_bar(names[-1], None), STYLE,
+                                                         unavailable), encoding="utf-8")
+    written.append(out / "plan.html")
     return written
 
 

@@ -13,7 +13,7 @@ BOOK = pathlib.Path(__file__).resolve().parents[1] / "book"
 sys.path.insert(0, str(BOOK))
 import _build  # noqa: E402  (book/_build.py: the chapters' generator)
 
-from tpuinfer.book_cli import chapters  # noqa: E402
+from tpuinfer.cli.book import chapters  # noqa: E402
 
 CHAPTERS = chapters()
 FIRST_CELL = "import tpuinfer as ti\nti.emulate(256)"

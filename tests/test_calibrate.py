@@ -9,9 +9,12 @@ import pytest
 
 import tpuinfer as ti
 from tpuinfer import calibrate as calibrate_module
+from tpuinfer import sweeps
 from tpuinfer.calibrate import (EFFICIENCY_BOUNDS, RELAYOUT_NOMINAL, Calibration,
-                                CalibrationError, calibrate, fit_steps, summary)
+                                CalibrationError, calibrate, fit_collective, fit_launch,
+                                fit_steps, memory_per_device, per_call_s, without_flops)
 from tpuinfer.cli import main
+from tpuinfer.cli.calibrate import summary
 from tpuinfer.cost import collective_time, estimate
 from tpuinfer.errors import UsageError
 from tpuinfer.hardware import (HOST_KINDS, HardwareProfile, get_hardware, host_profile_path,
@@ -101,7 +104,7 @@ def test_a_host_collective_is_priced_per_call_device_member_and_byte():
 def test_the_collective_fit_recovers_its_constants_despite_a_sample_lost_in_noise():
     """One call cheaper than the timing's noise (seen: an all-reduce on 8 devices at 1 µs)
     must not outweigh the rest: the fit leaves it out and still finds every constant."""
-    from tpuinfer.calibrate import COLLECTIVE_POINTS, NOISE_S, fit_collective
+    from tpuinfer.calibrate import COLLECTIVE_POINTS, NOISE_S
     truth = (20e-6, 8e-6, 4e-7, 1e-10)  # call, per device, per device per member, per byte
     samples = []
     for shape, axes, elems in COLLECTIVE_POINTS:
@@ -216,6 +219,60 @@ def test_a_fit_outside_physical_bounds_fails_and_says_so(tmp_path, monkeypatch):
     assert not (tmp_path / "host.json").exists()
 
 
+def test_a_micro_benchmark_lost_in_noise_fails_naming_its_fit():
+    """No floor stands in for a time the machine did not give: a chain of four calls no
+    slower than one, FLOPs that leave a benchmark no time for its bytes, a launch cheaper on
+    more devices, or a collective whose calls all came out at or below zero each fail the
+    calibration, naming the fit (and nothing is written)."""
+    assert per_call_s(400e-6, 100e-6, 4, "memory bytes/s") == pytest.approx(100e-6)
+    with pytest.raises(CalibrationError, match=r"^calibration failed: memory bytes/s: 4 "
+                                               r"chained calls took 90 µs, one 100 µs.*busy"):
+        per_call_s(90e-6, 100e-6, 4, "memory bytes/s")
+    assert without_flops(100e-6, 50e-6, "activation bytes/s") == pytest.approx(50e-6)
+    with pytest.raises(CalibrationError, match=r"activation bytes/s: its FLOPs at the measured "
+                                               r"matmul rate take 95 µs of its 100 µs.*busy"):
+        without_flops(100e-6, 95e-6, "activation bytes/s")
+    assert fit_launch([(8, 1e-4), (64, 2e-4), (256, 5e-4)]) == pytest.approx(
+        np.polyfit([8, 64, 256], [1e-4, 2e-4, 5e-4], 1)[::-1])
+    with pytest.raises(CalibrationError, match=r"launch: .* a negative part.*busy"):
+        fit_launch([(8, 3e-4), (64, 2e-4), (256, 1e-4)])
+    with pytest.raises(CalibrationError, match=r"all-to-all: 1 of 3 timed calls came out above"):
+        fit_collective([(8, 2, 1e3, -1e-6), (64, 8, 1e3, 0.0), (256, 4, 1e3, 1e-6)],
+                       "all-to-all")
+
+
+def test_the_host_profile_holds_each_devices_share_of_the_machines_memory():
+    """Every other profile's `hbm_bytes` is one chip's: the host's is one emulated device's
+    share, so that `fits` compares a device's bytes with a device's memory. A model that
+    holds more per device than its share does not fit, however far under the machine's
+    memory all devices together stay."""
+    machine = 64 * 2**30
+    host = HOST.replace(hbm_bytes=memory_per_device(machine, 256))
+    assert host.hbm_bytes == 256 * 2**20
+    e = estimate("palm-8b", ti.Layout("ws2d", "batch"), (2, 2, 2), batch=8, tokens=1,
+                 context=16, hardware=host)
+    assert host.hbm_bytes < e.memory_per_chip_bytes < machine / 8 and not e.fits
+    assert estimate("tiny", ti.Layout("ws2d", "batch"), (2, 2, 2), batch=8, tokens=1,
+                    context=16, hardware=host).fits
+
+
+def test_a_recalibrated_host_profile_is_not_served_a_stale_pareto_curve(tmp_path, monkeypatch):
+    """The book's Pareto curves are memoised per profile: by its content, not its name, so a
+    `host` profile written again by `tpuinfer calibrate` prices the next curve afresh."""
+    monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
+
+    def curve():
+        got = sweeps.pareto_curves(["tiny"], ["f32"], hardware="host", chips=[8], batches=[8],
+                                   input_len=8, gen_len=2)
+        return got["decode"]["tiny f32"]["latency_ms"]
+    save_host_profile(HOST)
+    before = curve()
+    save_host_profile(HOST.replace(peak_flops=10 * HOST.peak_flops,
+                                   hbm_bandwidth=10 * HOST.hbm_bandwidth))
+    after = curve()
+    assert after[0] < before[0]  # priced on the profile written last
+
+
 def test_unknown_memory_is_reported_not_zero(monkeypatch):
     def no_sysconf(name):
         raise ValueError(f"unrecognized configuration name {name}")
@@ -240,6 +297,8 @@ def test_calibrate_writes_the_host_profile_and_measure_predicts_wall_time(
         save_host_profile(HOST)  # measure's side below is checked with a known profile
     else:
         assert rc == 0 and written["path"] == str(tmp_path / "host.json")
+        # each emulated device's share of the machine's memory, as a chip's is its own
+        assert written["hbm_bytes"] == calibrate_module._memory_bytes() / 256
     host = get_hardware("host")
     assert host.interconnect == "host" and host.rule == "sum"
     assert host.peak_flops > 1e9 and host.hbm_bandwidth > 1e8  # a CPU, not a zero

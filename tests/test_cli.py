@@ -7,7 +7,7 @@ import pytest
 
 from tpuinfer.cli import main
 from tpuinfer.config import get_model
-from tpuinfer.demo import DEFAULTS, format_report, planned_layouts, run_demo
+from tpuinfer.cli.demo import DEFAULTS, format_report, planned_layouts, run_demo
 
 
 @pytest.mark.slow
@@ -89,10 +89,10 @@ def test_a_user_error_is_one_line_and_exit_2(capsys):
 def test_an_internal_error_keeps_its_traceback(monkeypatch):
     """A bug (here a KeyError) or an XLA failure is not a user error: it propagates out of
     `main`, so Python prints its traceback and exits 1."""
-    import tpuinfer.cli_plan
+    from tpuinfer.cli import plan
 
     def broken(args):
         raise KeyError("a bug")
-    monkeypatch.setattr(tpuinfer.cli_plan, "run_plan", broken)
+    monkeypatch.setattr(plan, "run_plan", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["plan", "--model", "palm-8b"])

@@ -9,15 +9,15 @@ import pytest
 import tpuinfer as ti
 from tpuinfer import compile_cache, engine
 from tpuinfer.config import get_model
-from tpuinfer.demo import DEFAULTS, planned_layouts
-from tpuinfer.warmup import FULL, workshop_steps
+from tpuinfer.cli.demo import DEFAULTS, planned_layouts
+from tpuinfer.cli.warmup import FULL, workshop_steps
 
 # One step compiled in a fresh process that owns its cache (the suite's own cache directory,
 # set through JAX_COMPILATION_CACHE_DIR, is taken out of its environment).
 STEP = """
 import tpuinfer as ti
 ti.emulate(8)
-from tpuinfer.warmup import Step, compile_steps
+from tpuinfer.cli.warmup import Step, compile_steps
 compile_steps([Step("one", (2, 2, 2), ti.Layout("ws2d", "batch"), "decode", 8, 8)])
 """
 

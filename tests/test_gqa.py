@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
 import tpuinfer as ti
 from tpuinfer import theory
@@ -57,14 +56,14 @@ def test_model_rejects_k_that_does_not_divide_h():
 # (layout, shape, batch) -> the cache spec of [B, S, K, D]: K over the longest prefix of the
 # query heads' axes whose chip count divides K = 4, replicated over the rest
 CACHE = {
-    (L_("ws1d", "heads"), (4, 8, 8), 256): P(None, None, ("x",), None),  # x = 4 divides 4
-    (L_("ws2d", "heads"), (4, 8, 8), 256): P(None, None, None, None),  # z = 8 does not
-    (L_("ws2d", "heads"), (2, 2, 2), 8): P(None, None, ("z", "y"), None),  # ride in X copies
-    (L_("ws1d", "heads"), (2, 2, 2), 8): P(None, None, ("x", "y"), None),
-    (L_("wg-xy", "heads"), (1, 4, 2), 8): P(("x", "y"), None, ("z",), None),
+    (L_("ws1d", "heads"), (4, 8, 8), 256): (None, None, ("x",), None),  # x = 4 divides 4
+    (L_("ws2d", "heads"), (4, 8, 8), 256): (None, None, None, None),  # z = 8 does not
+    (L_("ws2d", "heads"), (2, 2, 2), 8): (None, None, ("z", "y"), None),  # ride in X copies
+    (L_("ws1d", "heads"), (2, 2, 2), 8): (None, None, ("x", "y"), None),
+    (L_("wg-xy", "heads"), (1, 4, 2), 8): (("x", "y"), None, ("z",), None),
     # by batch: the batch over g, K over the part of p outside g (here none: r is empty)
-    (L_("ws1d", "batch"), (4, 8, 8), 256): P(("x", "y", "z"), None, None, None),
-    (L_("ws2d", "batch"), (2, 2, 2), 4): P(("y", "x"), None, ("z",), None),  # r = z
+    (L_("ws1d", "batch"), (4, 8, 8), 256): (("x", "y", "z"), None, None, None),
+    (L_("ws2d", "batch"), (2, 2, 2), 4): (("y", "x"), None, ("z",), None),  # r = z
 }
 
 
@@ -77,7 +76,7 @@ def test_grouped_query_specs_need_the_mesh_and_whole_groups():
     with pytest.raises(UsageError, match="depends on the mesh: pass mesh_shape"):
         registry.param_specs(LLAMA, L_("ws2d"))
     assert registry.param_specs(LLAMA, L_("ws2d"), mesh_shape=(1, 4, 2))["layers"][0][
-        "w_k"] == P("x", ("z",), None)
+        "w_k"] == ("x", ("z",), None)
     # 6 K/V heads: each chip's query heads on 8 chips would straddle two groups
     cfg = LLAMA.replace(n_heads=24, n_kv_heads=6)
     with pytest.raises(LayoutError, match=r"K=6 key/value heads and x·y·z=8 chips"):

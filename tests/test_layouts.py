@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
 import tpuinfer as ti
 from tpuinfer.layouts import registry
@@ -239,34 +238,34 @@ def check_format_run(shape, batch, prefill, decode, weights, cfg=CFG):
 
 # ---- partition specs, pinned ---------------------------------------------------------------
 XYZ, ZY = ("x", "y", "z"), ("z", "y")
-STORED_2D = {"w_q": P("x", ZY, None), "w_k": P("x", None, None), "w_v": P("x", None, None),
-             "w_o": P(ZY, None, "x"), "w_gate": P("x", ZY), "w_up": P("x", ZY),
-             "w_down": P(ZY, "x")}
+STORED_2D = {"w_q": ("x", ZY, None), "w_k": ("x", None, None), "w_v": ("x", None, None),
+             "w_o": (ZY, None, "x"), "w_gate": ("x", ZY), "w_up": ("x", ZY),
+             "w_down": (ZY, "x")}
 SPECS = {
-    "ws1d": ({"w_q": P(None, XYZ, None), "w_k": P(), "w_v": P(), "w_o": P(XYZ, None, None),
-              "w_gate": P(None, XYZ), "w_up": P(None, XYZ), "w_down": P(XYZ, None),
-              "norm": P()}, P(None, XYZ)),
-    "ws2d": (STORED_2D | {"norm": P("x")}, P(None, XYZ)),
+    "ws1d": ({"w_q": (None, XYZ, None), "w_k": (), "w_v": (), "w_o": (XYZ, None, None),
+              "w_gate": (None, XYZ), "w_up": (None, XYZ), "w_down": (XYZ, None),
+              "norm": ()}, (None, XYZ)),
+    "ws2d": (STORED_2D | {"norm": ("x",)}, (None, XYZ)),
     # the table split over every chip: E over the residual's axes, then the gathered ones
-    "wg-x": (STORED_2D | {"norm": P()}, P(None, ("z", "y", "x"))),
-    "wg-xy": (STORED_2D | {"norm": P()}, P(None, ("z", "x", "y"))),
-    "wg-xyz": (STORED_2D | {"norm": P()}, P(None, XYZ)),
+    "wg-x": (STORED_2D | {"norm": ()}, (None, ("z", "y", "x"))),
+    "wg-xy": (STORED_2D | {"norm": ()}, (None, ("z", "x", "y"))),
+    "wg-xyz": (STORED_2D | {"norm": ()}, (None, XYZ)),
 }
 CACHE = {  # (heads, batch) cache specs of [B, S, K, D] on 4x8x8, batch 256
-    "ws1d": (P(None, None, None, None), P(XYZ, None, None, None)),
-    "ws2d": (P(None, None, None, None), P(("z", "y", "x"), None, None, None)),
-    "wg-x": (P(("x",), None, None, None), P(("x", "z", "y"), None, None, None)),
-    "wg-xy": (P(("x", "y"), None, None, None), P(("x", "y", "z"), None, None, None)),
-    "wg-xyz": (P(XYZ, None, None, None), P(XYZ, None, None, None)),
+    "ws1d": ((None, None, None, None), (XYZ, None, None, None)),
+    "ws2d": ((None, None, None, None), (("z", "y", "x"), None, None, None)),
+    "wg-x": ((("x",), None, None, None), (("x", "z", "y"), None, None, None)),
+    "wg-xy": ((("x", "y"), None, None, None), (("x", "y", "z"), None, None, None)),
+    "wg-xyz": ((XYZ, None, None, None), (XYZ, None, None, None)),
 }
 # Attention by batch below the chip count on 4x8x8: the batch takes the longest suffix of the
 # heads axes that divides B/|b|; multihead K stays split over the rest.
 SMALL_BATCH_CACHE = {  # (ffn, batch, multihead) -> spec
-    ("ws2d", 16, False): P(("x",), None, None, None),  # h = z·y·x = 8·8·4: x divides 16
-    ("ws2d", 32, False): P(("y", "x"), None, None, None),
-    ("ws2d", 32, True): P(("y", "x"), None, ("z",), None),
-    ("ws1d", 64, True): P(("y", "z"), None, ("x",), None),  # h = x·y·z
-    ("wg-x", 32, False): P(("x", "y"), None, None, None),  # b = x, h = z·y; B/|b| = 8
+    ("ws2d", 16, False): (("x",), None, None, None),  # h = z·y·x = 8·8·4: x divides 16
+    ("ws2d", 32, False): (("y", "x"), None, None, None),
+    ("ws2d", 32, True): (("y", "x"), None, ("z",), None),
+    ("ws1d", 64, True): (("y", "z"), None, ("x",), None),  # h = x·y·z
+    ("wg-x", 32, False): (("x", "y"), None, None, None),  # b = x, h = z·y; B/|b| = 8
 }
 
 

@@ -20,7 +20,7 @@ import pytest
 
 import tpuinfer as ti
 from tpuinfer import multihost
-from tpuinfer.demo import format_report
+from tpuinfer.cli.demo import format_report
 from tpuinfer.mesh import parse_shape
 
 CFG = ti.MODELS["tiny"]
@@ -296,11 +296,25 @@ def test_bad_emulation_arguments_say_what_would_work():
         ti.emulate(256, processes=2, coordinator="127.0.0.1:1234")
 
 
+# A worker whose launcher has already ended: `follow_launcher` returns what to say (it prints
+# nothing), and `initialize` stops on it with one line, before JAX's runtime starts.
+ORPHAN = ("import tpuinfer.distributed as d; print(d.follow_launcher()); "
+          "d.initialize(8, 2, 1, '127.0.0.1:1')")
+
+
+def test_a_worker_whose_launcher_has_ended_says_so_and_stops():
+    run = subprocess.run([sys.executable, "-c", ORPHAN], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, TPUINFER_LAUNCHER_PID="1"))
+    said = "the launcher (pid 1) has ended; this worker stops too"
+    assert run.stdout.strip() == said  # returned, not printed by the library
+    assert run.returncode == 1 and f"LauncherEnded: {said}" in run.stderr
+
+
 def test_demo_runs_the_fastest_layouts_whose_sockets_fit():
     """On a machine allowing 20,000 open files the planner's 256-device layouts (wg-x/heads
     prefill, ws1d/heads decode) need 41,088 in 2 processes: the demo runs the fastest pair
     whose groups fit instead, and says so."""
-    from tpuinfer import demo
+    from tpuinfer.cli import demo
     shape = (4, 8, 8)
     chosen = demo.planned_layouts(CFG, shape, 256, 16, 32)
     assert chosen == (ti.Layout("wg-x", "heads"), ti.Layout("ws1d", "heads"))

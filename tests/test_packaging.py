@@ -39,3 +39,12 @@ def test_ci_runs_exactly_the_readme_test_command():
     _, tests = readme_commands()
     ci = (ROOT / ".ci" / "run").read_text()
     assert f'README_TEST_COMMAND=\'{tests}\'' in ci
+
+
+def test_every_package_of_the_tree_is_installed():
+    """A package left out of pyproject's list is missing from every non-editable install (the
+    command line's wing, `tpuinfer/cli/`, is one)."""
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    tree = {".".join(p.parent.relative_to(ROOT).parts)
+            for p in (ROOT / "tpuinfer").rglob("__init__.py")}
+    assert tree <= set(listed) and "tpuinfer.cli" in tree

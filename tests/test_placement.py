@@ -9,7 +9,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import tpuinfer as ti
-from tpuinfer import engine, placement
+from tpuinfer import caches, engine, placement
 from tpuinfer.shapes import param_shapes
 
 measure = importlib.import_module("tpuinfer.measure")  # the module (ti.measure: its function)
@@ -82,7 +82,8 @@ def test_init_cache_compiles_once_per_configuration(monkeypatch):
         cache = engine.init_cache(CFG, layout, mesh, 8, 7, "f32")
     assert placement._zeros_fn.cache_info().misses == 1
     spec = engine.cache_specs(CFG, layout, SHAPE, 8)[0]["k"]
-    assert cache[0]["k"].sharding.is_equivalent_to(jax.NamedSharding(mesh, spec), 4)
+    assert cache[0]["k"].sharding.is_equivalent_to(
+        jax.NamedSharding(mesh, placement.partition_spec(spec)), 4)
     assert not np.asarray(cache[-1]["v"]).any()
 
 
@@ -97,12 +98,16 @@ def test_compiled_steps_are_bounded():
 
 
 def test_clear_caches_empties_every_cache(monkeypatch):
-    # the session's compiled steps stay for the other tests: clear a stand-in
-    monkeypatch.setattr(engine, "_COMPILED", engine._Recent(engine.COMPILED_STEPS))
-    engine._COMPILED["step"] = object()
+    # the engine and measure (imported above) register their caches where they make them
+    assert {"tpuinfer.engine._COMPILED", "tpuinfer.measure._RAN"} <= set(ti.cache_sizes())
+    # the session's compiled steps stay for the other tests: clear a stand-in, registered as
+    # a module registers its own
+    monkeypatch.setattr(caches, "_REGISTERED", {})
+    held = caches.register("a test's compiled steps", engine._Recent(engine.COMPILED_STEPS))
+    held["step"] = object()
     cleared = []
     monkeypatch.setattr(jax, "clear_caches", lambda: cleared.append(True))
     engine.init_cache(CFG, ti.Layout("ws1d", "heads"), None, 1, 2, "f32")
-    assert ti.cache_sizes()["tpuinfer.engine._COMPILED"] == 1
+    assert ti.cache_sizes()["a test's compiled steps"] == 1
     ti.clear_caches()
-    assert not any(ti.cache_sizes().values()) and cleared == [True]
+    assert not any(ti.cache_sizes().values()) and cleared == [True] and not held

@@ -282,6 +282,20 @@ def test_decode_sums_every_step_over_the_growing_context(rule):
     assert p.memory_per_chip_bytes == steps[-1].memory_per_chip_bytes
 
 
+def test_decode_sums_every_step_where_compute_and_memory_cross():
+    """Under `overlap` a step costs max(compute, memory): here the first steps are
+    compute-bound and the later ones, their KV cache grown, memory-bound, and the phase's sum
+    (taken in two pieces either side of the crossing) is still the step-by-step sum."""
+    kw = dict(batch=512, weights="int8", hardware="tpu-v4", rule="overlap")
+    layout, mesh = Layout("ws2d", "heads"), (4, 4, 4)
+    p = phase_estimate(PALM, layout, mesh, "decode", input_len=10, history_len=490,
+                       gen_len=12, **kw)
+    steps = [estimate(PALM, layout, mesh, tokens=1, context=500 + i, **kw) for i in range(1, 13)]
+    bound = [e.compute_s > e.weights_s + e.kv_s for e in steps]
+    assert bound[0] and not bound[-1]
+    assert p.latency_s == pytest.approx(sum(e.step_s for e in steps), rel=1e-12)
+
+
 def test_auto_never_returns_a_layout_that_does_not_fit():
     p = plan(PALM, "tpu-v4", 64, 512, input_len=0, history_len=2048, gen_len=8)
     assert p.decode.best.fits and p.fits

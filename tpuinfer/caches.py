@@ -1,10 +1,16 @@
 """What a session keeps between calls, and how to let it go.
 
 Compiling a step for 256 emulated devices takes seconds, so tpuinfer keeps what it compiled:
-the compiled steps (`engine._COMPILED`), the jitted functions behind them, the parameter and
-cache initializers, the parameters `measure` placed, and memoised cost-model terms. Every one
-of these is bounded (least recently used dropped first), so a workshop of widget clicks stays
-small; `clear_caches()` empties them all at once, with JAX's own compilation caches.
+the compiled steps, the jitted functions behind them, the parameter and cache initializers, the
+parameters `measure` placed, and memoised cost-model terms. Every one of these is bounded (least
+recently used dropped first), so a workshop of widget clicks stays small; `clear_caches()`
+empties them all at once, with JAX's own compilation caches.
+
+Two kinds of cache: every `functools.lru_cache` in a tpuinfer module (found in the modules
+loaded so far), and the containers a module registers where it makes them, anything with
+`clear()` and a length (`_COMPILED = register("tpuinfer.engine._COMPILED", _Recent(32))`).
+Nothing here reads another module's names, and nothing imports JAX (a process that never
+started it has nothing of JAX's to clear).
 
 Memory freed is not memory returned: glibc's allocator keeps the pages of freed compiled
 programs for reuse, so a process's RSS kept rising (to 1.5 GB after 200 widget changes) with
@@ -17,7 +23,14 @@ import ctypes
 import gc
 import sys
 
-import jax
+_REGISTERED: dict = {}  # name -> a container with clear() and len()
+
+
+def register(name: str, container):
+    """Count and clear `container` (anything with `clear()` and a length) with tpuinfer's
+    caches, under `name`; returns it, so a module writes `_X = register("...", {})`."""
+    _REGISTERED[name] = container
+    return container
 
 
 def _modules():
@@ -38,16 +51,10 @@ def _memoised(module):
 def cache_sizes() -> dict[str, int]:
     """Entries held by each of tpuinfer's caches, by qualified name: what a long session
     has accumulated (each is bounded; see the module docstring)."""
-    sizes = {}
+    sizes = {name: len(container) for name, container in _REGISTERED.items()}
     for module in _modules():
         for name, fn in _memoised(module):
             sizes[name] = fn.cache_info().currsize
-    engine = sys.modules.get("tpuinfer.engine")
-    if engine is not None:
-        sizes["tpuinfer.engine._COMPILED"] = len(engine._COMPILED)
-    measure = sys.modules.get("tpuinfer.measure")
-    if measure is not None:
-        sizes["tpuinfer.measure._RAN"] = len(measure._RAN)
     return dict(sorted(sizes.items()))
 
 
@@ -58,13 +65,11 @@ def clear_caches() -> None:
     for module in _modules():
         for _, fn in _memoised(module):
             fn.cache_clear()
-    engine = sys.modules.get("tpuinfer.engine")
-    if engine is not None:
-        engine._COMPILED.clear()
-    measure = sys.modules.get("tpuinfer.measure")
-    if measure is not None:
-        measure._RAN.clear()
-    jax.clear_caches()
+    for container in _REGISTERED.values():
+        container.clear()
+    jax = sys.modules.get("jax")  # never imported here: a process without it compiled nothing
+    if jax is not None:
+        jax.clear_caches()
     release_memory()
 
 
@@ -75,4 +80,3 @@ def release_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: its allocator decides
         pass
-

@@ -1,5 +1,6 @@
-"""`tpuinfer calibrate`: micro-benchmarks of this machine's emulated mesh, fitted into the `host`
-hardware profile with which `measure` and the cost model predict wall time here.
+"""Micro-benchmarks of this machine's emulated mesh, fitted into the `host` hardware profile with
+which `measure` and the cost model predict wall time here (`tpuinfer calibrate` runs them:
+`tpuinfer.cli.calibrate`).
 
 An emulated mesh is not a set of chips: its devices are threads taking turns on the same few
 cores. So the host profile is a shared-host profile (`interconnect="host"`, priced by
@@ -60,7 +61,10 @@ or int8 step runs slower than this profile predicts.
 
 A fit outside physical bounds (an efficiency the steps did not pin down, say 1000x the
 micro-benchmark's rate) fails with `CalibrationError`, and nothing is written: a profile that
-predicts nonsense is worse than none. A rate the steps leave out altogether (the fit zeroes
+predicts nonsense is worse than none. So does a micro-benchmark whose difference of chains is
+not positive (the chain of four calls no slower than one), one whose FLOPs at the matmul rate
+leave no time for the bytes it measures, and a launch fit whose fixed or per-device part is
+negative: each error names the fit it stopped. A rate the steps leave out altogether (the fit zeroes
 its column) keeps its micro-benchmark's value instead, and the command says so. The library
 reports progress through a callback; the command line draws it and words the fitted numbers.
 """
@@ -79,16 +83,14 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from .cli import add_json_flag
 from .config import get_model
 from .cost import estimate
 from .errors import TpuinferError, UsageError
-from .hardware import HOST_KINDS, HardwareProfile, save_host_profile
+from .hardware import HOST_KINDS, HardwareProfile
 from .layouts import Layout
 from .measure import PRECISE, measure, on_backend
-from .mesh import EmulationError, emulate, make_mesh
+from .mesh import make_mesh
 from .planner import Progress
-from .report import progress_bar
 
 REPEATS = 5
 # Physical bounds of a fit to real steps: a step's matmuls or weight reads can run at most 4x the
@@ -102,6 +104,34 @@ LAYER_S_BOUNDS = (0.0, 0.01)  # seconds per layer per device outside matmuls and
 
 class CalibrationError(TpuinferError):
     """The measurements did not give a physical host profile; nothing was written."""
+
+
+BUSY = ("a busy machine does this: run `tpuinfer calibrate` again on an idle one. No host "
+        "profile written.")
+
+
+def per_call_s(chain_s: float, one_s: float, calls: int, what: str) -> float:
+    """Seconds of one call, from a chain of `calls` dependent calls and a chain of one (the
+    program's launch cancels in their difference). A difference that is not positive says
+    the timing was lost in noise: `CalibrationError` naming `what`."""
+    t = (chain_s - one_s) / (calls - 1)
+    if not t > 0:
+        raise CalibrationError(
+            f"calibration failed: {what}: {calls} chained calls took {chain_s * 1e6:.0f} µs, "
+            f"one {one_s * 1e6:.0f} µs, so one call's time cannot be fitted; {BUSY}")
+    return t
+
+
+def without_flops(t: float, flops_s: float, what: str) -> float:
+    """The part of a micro-benchmark's `t` seconds its bytes took, once its FLOPs' time at the
+    matmul rate (`flops_s`) is taken out. Under a tenth of `t` the two rates were not told
+    apart: `CalibrationError` naming `what`."""
+    if not t - flops_s >= t / 10:
+        raise CalibrationError(
+            f"calibration failed: {what}: its FLOPs at the measured matmul rate take "
+            f"{flops_s * 1e6:.0f} µs of its {t * 1e6:.0f} µs, leaving too little for its bytes "
+            f"to be fitted; {BUSY}")
+    return t - flops_s
 FULL = (4, 8, 8)  # calibration needs the paper's largest mesh: 256 emulated devices
 # f32 elements per device of a collective's input: small (1 KiB: latency) and large (128 KiB:
 # 32 MiB over the 256 devices, past the caches, as the tiny model's larger steps move)
@@ -158,23 +188,25 @@ def launch_times() -> list[tuple[int, float]]:
     return out
 
 
-def per_call(mesh, one, x) -> float:
+def per_call(mesh, one, x, what: str) -> float:
     """Seconds of one call of `one` (x -> x of the same shape) on every device of `mesh`: the
-    difference between chains of 1 and 4 dependent calls, so the program's launch cancels."""
+    difference between chains of 1 and 4 dependent calls, so the program's launch cancels
+    (`per_call_s`; `what` names the benchmark if that fails)."""
     def chain(n):
         def body(x):
             for _ in range(n):  # dependent: nothing overlaps its neighbour
                 x = one(x)
             return x
         return timed(_on_each_device(mesh, body), x, fastest=True)
-    return max((chain(4) - chain(1)) / 3, 1e-7)
+    return per_call_s(chain(4), chain(1), 4, what)
 
 
 def matmul_flops_per_s() -> float:
     """The host's f32 matmul FLOP/s, all devices of a 2x2x2 mesh at once."""
     mesh, m, k = make_mesh((2, 2, 2)), 256, 512
     w = jnp.full((k, k), 1.0 / k, jnp.float32)
-    t = per_call(mesh, lambda x: (x.reshape(m, k) @ w).reshape(-1), _per_device(mesh, m * k))
+    t = per_call(mesh, lambda x: (x.reshape(m, k) @ w).reshape(-1), _per_device(mesh, m * k),
+                 "matmul FLOP/s")
     return 2 * m * k * k * mesh.size / t
 
 
@@ -188,10 +220,11 @@ def activation_bytes_per_s(flops_per_s: float) -> float:
     taken out."""
     mesh, (m, k, n) = make_mesh((4, 4, 4)), ACTIVATION_SHAPE
     w, w2 = jnp.full((k, n), 1.0 / k, jnp.float32), jnp.full((n, k), 1.0 / n, jnp.float32)
+    what = "activation bytes/s"
     t = per_call(mesh, lambda x: ((x.reshape(m, k) @ w) @ w2).reshape(-1),
-                 _per_device(mesh, m * k))
+                 _per_device(mesh, m * k), what)
     flops_s = 4 * m * k * n * mesh.size / flops_per_s
-    return 2 * m * (k + n) * 4 * mesh.size / max(t - flops_s, t / 10)
+    return 2 * m * (k + n) * 4 * mesh.size / without_flops(t, flops_s, what)
 
 
 def multirow_weight_bytes_per_s(flops_per_s: float) -> float:
@@ -201,9 +234,11 @@ def multirow_weight_bytes_per_s(flops_per_s: float) -> float:
     first; a one-row product (`memory_bytes_per_s`) streams it 3-10x faster."""
     mesh, m, k = make_mesh((2, 2, 2)), 8, 2048
     w = jnp.full((k, k), 1.0 / k, jnp.float32)
-    t = per_call(mesh, lambda x: (x.reshape(m, k) @ w).reshape(-1), _per_device(mesh, m * k))
+    what = "multi-row weight bytes/s"
+    t = per_call(mesh, lambda x: (x.reshape(m, k) @ w).reshape(-1), _per_device(mesh, m * k),
+                 what)
     flops_s = 2 * m * k * k * mesh.size / flops_per_s
-    return 4 * k * k * mesh.size / max(t - flops_s, t / 10)
+    return 4 * k * k * mesh.size / without_flops(t, flops_s, what)
 
 
 def memory_bytes_per_s() -> float:
@@ -218,7 +253,7 @@ def memory_bytes_per_s() -> float:
                 v = v @ w.reshape(k, k)
             return v.reshape(-1)
         return timed(_on_each_device(mesh, body), _per_device(mesh, k * k), fastest=True)
-    return 4 * k * k * mesh.size / max((chain(4) - chain(1)) / 3, 1e-7)
+    return 4 * k * k * mesh.size / per_call_s(chain(4), chain(1), 4, "memory bytes/s")
 
 
 # ---- 5: collectives --------------------------------------------------------------------------
@@ -248,7 +283,9 @@ def per_step_call(mesh, one, elems: int) -> float:
     calls it: each call on its own input and into its own output (a step's collectives move
     different tensors one after another; one buffer passed round a chain stays in the cache
     and ran twice as fast), the calls in order. The difference between chains of 1 and
-    `CHAIN` calls, so the program's launch cancels."""
+    `CHAIN` calls, so the program's launch cancels: a call cheaper than the timing's noise
+    may come out at or below zero, which `fit_collective` leaves out as it leaves out every
+    call below `NOISE_S`."""
     spec = P(mesh.axis_names)
     xs = [_per_device(mesh, elems) for _ in range(CHAIN)]
 
@@ -264,7 +301,7 @@ def per_step_call(mesh, one, elems: int) -> float:
         program = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(spec,) * CHAIN,
                                         out_specs=spec, check_vma=False))
         return timed(program, *xs, fastest=True)
-    return max((chain(CHAIN) - chain(1)) / (CHAIN - 1), 1e-7)
+    return (chain(CHAIN) - chain(1)) / (CHAIN - 1)
 
 
 def collective_samples(kind: str) -> list[tuple[int, int, float, float]]:
@@ -282,13 +319,17 @@ def collective_samples(kind: str) -> list[tuple[int, int, float, float]]:
 NOISE_S = 50e-6  # a call's time below this is within the noise of `per_step_call`
 
 
-def fit_collective(samples) -> tuple[float, float, float, float]:
-    """(call_s, device_s, member_s, byte_s) of one kind."""
+def fit_collective(samples, kind: str = "collective") -> tuple[float, float, float, float]:
+    """(call_s, device_s, member_s, byte_s) of one kind (`kind` names it in an error)."""
     from scipy.optimize import nnls  # scipy is slow to import and needed only to calibrate
     # a call timed below NOISE_S says only that it is cheap: one all-reduce on 8 devices came
     # out at 1 µs, and at its relative weight outweighed the rest 1000 times (the fit zeroed
     # every cost but the bytes'). The others weigh by relative error, small and large alike.
-    kept = [s for s in samples if s[3] >= NOISE_S] or list(samples)
+    kept = [s for s in samples if s[3] >= NOISE_S] or [s for s in samples if s[3] > 0]
+    if len(kept) < 2:
+        raise CalibrationError(
+            f"calibration failed: {kind}: {len(kept)} of {len(samples)} timed calls came out "
+            f"above zero, too few to fit a call's cost; {BUSY}")
     rows = np.array([[1.0, n, n * g, n * b] for n, g, b, _ in kept])
     t = np.array([s[3] for s in kept])
     w = 1.0 / t
@@ -297,11 +338,17 @@ def fit_collective(samples) -> tuple[float, float, float, float]:
 
 
 def fit_launch(samples) -> tuple[float, float]:
-    """(fixed s, s per device) through the (devices, seconds) samples."""
+    """(fixed s, s per device) through the (devices, seconds) samples. A negative part (a
+    launch that costs less on more devices) is `CalibrationError`."""
     n = np.array([s[0] for s in samples], float)
     t = np.array([s[1] for s in samples])
-    per_device, fixed = np.polyfit(n, t, 1)
-    return max(float(fixed), 0.0), max(float(per_device), 0.0)
+    per_device, fixed = (float(c) for c in np.polyfit(n, t, 1))
+    if fixed < 0 or per_device < 0:
+        raise CalibrationError(
+            f"calibration failed: launch: the fit through {len(samples)} meshes gives "
+            f"{fixed * 1e6:.0f} µs + {per_device * 1e6:.2f} µs per device, a negative part; "
+            f"{BUSY}")
+    return fixed, per_device
 
 
 # ---- the whole calibration --------------------------------------------------------------------
@@ -334,8 +381,8 @@ def calibrate(progress: Progress | None = None) -> Calibration:
         raise UsageError(f"calibration runs on the 4x8x8 mesh but JAX has {jax.device_count()} "
                          "device(s); restart and call tpuinfer.emulate(256) first (the "
                          "`tpuinfer calibrate` command does)")
-    hbm_bytes = _memory_bytes()
-    if hbm_bytes is None:  # before a minute of benchmarks, not after
+    machine_bytes = _memory_bytes()
+    if machine_bytes is None:  # before a minute of benchmarks, not after
         raise CalibrationError("calibration failed: cannot read this machine's memory size "
                                "(os.sysconf SC_PAGE_SIZE, SC_PHYS_PAGES); the host profile needs "
                                "it to say what fits. No host profile written.")
@@ -354,15 +401,16 @@ def calibrate(progress: Progress | None = None) -> Calibration:
     collectives = []
     for i, kind in enumerate(HOST_KINDS):
         step(5 + i, len(STAGES), kind)
-        collectives.append((kind, *fit_collective(collective_samples(kind))))
+        collectives.append((kind, *fit_collective(collective_samples(kind), kind)))
     micro = HardwareProfile(
         name="host",
         description=f"this machine ({os.cpu_count() or 1} cores) as an emulated mesh, "
                     "calibrated by `tpuinfer calibrate`",
-        peak_flops=flops, hbm_bytes=hbm_bytes, hbm_bandwidth=memory,
-        interconnect="host", link_bandwidth=0.0, hop_latency_s=0.0, max_chips=jax.device_count(),
-        device_overhead_s=per_device, host_collectives=tuple(collectives), rule="sum",
-        activation_bandwidth=activations, multirow_weight_bandwidth=multirow)
+        peak_flops=flops, hbm_bytes=memory_per_device(machine_bytes, jax.device_count()),
+        hbm_bandwidth=memory, interconnect="host", link_bandwidth=0.0, hop_latency_s=0.0,
+        max_chips=jax.device_count(), device_overhead_s=per_device,
+        host_collectives=tuple(collectives), rule="sum", activation_bandwidth=activations,
+        multirow_weight_bandwidth=multirow)
     step(len(STAGES) - 1, len(STAGES), "steps")
     fit = fit_steps(micro, step_samples(micro))
     step(len(STAGES), len(STAGES), "done")
@@ -520,70 +568,16 @@ def _within(x: float, bounds: tuple[float, float]) -> bool:
     return bounds[0] <= x <= bounds[1]
 
 
+def memory_per_device(machine_bytes: float, devices: int) -> float:
+    """A host profile's `hbm_bytes`: each emulated device's share of the machine's memory, so
+    that `fits` compares a device's bytes with a device's memory, as on every chip (every
+    device of the emulation may hold its part at once)."""
+    return machine_bytes / devices
+
+
 def _memory_bytes() -> float | None:
     """The host's memory (every emulated device shares it); None when the OS does not say."""
     try:
         return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):  # no sysconf (Windows), or no such name
         return None
-
-
-# ---- command line ----------------------------------------------------------------------------
-def register(sub) -> None:
-    p = sub.add_parser("calibrate", help="micro-benchmark this machine's emulated mesh and write "
-                                         "the `host` hardware profile (under a minute)")
-    add_json_flag(p)
-    p.set_defaults(func=run)
-
-
-def run(args):
-    try:
-        emulate(math.prod(FULL))
-    except EmulationError:
-        pass  # already running: calibrate() says if it has too few devices
-    with progress_bar("calibrate") as progress:
-        cal = calibrate(progress)
-    path = save_host_profile(cal.profile)
-    lines = summary(cal) + [f"wrote the host profile to {path}"]
-    obj = dataclasses.asdict(cal.profile) | {"path": str(path), "log": lines[:-1]}
-    return obj, "\n".join(lines)
-
-
-def summary(cal: Calibration) -> list[str]:
-    """The fitted numbers in words, one line per stage."""
-    hw = cal.profile
-    lines = [f"launch: {cal.launch_fixed_s * 1e6:.0f} µs + {hw.device_overhead_s * 1e6:.1f} µs "
-             "per device",
-             f"matmul: {hw.peak_flops / 1e9:.1f} GFLOP/s (f32, whole host)",
-             f"memory: {hw.hbm_bandwidth / 1e9:.2f} GB/s streamed by one-row matmuls "
-             "(whole host)",
-             f"multi-row weights: "
-             f"{hw.multirow_weight_bandwidth / cal.multirow_efficiency / 1e9:.2f} GB/s "
-             "(whole host)",
-             f"activations: {hw.activation_bandwidth / cal.activation_efficiency / 1e9:.2f} GB/s "
-             "through thin matmuls (whole host)"]
-    benchmarked = cal.micro_collectives or tuple(  # as benchmarked, before the step fit
-        (kind, call_s / (cal.call_factor or 1), *(x / cal.collective_factor for x in c))
-        for kind, call_s, *c in hw.host_collectives)
-    for kind, *unscaled in benchmarked:
-        # a zero byte cost: the fit found no time growing with bytes (not an infinite link)
-        per_byte = (f"{1 / unscaled[3] / 1e9:.2f} GB/s" if unscaled[3] else
-                    "no time per byte within the sizes measured")
-        lines.append(f"{kind}: {unscaled[0] * 1e6:.0f} µs + {unscaled[1] * 1e6:.2f} µs/device + "
-                     f"{unscaled[2] * 1e9:.1f} ns/device/member + {per_byte}")
-    lines += [f"steps: FLOP/s x{hw.flops_efficiency:.2f}, multi-row weight bytes/s "
-              f"x{cal.multirow_efficiency:.2f}, activation bytes/s "
-              f"x{cal.activation_efficiency:.2f}, collectives x{cal.collective_factor:.2f} "
-              f"(their fixed part x{cal.call_factor:.2f}), "
-              f"{hw.layer_overhead_s * 1e6:.1f} µs per layer per device, gathered weights "
-              f"copied into place at {hw.relayout_bandwidth / 1e9:.1f} GB/s; worst residual "
-              f"{cal.worst_residual:.0%} over {cal.steps} steps" + _unpinned(cal.unpinned),
-              f"calibrated in {cal.seconds:.0f} s"]
-    return lines
-
-
-def _unpinned(names: tuple[str, ...]) -> str:
-    if not names:
-        return ""
-    it = "it" if len(names) == 1 else "them"
-    return f" ({', '.join(names)}: the steps left {it} out, so the micro-benchmark's is kept)"

@@ -14,7 +14,7 @@ import functools
 import math
 from dataclasses import dataclass
 
-from . import experts, kv_formats, quant, shapes
+from . import experts, kv_formats, shapes, weight_formats
 from .errors import UsageError
 
 
@@ -146,7 +146,7 @@ class ModelConfig:
     def weight_bytes(self, weights: str = "bf16") -> float:
         """Bytes of all parameters in a weight format; int8 adds a bf16 scale per output
         channel of each matrix (norms stay bf16)."""
-        return quant.weight_bytes(self, weights)  # one formula, shared with the int8 path
+        return weight_formats.weight_bytes(self, weights)  # one formula, shared with the int8 path
 
     # ---- compute ------------------------------------------------------------------------
     def flops_per_token(self) -> float:

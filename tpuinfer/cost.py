@@ -87,8 +87,6 @@ import functools
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
 from .config import ModelConfig, get_model
 from .errors import UsageError
 from .hardware import HardwareProfile, get_hardware, group_links
@@ -170,18 +168,20 @@ def _host_collective_time(c: Collective, hw: HardwareProfile, chips: int) -> Col
 
 @functools.lru_cache(maxsize=8192)
 def _price(collectives: tuple, hw, mesh_shape, flops_per_s, hbm_per_s, replicas=1) -> tuple:
-    """Every collective of a step priced (cached: the decode steps of a phase share them)."""
-    return tuple(collective_time(c, hw, mesh_shape, flops_per_s, hbm_per_s, replicas)
+    """Every collective of a step priced, with their total and hidden seconds (cached: the
+    decode steps of a phase share them)."""
+    coll = tuple(collective_time(c, hw, mesh_shape, flops_per_s, hbm_per_s, replicas)
                  for c in collectives)
+    return coll, sum(t.total_s for t in coll), sum(t.rounds * t.hidden_s for t in coll)
 
 
 def combine(rule: str, compute_s, memory_s, comm_s, hidden_s, overhead_s=0.0):
-    """The step time from its parts under `rule` (works on numpy arrays of steps too):
-    `hidden_s` is the part of `comm_s` looped rings hide under `overlap`."""
+    """The step time from its parts under `rule`: `hidden_s` is the part of `comm_s` looped
+    rings hide under `overlap`."""
     if rule == "sum":
         return compute_s + memory_s + comm_s + overhead_s
     if rule == "overlap":
-        return np.maximum(compute_s, memory_s) + comm_s - hidden_s + overhead_s
+        return max(compute_s, memory_s) + comm_s - hidden_s + overhead_s
     raise UsageError(f"unknown rule {rule!r}; choose 'sum' (no overlap) or 'overlap'")
 
 
@@ -269,9 +269,8 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     flops_per_s = hw.peak_flops * hw.flops_efficiency / share
     weight_flops_per_s = hw.weight_matmul_flops(weights) * hw.flops_efficiency / share
     hbm_per_s = hw.hbm_bandwidth * hw.hbm_efficiency / share
-    coll = _price(terms.collectives, hw, mesh_shape, weight_flops_per_s, hbm_per_s, replicas)
-    comm_s = sum(t.total_s for t in coll)
-    hidden_s = sum(t.rounds * t.hidden_s for t in coll)
+    coll, comm_s, hidden_s = _price(terms.collectives, hw, mesh_shape, weight_flops_per_s,
+                                    hbm_per_s, replicas)
     compute_s = ((terms.flops + terms.attention_flops) / flops_per_s
                  if weight_flops_per_s == flops_per_s  # one rate: the sum, as it always was
                  else terms.flops / weight_flops_per_s + terms.attention_flops / flops_per_s)

@@ -5,7 +5,8 @@
 Each process is a JAX controller of JAX's own multi-controller runtime (`jax.distributed`): it
 holds n/P emulated CPU devices, and XLA's gloo collectives carry the collectives between
 processes over 127.0.0.1. This module sits below the mesh (`tpuinfer.mesh.emulate` calls it)
-and needs nothing else of tpuinfer.
+and needs nothing else of tpuinfer; only `initialize` imports JAX, so the launcher's side (the
+demo's command) reads the rest without it.
 """
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ import sys
 import threading
 import time
 
-import jax
-
-from .errors import UsageError
+from .errors import TpuinferError, UsageError
 
 LAUNCHER_ENV = "TPUINFER_LAUNCHER_PID"  # set in each worker: the process that must outlive it
 PROGRESS_ENV = "TPUINFER_PROGRESS_FILE"  # set in each worker: where `progress` writes its step
 _following = False  # this process has asked to end with its launcher
+
+
+class LauncherEnded(TpuinferError):
+    """A worker's launcher ended before the worker started: it stops, saying so."""
 
 
 def check_args(n: int, processes: int, process_id: int, coordinator: str | None) -> None:
@@ -52,8 +55,12 @@ def initialize(n: int, processes: int, process_id: int, coordinator: str,
 
     Call before JAX's backend starts. The coordinator service (run by process 0) listens only
     on the coordinator's own address, so '127.0.0.1:PORT' never opens a port to the network.
+    A worker whose launcher has already ended stops here (`LauncherEnded`).
     """
-    follow_launcher()
+    import jax  # configured here, before its backend starts (the module's docstring)
+    ended = follow_launcher()
+    if ended:
+        raise LauncherEnded(ended)
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", n // processes)
     # CPU collectives stay inside one process unless an implementation that crosses processes
@@ -73,23 +80,26 @@ def initialize(n: int, processes: int, process_id: int, coordinator: str,
     progress(f"joined {processes} processes")
 
 
-def follow_launcher() -> None:
+def follow_launcher() -> str | None:
     """In a worker that `launch` started: end this process when the launcher ends, however it
     ends (a SIGKILLed launcher cannot stop anyone). No-op in a process `launch` did not start.
+    Returns None, or, when the launcher had already ended before this asked (no signal will
+    come), what to tell the user: the caller stops the worker (`LauncherEnded`).
 
     Linux sends the parent-death signal chosen by prctl(PR_SET_PDEATHSIG) when the thread that
     started this process exits; elsewhere a thread watches the parent process id instead.
     """
     global _following
     launcher = os.environ.get(LAUNCHER_ENV)
-    if not launcher or _following:
-        return
-    _following = True
-    if not _parent_death_signal(signal.SIGKILL):
-        threading.Thread(target=_watch_parent, args=(int(launcher),), daemon=True).start()
-    if os.getppid() != int(launcher):  # it ended before we asked: no signal will come
-        print(f"the launcher (pid {launcher}) has ended; this worker stops too", file=sys.stderr)
-        os._exit(1)
+    if not launcher:
+        return None
+    if not _following:
+        _following = True
+        if not _parent_death_signal(signal.SIGKILL):
+            threading.Thread(target=_watch_parent, args=(int(launcher),), daemon=True).start()
+    if os.getppid() != int(launcher):
+        return f"the launcher (pid {launcher}) has ended; this worker stops too"
+    return None
 
 
 def _parent_death_signal(signum: int) -> bool:
@@ -115,7 +125,6 @@ def progress(step: str) -> None:
         with open(path + ".new", "w") as f:
             f.write(step)
         os.replace(path + ".new", path)  # the launcher never reads half a line
-
 
 
 def _raise_open_file_limit() -> None:

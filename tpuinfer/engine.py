@@ -22,18 +22,23 @@ from jax.sharding import PartitionSpec as P
 
 from . import caches, model, moe, placement
 from .config import ModelConfig
+from .errors import LayoutError
 from .layouts import Layout, head
 from .layouts.interface import Ctx
-from .errors import LayoutError
-from .layouts.registry import (cache_specs, context, logits_spec, over_replicas, param_specs,
-                               token_spec)
-from .layouts.registry import check  # noqa: F401  (engine.check: a step's errors, up front)
+# a step's specs and its errors, up front: `engine.param_specs`, `engine.check` are the
+# registry's; placing arrays on the mesh (`engine.place`, `engine.shardings`) is placement's
+from .layouts.registry import (cache_specs, check, context, logits_spec, over_replicas,
+                               param_specs, token_spec)
 from .mesh import mesh_shape as shape_of
 from .mesh import replica_count
-# placing arrays on the mesh: `engine.place` and `engine.shardings` are placement's
-from .placement import place, shardings  # noqa: F401
+from .placement import partition_spec, partition_specs, place, shardings
 from .quant import activation_dtype
 from .shapes import output_table
+
+__all__ = ["param_specs", "check", "place", "shardings", "param_shardings", "per_replica",
+           "check_on", "token_spec_on", "logits_spec_on", "cache_specs_on", "step_fn",
+           "reference_step_fn", "compiled_step", "init_cache", "local_bytes", "COMPILED_STEPS",
+           "compiler_options"]
 
 
 def param_shardings(cfg, layout, mesh, weights="f32"):
@@ -99,12 +104,14 @@ def step_fn(cfg: ModelConfig, layout: Layout, mesh, weights: str, batch: int,
     ctx = context(cfg, layout, shape_of(mesh))
     body = functools.partial(_body, ctx, activation_dtype(weights))
     cspecs = cache_specs_on(cfg, layout, mesh, batch, kv)
+    # the layouts' specs (tuples of axis names) become JAX's here, where the step is built
+    cspecs = partition_specs(cspecs)
     sharded = jax.shard_map(
         body, mesh=mesh,
-        in_specs=(param_specs(cfg, layout, weights, shape_of(mesh)), token_spec_on(layout, mesh),
-                  cspecs, P()),
+        in_specs=(partition_specs(param_specs(cfg, layout, weights, shape_of(mesh))),
+                  partition_spec(token_spec_on(layout, mesh)), cspecs, P()),
         # (drops per sequence, where it has experts: split as the batch is)
-        out_specs=(logits_spec_on(layout, mesh), cspecs) + (
+        out_specs=(partition_spec(logits_spec_on(layout, mesh)), cspecs) + (
             (P(token_spec_on(layout, mesh)[0]),) if cfg.n_experts else ()),
         # Multiquery (and grouped-query) K/V under attention by heads are computed
         # identically on every chip of the heads axes they do not split over and cached
@@ -151,7 +158,8 @@ class _Recent(collections.OrderedDict):
             caches.release_memory()  # a dropped program's pages back to the system
 
 
-_COMPILED = _Recent(COMPILED_STEPS)  # (configuration, shapes) -> compiled step
+# (configuration, shapes) -> compiled step
+_COMPILED = caches.register("tpuinfer.engine._COMPILED", _Recent(COMPILED_STEPS))
 
 
 def compiler_options(platform: str) -> dict:

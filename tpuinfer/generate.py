@@ -8,15 +8,12 @@ replicas=R)`) each replica runs both layouts on its own B/R sequences.
 """
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from . import engine
 from .config import ModelConfig
@@ -24,6 +21,7 @@ from .errors import UsageError
 from .kv_formats import check_kv
 from .layouts import Layout
 from .mesh import mesh_shape
+from .placement import global_array, to_host
 from .quant import format_of, prepare
 
 
@@ -38,47 +36,6 @@ class Generation:
     # a mixture of experts: per phase, the routes each sequence had dropped over capacity,
     # all layers and steps ({"prefill": [B], "decode": [B]}); None for a dense model
     dropped: dict | None = None
-
-
-def to_host(x) -> np.ndarray:
-    """A global array as numpy on every process (an all-gather when it spans processes)."""
-    if getattr(x, "is_fully_addressable", True):
-        return np.asarray(x)
-    return _gather_across_processes(x)
-
-
-def _gather_across_processes(x) -> np.ndarray:
-    # Each process copies the shards it holds into a host array, and the host arrays are
-    # all-gathered between one device per process; every process then knows from the sharding
-    # which process held which piece. (`multihost_utils.process_allgather` would replicate x
-    # onto every device instead: an all-gather over all 256 devices, a copy on each.)
-    n = jax.process_count()
-    mine = np.zeros(x.shape, x.dtype)
-    for shard in x.addressable_shards:
-        mine[shard.index] = np.asarray(shard.data)
-    one_each = [next(d for d in jax.devices() if d.process_index == p) for p in range(n)]
-    stacked = jax.make_array_from_single_device_arrays(
-        (n,) + x.shape, NamedSharding(Mesh(np.array(one_each), ("p",)), P("p")),
-        [jax.device_put(mine[None], one_each[jax.process_index()])])
-    gathered = np.asarray(_replicated(stacked.sharding.mesh)(stacked).addressable_data(0))
-    out = np.empty(x.shape, x.dtype)
-    for device, index in x.sharding.devices_indices_map(x.shape).items():
-        out[index] = gathered[device.process_index][index]
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def _replicated(mesh):
-    return jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
-
-
-def global_array(host_array: np.ndarray, mesh, spec):
-    """A global array from a host array every process holds, each process placing only the
-    pieces its own devices need."""
-    if mesh is None:
-        return jnp.asarray(host_array)
-    sharding = NamedSharding(mesh, spec)
-    return jax.make_array_from_callback(host_array.shape, sharding, lambda idx: host_array[idx])
 
 
 def _sample(logits_BV, key, temperature: float, top_k: int | None):

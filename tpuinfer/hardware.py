@@ -45,8 +45,15 @@ from .paths import cache_dir
 from .terms import KINDS
 # the slices and meshes each chip comes in, and the links a collective group uses, live in
 # `slices`; these names are asked of `hardware` by the planner, the chapters and the tests
-from .slices import (PAPER_MESHES, GroupLinks, check_mesh, chip_counts,  # noqa: F401
-                     group_links, mesh_shapes, slice_shapes, wrapped_axes, wraps)
+from .slices import (PAPER_MESHES, GroupLinks, check_mesh, chip_counts, group_links,
+                     mesh_shapes, slice_shapes, wrapped_axes, wraps)
+
+__all__ = ["RULES", "INTERCONNECTS", "HOST_KINDS", "HardwareProfile", "PROFILES", "fp8_chips",
+           "require_fp8", "host_profile_path", "save_host_profile", "load_profile",
+           "get_hardware", "hardware_names",
+           # re-exported from `slices` (above)
+           "PAPER_MESHES", "GroupLinks", "check_mesh", "chip_counts", "group_links",
+           "mesh_shapes", "slice_shapes", "wrapped_axes", "wraps"]
 
 RULES = ("sum", "overlap")
 INTERCONNECTS = ("torus", "switch", "host")

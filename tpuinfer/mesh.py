@@ -13,7 +13,6 @@ replica (`layouts.registry.over_replicas`). `mesh_shape(mesh)` is a replica's (x
 """
 from __future__ import annotations
 
-import functools
 import math
 import os
 
@@ -21,10 +20,13 @@ import jax
 from jax.sharding import AxisType, Mesh
 
 from . import compile_cache, distributed
+# the mesh's names and sizes are the cost path's (`axes`, no JAX); asked of `mesh` too
+from .axes import AXES, REPLICA, factorizations, format_shape, group_size, parse_shape
 from .errors import TpuinferError, UsageError
 
-AXES = ("x", "y", "z")  # the mesh's axes, in this order everywhere (specs, profiles, shapes)
-REPLICA = "r"  # the data-parallel replicas' axis, in front of AXES when there is more than one
+__all__ = ["AXES", "REPLICA", "EmulationError", "emulate", "factorizations", "format_shape",
+           "group_size", "make_mesh", "mesh_shape", "parse_shape", "replica_count"]
+
 
 
 # XLA:CPU flags an emulating process compiles with, unless XLA_FLAGS names the flag itself.
@@ -153,31 +155,6 @@ def make_mesh(shape: tuple[int, int, int], replicas: int = 1) -> Mesh:
     return jax.make_mesh(full, axes, axis_types=types, devices=devices)
 
 
-def format_shape(shape) -> str:
-    return "x".join(str(s) for s in shape)
-
-
-def parse_shape(text: str) -> tuple[int, int, int]:
-    """'4x8x8' -> (4, 8, 8)."""
-    try:
-        shape = tuple(int(s) for s in text.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if len(shape) != 3 or min(shape) < 1:
-        raise UsageError(f"mesh {text!r} is not XxYxZ with positive sizes, e.g. 4x8x8")
-    return shape
-
-
-def group_size(mesh_shape, axes) -> int:
-    """Chips in one group spanning `axes` of a mesh of `mesh_shape`."""
-    return _group_size(tuple(mesh_shape), tuple(axes))
-
-
-@functools.lru_cache(maxsize=4096)
-def _group_size(mesh_shape, axes) -> int:  # the planner asks this ~10^5 times a sweep
-    return math.prod(mesh_shape[AXES.index(a)] for a in axes)
-
-
 def mesh_shape(mesh: Mesh) -> tuple[int, int, int]:
     """(x, y, z): on a mesh of replicas, one replica's."""
     return tuple(mesh.shape[a] for a in AXES)
@@ -186,9 +163,3 @@ def mesh_shape(mesh: Mesh) -> tuple[int, int, int]:
 def replica_count(mesh: Mesh | None) -> int:
     """The data-parallel replicas a mesh holds (1 without an 'r' axis, or no mesh)."""
     return 1 if mesh is None else dict(mesh.shape).get(REPLICA, 1)
-
-
-def factorizations(n: int) -> list[tuple[int, int, int]]:
-    """Every (x, y, z) with x·y·z = n, x then y ascending."""
-    return [(x, y, n // (x * y)) for x in range(1, n + 1) if n % x == 0
-            for y in range(1, n // x + 1) if (n // x) % y == 0]

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from . import kv_formats, moe
 from .config import ModelConfig
 from .quant import QWeight, quantize
-from .shapes import CONTRACT, output_table, param_shapes
+from .shapes import CONTRACT, QUERY_BLOCK, output_table, param_shapes
 
 EPS = 1e-6
 ROPE_BASE = 10_000.0
@@ -195,9 +195,6 @@ def write_kv(cache: dict, k_BLKD, v_BLKD, pos) -> dict:
             new_BLKD = jnp.clip(new_BLKD, -kv_formats.FP8_MAX, kv_formats.FP8_MAX)
         out[t] = write_cache(cache[t], new_BLKD, pos)
     return out
-
-
-QUERY_BLOCK = 512  # queries per block of attention scores: a long prefill never holds L×S
 
 
 def attend(q_BLHD, cache: dict, pos):

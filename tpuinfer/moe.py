@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 
 from .experts import capacity
-from .quant import QWeight
+from .weight_formats import QWeight
 
 
 class Routes(NamedTuple):

@@ -2,8 +2,8 @@
 
 Each process is a JAX controller of JAX's own multi-controller runtime (`jax.distributed`):
 it holds n/P emulated CPU devices, and XLA's gloo collectives carry the collectives between
-processes over 127.0.0.1. `initialize` is what `tpuinfer.emulate(n, processes=P, ...)` runs in
-each process; `launch` starts P local worker processes and supervises them.
+processes over 127.0.0.1. `distributed.initialize` is what `tpuinfer.emulate(n, processes=P,
+...)` runs in each process; `launch` starts P local worker processes and supervises them.
 
 A launch never leaves a process behind and never hangs:
 - a failed worker stops the others, and the launch raises a `WorkerError` naming it;
@@ -31,10 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from . import engine
-# re-exported: a worker calls them as multihost.* (initialize runs inside tpuinfer.emulate)
-from .distributed import (LAUNCHER_ENV, PROGRESS_ENV, check_args,  # noqa: F401
-                          follow_launcher, initialize, progress)
+from .distributed import LAUNCHER_ENV, PROGRESS_ENV, progress
 from .errors import TpuinferError, UsageError
 from .layouts import step_terms
 
@@ -69,6 +66,7 @@ def report_steps(decode_steps: int):
     """Within: every step `tpuinfer.generate` runs is reported as this worker's `progress`
     ("decode step 5 of 31 (ws1d/heads)"), by wrapping the engine's `compiled_step`, which each
     step calls before it runs. A hung collective then names the step it hangs in."""
+    from . import engine  # JAX: a worker's engine, wrapped as it runs (the launcher has none)
     compiled_step = engine.compiled_step
     calls = {True: 0, False: 0}  # by "runs the unsharded reference"
 

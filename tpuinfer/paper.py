@@ -120,7 +120,12 @@ def _phase(p):
 def as_run(col: Column, hardware, weights: str | None = None):
     """The column as the paper ran it: its FFN and attention layouts on the 4x4x4 slice
     (Section 4), with the schedule (plain or looped) the planner prefers for them."""
-    return _phase(col.plan(hardware, weights, ffn=col.ffn, attention=col.attention,
+    return _as_run(col, get_hardware(hardware), weights or col.weights)
+
+
+@functools.lru_cache(maxsize=64)  # `table2` and `paper` ask for the same runs several times
+def _as_run(col: Column, hw, weights: str):
+    return _phase(col.plan(hw, weights, ffn=col.ffn, attention=col.attention,
                            mesh=PAPER_MESHES[CHIPS]))
 
 

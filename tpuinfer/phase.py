@@ -10,15 +10,15 @@ Every term of a decode step is affine in its context (KV bytes and attention FLO
 nothing else changes), so a phase prices the first and the last step and interpolates each
 step between them; every step is then combined under the rule and summed, which is the exact
 sum over the growing context without pricing each step (checked against the step-by-step sum
-in tests/test_planner.py). On R data-parallel replicas the steps are one replica's
-(`tpuinfer.planner`'s docstring says what a replica's latency, MFU and cost are).
+in tests/test_planner.py). The sum is taken in closed form (`_sum_of_steps`): a phase of
+thousands of decode steps costs what one of two does. On R data-parallel replicas the steps
+are one replica's (`tpuinfer.planner`'s docstring says what a replica's latency, MFU and cost
+are).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from .config import ModelConfig, get_model
 from .cost import Estimate, combine, cost_per_token, estimate, mfu, named_times
@@ -28,6 +28,8 @@ from .layouts import Layout
 from .layouts.registry import pad_heads
 
 PHASES = ("prefill", "decode")
+# a step's parts, each affine in the decode step's context (`Estimate`'s times)
+PARTS = ("compute_s", "weights_s", "kv_s", "activations_s", "comm_s", "hidden_s", "overhead_s")
 
 
 @dataclass(frozen=True)
@@ -147,16 +149,10 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
         steps, tokens = gen_len, batch * gen_len
     else:
         raise UsageError(f"unknown phase {phase!r}; one of {PHASES}")
-    # Each part of step i, interpolated between the first and the last step (exact: affine).
-    frac = np.linspace(0.0, 1.0, steps) if steps > 1 else np.zeros(1)
-    part = {k: getattr(first, k) + (getattr(last, k) - getattr(first, k)) * frac
-            for k in ("compute_s", "weights_s", "kv_s", "activations_s", "comm_s", "hidden_s",
-                      "overhead_s")}
-    step_s = combine(rule, part["compute_s"],
-                     part["weights_s"] + part["kv_s"] + part["activations_s"], part["comm_s"],
-                     part["hidden_s"], part["overhead_s"])
-    latency = float(np.sum(step_s))
-    total = {k: float(np.sum(v)) for k, v in part.items()}
+    # Each part of step i lies between the first and the last step's (exact: affine in i).
+    ends = {k: (getattr(first, k), getattr(last, k)) for k in PARTS}
+    latency = _sum_of_steps(rule, ends, steps)
+    total = {k: steps * (a + b) / 2 for k, (a, b) in ends.items()}  # an affine part's sum
     return PhaseEstimate(
         phase=phase, layout=layout, mesh_shape=tuple(mesh_shape), batch=batch, steps=steps,
         tokens=tokens, first=first, last=last, latency_s=latency,
@@ -165,3 +161,24 @@ def phase_estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, phase: st
         mfu=mfu(cfg, tokens, replicas * math.prod(mesh_shape), hw, latency),
         overhead_s=total["overhead_s"], activations_s=total["activations_s"],
         padded_heads=padded_heads, replicas=replicas)
+
+
+def _sum_of_steps(rule: str, ends: dict, steps: int) -> float:
+    """The step time (`combine`) summed over `steps` steps, each part of step i at fraction
+    i/(steps − 1) of the way between its first and last values (`ends`: part -> (first,
+    last)). Where the step time is affine in i (always under `sum`) the sum is
+    steps·(first + last)/2. Under `overlap` max(compute, memory) is affine on each side of the
+    step where the two cross: there the sum is taken in those two pieces."""
+    def at(i) -> tuple:  # (compute, memory, comm, hidden, overhead) of step i
+        f = i / (steps - 1) if steps > 1 else 0.0
+        p = {k: a + (b - a) * f for k, (a, b) in ends.items()}
+        return (p["compute_s"], p["weights_s"] + p["kv_s"] + p["activations_s"], p["comm_s"],
+                p["hidden_s"], p["overhead_s"])
+
+    first, last = at(0), at(steps - 1)
+    d0, d1 = first[0] - first[1], last[0] - last[1]
+    if rule != "overlap" or d0 * d1 >= 0:
+        return steps * (combine(rule, *first) + combine(rule, *last)) / 2
+    k = math.floor(d0 / (d0 - d1) * (steps - 1)) + 1  # the first step past the crossing
+    return (k * (combine(rule, *first) + combine(rule, *at(k - 1)))
+            + (steps - k) * (combine(rule, *at(k)) + combine(rule, *last))) / 2

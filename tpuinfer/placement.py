@@ -1,5 +1,10 @@
 """Placing arrays on a mesh: parameters onto it, caches created on it, and both moved between
-phases when the prefill and decode layouts split them differently.
+phases when the prefill and decode layouts split them differently; host arrays made global
+(every process placing its own devices' pieces) and global arrays brought back to every host.
+
+Specs arrive as the layouts write them (`layouts._common.Spec`: tuples of axis names, in
+pytrees of dicts, lists and `QWeight`s) and become JAX's `PartitionSpec`s here
+(`partition_specs`), where the engine builds and places a step.
 
 Two paths, each where it is the faster:
 - on the emulated CPU mesh, through the host: every device is host memory, so reading an
@@ -18,10 +23,24 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 CACHE_SIZE = 32  # compiled cache initializers kept (real devices), least recently used dropped
+
+
+def _is_spec(s) -> bool:
+    return isinstance(s, P) or type(s) is tuple  # a QWeight of specs is a pytree, not a spec
+
+
+def partition_spec(spec) -> P:
+    """One of the layouts' specs (a tuple of entries) as JAX's `PartitionSpec`."""
+    return spec if isinstance(spec, P) else P(*spec)
+
+
+def partition_specs(specs):
+    """Every spec in a pytree of them (dicts, lists, `QWeight`s) as a `PartitionSpec`."""
+    return jax.tree.map(partition_spec, specs, is_leaf=_is_spec)
 
 
 def through_host(mesh) -> bool:
@@ -31,8 +50,8 @@ def through_host(mesh) -> bool:
 
 
 def shardings(mesh, specs):
-    return jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
-                        is_leaf=lambda s: isinstance(s, P))
+    return jax.tree.map(lambda s: NamedSharding(mesh, partition_spec(s)), specs,
+                        is_leaf=_is_spec)
 
 
 def place(tree, mesh, specs):
@@ -65,7 +84,8 @@ def zeros(arrays: dict, mesh, specs) -> list[dict]:
         # a zero-stride view: each device's piece is copied from one host scalar
         host = {name: np.broadcast_to(np.zeros((), dtype), shape)
                 for name, (shape, dtype) in arrays.items()}
-        return [{name: _via_host(host[name], NamedSharding(mesh, s[name])) for name in arrays}
+        return [{name: _via_host(host[name], NamedSharding(mesh, partition_spec(s[name])))
+                 for name in arrays}
                 for s in specs]
     frozen = tuple(tuple(s[name] for name in arrays) for s in specs)
     return _zeros_fn(tuple(arrays.items()), mesh, frozen)()
@@ -74,6 +94,49 @@ def zeros(arrays: dict, mesh, specs) -> list[dict]:
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def _zeros_fn(arrays, mesh, specs):
     names = [name for name, _ in arrays]
-    out = [{name: NamedSharding(mesh, s) for name, s in zip(names, layer)} for layer in specs]
+    out = [{name: NamedSharding(mesh, partition_spec(s)) for name, s in zip(names, layer)}
+           for layer in specs]
     return jax.jit(lambda: [{name: jnp.zeros(shape, dtype) for name, (shape, dtype) in arrays}
                             for _ in specs], out_shardings=out)
+
+
+# ---- between host and mesh, across processes ------------------------------------------------
+def to_host(x) -> np.ndarray:
+    """A global array as numpy on every process (an all-gather when it spans processes)."""
+    if getattr(x, "is_fully_addressable", True):
+        return np.asarray(x)
+    return _gather_across_processes(x)
+
+
+def _gather_across_processes(x) -> np.ndarray:
+    # Each process copies the shards it holds into a host array, and the host arrays are
+    # all-gathered between one device per process; every process then knows from the sharding
+    # which process held which piece. (`multihost_utils.process_allgather` would replicate x
+    # onto every device instead: an all-gather over all 256 devices, a copy on each.)
+    n = jax.process_count()
+    mine = np.zeros(x.shape, x.dtype)
+    for shard in x.addressable_shards:
+        mine[shard.index] = np.asarray(shard.data)
+    one_each = [next(d for d in jax.devices() if d.process_index == p) for p in range(n)]
+    stacked = jax.make_array_from_single_device_arrays(
+        (n,) + x.shape, NamedSharding(Mesh(np.array(one_each), ("p",)), P("p")),
+        [jax.device_put(mine[None], one_each[jax.process_index()])])
+    gathered = np.asarray(_replicated(stacked.sharding.mesh)(stacked).addressable_data(0))
+    out = np.empty(x.shape, x.dtype)
+    for device, index in x.sharding.devices_indices_map(x.shape).items():
+        out[index] = gathered[device.process_index][index]
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _replicated(mesh):
+    return jax.jit(lambda a: a, out_shardings=NamedSharding(mesh, P()))
+
+
+def global_array(host_array: np.ndarray, mesh, spec):
+    """A global array from a host array every process holds, each process placing only the
+    pieces its own devices need."""
+    if mesh is None:
+        return jnp.asarray(host_array)
+    sharding = NamedSharding(mesh, partition_spec(spec))
+    return jax.make_array_from_callback(host_array.shape, sharding, lambda idx: host_array[idx])

@@ -50,15 +50,21 @@ from .config import ModelConfig, get_model
 from .errors import LayoutError, UsageError
 from .hardware import (HardwareProfile, check_mesh, chip_counts, get_hardware, mesh_shapes,
                        wraps)
-# re-exported: the maximum-context model lived here, and `planner.max_context` is still asked
-from .kv import (ATTENTION_VARIANTS, kv_bytes_per_chip, max_context,  # noqa: F401
-                 variant_config)
+# re-exported (`__all__`): the maximum-context model lived here, and `planner.max_context` is
+# still asked
+from .kv import ATTENTION_VARIANTS, kv_bytes_per_chip, max_context, variant_config
 from .kv_formats import check_kv
 from .layouts import ATTENTION_LAYOUTS, EXPERT_LAYOUTS, FFN_LAYOUTS, Layout
 from .layouts.registry import ATTENTION, FFN
 # a phase priced whole lives in its own module; `planner.phase_estimate` is still asked
-from .phase import PHASES, PhaseEstimate, phase_estimate  # noqa: F401
-from .quant import check_format
+from .phase import PHASES, PhaseEstimate, phase_estimate
+from .weight_formats import check_format
+
+__all__ = ["Progress", "PhasePlan", "Plan", "candidates", "choose", "plan", "replica_counts",
+           "pareto", "frontier",
+           # re-exported: asked of the planner by the chapters, the widgets and the tests
+           "ATTENTION_VARIANTS", "kv_bytes_per_chip", "max_context", "variant_config", "PHASES",
+           "PhaseEstimate", "phase_estimate"]
 
 Progress = Callable[[int, int, str], None]  # (done, total, what is running now)
 

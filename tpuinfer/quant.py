@@ -13,70 +13,20 @@ scales alike.
 """
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
-
 import jax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec
 
 from .errors import UsageError
-from .shapes import (CONTRACT, TABLES, dims, is_matrix, layer_matrices, output_channels, shape,
-                     tables)
+from .shapes import CONTRACT, TABLES, is_matrix
+# the formats themselves (bytes, scales, specs) are the cost path's: `weight_formats`
+from .weight_formats import (BYTES, HLO_TYPE, QUANTIZED, SCALE_BYTES, WEIGHT_FORMATS, QWeight,
+                             check_format, scale_spec, stored_arrays, weight_bytes)
 
-WEIGHT_FORMATS = ("f32", "bf16", "int8", "fp8")
-QUANTIZED = ("int8", "fp8")  # stored one byte a value with a bf16 scale per output channel
-BYTES = {"f32": 4, "bf16": 2, "int8": 1, "fp8": 1}
-SCALE_BYTES = 2  # bf16 scales
-HLO_TYPE = {"f32": "f32", "bf16": "bf16", "int8": "s8", "fp8": "f8e4m3fn"}  # as XLA prints them
+__all__ = ["BYTES", "HLO_TYPE", "QUANTIZED", "SCALE_BYTES", "WEIGHT_FORMATS", "QWeight",
+           "check_format", "scale_spec", "stored_arrays", "weight_bytes", "quantize", "prepare",
+           "format_of", "activation_dtype"]
 # the quantized values: their dtype and the largest magnitude a channel's largest |w| maps to
 _QDTYPE = {"int8": (jnp.int8, 127.0), "fp8": (jnp.float8_e4m3fn, 448.0)}
-
-
-def check_format(weights: str) -> str:
-    if weights not in WEIGHT_FORMATS:
-        raise UsageError(f"unknown weight format {weights!r}; choose one of "
-                         f"{', '.join(WEIGHT_FORMATS)}")
-    return weights
-
-
-class QWeight(NamedTuple):
-    q: jax.Array  # int8 or float8_e4m3fn, the matrix's shape
-    scale: jax.Array  # bf16, the shape of its output dimensions (contracting dims dropped)
-
-
-def scale_spec(name: str, spec):
-    """A scale vector is split like its matrix's output dimensions."""
-    entries = tuple(spec) + (None,) * (3 - len(spec))
-    ndim = len(dims(name))
-    return PartitionSpec(*[e for d, e in enumerate(entries[:ndim]) if d not in CONTRACT[name]])
-
-
-def stored_arrays(name: str, shape, spec, weights: str):
-    """The arrays one parameter is stored as, each (label, shape, spec, bytes per element):
-    the matrix, plus for int8 and fp8 its bf16 scale vector. Norm scales are never
-    quantized."""
-    if weights not in QUANTIZED or not is_matrix(name):
-        yield name, tuple(shape), spec, (BYTES[weights] if weights not in QUANTIZED
-                                         else SCALE_BYTES)
-        return
-    yield name, tuple(shape), spec, 1
-    out_shape = tuple(d for i, d in enumerate(shape) if i not in CONTRACT[name])
-    yield name + ".scale", out_shape, scale_spec(name, spec), SCALE_BYTES
-
-
-def weight_bytes(cfg, weights: str = "bf16") -> float:
-    """Bytes of the whole model in a weight format (int8 and fp8: matrices one byte a value,
-    one bf16 scale per output channel, norm scales bf16)."""
-    check_format(weights)
-    norms = cfg.n_layers * cfg.norm_params_per_layer() + cfg.E
-    n_tables = len(tables(cfg))  # an untied model's lookup table besides its output table
-    matrices = cfg.matmul_params() + (n_tables - 1) * math.prod(shape(cfg, "embed"))
-    if weights not in QUANTIZED:
-        return (matrices + norms) * BYTES[weights]
-    scales = cfg.n_layers * sum(output_channels(cfg, n) for n in layer_matrices(cfg))
-    scales += n_tables * output_channels(cfg, "embed")
-    return matrices * 1 + (scales + norms) * SCALE_BYTES
 
 
 def quantize(w: jax.Array, contract_axes: tuple[int, ...], fmt: str = "int8") -> QWeight:

@@ -1,6 +1,6 @@
 """How the front-ends say things: the command line, the widgets and the book's chapters.
 
-The library returns numbers and facts (`measure.Flag`, a calibration's fitted constants); this
+The library returns numbers and facts (`measurement.Flag`, a calibration's fitted constants); this
 module is the one place that turns them into text: times, bytes, plain-text tables, mesh
 shapes, the sentences a measurement's flags stand for, and progress bars (`tqdm.auto`: a bar
 in a terminal and in a notebook) behind the `progress(done, total, what)` callbacks that long
@@ -13,10 +13,7 @@ import io
 import statistics
 from typing import Callable, Iterator
 
-from tqdm.auto import tqdm as auto_tqdm
-from tqdm.std import tqdm as text_tqdm
-
-from .measure import Flag
+from .measurement import Flag
 from .planner import Progress
 
 
@@ -131,7 +128,16 @@ def progress_bar(desc: str, *, disable: bool = False,
 
     Without `show`: `tqdm.auto` (a text bar on stderr in a terminal, a widget bar in a
     notebook). With `show`: the bar's one line of text is passed to `show` at every step (a
-    widget puts it in its own message line, where the bar stays beside the plot it is for)."""
+    widget puts it in its own message line, where the bar stays beside the plot it is for).
+    With `disable` and no `show`, nothing is drawn and tqdm is not imported (the planner in a
+    browser has none)."""
+    if disable and show is None:
+        yield lambda done, total, what: None
+        return
+    # tqdm draws the bar: imported only where one is drawn (the cost path runs without it)
+    from tqdm.auto import tqdm as auto_tqdm
+    from tqdm.std import tqdm as text_tqdm  # tqdm: as above
+
     bar = None
 
     def progress(done: int, total: int, what: str) -> None:

@@ -7,7 +7,9 @@ size, U the shared experts' hidden size) and by the dimensions its matmul contra
 are its output channels, one int8 scale each. Parameter shapes (`param_shapes`), parameter counts (`ModelConfig`), int8 scales
 and their specs (`tpuinfer.quant`) all derive from `MATRICES`; nothing else lists them.
 
-This module imports nothing of tpuinfer, so `config` and `quant` can both build on it.
+Beside them, the one activation shape the engine fixes and the cost model sizes memory by:
+`QUERY_BLOCK`, the queries per block of attention scores. This module imports nothing of
+tpuinfer, so `config` and `weight_formats` can both build on it.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ MATRICES = {"w_q": ("EHD", (0,)), "w_k": ("EKD", (0,)), "w_v": ("EKD", (0,)),
             "w_shared_gate": ("EU", (0,)), "w_shared_up": ("EU", (0,)),
             "w_shared_down": ("UE", (0,))}
 TABLES = ("embed", "unembed")
+# queries per block of attention scores (`model.attend`): a long prefill never holds L×S
+QUERY_BLOCK = 512
 ATTENTION = ("w_q", "w_k", "w_v", "w_o")
 DENSE_FFN = ("w_gate", "w_up", "w_down")
 EXPERTS = ("w_expert_gate", "w_expert_up", "w_expert_down")  # one slice per expert (M first)

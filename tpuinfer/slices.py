@@ -31,10 +31,8 @@ import itertools
 import math
 from dataclasses import dataclass
 
-import numpy as np
-
+from .axes import AXES, factorizations
 from .errors import UsageError
-from .mesh import AXES, factorizations
 
 # source: cloud.google.com/tpu/docs/v5e and cloud.google.com/tpu/docs/v6e (the 2D slice shapes)
 SLICES_2D = ((1, 1), (2, 2), (2, 4), (4, 4), (4, 8), (8, 8), (8, 16), (16, 16))
@@ -49,6 +47,9 @@ PAPER_MESHES = {8: (2, 2, 2), 16: (2, 4, 2), 32: (4, 2, 4), 64: (4, 4, 4), 128: 
 
 
 def _hw(hw):
+    """A profile, from its name (the cost model passes profiles: they come back at once)."""
+    if not isinstance(hw, str):
+        return hw
     from .hardware import get_hardware  # hardware imports this module for its mesh names
     return get_hardware(hw)
 
@@ -310,12 +311,13 @@ def _phases(order, k) -> float:
 
 
 def _switch_links(hw, mesh_shape, axes, k) -> GroupLinks:
-    # The groups are the index sets that vary only along `axes` (row-major device order).
-    ids = np.arange(math.prod(mesh_shape)).reshape(mesh_shape)
+    # The groups are the devices that differ only along `axes` (numbered row-major over x, y,
+    # z); a group stays inside a node when all its members' ids fall in one run of node_size.
     keep = [i for i, a in enumerate(AXES) if a not in axes]
-    groups = np.transpose(ids, keep + [AXES.index(a) for a in axes]).reshape(-1, k)
-    nodes = groups // hw.node_size
-    inside = bool(np.all(nodes == nodes[:, :1]))
+    nodes: dict[tuple, set] = {}
+    for device, coords in enumerate(itertools.product(*map(range, mesh_shape))):
+        nodes.setdefault(tuple(coords[i] for i in keep), set()).add(device // hw.node_size)
+    inside = all(len(n) == 1 for n in nodes.values())
     # a group that leaves its node crosses InfiniBand: every ring through it goes through a
     # GPU's own NIC, at the network's bandwidth and latency
     bandwidth = hw.link_bandwidth if inside else hw.network_bandwidth

@@ -16,7 +16,7 @@ import numpy as np
 from .config import ModelConfig, get_model
 from .cost import estimate
 from .errors import LayoutError, UsageError
-from .hardware import get_hardware
+from .hardware import HardwareProfile, get_hardware
 from .kv import ATTENTION_VARIANTS, VARIANTS, kv_bytes_per_chip, max_context, variant_config
 from .layouts import FFN_LAYOUTS, Layout, step_terms
 from .measure import PRECISE, Flag, count_by_kind, measure
@@ -247,9 +247,11 @@ def measured_crossover(cfg: ModelConfig | str, mesh_shape, tokens_per_batch, *,
 
 # ---- latency against cost (the paper's Figure 1) ------------------------------------------
 @functools.lru_cache(maxsize=64)
-def _pareto(model, weights, hardware, input_len, gen_len, chips, batches, kv=None,
-            replicas=1) -> dict:
-    # A full sweep takes seconds to a minute: each curve is priced once per session.
+def _pareto(model, weights, hardware: HardwareProfile, input_len, gen_len, chips, batches,
+            kv=None, replicas=1) -> dict:
+    # A full sweep takes seconds to a minute: each curve is priced once per session. Keyed by
+    # the profile itself (its every constant), not its name: a `host` profile recalibrated
+    # since is a new key, never served a curve priced on the old one.
     return pareto(model, hardware, chips=list(chips) if chips else None,
                   batches=list(batches) if batches else None, input_len=input_len,
                   gen_len=gen_len, weights=weights, kv=kv, replicas=replicas)
@@ -265,7 +267,7 @@ def pareto_curves(models, weights, *, hardware: str = "tpu-v4", input_len: int =
     Each point keeps its chips, batch, mesh and layouts. A combination that cannot run (it
     fits on none of the chip counts) is left out with its reason in `errors`; raises the
     first ValueError when none runs."""
-    get_hardware(hardware)  # an unknown profile is one error, not one per curve
+    profile = get_hardware(hardware)  # an unknown profile is one error, not one per curve
     combos = [(m, w) for m in models for w in weights]
     out = {"hardware": hardware, "prefill": {}, "decode": {}, "errors": {}}
     for i, (model, fmt) in enumerate(combos):
@@ -273,7 +275,7 @@ def pareto_curves(models, weights, *, hardware: str = "tpu-v4", input_len: int =
         if progress:
             progress(i, len(combos), label)
         try:
-            result = _pareto(model, fmt, hardware, input_len, gen_len,
+            result = _pareto(model, fmt, profile, input_len, gen_len,
                              tuple(chips) if chips else None,
                              tuple(batches) if batches else None, kv, replicas)
         except UsageError as err:  # e.g. does not fit on any chip count in that format

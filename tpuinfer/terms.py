@@ -73,7 +73,7 @@ class StepTerms:
     # packs a multi-row matmul's weights into panels first, and streams a one-row one's
     multirow_weight_bytes: float = 0.0
     # weight bytes each chip copies after gathering them, to put the gathered dimensions in
-    # place (`layouts._common.gather_weight`'s transpose, all but free when only the first
+    # place (`layouts._spmd.gather_weight`'s transpose, all but free when only the first
     # dimension was split): a copy of a strided array. Priced only where a profile has
     # `relayout_bandwidth` (a host: XLA:CPU ran these copies of wg-xyz's weights on 2x2x2 at
     # about 10 GB/s, half the step's time)

@@ -17,7 +17,7 @@ from .config import get_model
 from .errors import UsageError
 from .experts import touched_fraction
 from .hardware import get_hardware
-from .quant import BYTES
+from .weight_formats import BYTES
 
 
 def ws2d_optimal_x(n: int, E: int, F: int) -> float:

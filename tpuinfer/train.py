@@ -1,4 +1,5 @@
-"""`tpuinfer train`: train the tiny model on the project's own prose, from scratch.
+"""Train the tiny model on the project's own prose, from scratch (`tpuinfer train` runs it:
+`tpuinfer.cli.train`).
 
 Reproduces the shipped checkpoint (`tpuinfer/data/tiny.npz`, read by `load_params`; a second
 run on the 2-core machine that trained it wrote the same bf16 values, bit for bit): the
@@ -14,7 +15,6 @@ Needs the `train` extra (`pip install -e ".[train]"`, in `dev` too) for optax.
 from __future__ import annotations
 
 import functools
-import gzip
 import time
 from pathlib import Path
 
@@ -24,7 +24,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import checkpoint, model, quality, text
-from .cli import add_json_flag
 from .config import get_model
 from .errors import UsageError
 
@@ -129,41 +128,3 @@ def train(model_name: str = DEFAULTS["model"], steps: int = DEFAULTS["steps"],
     if out is not None:
         checkpoint.save(best[2], cfg, record, out)
     return record
-
-
-def register(sub) -> None:
-    p = sub.add_parser("train", help="train the tiny model on the project's prose (the "
-                                     "shipped checkpoint, from scratch)")
-    p.add_argument("--model", default=DEFAULTS["model"])
-    for name in ("steps", "batch", "seq_len", "warmup", "seed", "eval_every"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=DEFAULTS[name])
-    for name in ("lr", "weight_decay"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=DEFAULTS[name])
-    p.add_argument("--out", type=Path, default=text.DATA,
-                   help="directory for <model>.npz and <model>.json (default: the package's)")
-    p.add_argument("--new-corpus", type=Path, metavar="REPO",
-                   help="train on a new snapshot of the prose of the tpuinfer checkout REPO, "
-                        "written to OUT/corpus.txt.gz beside the checkpoint (default: the "
-                        "shipped snapshot)")
-    add_json_flag(p)
-
-    def func(args):
-        corpus = None
-        if args.new_corpus:
-            corpus = text.collect_prose(args.new_corpus).encode("utf-8")
-            args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / text.CORPUS.name).write_bytes(gzip.compress(corpus, mtime=0))
-        record = train(args.model, args.steps, args.batch, args.seq_len, args.lr, args.warmup,
-                       args.weight_decay, args.seed, args.eval_every, args.out, corpus,
-                       progress=not args.json)
-        lines = [f"{c['step']:>6} {c['train_loss']:>8.4f} {c['held_out_loss']:>9.4f} "
-                 f"{c['elapsed_s']:>7.0f}" for c in record["curve"]]
-        txt = "\n".join(
-            [" step    train  held-out  wall s   (nats per byte)"] + lines +
-            [f"kept step {record['kept_step']}: held-out {record['held_out_loss']:.4f} nats "
-             f"per byte ({record['held_out_loss'] / np.log(2):.3f} bits), against "
-             f"{record['unigram_held_out_loss']:.4f} for byte frequencies alone (unigram)",
-             f"wrote {checkpoint.path_for(args.model, args.out)}" if args.out else ""])
-        return record, txt
-
-    p.set_defaults(func=func)

@@ -1,37 +1,37 @@
-"""What every layout shares: where the axes are, the collectives as the paper names them, the
-bytes a partition spec leaves on each chip, and the divisibility checks.
+"""What every layout's specs, terms and checks share: partition specs and the bytes they leave on
+each chip, the storage 2D weight-stationary and the weight-gathered layouts share, the
+collectives as terms, and the divisibility checks. Imports no JAX (the bodies' collectives are
+`_spmd`'s).
 
-Collectives over a group of one chip are skipped here, in one place, both in the code and in
-the terms, so a mesh axis of size 1 costs nothing and emits nothing.
+A partition spec here is the project's own: a tuple with one entry per dimension, each None
+(not split), an axis name ('x') or a tuple of them (('z', 'y'), major first), as JAX's
+`PartitionSpec` takes them; the engine turns specs into `PartitionSpec`s where it builds a step
+(`placement.partition_specs`). Collectives over a group of one chip are left out of the terms
+here, as `_spmd` skips them in the code, so a mesh axis of size 1 costs nothing and emits
+nothing.
 """
 from __future__ import annotations
 
-import math
-
-import jax
-import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
-
+from ..axes import AXES, format_shape, group_size
 from ..errors import LayoutError, UsageError
-from ..mesh import AXES, format_shape, group_size
-from ..quant import QWeight, scale_spec
 from ..terms import Collective
-from .interface import Axes, Ctx  # noqa: F401  (the layout files take them from here)
+
+Spec = tuple  # one entry per dimension: None, an axis name, or a tuple of axis names
 
 
 def spec_axes(entry) -> tuple[str, ...]:
-    """The axes one PartitionSpec entry splits over: None, 'x' or ('z', 'y')."""
+    """The axes one spec entry splits over: None, 'x' or ('z', 'y')."""
     if entry is None:
         return ()
     return (entry,) if isinstance(entry, str) else tuple(entry)
 
 
 def entry(axes: tuple[str, ...]):
-    """The PartitionSpec entry for splitting over `axes` (None when over none)."""
+    """The spec entry for splitting over `axes` (None when over none)."""
     return tuple(axes) if axes else None
 
 
-def local_shape(shape, spec: P, mesh_shape) -> tuple[int, ...]:
+def local_shape(shape, spec: Spec, mesh_shape) -> tuple[int, ...]:
     entries = tuple(spec) + (None,) * (len(shape) - len(spec))
     return tuple(d // group_size(mesh_shape, spec_axes(e)) for d, e in zip(shape, entries))
 
@@ -58,22 +58,6 @@ def kv_split(cfg, heads_axes: tuple[str, ...], mesh_shape) -> tuple[str, ...]:
     raise AssertionError("the empty prefix always divides")
 
 
-def own_kv_heads(ctx: Ctx, heads_axes, kv_axes, cache: dict) -> dict:
-    """The cache of the K/V heads this chip's query heads read, of the K/|p| it holds (p =
-    `kv_axes`, a prefix of `heads_axes`, the axes this chip's H/|h| query heads split over):
-    K, V and an int8 cache's scales, each cut along its K dimension. Where p is all of h
-    (multihead, or K a multiple of |h|) they are all of them. Otherwise (|h| a multiple of
-    K, checked by `require_groups`) the chip's query heads share one K/V head: query head j
-    reads K/V head j·K/H, so the chip at index i_s over s = h less p reads its local head
-    i_s·(K/|p|)/|s|."""
-    s = tuple(heads_axes[len(kv_axes):])
-    held = cache["k"].shape[2]
-    if ctx.size(s) == 1 or held == 1:  # every head held is read (one: multiquery's)
-        return cache
-    i = jax.lax.axis_index(s) // (ctx.size(s) // held)
-    return {name: jax.lax.dynamic_slice_in_dim(a, i, 1, axis=2) for name, a in cache.items()}
-
-
 def require_groups(cfg, heads_axes, mesh_shape, layout: str):
     """Grouped-query attention: the query heads a chip holds must read whole K/V heads, so
     K must divide by the chips the heads split over, or they by K."""
@@ -86,81 +70,43 @@ def require_groups(cfg, heads_axes, mesh_shape, layout: str):
             f"choose a mesh whose {'·'.join(heads_axes)} divides or is divided by {cfg.K}")
 
 
-# ---- collectives (code) ---------------------------------------------------------------------
-def all_gather(ctx: Ctx, x, axes, axis: int):
-    return jax.lax.all_gather(x, axes, axis=axis, tiled=True) if ctx.size(axes) > 1 else x
+# ---- storage shared by 2D weight-stationary and the weight-gathered layouts -----------------
+# The residual's E splits over x, F and the heads over (z, y), z major, so that a
+# weight-gathered layout gathering over y alone still receives one contiguous block.
+ZY = ("z", "y")
 
 
-def all_reduce(ctx: Ctx, x, axes):
-    return jax.lax.psum(x, axes) if ctx.size(axes) > 1 else x
+def stored_kv_axes(cfg, mesh_shape) -> tuple[str, ...]:
+    """p: the axes of zy the stored W_k, W_v split their K heads over."""
+    return kv_split(cfg, ZY, mesh_shape)
 
 
-def reduce_scatter(ctx: Ctx, x, axes, axis: int):
-    return (jax.lax.psum_scatter(x, axes, scatter_dimension=axis, tiled=True)
-            if ctx.size(axes) > 1 else x)
+def stored_specs(cfg, mesh_shape=None) -> dict:
+    """Partition specs of one layer's weights, `E_xF_yz`: 2D weight-stationary's, and the
+    weight-gathered layouts' as stored (one stored layout serves weight-gathered prefill and
+    2D weight-stationary decode)."""
+    kv = ("x", entry(stored_kv_axes(cfg, mesh_shape)), None)
+    specs = {"w_q": ("x", ZY, None), "w_k": kv, "w_v": kv, "w_o": (ZY, None, "x"),
+             "w_up": ("x", ZY), "w_down": (ZY, "x")}
+    if cfg.gated_ffn:
+        specs["w_gate"] = ("x", ZY)
+    return specs
 
 
-def fused_reduce_scatter(ctx: Ctx, xs_BLN: list, axes):
-    """One reduce-scatter for several [B, L, N_i] partial sums: chip k of the group receives
-    chunk k of every tensor (so each tensor ends split over `axes`, minor to what it was)."""
-    k = ctx.size(axes)
-    if k == 1:
-        return xs_BLN
-    B, L = xs_BLN[0].shape[:2]
-    widths = [x.shape[-1] // k for x in xs_BLN]
-    stacked_BLKN = jnp.concatenate([x.reshape(B, L, k, w) for x, w in zip(xs_BLN, widths)], -1)
-    out_BLN = jax.lax.psum_scatter(stacked_BLKN, axes, scatter_dimension=2, tiled=False)
-    return jnp.split(out_BLN, list(_offsets(widths)), axis=-1)
-
-
-def fused_all_gather(ctx: Ctx, xs_BLN: list, axes):
-    """One all-gather for several [B, L, N_i] tensors: the inverse of `fused_reduce_scatter`'s
-    placement (chunk k comes from chip k of the group)."""
-    k = ctx.size(axes)
-    if k == 1:
-        return xs_BLN
-    B, L = xs_BLN[0].shape[:2]
-    widths = [x.shape[-1] for x in xs_BLN]
-    gathered_BLKN = jax.lax.all_gather(jnp.concatenate(xs_BLN, -1), axes, axis=2, tiled=False)
-    parts = jnp.split(gathered_BLKN, list(_offsets(widths)), axis=-1)
-    return [p.reshape(B, L, k * w) for p, w in zip(parts, widths)]
-
-
-def _offsets(widths):
-    total = 0
-    for w in widths[:-1]:
-        total += w
-        yield total
-
-
-def gathered_axes(spec: P, gather_axes, mesh_shape) -> tuple[str, ...]:
+# ---- gathering stored weights -------------------------------------------------------------
+def gathered_axes(spec: Spec, gather_axes, mesh_shape) -> tuple[str, ...]:
     """The axes of `gather_axes` that actually split an array stored with `spec`."""
     return tuple(a for a in AXES if a in gather_axes and group_size(mesh_shape, (a,)) > 1
                  and any(a in spec_axes(e) for e in spec))
 
 
-def drop_axes(spec: P, axes) -> P:
+def drop_axes(spec: Spec, axes) -> Spec:
     """`spec` once the array has been gathered over `axes`."""
-    return P(*[entry(tuple(a for a in spec_axes(e) if a not in axes)) for e in spec])
+    return tuple(entry(tuple(a for a in spec_axes(e) if a not in axes)) for e in spec)
 
 
-def gather_weight(ctx: Ctx, w, spec: P, gather_axes: tuple[str, ...]):
-    """All-gather a stored weight shard over `gather_axes` (the weight-gathered layouts), in one
-    collective however many of its dimensions those axes split. Each dimension's gathered
-    axes are the minor end of its split, so the result is again a contiguous block."""
-    axes = gathered_axes(spec, gather_axes, ctx.mesh_shape)
-    if not axes:
-        return w
-    g = jax.lax.all_gather(w, axes, axis=0, tiled=False)  # [prod(sizes of axes), *local]
-    g = g.reshape(tuple(ctx.size((a,)) for a in axes) + w.shape)
-    order = _gather_order(spec, axes, w.ndim)
-    merged = [w.shape[d] * math.prod(ctx.size((a,)) for a in spec_axes(e) if a in axes)
-              for d, e in enumerate(tuple(spec) + (None,) * (w.ndim - len(spec)))]
-    return jnp.transpose(g, order).reshape(merged)
-
-
-def _gather_order(spec: P, axes, ndim: int) -> list[int]:
-    """`gather_weight`'s transpose of [*axes, *local dims]: each gathered axis moves in front
+def _gather_order(spec: Spec, axes, ndim: int) -> list[int]:
+    """`_spmd.gather_weight`'s transpose of [*axes, *local dims]: each gathered axis moves in front
     of the dimension it splits (then the two merge)."""
     order = []
     for d, e in enumerate(tuple(spec) + (None,) * (ndim - len(spec))):
@@ -168,22 +114,13 @@ def _gather_order(spec: P, axes, ndim: int) -> list[int]:
     return order
 
 
-def gather_copies(spec: P, axes: tuple[str, ...], ndim: int) -> bool:
-    """Whether `gather_weight` copies an array stored with `spec`, gathered over `axes` (its
+def gather_copies(spec: Spec, axes: tuple[str, ...], ndim: int) -> bool:
+    """Whether `_spmd.gather_weight` copies an array stored with `spec`, gathered over `axes` (its
     `gathered_axes`), to put it in place: its transpose moves data unless every gathered axis
     splits the first dimension, in order (then the collective's output is already the array,
     and the transpose is free)."""
     order = _gather_order(spec, axes, ndim)
     return bool(axes) and order != sorted(order)
-
-
-def gather_param(ctx: Ctx, name: str, w, spec: P):
-    """A stored parameter gathered over the feed-forward layout's GATHER axes (int8: the
-    scales travel with their matrix)."""
-    if isinstance(w, QWeight):
-        return QWeight(gather_weight(ctx, w.q, spec, ctx.ffn.GATHER),
-                       gather_weight(ctx, w.scale, scale_spec(name, spec), ctx.ffn.GATHER))
-    return gather_weight(ctx, w, spec, ctx.ffn.GATHER)
 
 
 # ---- the block's structure -------------------------------------------------------------------
@@ -198,9 +135,18 @@ def norm_names(cfg) -> list[str]:
     return ["norm"] if cfg.parallel_block else ["norm_attn", "norm_ffn"]
 
 
+def through_passes(one_pass, ctx, x_BLE, w, cache, pos):
+    """One layer of a body: `one_pass(ctx, x_BLE, w, cache, pos, norm, attn=, ffn=)` for each
+    of its passes (`passes`), each after its own norm; the attention pass writes the cache."""
+    for (attn, ffn), norm in zip(passes(ctx.cfg), norm_names(ctx.cfg)):
+        x_BLE, written = one_pass(ctx, x_BLE, w, cache, pos, norm, attn=attn, ffn=ffn)
+        cache = written if attn else cache
+    return x_BLE, cache
+
+
 # ---- collectives (terms) --------------------------------------------------------------------
 DTYPE = {4: "f32", 2: "bf16", 1: "s8"}  # bytes per element -> the element type moved (fp8
-#                                          weights name theirs: `quant.HLO_TYPE`)
+#                                          weights name theirs: `weight_formats.HLO_TYPE`)
 
 
 def collective(kind: str, axes, mesh_shape, nbytes: float, count: int, what: str, *,
@@ -240,6 +186,21 @@ def ring(axes, mesh_shape, chunk_bytes: float, bidirectional: bool, what: str, *
                       what + ", round the ring", itemsize=itemsize, beside=beside, dtype=dtype)
 
 
+def gather_or_ring(kind: str, axes, mesh_shape, nbytes: float, what: tuple[str, str], *,
+                   itemsize: float, looped: tuple[bool, bool] = (False, False),
+                   matmul=(0.0, 0.0), dtype: str = ""):
+    """What a schedule runs for one all-gather or reduce-scatter over `axes`: plain, the
+    collective itself, of `nbytes` per chip (the whole gathered output, or the whole input
+    to scatter); looped (`looped`: (looped, bidirectional)), the ring of permutes in its
+    place, each carrying one chip's chunk of those bytes beside a partial matmul of `matmul`.
+    `what`: the tensor it moves, (plain, looped)."""
+    if looped[0]:
+        return ring(axes, mesh_shape, nbytes / group_size(mesh_shape, axes), looped[1], what[1],
+                    itemsize=itemsize, matmul=matmul, dtype=dtype)
+    return collective(kind, axes, mesh_shape, nbytes, 1, what[0], itemsize=itemsize,
+                      dtype=dtype)
+
+
 # ---- checks ---------------------------------------------------------------------------------
 def require_divides(what: str, size: int, axes, mesh_shape, layout: str, hint: str = ""):
     """Raise a LayoutError naming the dimension, the axes and what would work."""
@@ -250,6 +211,13 @@ def require_divides(what: str, size: int, axes, mesh_shape, layout: str, hint: s
             f"{what}={size} does not divide by {names}={k} on mesh {format_shape(mesh_shape)} "
             f"(layout {layout} splits it over {', '.join(axes)}); choose a mesh whose "
             f"{'·'.join(axes)} divides {size}" + (f", {hint}" if hint else ""))
+
+
+def require_heads(cfg, axes, mesh_shape, layout: str):
+    """H must divide by the chips the heads split over; the paper pads heads that do not."""
+    require_divides("H", cfg.H, axes, mesh_shape, layout,
+                    "or pad the heads as the paper pads PaLM 540B's 48 to 64 (the planner does "
+                    "unless told --no-pad; or the model palm-540b-64heads)")
 
 
 def require_batch(batch: int, axes, mesh_shape, layout: str, why: str = "its batch sharding"):

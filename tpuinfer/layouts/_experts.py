@@ -38,29 +38,26 @@ from __future__ import annotations
 
 import math
 
-import jax
-import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
-
-from .. import moe
 from ..errors import LayoutError
-from ..model import experts, rms_norm, shared_experts
 from ..shapes import layer_matrices
 from . import _common as c
 from . import _one_dim
+
+GATHER: tuple[str, ...] = ()  # weights never move: tokens do
+E_STAYS_SPLIT: tuple[str, ...] = ()  # steps a1 and 1 gather the whole of E
 
 
 def layer_specs(cfg, axes, mesh_shape=None) -> dict:
     """Partition specs of one layer: experts over e (`axes.batch`), F and heads over t."""
     e, t = c.entry(axes.batch), c.entry(axes.embed)
     kv_p = c.kv_split(cfg, axes.embed, mesh_shape)
-    kv = P(None, kv_p, None) if kv_p else P()
-    specs = {"w_q": P(None, t, None), "w_k": kv, "w_v": kv, "w_o": P(t, None, None),
-             "w_router": P(), "w_expert_gate": P(e, None, t), "w_expert_up": P(e, None, t),
-             "w_expert_down": P(e, t, None), "w_shared_gate": P(None, t),
-             "w_shared_up": P(None, t), "w_shared_down": P(t, None)}
+    kv = (None, kv_p, None) if kv_p else ()
+    specs = {"w_q": (None, t, None), "w_k": kv, "w_v": kv, "w_o": (t, None, None),
+             "w_router": (), "w_expert_gate": (e, None, t), "w_expert_up": (e, None, t),
+             "w_expert_down": (e, t, None), "w_shared_gate": (None, t),
+             "w_shared_up": (None, t), "w_shared_down": (t, None)}
     # the matrices this model has (a GELU block has no gates; U = 0, no shared experts)
-    return {n: specs[n] for n in layer_matrices(cfg)} | {n: P() for n in c.norm_names(cfg)}
+    return {n: specs[n] for n in layer_matrices(cfg)} | {n: () for n in c.norm_names(cfg)}
 
 
 def kv_axes(ctx) -> tuple[str, ...]:
@@ -76,16 +73,24 @@ def block(ctx, x_BLE, w, cache, pos):
 
 
 def _mixture(ctx, x_BLE, w):
+    # JAX, imported when the engine traces a step: the planner reads this file's specs and
+    # terms without it
+    import jax.numpy as jnp
+
+    from .. import moe  # JAX: as above
+    from ..model import experts, rms_norm, shared_experts  # JAX: as above
+    from ._spmd import all_gather, all_to_all, reduce_scatter  # JAX: as above
+
     cfg, e, t = ctx.cfg, ctx.axes.batch, ctx.axes.embed
     # 1. all-gather(t): B_eLE_t -> B_eLE, normalised (E is whole: no sum to all-reduce)
-    h_BLE = rms_norm(c.all_gather(ctx, x_BLE, t, axis=2), w["norm_ffn"], cfg.E)
+    h_BLE = rms_norm(all_gather(ctx, x_BLE, t, axis=2), w["norm_ffn"], cfg.E)
     # 2. route this group's whole sequences: each route's expert, slot and weight
     r = moe.route(cfg, w["w_router"], h_BLE)
     moe.record_drops(r)
     # 3. dispatch on the chip: [B/|e|, M, C, E]
     x_BMCE = moe.dispatch(h_BLE, r, cfg.n_experts)
     # 4. all-to-all(e): expert group i's slots to group i -> [B, M/|e|, C, E]
-    x_BMCE = _all_to_all(ctx, x_BMCE, e, split=1, concat=0)
+    x_BMCE = all_to_all(ctx, x_BMCE, e, split=1, concat=0)
     # 5. this chip's experts on every sequence's slots, F split over t: partial sums over t;
     #    the shared experts on this group's tokens alike
     partial = [experts(cfg, w, x_BMCE)]
@@ -94,19 +99,15 @@ def _mixture(ctx, x_BLE, w):
     # 6. one reduce-scatter(t) over E for both -> [B, M/|e|, C, E/|t|] (and [B/|e|, L, E/|t|])
     slots = math.prod(partial[0].shape[:3])  # B·M/|e|·C rows, then the shared B/|e|·L
     rows_RE = jnp.concatenate([p.reshape(-1, cfg.E) for p in partial], axis=0)
-    rows_RE = c.reduce_scatter(ctx, rows_RE, t, axis=1)
+    rows_RE = reduce_scatter(ctx, rows_RE, t, axis=1)
     y_BMCE = rows_RE[:slots].reshape(partial[0].shape[:3] + (-1,))
     # 7. all-to-all(e): every slot back to its sequence's group -> [B/|e|, M, C, E/|t|]
-    y_BMCE = _all_to_all(ctx, y_BMCE, e, split=0, concat=1)
+    y_BMCE = all_to_all(ctx, y_BMCE, e, split=0, concat=1)
     # 8. combine each token's k routes -> [B/|e|, L, E/|t|]
     out_BLE = moe.combine(y_BMCE, r)
     if cfg.shared_d_ff:
         out_BLE = out_BLE + rows_RE[slots:].reshape(x_BLE.shape)
     return x_BLE + out_BLE
-
-
-def _all_to_all(ctx, x, axes, split: int, concat: int):
-    return jax.lax.all_to_all(x, axes, split, concat, tiled=True) if ctx.size(axes) > 1 else x
 
 
 def collectives(step) -> list:
@@ -163,8 +164,7 @@ def check(step):
                       "or a layout of fewer expert axes (ep-x)")
     c.require_divides("E", cfg.E, t, ms, name)
     c.require_divides("F", cfg.F, t, ms, name, "or pad the experts' F")
-    c.require_divides("H", cfg.H, t, ms, name,
-                      "or pad the heads as the paper pads PaLM 540B's 48 to 64")
+    c.require_heads(cfg, t, ms, name)
     if cfg.shared_d_ff:
         c.require_divides("U", cfg.shared_d_ff, t, ms, name)
     c.require_groups(cfg, t, ms, name)

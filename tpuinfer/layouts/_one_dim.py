@@ -17,19 +17,18 @@ from __future__ import annotations
 import functools
 import math
 
-import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
-
-from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares
-from ..quant import HLO_TYPE, QUANTIZED, stored_arrays
 from ..shapes import param_shapes
+from ..weight_formats import HLO_TYPE, QUANTIZED, stored_arrays
 from . import _common as c
-from . import looped
-from .ws2d import ZY, stored_specs
+from ._common import ZY, stored_specs  # the weight-gathered layouts store E_xF_yz (as ws2d)
 
 
 def block(ctx, x_BLE, w, cache, pos, specs):
-    cfg = ctx.cfg
+    # JAX, imported when the engine traces a step: the planner reads this file's specs and
+    # terms without it
+    from . import looped
+    from ._spmd import gather_param  # JAX: as above
+
     # 0. weight-gathered: each matrix arrives whole over the batch axes; looped, its chunks
     #    travel the ring of those axes instead, each multiplied as it passes
     if ctx.looped and ctx.ffn.GATHER:
@@ -37,29 +36,18 @@ def block(ctx, x_BLE, w, cache, pos, specs):
                                                                    ctx.mesh_shape), ctx.mesh_shape)
              if "norm" not in name else arr for name, arr in w.items()}
     else:
-        w = {name: c.gather_param(ctx, name, arr, specs[name]) for name, arr in w.items()}
-    if cfg.parallel_block:
-        return _pass(ctx, x_BLE, w, cache, pos, "norm", attn=True, ffn=True)
-    x_BLE, cache = _pass(ctx, x_BLE, w, cache, pos, "norm_attn", attn=True, ffn=False)
-    x_BLE, _ = _pass(ctx, x_BLE, w, cache, pos, "norm_ffn", attn=False, ffn=True)
-    return x_BLE, cache
-
-
-def _mm_rows(eq, x, w, row_start, n):
-    """x times rows [row_start, row_start + n) of w's input dim (all of them, for a weight
-    travelling a ring: weight-gathered layouts loop their weights, not their activations)."""
-    if isinstance(w, looped.Ring):
-        return looped.ring_matmul(eq, x, w)
-    return mm(eq, x, looped.rows(w, row_start, n))
-
-
-def _mm_cols(eq, x, w, col_start, n):
-    if isinstance(w, looped.Ring):
-        return looped.ring_matmul(eq, x, w)
-    return mm(eq, x, looped.cols(w, col_start, n))
+        w = {name: gather_param(ctx, name, arr, specs[name]) for name, arr in w.items()}
+    return c.through_passes(_pass, ctx, x_BLE, w, cache, pos)
 
 
 def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
+    # JAX, imported when the engine traces a step (as `block`)
+    import jax.numpy as jnp
+
+    from ..model import ffn_act, rms_factor, rope, sum_of_squares  # JAX: as above
+    from . import looped  # JAX: as above
+    from ._spmd import all_gather, mm_cols, mm_rows, reduce_scatter  # JAX: as above
+
     # x_BLE here: [B/|b|, L, E/|m|]
     cfg, m = ctx.cfg, ctx.axes.embed
     B, L = x_BLE.shape[:2]
@@ -72,11 +60,11 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
         out = {"ss": sum_of_squares(h_piece)}
         if attn:
             for t, eq in (("q", "BLE,EHD->BLHD"), ("k", "BLE,EKD->BLKD"), ("v", "BLE,EKD->BLKD")):
-                out[t] = _mm_rows(eq, hs, w["w_" + t], row_start, n)
+                out[t] = mm_rows(eq, hs, w["w_" + t], row_start, n)
         if ffn:
             if cfg.gated_ffn:
-                out["gate"] = _mm_rows("BLE,EF->BLF", hs, w["w_gate"], row_start, n)
-            out["up"] = _mm_rows("BLE,EF->BLF", hs, w["w_up"], row_start, n)
+                out["gate"] = mm_rows("BLE,EF->BLF", hs, w["w_gate"], row_start, n)
+            out["up"] = mm_rows("BLE,EF->BLF", hs, w["w_up"], row_start, n)
         return out
 
     # 1. all-gather(m): B_bLE_m -> B_bLE, feeding W_in and W_q (and the whole K/V);
@@ -84,7 +72,7 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     if ctx.looped and ctx.size(m) > 1 and not ctx.ffn.GATHER:
         parts = looped.allgather_matmul(x_BLE, m, ctx.size(m), project, ctx.bidirectional)
     else:
-        parts = project(0, c.all_gather(ctx, x_BLE, m, axis=2))
+        parts = project(0, all_gather(ctx, x_BLE, m, axis=2))
     inv_BL1 = rms_factor(parts.pop("ss"), cfg.E)
     parts = {t: (v * inv_BL1[..., None] if v.ndim == 4 else v * inv_BL1).astype(v.dtype)
              for t, v in parts.items()}
@@ -101,9 +89,9 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     def produce(col_start, n):
         out_BLE = 0
         if attn:
-            out_BLE = out_BLE + _mm_cols("BLHD,HDE->BLE", back["o"], w["w_o"], col_start, n)
+            out_BLE = out_BLE + mm_cols("BLHD,HDE->BLE", back["o"], w["w_o"], col_start, n)
         if ffn:
-            out_BLE = out_BLE + _mm_cols("BLF,FE->BLE", back["act"], w["w_down"], col_start, n)
+            out_BLE = out_BLE + mm_cols("BLF,FE->BLE", back["act"], w["w_down"], col_start, n)
         return out_BLE
 
     # 4. reduce-scatter(m): B_bLE partial-sum over m -> B_bLE_m (one for both branches);
@@ -112,7 +100,7 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
         width = x_BLE.shape[-1]
         return x_BLE + looped.matmul_reducescatter(produce, m, ctx.size(m), width,
                                                    ctx.bidirectional), cache
-    return x_BLE + c.reduce_scatter(ctx, produce(0, cfg.E), m, axis=2), cache
+    return x_BLE + reduce_scatter(ctx, produce(0, cfg.E), m, axis=2), cache
 
 
 def collectives(step, specs) -> list:
@@ -133,16 +121,14 @@ def collectives(step, specs) -> list:
         dtype = HLO_TYPE[weights] if label == name and weights in QUANTIZED else ""
         if label == name:
             used[name] = (whole, nbytes)
-        if loop[0]:  # each round multiplies the rows by the weight chunk held then
-            out += c.ring(g, mesh_shape, held * nbytes, False, f"0. {label} chunks",
-                          itemsize=nbytes, matmul=(2 * rows * whole, whole * nbytes)
-                          if label == name else (0, 0), dtype=dtype)
-        else:
-            out += c.collective("all-gather", g, mesh_shape, whole * nbytes, 1,
-                                f"0. {label} gathered over {''.join(g)}", itemsize=nbytes,
-                                dtype=dtype)
-    ring_activations = loop[0] and not gather
-    chunk = rows * cfg.E / c.group_size(mesh_shape, m) * a  # one chip's B_bLE_m
+        # looped, each round multiplies the rows by the weight chunk held then
+        out += c.gather_or_ring("all-gather", g, mesh_shape, whole * nbytes,
+                                (f"0. {label} gathered over {''.join(g)}", f"0. {label} chunks"),
+                                itemsize=nbytes, looped=(loop[0], False), dtype=dtype,
+                                matmul=(2 * rows * whole, whole * nbytes) if label == name
+                                else (0, 0))
+    # looped, 1D weight-stationary moves its activations round the ring of m
+    ring_activations = (loop[0] and not gather, loop[1])
 
     def matmul(names):  # (FLOPs, weight bytes) per chip of the matmuls of `names`
         present = [used[n] for n in names if n in used]
@@ -150,20 +136,16 @@ def collectives(step, specs) -> list:
     for attn, ffn in c.passes(cfg):
         ins = (["w_q", "w_k", "w_v"] if attn else []) + (["w_gate", "w_up"] if ffn else [])
         outs = (["w_o"] if attn else []) + (["w_down"] if ffn else [])
-        if ring_activations:
-            out += c.ring(m, mesh_shape, chunk, loop[1], "1. B_bLE_m chunks fed to the input "
-                          "matmuls", itemsize=a, matmul=matmul(ins))
-        else:
-            out += c.collective("all-gather", m, mesh_shape, rows * cfg.E * a, 1,
-                                "1. B_bLE_m -> B_bLE", itemsize=a)
+        out += c.gather_or_ring("all-gather", m, mesh_shape, rows * cfg.E * a,
+                                ("1. B_bLE_m -> B_bLE", "1. B_bLE_m chunks fed to the input "
+                                 "matmuls"), itemsize=a, looped=ring_activations,
+                                matmul=matmul(ins))
         if attn:
             out += step.ctx.attention.collectives(step)
-        if ring_activations:
-            out += c.ring(m, mesh_shape, chunk, loop[1], "4. B_bLE_m accumulators of the "
-                          "output matmuls", itemsize=a, matmul=matmul(outs))
-        else:
-            out += c.collective("reduce-scatter", m, mesh_shape, rows * cfg.E * a, 1,
-                                "4. B_bLE partial-sum(m) -> B_bLE_m", itemsize=a)
+        out += c.gather_or_ring("reduce-scatter", m, mesh_shape, rows * cfg.E * a,
+                                ("4. B_bLE partial-sum(m) -> B_bLE_m", "4. B_bLE_m accumulators "
+                                 "of the output matmuls"), itemsize=a, looped=ring_activations,
+                                matmul=matmul(outs))
     return out
 
 
@@ -189,7 +171,7 @@ def _arrays(cfg, spec_items, gather, mesh_shape, weights) -> tuple:
 def gathered_specs(cfg, mesh_shape=None) -> dict:
     """Weight-gathered layouts store weights as 2D weight-stationary does (`E_xF_yz`), so one
     stored layout serves weight-gathered prefill and 2D weight-stationary decode."""
-    return stored_specs(cfg, mesh_shape) | {n: P() for n in c.norm_names(cfg)}
+    return stored_specs(cfg, mesh_shape) | {n: () for n in c.norm_names(cfg)}
 
 
 def gathered_kv_axes(ctx) -> tuple[str, ...]:
@@ -216,7 +198,6 @@ def check_gathered(step):
     c.require_divides("E", cfg.E, axes.embed + axes.batch, mesh_shape, name,
                       "(the embedding table is stored split over every chip)")
     c.require_divides("F", cfg.F, ZY, mesh_shape, name, "or pad F")
-    c.require_divides("H", cfg.H, ZY, mesh_shape, name,
-                      "or pad the heads as the paper pads PaLM 540B's 48 to 64")
+    c.require_heads(cfg, ZY, mesh_shape, name)
     c.require_batch(step.batch, axes.batch, mesh_shape, name)
     c.require_groups(cfg, axes.heads, mesh_shape, name)

@@ -32,11 +32,6 @@ attention by heads is this layout: nothing to split).
 """
 from __future__ import annotations
 
-import jax
-from jax.sharding import PartitionSpec as P
-
-from ..model import attend as attend_local
-from ..model import write_kv
 from . import _common as c
 
 NAME = "batch"
@@ -64,30 +59,30 @@ def kv_moves(ctx, g, r) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ..
     return p[:len(r)], g1, g[len(g1):]
 
 
-def cache_spec(step) -> P:
+def cache_spec(step) -> c.Spec:
     """[B, S, K, D]: the batch over b then g; K over k (`kv_moves`). An int8 cache's scales,
     [B, S, K], split as its first three dimensions."""
     g, r = split(step.ctx, step.batch)
     cached, _, _ = kv_moves(step.ctx, g, r)
-    return P(c.entry(step.axes.batch + g), None, c.entry(cached), None)
-
-
-def _to_batch(ctx, g, t_BLHD):
-    return jax.lax.all_to_all(t_BLHD, g, 0, 2, tiled=True) if ctx.size(g) > 1 else t_BLHD
-
-
-def _to_heads(ctx, g, t_BLHD):
-    return jax.lax.all_to_all(t_BLHD, g, 2, 0, tiled=True) if ctx.size(g) > 1 else t_BLHD
+    return (c.entry(step.axes.batch + g), None, c.entry(cached), None)
 
 
 def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
+    # JAX, imported when the engine traces a step: the planner reads this file's spec and
+    # terms without it
+    import jax
+
+    from ..model import attend as attend_local  # JAX: as above
+    from ..model import write_kv  # JAX: as above
+    from ._spmd import all_to_all, own_kv_heads  # JAX: as above
+
     # q_BLHD here: [B/|b|, L, H/|h|, D] -> [B/(|b||g|), L, H/|r|, D]
     g, r = split(ctx, q_BLHD.shape[0] * ctx.size(ctx.axes.batch))
     cached, g1, g2 = kv_moves(ctx, g, r)
     # 1. all-to-all(g): Q from head-split to batch-split; K, V over g1 alike, and over g2
     #    each chip keeps its own rows of what it holds
-    q_BLHD = _to_batch(ctx, g, q_BLHD)
-    k_BLKD, v_BLKD = _to_batch(ctx, g1, k_BLKD), _to_batch(ctx, g1, v_BLKD)
+    q_BLHD = all_to_all(ctx, q_BLHD, g, 0, 2)
+    k_BLKD, v_BLKD = all_to_all(ctx, k_BLKD, g1, 0, 2), all_to_all(ctx, v_BLKD, g1, 0, 2)
     if ctx.size(g2) > 1:
         rows = q_BLHD.shape[0]
         start = jax.lax.axis_index(g2) * rows
@@ -95,9 +90,9 @@ def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
         v_BLKD = jax.lax.dynamic_slice_in_dim(v_BLKD, start, rows, axis=0)
     # 2. the chip's heads, own sequences, own cache rows; each query head its K/V head
     cache = write_kv(cache, k_BLKD, v_BLKD, pos)
-    o_BLHD = attend_local(q_BLHD, c.own_kv_heads(ctx, r, cached, cache), pos)
+    o_BLHD = attend_local(q_BLHD, own_kv_heads(ctx, r, cached, cache), pos)
     # 3. all-to-all(g): back to head-split for W_o
-    return _to_heads(ctx, g, o_BLHD), cache
+    return all_to_all(ctx, o_BLHD, g, 2, 0), cache
 
 
 def collectives(step) -> list:

@@ -16,26 +16,28 @@ chip's own attention, which applies an int8 cache's scales (`model.attend`).
 """
 from __future__ import annotations
 
-from jax.sharding import PartitionSpec as P
-
-from ..model import attend as attend_local
-from ..model import write_kv
 from . import _common as c
 
 NAME = "heads"
 CACHE_OVER_ALL_CHIPS = False  # split over p only, and multiquery's one head not at all
 
 
-def cache_spec(step) -> P:
+def cache_spec(step) -> c.Spec:
     """[B, S, K, D]: batch split as the residual's; K over p (none for multiquery). An int8
     cache's scales, [B, S, K], split as its first three dimensions."""
-    return P(c.entry(step.axes.batch), None, c.entry(step.ctx.ffn.kv_axes(step.ctx)), None)
+    return (c.entry(step.axes.batch), None, c.entry(step.ctx.ffn.kv_axes(step.ctx)), None)
 
 
 def attend(ctx, q_BLHD, k_BLKD, v_BLKD, cache, pos):
+    # JAX, imported when the engine traces a step: the planner reads this file's spec and
+    # terms without it
+    from ..model import attend as attend_local
+    from ..model import write_kv  # JAX: as above
+    from ._spmd import own_kv_heads  # JAX: as above
+
     # q_BLHD here: [B/|b|, L, H/|h|, D]; K/V and the cache: [B/|b|, ·, K/|p|, D]
     cache = write_kv(cache, k_BLKD, v_BLKD, pos)
-    own = c.own_kv_heads(ctx, ctx.axes.heads, ctx.ffn.kv_axes(ctx), cache)
+    own = own_kv_heads(ctx, ctx.axes.heads, ctx.ffn.kv_axes(ctx), cache)
     return attend_local(q_BLHD, own, pos), cache
 
 

@@ -19,18 +19,15 @@ checks: `_experts`.
 from __future__ import annotations
 
 from . import _experts
-from ._common import Axes
-from ._experts import block, check, collectives, kv_axes
+# the interface's steps, terms and checks are the expert-parallel layouts' own (`_experts`):
+# only the axes below differ between ep-x, ep-xy and ep-xyz
+from ._experts import E_STAYS_SPLIT, GATHER, block, check, collectives, kv_axes
+from .interface import Axes
 
 NAME = "ep-xy"
 AXES = Axes(batch=("x", "y"), embed=("z",), heads=("z",))
-GATHER: tuple[str, ...] = ()  # weights never move: tokens do
-E_STAYS_SPLIT: tuple[str, ...] = ()  # steps a1 and 1 gather the whole of E
 
 
 def layer_specs(cfg, mesh_shape=None) -> dict:
     return _experts.layer_specs(cfg, AXES, mesh_shape)
 
-
-__all__ = ["NAME", "AXES", "GATHER", "E_STAYS_SPLIT", "layer_specs", "block", "collectives",
-           "kv_axes", "check"]

@@ -19,8 +19,10 @@ their collectives and the checks: `_experts`.
 from __future__ import annotations
 
 from . import _experts
-from ._common import Axes
-from ._experts import block, check, collectives, kv_axes
+# the interface's steps, terms and checks are the expert-parallel layouts' own (`_experts`):
+# only the axes below differ between ep-x, ep-xy and ep-xyz
+from ._experts import E_STAYS_SPLIT, GATHER, block, check, collectives, kv_axes
+from .interface import Axes
 
 NAME = "ep-xyz"
 AXES = Axes(batch=("x", "y", "z"), embed=(), heads=())
@@ -31,6 +33,3 @@ E_STAYS_SPLIT: tuple[str, ...] = ()  # E is never split
 def layer_specs(cfg, mesh_shape=None) -> dict:
     return _experts.layer_specs(cfg, AXES, mesh_shape)
 
-
-__all__ = ["NAME", "AXES", "GATHER", "E_STAYS_SPLIT", "layer_specs", "block", "collectives",
-           "kv_axes", "check"]

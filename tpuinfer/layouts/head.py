@@ -19,17 +19,13 @@ sequence of its group g.
 """
 from __future__ import annotations
 
-import jax
-from jax.sharding import PartitionSpec as P
-
-from .. import model
 from . import _common as c
 
 
-def table_spec(axes, gather) -> P:
+def table_spec(axes, gather) -> c.Spec:
     """`VE_eg`: E split over the residual's axes, then the gathered ones (minor, so that each
     chip's columns are chunk g of its `VE_e` block)."""
-    return P(None, c.entry(tuple(axes.embed) + tuple(gather)))
+    return (None, c.entry(tuple(axes.embed) + tuple(gather)))
 
 
 def _group(ctx) -> tuple[str, ...]:
@@ -39,28 +35,36 @@ def _group(ctx) -> tuple[str, ...]:
 
 
 def embed(ctx, table_VE, tokens_BL, dtype):
+    # JAX, imported when the engine traces a step: the planner reads this file's spec and
+    # terms without it
+    from .. import model
+    from ._spmd import all_gather, all_to_all  # JAX: as above
+
     g = _group(ctx)
     # 0. tokens_BL here: [B/|b|, L] -> the group's [B/|b|·|g|, L]
-    tokens_BL = c.all_gather(ctx, tokens_BL, g, axis=0)
+    tokens_BL = all_gather(ctx, tokens_BL, g, axis=0)
     # 1. the local table [V, E/(|e||g|)] -> x_BLE [B/|b|·|g|, L, E/(|e||g|)]; to [B/|b|, L, E/|e|]
     x_BLE = model.embed_lookup(table_VE, tokens_BL, dtype)
-    return jax.lax.all_to_all(x_BLE, g, 0, 2, tiled=True) if g else x_BLE
+    return all_to_all(ctx, x_BLE, g, 0, 2)
 
 
 def logits(ctx, x_BLE, final_norm_E, table_VE):
+    # JAX, imported when the engine traces a step (as `embed`)
+    from .. import model
+    from ._spmd import all_to_all, reduce_scatter  # JAX: as above
+
     e, g = ctx.axes.embed, _group(ctx)
     # 2. generation needs the next token's logits only: the last position's
     h_BLE = model.rms_norm(x_BLE[:, -1:], final_norm_E, ctx.cfg.E,
                            psum_axes=e if ctx.size(e) > 1 else ())
     # 3. [B/|b|, 1, E/|e|] -> [B/|b|·|g|, 1, E/(|e||g|)], this chip's columns of the table
-    if g:
-        h_BLE = jax.lax.all_to_all(h_BLE, g, 2, 0, tiled=True)
+    h_BLE = all_to_all(ctx, h_BLE, g, 2, 0)
     # 4. the output projection with the local table: partial sums over e and g
     partial_BLV = model.mm("BLE,VE->BLV", h_BLE, table_VE)
     # 5. summed over g, each chip keeping its own sequences; 6. over e, split over V: logits
     #    end [B/|b|, 1, V/|e|]
-    partial_BLV = c.reduce_scatter(ctx, partial_BLV, g, axis=0)
-    return c.reduce_scatter(ctx, partial_BLV, e, axis=2)
+    partial_BLV = reduce_scatter(ctx, partial_BLV, g, axis=0)
+    return reduce_scatter(ctx, partial_BLV, e, axis=2)
 
 
 def collectives(step) -> list:

@@ -17,10 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from jax.sharding import PartitionSpec as P
-
+from ..axes import group_size
 from ..config import ModelConfig
-from ..mesh import group_size
 from ..terms import Collective
 
 
@@ -92,9 +90,9 @@ class FfnLayout(Protocol):
     GATHER: tuple[str, ...]  # axes the weights are all-gathered over before use (() if none)
     E_STAYS_SPLIT: tuple[str, ...]  # axes E stays split over inside the matmuls (() if none)
 
-    def layer_specs(self, cfg: ModelConfig, mesh_shape=None) -> dict[str, P]:
-        """The PartitionSpec of each of one layer's parameters, as stored (grouped-query
-        attention's W_k, W_v depend on the mesh's sizes: `_common.kv_split`)."""
+    def layer_specs(self, cfg: ModelConfig, mesh_shape=None) -> dict[str, tuple]:
+        """The partition spec (`_common.Spec`) of each of one layer's parameters, as stored
+        (grouped-query attention's W_k, W_v depend on the mesh's sizes: `_common.kv_split`)."""
 
     def kv_axes(self, ctx: Ctx) -> tuple[str, ...]:
         """The axes the K/V heads a chip computes are split over, as attention receives them:
@@ -119,7 +117,7 @@ class AttentionLayout(Protocol):
     # the same program).
     CACHE_OVER_ALL_CHIPS: bool
 
-    def cache_spec(self, step: Step) -> P:
+    def cache_spec(self, step: Step) -> tuple:
         """The spec of every layer's K and V cache, [B, S, K, D], for this step's batch."""
 
     def check(self, step: Step) -> None:

@@ -24,9 +24,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from ..axes import group_size
 from ..model import mm
-from ..quant import QWeight
-from ._common import group_size, spec_axes
+from ..weight_formats import QWeight
+from ._common import spec_axes
 
 RECV_FROM_NEXT, RECV_FROM_PREV = 1, -1
 

@@ -1,5 +1,7 @@
 """Which module implements each layout name, and the partition specs of everything a step
-touches (parameters, KV cache, tokens, logits), derived from the layout files.
+touches (parameters, KV cache, tokens, logits), derived from the layout files: the project's
+own specs (`_common.Spec`, tuples of axis names), which the engine turns into JAX's
+`PartitionSpec`s where it builds a step.
 
 Data-parallel replicas (`mesh.make_mesh(shape, replicas=R)`) add a mesh axis 'r' in front of
 x, y, z: every array with a batch dimension splits it over 'r' first, then as the layout
@@ -10,15 +12,13 @@ from __future__ import annotations
 import functools
 import math
 
-from jax.sharding import PartitionSpec as P
-
+from ..axes import REPLICA
 from ..config import ModelConfig
 from ..errors import LayoutError
 from ..kv_formats import FORMATS as KV_FORMATS
 from ..kv_formats import array_bytes
-from ..mesh import REPLICA
-from ..quant import QUANTIZED, QWeight, scale_spec
 from ..shapes import tables
+from ..weight_formats import QUANTIZED, QWeight, scale_spec
 from . import _common as c
 from . import attn_batch, attn_heads, head, wg_x, wg_xy, wg_xyz, ws1d, ws2d
 from . import ep_x, ep_xy, ep_xyz
@@ -46,6 +46,11 @@ def step(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int, tokens: int =
 def check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
     """Raise a LayoutError naming the first dimension the mesh does not divide, or a batch
     smaller than its sharding, with what would work instead."""
+    _check(cfg, layout, tuple(mesh_shape), batch)
+
+
+@functools.lru_cache(maxsize=8192)  # a configuration that passes is asked again at every step
+def _check(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> None:
     if cfg.n_experts and layout.ffn not in EXPERT_LAYOUTS:
         raise LayoutError(f"{cfg.name} is a mixture of experts, and {layout.ffn} partitions a "
                           f"dense feed-forward block; choose an expert-parallel layout: "
@@ -98,7 +103,7 @@ def pad_heads(cfg: ModelConfig, layout: Layout, mesh_shape) -> ModelConfig:
 # ---- specs ----------------------------------------------------------------------------------
 def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32",
                 mesh_shape=None) -> dict:
-    """PartitionSpecs matching `init_params`' pytree (int8, fp8: a QWeight of specs).
+    """Partition specs matching `init_params`' pytree (int8, fp8: a QWeight of specs).
     Grouped-query attention needs the mesh shape: its K/V heads split over as many chips as K
     allows."""
     ffn = FFN[layout.ffn]
@@ -111,11 +116,11 @@ def param_specs(cfg: ModelConfig, layout: Layout, weights: str = "f32",
     layer = {n: with_scale(n, s) for n, s in ffn.layer_specs(cfg, mesh_shape).items()}
     table = head.table_spec(ffn.AXES, ffn.GATHER)  # an untied output table stored alike
     return {**{t: with_scale(t, table) for t in tables(cfg)},
-            "final_norm": P(e),
+            "final_norm": (e,),
             "layers": [dict(layer) for _ in range(cfg.n_layers)]}
 
 
-def cache_spec(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> P:
+def cache_spec(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int) -> c.Spec:
     """The spec of every layer's K and V cache, [B, S, K, D], for a batch of `batch` on this
     mesh (attention by batch splits the batch over as many heads axes as it divides)."""
     s = step(cfg, layout, mesh_shape, batch)
@@ -147,21 +152,21 @@ def cache_specs(cfg: ModelConfig, layout: Layout, mesh_shape, batch: int,
     spec = cache_spec(cfg, layout, mesh_shape, batch)
     layer = {"k": spec, "v": spec}
     if kv is not None and KV_FORMATS[kv].scale_bytes:
-        layer |= {"k_scale": P(*tuple(spec)[:3]), "v_scale": P(*tuple(spec)[:3])}
+        layer |= {"k_scale": spec[:3], "v_scale": spec[:3]}
     return [dict(layer) for _ in range(cfg.n_layers)]
 
 
-def token_spec(layout: Layout) -> P:
-    return P(c.entry(FFN[layout.ffn].AXES.batch), None)
+def token_spec(layout: Layout) -> c.Spec:
+    return (c.entry(FFN[layout.ffn].AXES.batch), None)
 
 
-def logits_spec(layout: Layout) -> P:
+def logits_spec(layout: Layout) -> c.Spec:
     axes = FFN[layout.ffn].AXES
-    return P(c.entry(axes.batch), None, c.entry(axes.embed))
+    return (c.entry(axes.batch), None, c.entry(axes.embed))
 
 
-def over_replicas(spec: P) -> P:
+def over_replicas(spec: c.Spec) -> c.Spec:
     """`spec` of an array whose first dimension is the batch, on a mesh of replicas: the batch
     split over 'r' first (each replica its own B/R sequences), then as `spec` splits it."""
     entries = tuple(spec) or (None,)
-    return P(c.entry((REPLICA,) + c.spec_axes(entries[0])), *entries[1:])
+    return (c.entry((REPLICA,) + c.spec_axes(entries[0])), *entries[1:])

@@ -24,10 +24,9 @@ from typing import NamedTuple
 from ..config import ModelConfig
 from ..experts import touched_fraction
 from ..kv_formats import resolve as kv_format
-from ..model import QUERY_BLOCK
-from ..shapes import CONTRACT, EXPERTS, is_matrix, output_table, param_shapes
-from ..quant import check_format, stored_arrays
 from ..errors import UsageError
+from ..shapes import CONTRACT, EXPERTS, QUERY_BLOCK, is_matrix, output_table, param_shapes
+from ..weight_formats import check_format, stored_arrays
 from ..terms import StepTerms
 from . import _common as c
 from . import _experts, head
@@ -132,30 +131,38 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
     if tokens < 1 or context < tokens:
         raise UsageError(f"a step needs tokens >= 1 and context >= tokens, got tokens={tokens}, "
                          f"context={context}")
+    step, (att_b, att_h), fields = _context_free(cfg, layout, mesh_shape, batch, tokens,
+                                                 weights, act_bytes, experts)
+    kv_bytes = cache_bytes_per_chip(cfg, layout, mesh_shape, batch, context, kv_fmt.name)
+    return StepTerms(
+        # score and value matmuls over the whole cache of `context` positions, for the
+        # (sequences, heads) the attention layout gives each chip
+        attention_flops=cfg.attention_flops(att_b, tokens, context, heads=att_h),
+        kv_bytes=kv_bytes, stored_kv_bytes=kv_bytes,
+        activation_bytes=max(_largest_activation(step, att_b, att_h, context),
+                             _experts.buffer_bytes(step) if cfg.n_experts else 0.0),
+        **fields)
+
+
+@functools.lru_cache(maxsize=8192)
+def _context_free(cfg, layout, mesh_shape, batch, tokens, weights, act_bytes, experts):
+    """(the step, the (sequences, heads) each chip attends for, and every term of `StepTerms`
+    that does not depend on the context). Cached: a decode phase prices its first and last
+    steps, which differ only in their context."""
     check(cfg, layout, mesh_shape, batch)
     step = layout_step(cfg, layout, mesh_shape, batch, tokens, act_bytes, weights)
     seqs = step.sequences  # sequences each chip processes: B/|b|
     rows = seqs * tokens  # and their tokens: B/|b|·L
-
     w = _weights_per_chip(cfg, layout.ffn, mesh_shape, weights, step.ctx.ffn.GATHER)
-    kv_bytes = cache_bytes_per_chip(cfg, layout, mesh_shape, batch, context, kv_fmt.name)
-    # Score and value matmuls over the whole cache of `context` positions, for the
-    # (sequences, heads) the attention layout gives each chip.
-    att_b, att_h = step.ctx.attention.per_chip(step)
     # a mixture of experts: each local expert multiplies its B·C slots, if it is read at all
     slots = batch * cfg.capacity(tokens) if cfg.n_experts else 0
     touched = touched_fraction(cfg, batch * tokens) if experts == "touched" else 1.0
     expert_read = touched * w.expert_read
-
-    return StepTerms(
+    return step, step.ctx.attention.per_chip(step), dict(
         # every token goes through every layer; only the last position is projected to logits
         flops=2.0 * rows * w.layer_elements + 2.0 * seqs * w.table_elements
         + 2.0 * slots * touched * w.expert_elements,
-        attention_flops=cfg.attention_flops(att_b, tokens, context, heads=att_h),
-        weight_bytes=w.layer_read + w.table_read + expert_read, kv_bytes=kv_bytes,
-        stored_weight_bytes=w.stored, stored_kv_bytes=kv_bytes,
-        activation_bytes=max(_largest_activation(step, att_b, att_h, context),
-                             _experts.buffer_bytes(step) if cfg.n_experts else 0.0),
+        weight_bytes=w.layer_read + w.table_read + expert_read, stored_weight_bytes=w.stored,
         collectives=_collectives(step),
         gathered_weight_bytes=w.layer_gathered,  # one layer's gathered weights at a time
         activation_traffic_bytes=(rows * w.layer_io + seqs * w.table_io

@@ -15,7 +15,7 @@ the weights, so the weights move instead, over more chips the more tokens there 
 """
 from __future__ import annotations
 
-from ._common import Axes
+from .interface import Axes
 # The block, its collectives and its checks are the weight-gathered layouts' own (_one_dim):
 # only the axes below differ between X-, XY- and XYZ-weight-gathered.
 from ._one_dim import check_gathered as check

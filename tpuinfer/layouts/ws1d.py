@@ -14,11 +14,9 @@ communication dominates (2D weight-stationary fixes that).
 """
 from __future__ import annotations
 
-from jax.sharding import PartitionSpec as P
-
 from . import _common as c
 from . import _one_dim
-from ._common import Axes
+from .interface import Axes
 
 NAME = "ws1d"
 XYZ = ("x", "y", "z")
@@ -29,12 +27,12 @@ E_STAYS_SPLIT: tuple[str, ...] = ()  # step 1 gathers the whole of E
 
 def layer_specs(cfg, mesh_shape=None) -> dict:
     kv_p = kv_axes_of(cfg, mesh_shape)
-    kv = P(None, kv_p, None) if kv_p else P()
-    specs = {"w_q": P(None, XYZ, None), "w_k": kv, "w_v": kv, "w_o": P(XYZ, None, None),
-             "w_up": P(None, XYZ), "w_down": P(XYZ, None)}
+    kv = (None, kv_p, None) if kv_p else ()
+    specs = {"w_q": (None, XYZ, None), "w_k": kv, "w_v": kv, "w_o": (XYZ, None, None),
+             "w_up": (None, XYZ), "w_down": (XYZ, None)}
     if cfg.gated_ffn:
-        specs["w_gate"] = P(None, XYZ)
-    return specs | {n: P() for n in c.norm_names(cfg)}  # the norm runs on the gathered BLE
+        specs["w_gate"] = (None, XYZ)
+    return specs | {n: () for n in c.norm_names(cfg)}  # the norm runs on the gathered BLE
 
 
 def kv_axes_of(cfg, mesh_shape) -> tuple[str, ...]:
@@ -56,9 +54,7 @@ def collectives(step) -> list:
 
 def check(step):
     cfg, mesh_shape = step.cfg, step.mesh_shape
-    pad = ("or pad the heads as the paper pads PaLM 540B's 48 to 64 (the planner does unless "
-           "told --no-pad; or the model palm-540b-64heads)")
     c.require_divides("E", cfg.E, XYZ, mesh_shape, NAME)
     c.require_divides("F", cfg.F, XYZ, mesh_shape, NAME, "or pad F")
-    c.require_divides("H", cfg.H, XYZ, mesh_shape, NAME, pad)
+    c.require_heads(cfg, XYZ, mesh_shape, NAME)
     c.require_groups(cfg, XYZ, mesh_shape, NAME)

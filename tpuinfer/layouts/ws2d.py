@@ -31,28 +31,18 @@ from __future__ import annotations
 
 import itertools
 
-import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
-
-from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares
-from ..quant import BYTES
+from ..weight_formats import BYTES
 from . import _common as c
-from . import looped
-from ._common import Axes
+from ._common import ZY, stored_kv_axes, stored_specs  # F and H split over (z, y), stored
+from .interface import Axes
 
 NAME = "ws2d"
 AXES = Axes(batch=(), embed=("x", "y", "z"), heads=("z", "y", "x"))
 GATHER: tuple[str, ...] = ()  # weights never move
 YZ = ("y", "z")  # the residual's E splits over x then (y, z): the all-gather and reduce-scatter
-ZY = ("z", "y")  # F and H split over (z, y) in the stored weights
 # E stays split over x in the matmuls (step 1 gathers it over y, z only); the FFN hidden is
 # split over the heads axes less x. `step_terms` sizes the largest activation from this.
 E_STAYS_SPLIT = ("x",)
-
-
-def stored_kv_axes(cfg, mesh_shape) -> tuple[str, ...]:
-    """p: the axes of zy the stored W_k, W_v split their K heads over."""
-    return c.kv_split(cfg, ZY, mesh_shape)
 
 
 def kv_reduce_scattered(cfg, mesh_shape) -> bool:
@@ -70,32 +60,25 @@ def kv_axes(ctx) -> tuple[str, ...]:
     return p + ("x",) if kv_reduce_scattered(ctx.cfg, ctx.mesh_shape) else p
 
 
-def stored_specs(cfg, mesh_shape=None) -> dict:
-    """Partition specs of one layer's weights, `E_xF_yz`; shared by the weight-gathered
-    layouts (one stored layout serves weight-gathered prefill and this decode)."""
-    kv = P("x", c.entry(stored_kv_axes(cfg, mesh_shape)), None)
-    specs = {"w_q": P("x", ZY, None), "w_k": kv, "w_v": kv, "w_o": P(ZY, None, "x"),
-             "w_up": P("x", ZY), "w_down": P(ZY, "x")}
-    if cfg.gated_ffn:
-        specs["w_gate"] = P("x", ZY)
-    return specs
-
-
 def layer_specs(cfg, mesh_shape=None) -> dict:
     specs = stored_specs(cfg, mesh_shape)
-    return specs | {n: P("x") for n in c.norm_names(cfg)}  # the norm runs on BLE_x
+    return specs | {n: ("x",) for n in c.norm_names(cfg)}  # the norm runs on BLE_x
 
 
 def block(ctx, x_BLE, w, cache, pos):
-    cfg = ctx.cfg
-    if cfg.parallel_block:
-        return _pass(ctx, x_BLE, w, cache, pos, "norm", attn=True, ffn=True)
-    x_BLE, cache = _pass(ctx, x_BLE, w, cache, pos, "norm_attn", attn=True, ffn=False)
-    x_BLE, _ = _pass(ctx, x_BLE, w, cache, pos, "norm_ffn", attn=False, ffn=True)
-    return x_BLE, cache
+    return c.through_passes(_pass, ctx, x_BLE, w, cache, pos)
 
 
 def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
+    # JAX, imported when the engine traces a step: the planner reads this file's specs and
+    # terms without it
+    import jax.numpy as jnp
+
+    from ..model import ffn_act, mm, rms_factor, rope, sum_of_squares  # JAX: as above
+    from . import looped  # JAX: as above
+    from ._spmd import (all_gather, all_reduce, fused_all_gather,  # JAX: as above
+                        fused_reduce_scatter, reduce_scatter)
+
     # x_BLE here: [B, L, E/(XYZ)]
     cfg = ctx.cfg
     B, L = x_BLE.shape[:2]
@@ -119,7 +102,7 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     if ctx.looped and ctx.size(YZ) > 1:
         partial = looped.allgather_matmul(x_BLE, YZ, ctx.size(YZ), project, ctx.bidirectional)
     else:
-        partial = project(0, c.all_gather(ctx, x_BLE, YZ, axis=2))
+        partial = project(0, all_gather(ctx, x_BLE, YZ, axis=2))
     ss_BL1 = partial.pop("ss")  # f32, as the reference keeps it
     # In f32 the norm's sum of squares rides in step 3's reduce-scatter; with bf16 activations
     # that would round it to bf16, so it is all-reduced apart, in f32 (B·L numbers).
@@ -135,13 +118,13 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     whole = ([ss_BL1] if ride else []) + (kv if kv_whole else [])
     if whole:
         partial["whole"] = jnp.tile(jnp.concatenate(whole, -1), (1, 1, ctx.size(("x",))))
-    summed = dict(zip(partial, c.fused_reduce_scatter(ctx, list(partial.values()), ("x",))))
+    summed = dict(zip(partial, fused_reduce_scatter(ctx, list(partial.values()), ("x",))))
     if whole:
         cuts = list(itertools.accumulate(t.shape[-1] for t in whole))[:-1]
         whole = jnp.split(summed.pop("whole"), cuts, axis=-1)
         ss_BL1, kv = (whole[0], whole[1:]) if ride else (ss_BL1, whole)
     if not ride:
-        ss_BL1 = c.all_reduce(ctx, ss_BL1, ("x",))
+        ss_BL1 = all_reduce(ctx, ss_BL1, ("x",))
     inv_BL1 = rms_factor(ss_BL1, cfg.E)
     summed = {t: (v * inv_BL1).astype(v.dtype) for t, v in summed.items()}
     back = {}
@@ -159,7 +142,7 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
         o_BLHD, cache = ctx.attention.attend(ctx, q_BLHD, rope(k_BLKD, pos_L), v_BLKD, cache, pos)
         back["o"] = o_BLHD.reshape(B, L, -1)
     # 5. one all-gather(x) for the FFN activation and the attention output
-    back = dict(zip(back, c.fused_all_gather(ctx, list(back.values()), ("x",))))
+    back = dict(zip(back, fused_all_gather(ctx, list(back.values()), ("x",))))
     o_BLHD = back["o"].reshape(B, L, -1, cfg.D) if attn else None
 
     def produce(col_start, n):
@@ -176,7 +159,7 @@ def _pass(ctx, x_BLE, w, cache, pos, norm, attn, ffn):
     if ctx.looped and ctx.size(YZ) > 1:
         return x_BLE + looped.matmul_reducescatter(produce, YZ, ctx.size(YZ), x_BLE.shape[-1],
                                                    ctx.bidirectional), cache
-    return x_BLE + c.reduce_scatter(ctx, produce(0, cfg.E // ctx.size(("x",))), YZ, axis=2), cache
+    return x_BLE + reduce_scatter(ctx, produce(0, cfg.E // ctx.size(("x",))), YZ, axis=2), cache
 
 
 def collectives(step) -> list:
@@ -188,7 +171,7 @@ def collectives(step) -> list:
     X, Y, Z = mesh_shape
     BL, n_zy = step.batch * step.tokens, Y * Z
     wb = BYTES[step.weights]  # the weights never move; the looped rings read them as they go
-    is_looped, bidirectional = step.ctx.looped, step.ctx.bidirectional
+    loop = (step.ctx.looped, step.ctx.bidirectional)
     out = []
     kv_split = kv_reduce_scattered(cfg, mesh_shape)
     for attn, ffn in c.passes(cfg):
@@ -200,14 +183,11 @@ def collectives(step) -> list:
               if attn and not kv_split else 0)
         ride = a == 4  # the norm's f32 sum of squares rides along only in f32
         whole = (1 if ride else 0) + kv  # X copies ride along
-        chunk = BL * cfg.E / (X * n_zy) * a  # one chip's BLE_xyz
-        if is_looped:  # 2.'s matmul: [B·L, E/X] by [E/X, up/YZ + 2D] on each chip
-            w_in = cfg.E / X * (up / n_zy + kv)
-            out += c.ring(YZ, mesh_shape, chunk, bidirectional, "1. BLE_xyz chunks fed to the "
-                          "input matmuls", itemsize=a, matmul=(2 * BL * w_in, w_in * wb))
-        else:
-            out += c.collective("all-gather", YZ, mesh_shape, BL * cfg.E / X * a, 1,
-                                "1. BLE_xyz -> BLE_x", itemsize=a)
+        w_in = cfg.E / X * (up / n_zy + kv)  # 2.'s matmul: [B·L, E/X] by [E/X, up/YZ + 2D]
+        out += c.gather_or_ring("all-gather", YZ, mesh_shape, BL * cfg.E / X * a,
+                                ("1. BLE_xyz -> BLE_x",
+                                 "1. BLE_xyz chunks fed to the input matmuls"), itemsize=a,
+                                looped=loop, matmul=(2 * BL * w_in, w_in * wb))
         out += c.collective("reduce-scatter", ("x",), mesh_shape,
                             BL * (up / n_zy + X * whole) * a, 1,
                             "3. BLF_yz, BLH_yzD partial-sum(x) -> split over x, with X copies "
@@ -221,21 +201,17 @@ def collectives(step) -> list:
             out += step.ctx.attention.collectives(step)
         out += c.collective("all-gather", ("x",), mesh_shape, BL * down / n_zy * a, 1,
                             "5. BLF_xyz, BLH_xyzD -> split over yz", itemsize=a)
-        if is_looped:  # 6.'s matmul: [B·L, down/YZ] by [down/YZ, E/X] on each chip
-            w_out = down / n_zy * cfg.E / X
-            out += c.ring(YZ, mesh_shape, chunk, bidirectional, "7. BLE_xyz accumulators of "
-                          "the output matmuls", itemsize=a, matmul=(2 * BL * w_out, w_out * wb))
-        else:
-            out += c.collective("reduce-scatter", YZ, mesh_shape, BL * cfg.E / X * a, 1,
-                                "7. BLE_x partial-sum(yz) -> BLE_xyz", itemsize=a)
+        w_out = down / n_zy * cfg.E / X  # 6.'s matmul: [B·L, down/YZ] by [down/YZ, E/X]
+        out += c.gather_or_ring("reduce-scatter", YZ, mesh_shape, BL * cfg.E / X * a,
+                                ("7. BLE_x partial-sum(yz) -> BLE_xyz",
+                                 "7. BLE_xyz accumulators of the output matmuls"), itemsize=a,
+                                looped=loop, matmul=(2 * BL * w_out, w_out * wb))
     return out
 
 
 def check(step):
     cfg, mesh_shape = step.cfg, step.mesh_shape
-    pad = ("or pad the heads as the paper pads PaLM 540B's 48 to 64 (the planner does unless "
-           "told --no-pad; or the model palm-540b-64heads)")
     c.require_divides("E", cfg.E, ("x", "y", "z"), mesh_shape, NAME)
     c.require_divides("F", cfg.F, ("x", "y", "z"), mesh_shape, NAME, "or pad F")
-    c.require_divides("H", cfg.H, ("x", "y", "z"), mesh_shape, NAME, pad)
+    c.require_heads(cfg, ("x", "y", "z"), mesh_shape, NAME)
     c.require_groups(cfg, AXES.heads, mesh_shape, NAME)

@@ -14,15 +14,14 @@ import dataclasses
 import os
 import time
 
-from . import compile_cache
-from .book_cli import BOOK, chapters as stored_chapters
-from .cli import add_json_flag
-from .config import get_model
-from .errors import UsageError
-from .layouts import Layout
-from .measure import measure
-from .mesh import emulate
-from .report import progress_bar
+from ..config import get_model
+from ..errors import UsageError
+from ..layouts import Layout
+from ..report import progress_bar
+from .book import BOOK
+from .book import chapters as stored_chapters
+from .demo import DEFAULTS, planned_layouts
+from .options import add_json_flag
 
 FULL = (4, 8, 8)
 CHAPTER_TIMEOUT_S = 1800  # one cell; a cold 4x8x8 chapter cell takes about a minute
@@ -41,6 +40,7 @@ class Step:
 
     def compile(self) -> float:
         """Compile (or read back) this step; the seconds `measure` reports for it."""
+        from ..measure import measure  # the engine (JAX): imported as the warm-up runs
         m = measure(self.model, self.mesh, self.layout, phase=self.phase, batch=self.batch,
                     tokens=self.context if self.phase == "prefill" else None,
                     context=self.context, repeats=0)
@@ -49,7 +49,6 @@ class Step:
 
 def workshop_steps() -> list[Step]:
     """The demo's steps on its default, then the explorer's opening steps on 4x8x8."""
-    from .demo import DEFAULTS, planned_layouts  # the demo imports the planner: only here
     d = DEFAULTS
     prefill, decode = planned_layouts(get_model(d["model"]), FULL, d["batch"], d["prompt_len"],
                                       d["steps"])
@@ -117,6 +116,10 @@ def register(sub) -> None:
 
 
 def run(args):
+    # the engine (JAX), imported as the command runs: registering it must not start JAX
+    from .. import compile_cache
+    from ..mesh import emulate  # JAX: as above
+
     emulate(256)
     where = compile_cache.in_use()
     if where is None:

@@ -2,23 +2,21 @@
 
 Each command's function returns (json_object, readable_text); bad input raises
 `tpuinfer.errors.UsageError` with a message naming the problem and what would work (`cli.main`
-prints it as one line and exits 2).
+prints it as one line and exits 2). The cost path alone: the static site's planner page runs
+these very functions in the browser (Pyodide), with this module's parsers.
 """
 from __future__ import annotations
 
 import argparse
 
-from . import expert_plan
-from .cli import add_json_flag
-from .config import get_model
-from .errors import UsageError
-from .hardware import get_hardware
-from .kv import kv_bytes_per_chip, max_context
-from .kv_formats import KV_FORMATS
-from .mesh import parse_shape
-from .paper import CHIPS, MODEL, PROFILES, paper, table2
-from .planner import pareto, plan
-from .report import gib, mesh_text, progress_bar, seconds, table
+from .. import expert_plan
+from ..config import get_model
+from ..hardware import get_hardware
+from ..kv import kv_bytes_per_chip, max_context
+from ..paper import CHIPS, MODEL, PROFILES, paper, table2
+from ..planner import pareto, plan
+from ..report import gib, mesh_text, progress_bar, seconds, table
+from .options import add_json_flag, add_kv_flag, mesh
 
 
 def register(sub) -> None:
@@ -27,7 +25,7 @@ def register(sub) -> None:
     p.add_argument("--chips", type=int, default=64)
     p.add_argument("--batch", type=int, default=1)
     _request_flags(p)
-    p.add_argument("--mesh", type=_mesh, default=None,
+    p.add_argument("--mesh", type=mesh, default=None,
                    help="fix the mesh, e.g. 4x4x4 (default: weigh every factorisation); with "
                         "replicas, one replica's")
     p.set_defaults(func=run_plan)
@@ -90,9 +88,7 @@ def _request_flags(p):
 
 
 def _kv_flag(p):
-    p.add_argument("--kv", default=None, choices=KV_FORMATS,
-                   help="the KV cache's format (default bf16; int8 adds a bf16 scale per token "
-                        "and head)")
+    add_kv_flag(p, "bf16; int8 adds a bf16 scale per token and head")
 
 
 def _replicas(text: str) -> int | str:
@@ -105,13 +101,6 @@ def _replicas(text: str) -> int | str:
     if n < 1:
         raise argparse.ArgumentTypeError(f"expected auto or a positive count, got {text!r}")
     return n
-
-
-def _mesh(text: str) -> tuple[int, int, int]:
-    try:
-        return parse_shape(text)
-    except UsageError as err:  # argparse words it as a usage error of --mesh
-        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _ints(text: str) -> list[int]:

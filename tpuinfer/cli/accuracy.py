@@ -5,9 +5,9 @@ Returns (json_object, readable_text) as every command does (`tpuinfer.cli`). The
 """
 from __future__ import annotations
 
-from . import accuracy
-from .cli import add_json_flag
-from .report import seconds, table
+from .. import accuracy
+from ..report import seconds, table
+from .options import add_json_flag
 
 
 def register(sub) -> None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 
-from .cli import add_json_flag
-from .config import get_model
-from .kv_formats import KV_FORMATS
-from .layouts import ATTENTION_LAYOUTS, EXPERT_LAYOUTS, FFN_LAYOUTS, Layout
-from .measure import measure
-from .mesh import EmulationError, emulate, make_mesh, parse_shape
-from .quant import WEIGHT_FORMATS
-from .report import measurement_notes, mesh_text, nbytes, seconds, table
+from ..axes import parse_shape
+from ..config import get_model
+from ..layouts import ATTENTION_LAYOUTS, EXPERT_LAYOUTS, FFN_LAYOUTS, Layout
+from ..report import measurement_notes, mesh_text, nbytes, seconds, table
+from ..weight_formats import WEIGHT_FORMATS
+from .options import add_json_flag, add_kv_flag, add_schedule_flags
 
 
 def register(sub) -> None:
@@ -29,13 +27,8 @@ def register(sub) -> None:
     p.add_argument("--context", type=int, default=None,
                    help="KV-cache length (default: the prompt in prefill, 16 in decode)")
     p.add_argument("--weights", default="f32", choices=WEIGHT_FORMATS)
-    p.add_argument("--kv", default=None, choices=KV_FORMATS,
-                   help="the KV cache's format (default: the activations', f32 or bf16)")
-    p.add_argument("--looped", action="store_true",
-                   help="Looped CollectiveEinsum: collective permutes round a ring, inside the "
-                        "matmuls they feed")
-    p.add_argument("--bidirectional", action="store_true",
-                   help="with --looped: halves both ways round the ring")
+    add_kv_flag(p, "the activations', f32 or bf16")
+    add_schedule_flags(p)
     p.add_argument("--repeats", type=int, default=5,
                    help="at most this many timed runs after one warm-up (fewer once the last "
                         "three agree within 5%%)")
@@ -46,6 +39,10 @@ def register(sub) -> None:
 
 
 def run(args):
+    # the engine (JAX), imported as the command runs: registering it must not start JAX
+    from ..measure import measure
+    from ..mesh import EmulationError, emulate, make_mesh  # JAX: as above
+
     shape = parse_shape(args.mesh)
     try:  # JAX fixes its device count when it starts: ask before anything touches it
         emulate(math.prod(shape))

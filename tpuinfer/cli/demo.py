@@ -17,27 +17,22 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
 import os
 import sys
 import tempfile
 import time
 
-import numpy as np
-
-from . import checkpoint, engine, multihost, text
-from .cli import add_json_flag
-from .config import get_model
-from .errors import UsageError
-from .generate import generate
-from .kv_formats import KV_FORMATS
-from .layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
-from .layouts.registry import check
-from .measure import measure
-from .mesh import emulate, make_mesh, parse_shape
-from .model import init_params, kv_format_of
-from .planner import plan
-from .quant import format_of
-from .report import mesh_text, table
+from .. import multihost
+from ..axes import parse_shape
+from ..distributed import LauncherEnded, check_args, follow_launcher
+from ..config import get_model
+from ..errors import UsageError
+from ..layouts import ATTENTION_LAYOUTS, FFN_LAYOUTS, Layout
+from ..layouts.registry import check
+from ..planner import plan
+from ..report import mesh_text, table
+from .options import add_json_flag, add_kv_flag, add_schedule_flags
 
 # prefill/decode None: the layouts the planner chooses for this request on TPU v4. A prompt
 # of 8 and 16 tokens generated show what 16 and 32 did, in half the steps: on 2 cores a decode
@@ -62,7 +57,7 @@ def planned_layouts(model, shape, batch, prompt_len, steps, prefill=None, decode
     if prefill is not None and decode is not None:
         chosen = Layout(*prefill), Layout(*decode)
     else:
-        p = plan(model, "tpu-v4", chips=int(np.prod(shape)), batch=batch, input_len=prompt_len,
+        p = plan(model, "tpu-v4", chips=math.prod(shape), batch=batch, input_len=prompt_len,
                  history_len=0, gen_len=steps, weights="bf16", mesh=tuple(shape), kv=kv)
         chosen = (Layout(*prefill) if prefill else p.prefill.best.layout,
                   Layout(*decode) if decode else p.decode.best.layout)
@@ -83,6 +78,22 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
     With `processes` > 1 this is one of the processes (`run_demo_processes` starts them all):
     parameters are created in their shards, and only process 0 runs the unsharded reference,
     which needs the whole model on one device (a check, not part of the sharded run)."""
+    # the engine (JAX), imported as the demo runs: registering the command must not start JAX
+    import numpy as np
+
+    from .. import checkpoint, engine, text  # JAX: as above
+    from ..generate import generate  # JAX: as above
+    from ..measure import measure  # JAX: as above
+    from ..mesh import emulate, make_mesh  # JAX: as above
+    from ..model import init_params, kv_format_of  # JAX: as above
+    from ..quant import format_of  # JAX: as above
+
+    def params_of(cfg, trained: bool, seed: int, shardings=None) -> dict:
+        """The trained checkpoint where one ships, else random weights from `seed`."""
+        if trained:
+            return checkpoint.load_params(cfg, shardings=shardings)
+        return init_params(cfg, seed, shardings=shardings)
+
     shape = parse_shape(mesh)
     emulate(_devices(shape), processes, process_id, coordinator)
     t0 = time.perf_counter()
@@ -93,9 +104,9 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
     device_mesh = make_mesh(shape)
     trained = cfg.name in checkpoint.trained_models()
     if processes == 1:
-        params = _params(cfg, trained, seed)
+        params = params_of(cfg, trained, seed)
     else:
-        params = _params(cfg, trained, seed, shardings=engine.param_shardings(
+        params = params_of(cfg, trained, seed, shardings=engine.param_shardings(
             cfg, layouts["prefill"], device_mesh))
     parts.lap("plan and parameters")
     prompt_BL = (text.prompts(batch, prompt_len, seed) if trained else
@@ -104,7 +115,7 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
     parts.lap("sharded generation")
     if process_id != 0:  # its report is never shown: process 0 speaks for all
         return {"process_id": process_id}
-    ref = generate(params if processes == 1 else _params(cfg, trained, seed), cfg, prompt_BL,
+    ref = generate(params if processes == 1 else params_of(cfg, trained, seed), cfg, prompt_BL,
                    steps, kv=kv)
     parts.lap("unsharded reference")
     fmt = format_of(params)
@@ -128,7 +139,7 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
             "measured": m.measured.to_json()["collectives"] if m else None,
             "collectives_match": m.predicted.by_kind() == m.measured.by_kind() if m else None})
     parts.lap("reading the compiled steps")
-    return {"model": cfg.name, "mesh": list(shape), "devices": int(np.prod(shape)),
+    return {"model": cfg.name, "mesh": list(shape), "devices": math.prod(shape),
             "processes": processes,
             "batch": batch, "prompt_len": prompt_len, "steps": steps, "weights": fmt,
             "kv": kv_format_of(out.cache), "phases": phases,
@@ -142,13 +153,6 @@ def run_demo(model=DEFAULTS["model"], mesh=DEFAULTS["mesh"], batch=DEFAULTS["bat
                      for p, o, r in zip(prompt_BL[:TEXT_ROWS], out.tokens[:TEXT_ROWS],
                                         ref.tokens[:TEXT_ROWS])] if trained else [],
             "parts_s": parts.seconds, "wall_s": time.perf_counter() - t0}
-
-
-def _params(cfg, trained: bool, seed: int, shardings=None) -> dict:
-    """The trained checkpoint where one ships, else random weights from `seed`."""
-    if trained:
-        return checkpoint.load_params(cfg, shardings=shardings)
-    return init_params(cfg, seed, shardings=shardings)
 
 
 class _Parts:
@@ -167,8 +171,8 @@ def layouts_that_fit(cfg, shape, batch, prompt_len, steps, processes, chosen, pr
     """`chosen` (the planner's layouts) when their gloo sockets fit this machine's open-file
     limit in `processes` processes (`multihost.open_files_for`); else the pair, each phase the
     planner's best plain schedule of one (ffn, attention) on TPU v4, with the least total
-    latency whose sockets fit (as `--looped` runs them); `chosen` again when none fits (`multihost.check_open_files` then says so).
-    A layout given by name stays."""
+    latency whose sockets fit (as `--looped` runs them); `chosen` again when none fits
+    (`multihost.check_open_files` then says so). A layout given by name stays."""
     limit = multihost.open_file_limit()
 
     def fits(pair):
@@ -179,7 +183,7 @@ def layouts_that_fit(cfg, shape, batch, prompt_len, steps, processes, chosen, pr
     options = {"prefill": [], "decode": []}
     for ffn, attention in itertools.product(FFN_LAYOUTS, ATTENTION_LAYOUTS):
         try:
-            p = plan(cfg, "tpu-v4", chips=int(np.prod(shape)), batch=batch,
+            p = plan(cfg, "tpu-v4", chips=math.prod(shape), batch=batch,
                      input_len=prompt_len, history_len=0, gen_len=steps, weights="bf16",
                      mesh=tuple(shape), ffn=ffn, attention=attention, looped="no")
         except UsageError:  # this layout cannot run this request on this mesh
@@ -203,7 +207,7 @@ def layouts_that_fit(cfg, shape, batch, prompt_len, steps, processes, chosen, pr
 
 def _devices(shape) -> int:
     """Every demo process starts JAX with 256 devices (or the mesh's, when larger)."""
-    return max(256, int(np.prod(shape)))
+    return max(256, math.prod(shape))
 
 
 def run_demo_processes(processes: int, timeout_s: float | None = None,
@@ -216,8 +220,8 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
     `multihost.Stopped`. `on_start(pids, estimated_s)` is called once every process started."""
     o = DEFAULTS | options
     shape = parse_shape(o["mesh"])
-    multihost.check_args(_devices(shape), processes, 0, f"{multihost.LOCALHOST}:1")
-    if int(np.prod(shape)) % processes:
+    check_args(_devices(shape), processes, 0, f"{multihost.LOCALHOST}:1")
+    if math.prod(shape) % processes:
         raise UsageError(f"mesh {o['mesh']} does not split evenly over {processes} processes; "
                          f"choose a mesh whose size divides by {processes}")
     cfg = get_model(o["model"])
@@ -274,7 +278,9 @@ def run_demo_processes(processes: int, timeout_s: float | None = None,
 @contextlib.contextmanager
 def _as_worker(steps: int):
     """One process of a multi-process demo: it ends with its launcher and reports each step."""
-    multihost.follow_launcher()
+    ended = follow_launcher()
+    if ended:
+        raise LauncherEnded(ended)
     with multihost.report_steps(max(steps - 1, 0)):
         yield
     # jax.distributed's shutdown waits here for every process (process 0 runs the reference)
@@ -372,14 +378,10 @@ def register(sub) -> None:
                    default=DEFAULTS["prefill"], help="default: the planner's choice")
     p.add_argument("--decode", nargs=2, metavar=("FFN", "ATTENTION"), default=DEFAULTS["decode"],
                    help="default: the planner's choice")
-    p.add_argument("--looped", action=argparse.BooleanOptionalAction, default=None,
-                   help="run both phases as Looped CollectiveEinsum (--no-looped: plain); "
-                        "default: the planner's schedule")
-    p.add_argument("--bidirectional", action="store_true",
-                   help="looped, halves both ways round the ring (weight-stationary layouts)")
-    p.add_argument("--kv", default=None, choices=KV_FORMATS,
-                   help="the KV cache's format, in the sharded run and the reference alike "
-                        "(default: the activations')")
+    add_schedule_flags(p, looped_default=None,
+                       looped_help="run both phases as Looped CollectiveEinsum (--no-looped: "
+                                   "plain); default: the planner's schedule")
+    add_kv_flag(p, "the activations'; the sharded run and the reference alike")
     p.add_argument("--processes", type=int, default=1,
                    help="run as P local processes (jax.distributed over 127.0.0.1), each "
                         "holding 256/P of the devices, as the P hosts of a slice")

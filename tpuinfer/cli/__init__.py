@@ -1,8 +1,10 @@
-"""`tpuinfer` command line. Every command takes `--json` and then prints one JSON object.
+"""`tpuinfer` command line: the front-ends' wing, on top of the library, which never imports it.
 
-Commands live beside what they run (`demo.py`, `cli_plan.py`, `measure_cli.py`, ...); each module
-has `register(subparsers)` adding its parser with `func`, a function of the parsed arguments
-returning `(json_object, text)`.
+Each command module adds its parsers in `register(subparsers)`, each with `func`, a function
+of the parsed arguments returning `(json_object, text)`; every command takes `--json` and then
+prints one JSON object. No module here imports JAX or numpy when it is imported: a command
+that runs the engine imports it when it runs, so `tpuinfer plan` never starts JAX (and the
+static site's planner page runs this very package in the browser).
 
 A `tpuinfer.errors.TpuinferError` (a request that cannot be met as asked, a run stopped for a
 reason outside the library) is printed as one line, exit status 2. Anything else (a bug, an
@@ -11,15 +13,14 @@ XLA failure such as out of memory) keeps its traceback: one line would hide wher
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 
-from .errors import TpuinferError
+from ..errors import TpuinferError
+from . import accuracy, book, calibrate, demo, measure, plan, train, warmup
 
-COMMAND_MODULES = ("tpuinfer.demo", "tpuinfer.cli_plan", "tpuinfer.measure_cli",
-                   "tpuinfer.calibrate", "tpuinfer.book_cli", "tpuinfer.warmup", "tpuinfer.train",
-                   "tpuinfer.accuracy_cli")
+# in the order `tpuinfer --help` lists them
+COMMANDS = (demo, plan, measure, calibrate, book, warmup, train, accuracy)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Partition a Transformer for inference (Pope et al., 2022): run, "
                     "measure and plan layouts.")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
-
-
-def add_json_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def main(argv: list[str] | None = None) -> int:
