@@ -15,6 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from tpuinfer.report import (host_error_summary, host_times, measurement_notes, seconds,
                              table)  # the command line's own
@@ -146,7 +147,7 @@ def ownership_figure(mesh, spec, shape, title: str, dims=("rows", "columns")) ->
     JAX's own sharding (`NamedSharding.devices_indices_map`): one rectangle per distinct block,
     labelled with the mesh coordinates (x, y, z) of every device that holds it."""
     held: dict = {}
-    for device, index in NamedSharding(mesh, spec).devices_indices_map(tuple(shape)).items():
+    for device, index in NamedSharding(mesh, P(*spec)).devices_indices_map(tuple(shape)).items():
         box = tuple((s.start or 0, s.stop if s.stop is not None else n)
                     for s, n in zip(index, shape))
         held.setdefault(box, []).append(_coords(mesh, device))
@@ -238,8 +239,8 @@ def notes(m) -> str:
 
 
 _STEP = re.compile(r'^\s*(# |"""|[a-z]\w* = """)?(\d+)\. ')
-_WORK = re.compile(r"(\bc\.(all_gather|reduce_scatter|all_reduce|fused_\w+|all_to_all)|"
-                   r"\battend|\bffn_act|\bmm|\b_mm_rows|\b_mm_cols)\(")
+_WORK = re.compile(r"(\b(all_gather|reduce_scatter|all_reduce|fused_\w+|all_to_all)|"
+                   r"\battend|\bffn_act|\bmm|\bmm_rows|\bmm_cols)\(")
 
 
 def skeleton(fn) -> str:

@@ -87,7 +87,7 @@ bt.ownership_figure(small, P(None, "x"), (B, E),
 from tpuinfer.layouts.registry import param_specs
 
 for name, spec in sorted(param_specs(ti.MODELS["tiny"], ti.Layout("ws2d"))["layers"][0].items()):
-    print(f"{name:7s} {spec}")
+    print(f"{name:7s} {P(*spec)}")
 
 # %% [markdown]
 # ## The four collectives, compiled on 256 devices

@@ -48,7 +48,7 @@ import plotly.graph_objects as go
 
 import booktools as bt
 from tpuinfer import sweeps, theory
-from tpuinfer.layouts import FFN_LAYOUTS, _common, _one_dim, wg_x, wg_xy, wg_xyz
+from tpuinfer.layouts import FFN_LAYOUTS, _common, _one_dim, _spmd, wg_x, wg_xy, wg_xyz
 from tpuinfer.layouts.registry import param_specs
 from tpuinfer.measure import measure
 from tpuinfer.paper import TABLE2
@@ -72,8 +72,8 @@ print(inspect.getsource(_one_dim.block))
 # blocks in place):
 
 # %%
-print(inspect.getsource(_common.gather_param))
-print(inspect.getsource(_common.gather_weight))
+print(inspect.getsource(_spmd.gather_param))
+print(inspect.getsource(_spmd.gather_weight))
 
 # %% [markdown]
 # ## One stored layout, two ways to use it

@@ -38,6 +38,7 @@ ti.emulate(256)
 # %%
 import numpy as np
 import plotly.graph_objects as go
+from jax.sharding import PartitionSpec as P
 
 import booktools as bt
 from tpuinfer import accuracy, kv, planner, theory
@@ -103,7 +104,7 @@ for layout, shape, batch in [(ti.Layout("ws1d", "heads"), (2, 2, 2), 8),
                              (ti.Layout("ws1d", "batch"), (4, 8, 8), 256)]:
     spec = registry.cache_spec(small, layout, shape, batch)
     local = registry.cache_shape_per_chip(small, layout, shape, batch, 8)
-    rows.append([str(layout), "x".join(map(str, shape)), str(spec), local[2], local[0]])
+    rows.append([str(layout), "x".join(map(str, shape)), str(P(*spec)), local[2], local[0]])
 print(bt.table(["layout", "mesh", "cache spec [B, S, K, D]", "K/V heads a chip",
                 "sequences a chip"], rows))
 

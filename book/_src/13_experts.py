@@ -38,6 +38,7 @@ import inspect
 import jax.numpy as jnp
 import numpy as np
 import plotly.graph_objects as go
+from jax.sharding import PartitionSpec as P
 
 import booktools as bt
 from tpuinfer import experts, model, moe, planner, theory
@@ -182,7 +183,7 @@ print(_experts.__doc__)
 # NBVAL_CHECK_OUTPUT
 for name, spec in sorted(registry.param_specs(cfg, ti.Layout("ep-x"), mesh_shape=(2, 2, 2))
                          ["layers"][0].items()):
-    print(f"{name:15s} {str(spec)}")
+    print(f"{name:15s} {str(P(*spec))}")
 
 # %% [markdown]
 # A real run on 2×2×2: prefill in `ep-x` with attention by heads, decode in `ep-xyz` with
