@@ -144,6 +144,12 @@ def _attention_rank(name: str) -> bool:
     return not ATTENTION[name].CACHE_OVER_ALL_CHIPS
 
 
+def _rounded(t: float) -> float:
+    """`t` to nine significant figures: two times that differ by less are the same sum taken
+    in another order (a looped schedule and its bidirectional twin), and compare equal."""
+    return float(f"{t:.9g}")
+
+
 def _preference(p: PhaseEstimate, hw: HardwareProfile):
     """Lowest latency; exact ties to the no-overlap time, then the attention layout that
     splits the KV cache over every chip (under wg-xyz both attention layouts run the same
@@ -154,9 +160,7 @@ def _preference(p: PhaseEstimate, hw: HardwareProfile):
     the paper's Section 3.2.3), then the plain schedule over the looped ones (fewer
     collectives for the same time), then a slice with wraparound (ties between meshes arise
     where nothing crosses the links, as in an XYZ-weight-gathered step looped)."""
-    def same(t):  # equal up to floating-point rounding: the same sum taken in another order
-        return float(f"{t:.9g}")
-    return (same(p.latency_s), same(p.sum_s), _attention_rank(p.layout.attention),
+    return (_rounded(p.latency_s), _rounded(p.sum_s), _attention_rank(p.layout.attention),
             p.layout.ffn == "ws1d", p.layout.looped, p.layout.bidirectional, not wraps(hw, p.mesh_shape), p.replicas)
 
 
@@ -421,10 +425,12 @@ def _pareto_replicas(hw, chips: int, batch: int, replicas) -> tuple[int, ...]:
 
 
 def frontier(points: list[tuple]) -> list[tuple]:
-    """The (latency, cost, ...) points that no other point beats in both, by latency."""
+    """The (latency, cost, ...) points that no other point beats in both, by latency. Equal
+    points (to rounding, `_rounded`) keep the first in `points`' order, which lists the plain
+    schedule before the looped ones (`_layouts`): a tie never turns on the last bit."""
     out = []
-    for pt in sorted(points, key=lambda t: (t[0], t[1])):
-        if not out or pt[1] < out[-1][1]:
+    for pt in sorted(points, key=lambda t: (_rounded(t[0]), _rounded(t[1]))):
+        if not out or _rounded(pt[1]) < _rounded(out[-1][1]):
             out.append(pt)
     return out
 
