@@ -8,14 +8,22 @@
    over 36 configurations, with the median and worst error per mesh and phase: 2x2x2 (every
    layout pair), 4x8x8 at batch 256, and 2x4x8, a mesh the calibration never ran. None is a
    configuration the calibration fits (`tpuinfer.calibrate.STEP_POINTS`: 1x4x2 and 4x4x4, and
-   4x8x8 at batch 64 in other layouts); those are timed again last, as a check of how far the
-   machine has drifted since. Each step is timed as `measure.PRECISE` says, in three whole
-   passes; the fastest median counts, as in the calibration, and how far the passes lie apart
-   is printed beside it: the machine's own noise, which no model can beat. Without a host
-   profile it prints the measured times and says so.
+   4x8x8 at batch 64 in other layouts); those are timed again last, as a check that the drift
+   factor follows the machine. Each step is timed as `measure.PRECISE` says, in two whole
+   passes, the drift probe beside each (`tpuinfer.drift`: the prediction is the model's time
+   times how much slower the machine runs the probe than at calibration); the fastest pass
+   counts, and how far the passes lie apart is printed beside it. Per run, every group's
+   median and worst error is printed beside its drift factor. Without a host profile it prints
+   the measured times and says so.
 
     python benchmarks/bench_measure.py            # both parts
     python benchmarks/bench_measure.py sweep      # part 2 only
+    python benchmarks/bench_measure.py sweep --repeat 5
+                                                  # one calibration, five sweeps: how the
+                                                  # errors move with the machine
+    python benchmarks/bench_measure.py runs 10    # ten times `tpuinfer calibrate` then a
+                                                  # sweep, each in a fresh process, and the
+                                                  # table of all ten
     python benchmarks/bench_measure.py sweep --save sweep.json
                                                   # and keep every configuration's timings,
                                                   # prediction and terms, with the profile,
@@ -42,22 +50,26 @@ LATENCY = [  # (layout, phase, batch): a short prefill, and the paper's decode l
 # is one it fitted, and 2x4x8 is a mesh the calibration never ran.
 FITTED = "calibration's own steps"
 FULL_LAYOUTS = (("ws2d", "heads"), ("ws1d", "heads"), ("wg-x", "heads"), ("wg-xy", "batch"))
-SWEEP = ([(f"2x2x2 {ph}", (2, 2, 2), ti.Layout(f, a), ph, 8) for ph in ("prefill", "decode")
+# (group, mesh, layout, phase, batch, prompt tokens of a prefill)
+SWEEP = ([(f"2x2x2 {ph}", (2, 2, 2), ti.Layout(f, a), ph, 8, 8) for ph in ("prefill", "decode")
           for f in ti.FFN_LAYOUTS for a in ti.ATTENTION_LAYOUTS]
-         + [(f"4x8x8 {ph} (batch 256)", (4, 8, 8), ti.Layout(f, a), ph, 256)
+         + [(f"4x8x8 {ph} (batch 256)", (4, 8, 8), ti.Layout(f, a), ph, 256, 8)
             for ph in ("prefill", "decode") for f, a in FULL_LAYOUTS]
-         + [(f"2x4x8 {ph} (held out)", (2, 4, 8), ti.Layout(f, a), ph, 64)
+         + [(f"2x4x8 {ph} (held out)", (2, 4, 8), ti.Layout(f, a), ph, 64, 8)
             for ph in ("prefill", "decode") for f, a in FULL_LAYOUTS]
-         # the calibration's own steps, timed again: no target (they were fitted), but how far
-         # this machine has drifted since `tpuinfer calibrate` ran
-         + [(FITTED, shape, ti.Layout(f, a), ph, batch) for shape, batch, f, a, ph in STEP_POINTS])
+         # the calibration's own steps, timed again: no target (they were fitted), but a check
+         # that the drift factor follows the machine: scaled by it, they should come out near
+         # the fit's residual however the machine has drifted since `tpuinfer calibrate` ran
+         + [(FITTED, shape, ti.Layout(f, a), ph, batch, tokens or 8)
+            for shape, batch, f, a, ph, tokens in STEP_POINTS])
 TARGET_MEDIAN, TARGET_WORST = 0.20, 0.40
-# The calibration's own steps predicted this far over or under their time now (median): the
-# machine's speed has moved since it was calibrated. On this project's 2-core machine the
-# median was 16-47% off in 4 of 12 benchmark runs (each 4-6 minutes after `tpuinfer
-# calibrate`, whose 40 s can fall in a slow spell) and at most 14% off in the rest.
+# The calibration's own steps, predicted with the drift factor, this far over or under their
+# time now (median): the probe did not follow the machine, and this run's errors carry what it
+# missed.
 DRIFT_LIMIT = 0.15
-PASSES = 3
+# whole passes over the sweep, the fastest of them kept: the drift probe beside each step
+# follows the slow spells a third pass was once there to dodge
+PASSES = 2
 
 
 def latency(layout: str, phase: str, batch: int) -> None:
@@ -77,78 +89,148 @@ def latency(layout: str, phase: str, batch: int) -> None:
           f"{step_s * 1e3:.0f} ms; the cold call also ran one warm-up)", flush=True)
 
 
-def sweep(passes: int = PASSES, save: str | None = None) -> None:
+def sweep(passes: int = PASSES, save: str | None = None, repeat: int = 1) -> list[dict]:
+    """Time every configuration of `SWEEP` in `passes` whole passes (a slow spell of the
+    machine hits one of them), `repeat` times over on the same host profile, and print each
+    sweep's table and its groups' errors beside the drift factor. Returns one summary per
+    sweep: {group: {"median", "worst", "drift", "met"}}."""
     ti.emulate(256)
+    from tpuinfer.hardware import get_hardware, host_profile_path
+    host = host_profile_path().exists()
+    if host:
+        profile = get_hardware("host")
+        print(f"host profile {host_profile_path()}: drift probe "
+              f"{profile.probe_s * 1e3:.2f} ms at calibration" if profile.probe_s else
+              "host profile written before the drift probe: no drift factor (calibrate again)")
+    summaries = []
+    for r in range(repeat):
+        if repeat > 1:
+            print(f"\n==== sweep {r + 1} of {repeat} on the same host profile ====")
+        summaries.append(_one_sweep(passes, save if r == repeat - 1 else None, host))
+    if repeat > 1:
+        print(f"\n{repeat} sweeps on one calibration: each group's median error (worst), "
+              "and the machine's drift factor (median over the group's steps)")
+        _summary_table(summaries)
+    return summaries
+
+
+def _one_sweep(passes: int, save: str | None, host: bool) -> dict:
     from tpuinfer.hardware import host_profile_path
     from tpuinfer.measure import PRECISE, measure, relative_error
-    host = host_profile_path().exists()
-    times: dict[int, list[float]] = {}  # configuration -> each pass's median
-    predicted: dict[int, float | None] = {}
+    runs: dict[int, list] = {}  # configuration -> each pass's (measured, predicted, drift)
     saved: dict[int, dict] = {}  # configuration -> what --save keeps
-    for p in range(passes):  # whole passes, so a slow spell of the machine hits one of them
+    for p in range(passes):
         print(f"pass {p + 1} of {passes}: timing {len(SWEEP)} steps", flush=True)
-        for i, (_, shape, layout, phase, batch) in enumerate(SWEEP):
+        for i, (_, shape, layout, phase, batch, tokens) in enumerate(SWEEP):
             m = measure("tiny", shape, layout, phase=phase, batch=batch,
-                        tokens=8 if phase == "prefill" else None, context=16, **PRECISE)
-            times.setdefault(i, []).append(m.measured.time_s)
-            predicted[i] = m.predicted.time_s
+                        tokens=tokens if phase == "prefill" else None,
+                        context=max(16, tokens) if phase == "prefill" else 16, **PRECISE)
+            runs.setdefault(i, []).append((m.measured.time_s, m.predicted.time_s, m.drift))
             saved.setdefault(i, {"mesh": list(shape), "layout": str(layout), "phase": phase,
                                  "batch": batch, "tokens": m.tokens, "context": m.context,
-                                 "terms": dataclasses.asdict(m.terms)})["pass_medians_s"] = \
-                times[i]
+                                 "terms": dataclasses.asdict(m.terms)})
+            saved[i]["passes"] = [{"measured_s": t, "predicted_s": q, "drift": d}
+                                  for t, q, d in runs[i]]
     print(f"\n{'mesh':<6} {'layout':<13} {'phase':<8} {'batch':>5} {'measured':>10} "
-          f"{'passes':>6} {'predicted':>10} {'error':>7}")
-    errors, noise = {}, {}  # group -> [(relative error, configuration)], [pass spread]
-    for i, (group, shape, layout, phase, batch) in enumerate(SWEEP):
-        got, want = min(times[i]), predicted[i]
+          f"{'passes':>6} {'drift':>6} {'predicted':>10} {'error':>7}")
+    errors, noise, drifts = {}, {}, {}  # group -> [(error, configuration)], [spread], [drift]
+    for i, (group, shape, layout, phase, batch, _) in enumerate(SWEEP):
+        # the fastest pass, with the prediction scaled by the drift probed beside it
+        got, want, machine = min(runs[i], key=lambda r: r[0])
         error = relative_error(want, got)
-        noise.setdefault(group, []).append((max(times[i]) - got) / got)
+        noise.setdefault(group, []).append((max(r[0] for r in runs[i]) - got) / got)
+        if machine is not None:
+            drifts.setdefault(group, []).append(machine)
         if error is not None:
             errors.setdefault(group, []).append((error, f"{layout} {phase}"))
         print(f"{'x'.join(map(str, shape)):<6} {str(layout):<13} {phase:<8} {batch:>5} "
               f"{got * 1e3:>8.1f}ms {noise[group][-1]:>6.0%} "
+              f"{'-' if machine is None else f'x{machine:.2f}':>6} "
               f"{'-' if want is None else f'{want * 1e3:.1f}ms':>10} "
               f"{'' if error is None else f'{error:7.0%}'}")
     if save:
         profile = json.loads(host_profile_path().read_text()) if host else None
         with open(save, "w") as f:
             json.dump({"host_profile": profile, "configurations": [
-                saved[i] | {"group": group, "predicted_s": predicted[i]}
-                for i, (group, *_) in enumerate(SWEEP)]}, f, indent=1)
+                saved[i] | {"group": group} for i, (group, *_) in enumerate(SWEEP)]}, f,
+                indent=1)
         print(f"\nsaved every configuration's timings, prediction and terms to {save}")
     if not host:
         print(f"\nno host profile at {host_profile_path()}: run `tpuinfer calibrate` for the "
               "predicted column; measured times only")
-        return
+        return {}
     print(f"\nmeasured: the fastest of {passes} passes' medians (interference on a shared machine "
-          "only adds time); passes: how much slower the slowest pass was. Error of the host "
-          "prediction, |predicted - measured| / measured, per mesh and phase; targets: median "
-          f"<= {TARGET_MEDIAN:.0%}, worst <= {TARGET_WORST:.0%}")
+          "only adds time); passes: how much slower the slowest pass was; drift: how many times "
+          "slower the machine ran the drift probe beside that pass than at calibration "
+          "(tpuinfer.drift), by which the model's time is scaled into the prediction. Error "
+          "of the prediction, |predicted - measured| / measured, per mesh and phase; targets: "
+          f"median <= {TARGET_MEDIAN:.0%}, worst <= {TARGET_WORST:.0%}")
     print(f"{'group':<28} {'n':>3} {'median':>7} {'worst':>7}  {'worst configuration':<20} "
-          f"{'target':<7} passes apart (median)")
+          f"{'target':<7} {'drift':>6}  passes apart (median)")
+    summary = {}
     for group, errs in errors.items():
         median = statistics.median(e for e, _ in errs)
         worst, which = max(errs)
         ok = median <= TARGET_MEDIAN and worst <= TARGET_WORST
+        machine = statistics.median(drifts[group]) if drifts.get(group) else None
         verdict = "fitted" if group == FITTED else "met" if ok else "MISSED"
+        summary[group] = {"median": median, "worst": worst, "drift": machine, "met": ok}
         print(f"{group:<28} {len(errs):>3} {median:>7.0%} {worst:>7.0%}  {which:<20} "
-              f"{verdict:<7} {statistics.median(noise[group]):.0%}")
-    print(f"\n{FITTED!r}: fitted when the profile was written, so no target; an error well above "
-          "the fit's residual there says the machine itself has slowed or sped up since, and "
-          "every other group's error carries the same drift.")
-    drift = statistics.median(predicted[i] / min(times[i]) - 1
-                              for i, (group, *_) in enumerate(SWEEP) if group == FITTED)
-    if abs(drift) > DRIFT_LIMIT:
-        print(f"DRIFTED: the host profile now predicts its own steps {abs(drift):.0%} "
-              f"{'over' if drift > 0 else 'under'} what they take (median; over the "
-              f"{DRIFT_LIMIT:.0%} limit): this machine was "
-              f"{'slower' if drift > 0 else 'faster'} when it was calibrated than it is now, so "
-              "this run's errors are mostly its drift, not the model's. Run `tpuinfer "
-              "calibrate` again, then this benchmark, before judging the model.")
+              f"{verdict:<7} {'-' if machine is None else f'x{machine:.2f}':>6}  "
+              f"{statistics.median(noise[group]):.0%}")
+    own = statistics.median(
+        runs[i][min(range(passes), key=lambda k: runs[i][k][0])][1] /
+        min(r[0] for r in runs[i]) - 1 for i, (group, *_) in enumerate(SWEEP) if group == FITTED)
+    summary["own steps off"] = own
+    if abs(own) > DRIFT_LIMIT:
+        print(f"\nUNTRACKED DRIFT: scaled by the drift factor, the host profile predicts its own "
+              f"steps {abs(own):.0%} {'over' if own > 0 else 'under'} what they take now "
+              f"(median; over the {DRIFT_LIMIT:.0%} limit): the probe did not follow the "
+              "machine this time, and this run's errors carry what it missed.")
     else:
-        print(f"drift: the host profile predicts its own steps {abs(drift):.0%} "
-              f"{'over' if drift > 0 else 'under'} what they take now (median), within "
-              f"{DRIFT_LIMIT:.0%}: this run judges the model.")
+        print(f"\n{FITTED!r}, scaled by the drift factor: predicted {abs(own):.0%} "
+              f"{'over' if own > 0 else 'under'} what they take now (median), within "
+              f"{DRIFT_LIMIT:.0%}: the drift factor followed the machine; this run judges the "
+              "model.")
+    every = all(v["met"] for g, v in summary.items() if g not in (FITTED, "own steps off"))
+    print(f"every group met: {'yes' if every else 'NO'}")
+    summary["every group met"] = every
+    return summary
+
+
+def _summary_table(summaries: list[dict], seconds: list[float] | None = None) -> None:
+    groups = [g for g in summaries[0] if g not in ("own steps off", "every group met")] \
+        if summaries and summaries[0] else []
+    print(f"{'run':>3} " + " ".join(f"{g.split(' (')[0]:>16}" for g in groups)
+          + f" {'own steps':>9} {'all met':>7}" + (" calibrate" if seconds else ""))
+    for k, s in enumerate(summaries):
+        cells = [f"{s[g]['median']:.0%} ({s[g]['worst']:.0%}) x{s[g]['drift'] or 0:.2f}"
+                 for g in groups]
+        print(f"{k + 1:>3} " + " ".join(f"{c:>16}" for c in cells)
+              + f" {s['own steps off']:>+9.0%} {'yes' if s['every group met'] else 'NO':>7}"
+              + (f" {seconds[k]:>7.0f} s" if seconds else ""))
+    met = sum(s["every group met"] for s in summaries)
+    print(f"{met} of {len(summaries)} met every group (median <= {TARGET_MEDIAN:.0%}, worst <= "
+          f"{TARGET_WORST:.0%})")
+
+
+def runs(n: int) -> None:
+    """`n` consecutive runs of `tpuinfer calibrate` then a sweep, each in a fresh process as a
+    user runs them, and the table of all of them."""
+    import tempfile
+    summaries, seconds = [], []
+    for k in range(n):
+        print(f"\n==== run {k + 1} of {n}: tpuinfer calibrate, then the sweep ====", flush=True)
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-m", "tpuinfer", "calibrate"], check=True,
+                             capture_output=True, text=True).stdout
+        seconds.append(time.perf_counter() - t0)
+        print(out.strip().splitlines()[-2] if out.strip() else "", flush=True)
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            subprocess.run([sys.executable, __file__, "sweep", "--summary", f.name], check=True)
+            summaries.append(json.load(open(f.name))[0])
+        print(f"\nafter {k + 1} run(s):")
+        _summary_table(summaries, seconds)
 
 
 def main() -> None:
@@ -160,9 +242,23 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["latency"]:
-        latency(*sys.argv[2:5])
-    elif sys.argv[1:2] == ["sweep"]:
-        sweep(save=sys.argv[3] if sys.argv[2:3] == ["--save"] else None)
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", nargs="?", choices=("sweep", "latency", "runs"))
+    parser.add_argument("args", nargs="*", help="latency: layout phase batch; runs: N")
+    parser.add_argument("--save", help="sweep: keep every configuration's timings here")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="sweep: sweep this many times on the one calibration")
+    parser.add_argument("--summary", help="sweep: write each sweep's group errors here (JSON)")
+    a = parser.parse_args()
+    if a.part == "latency":
+        latency(*a.args)
+    elif a.part == "runs":
+        runs(int(a.args[0]) if a.args else 10)
+    elif a.part == "sweep":
+        result = sweep(save=a.save, repeat=a.repeat)
+        if a.summary:
+            with open(a.summary, "w") as f:
+                json.dump(result, f)
     else:
         main()

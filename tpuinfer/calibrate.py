@@ -56,6 +56,21 @@ dimension, then transposes it into place). That rate has no micro-benchmark: a c
 depends on the weight's shape (a [2048, 1024] weight's went at 2-5 GB/s, run to run; the tiny
 model's, in its steps, at 6-11). One-row weight reads and the KV cache keep the
 micro-benchmark's rate: the steps have too few of them to fit it.
+Steps as large as the book's (chapter 5's 2,048-token prefills) are among the fitted steps, and
+every step's time is scaled by the drift probe timed beside it (`tpuinfer.drift`, `step_samples`):
+the profile keeps the probe's time, so a later measurement can say how much faster or slower
+the machine runs than when it was calibrated.
+
+What a layer costs a device beyond its matmuls and collectives grows with the devices sharing
+the cores (2- against 6-layer ws1d/heads decodes: 28-96 µs per device on 8 devices, 80-151 on
+256). The profile prices it as one cost per layer per device (`layer_overhead_s`), not as a term
+that grows with the devices, because the steps cannot tell such a term from the collectives':
+fitted with a column growing as log2(devices) beside it, one calibration's 19 steps gave the
+whole per-layer cost to that column and halved the collectives' factor (0.85 to 0.42: a call's
+rendezvous, chips·device_s + chips·group·member_s, already grows with the devices), and the
+held-out 2x2x2 decodes went from 5% to 17% median error (a column growing as the devices did
+no better). The growth is priced where the steps can pin it: in the collectives' terms.
+
 Everything runs in f32, as `measure` does by default. XLA:CPU has no bf16 matrix unit, so a bf16
 or int8 step runs slower than this profile predicts.
 
@@ -83,6 +98,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from . import drift
 from .config import get_model
 from .cost import estimate
 from .errors import TpuinferError, UsageError
@@ -367,6 +383,7 @@ class Calibration:
     unpinned: tuple[str, ...] = ()  # rates the steps left out: the micro-benchmarks' kept
     call_factor: float = 1.0  # every collective's fixed part in a real step, x the benchmark's
     micro_collectives: tuple = ()  # the collectives as benchmarked, before the step fit
+    probe_spread: float = 0.0  # the drift probe's slowest time beside a step over its fastest
 
 
 STAGES = ("launch", "matmul", "memory", "multi-row weights", "activations", *HOST_KINDS,
@@ -412,59 +429,91 @@ def calibrate(progress: Progress | None = None) -> Calibration:
         host_collectives=tuple(collectives), rule="sum", activation_bandwidth=activations,
         multirow_weight_bandwidth=multirow)
     step(len(STAGES) - 1, len(STAGES), "steps")
-    fit = fit_steps(micro, step_samples(micro))
+    samples = step_samples(micro)
+    fit = fit_steps(micro, samples.rows)
     step(len(STAGES), len(STAGES), "done")
-    profile = fit.profile
+    profile = fit.profile.replace(probe_s=samples.probe_s)
     return Calibration(profile, fixed, fit.collective_factor,
                        profile.activation_bandwidth / activations,
                        profile.multirow_weight_bandwidth / multirow, fit.worst, len(STEP_POINTS),
                        time.perf_counter() - t0, fit.unpinned, fit.call_factor,
-                       micro.host_collectives)
+                       micro.host_collectives, samples.probe_spread)
 
 
 # ---- the efficiencies, from real steps --------------------------------------------------------
-STEP_POINTS = [(shape, batch, ffn, attention, phase)
+STEP_TOKENS, STEP_CONTEXT = 8, 16
+# (mesh, batch, ffn, attention, phase, prompt tokens of a prefill; None in decode)
+STEP_POINTS = [(shape, batch, ffn, attention, phase, STEP_TOKENS if phase == "prefill" else None)
                for shape, batch in (((1, 4, 2), 64), ((4, 4, 4), 64))
                for ffn, attention in (("ws2d", "heads"), ("ws1d", "heads"), ("wg-xy", "batch"))
                for phase in ("prefill", "decode")] + [
     # gathers every weight and copies it into place: the steps above alone left the copies'
     # rate unpinned. At batch 8 each chip's decode is one row, so these copies are not tied
     # to multi-row weight reads (at batch 64 they were, and the fit lost one of the two)
-    ((1, 4, 2), 8, "wg-xyz", "heads", phase) for phase in ("prefill", "decode")] + [
+    ((1, 4, 2), 8, "wg-xyz", "heads", phase, STEP_TOKENS if phase == "prefill" else None)
+    for phase in ("prefill", "decode")] + [
     # 256 device threads on the same cores: what a layer costs beyond its matmuls and
     # collectives grows with them (2- against 6-layer ws1d/heads decodes: 96 µs per device
     # on 1x4x2, 151 on 4x8x8), and fitted on 8 and 64 devices alone the model priced 4x8x8
     # steps 13-36% short. At batch 64 and in layouts `bench_measure.py` does not run there
-    ((4, 8, 8), 64, "ws2d", "batch", "decode"), ((4, 8, 8), 64, "ws1d", "batch", "prefill"),
-    ((4, 8, 8), 64, "wg-xy", "heads", "decode")]
+    ((4, 8, 8), 64, "ws2d", "batch", "decode", None),
+    ((4, 8, 8), 64, "ws1d", "batch", "prefill", STEP_TOKENS),
+    ((4, 8, 8), 64, "wg-xy", "heads", "decode", None)] + [
+    # steps as large as the book's largest (chapter 5's prefills of 64 sequences of 32 tokens,
+    # 2,048 tokens a step, on 2x2x2): fitted on steps of 512 tokens at most, the model priced
+    # those 24-33% short. On 1x4x2, the same devices and size, so chapter 5's stay held out
+    ((1, 4, 2), 64, "ws1d", "heads", "prefill", 32),
+    ((1, 4, 2), 64, "wg-xy", "batch", "prefill", 32)]
 # the copies of gathered weights into place: their column in the fit is seconds at this rate
 RELAYOUT_NOMINAL = 10e9
 RELAYOUT_BOUNDS = (0.2e9, 200e9)  # bytes/s, the whole host's
-STEP_TOKENS, STEP_CONTEXT = 8, 16
 # timed as the benchmark times (`measure.PRECISE`), within shorter budgets, twice
 # (`step_samples`): under a minute in all
-STEP_TIMING = PRECISE | {"budget_s": 0.25, "warmup_s": 0.1, "min_runs": 6}
+STEP_TIMING = PRECISE | {"budget_s": 0.25, "warmup_s": 0.1, "min_runs": 6,
+                         "drift_probe": False}  # the calibration times the probe itself
 STEP_PASSES = 2
+# the drift probe's runs between two steps: two, not `drift.RUNS`, to keep the calibration
+# under a minute (it is timed 42 times)
+CALIBRATION_PROBE_RUNS = 2
 
 
-def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float]]:
-    """Per real step: (the micro profile's [compute, multi-row weights, activations,
-    collectives but their fixed part, chips·layers] seconds or units, the gathered weights'
-    copies into place at `RELAYOUT_NOMINAL` and the collectives' fixed part (`call_s` of each
-    call), the seconds taken as measured (dispatch, and the one-row weight and KV reads:
-    streamed at the micro-benchmark's rate), the measured seconds). Each step is timed in
-    `STEP_PASSES` passes over all of them, and the faster median kept: this machine slows by
-    up to 40% for tens of seconds at a time (seen from one pass over the same steps to the
-    next, nothing else running), and a slow spell would otherwise be fitted into every
-    prediction. A spell that lasts the whole calibration is fitted all the same:
-    `benchmarks/bench_measure.py` says when its run drifted so."""
-    steps = [[] for _ in STEP_POINTS]  # each step's measurement in every pass
+class StepSamples(NamedTuple):
+    """What `step_samples` timed: the fit's rows, and the drift probe's time beside them."""
+    rows: list  # per step: (columns, seconds taken as measured, measured seconds): see below
+    probe_s: float  # the drift probe's median time over the whole calibration
+    probe_spread: float  # its slowest time beside a step over its fastest, less one
+
+
+def step_samples(micro: HardwareProfile, points=None, probe=None) -> StepSamples:
+    """Per real step of `points` (default `STEP_POINTS`): (the micro profile's [compute,
+    multi-row weights, activations, collectives but their fixed part, chips·layers] seconds or
+    units, the gathered weights' copies into place at `RELAYOUT_NOMINAL` and the collectives'
+    fixed part (`call_s` of each call), the seconds taken as measured (dispatch, and the
+    one-row weight and KV reads: streamed at the micro-benchmark's rate), the measured
+    seconds).
+
+    This machine's speed moves by up to 40% for tens of seconds at a time (seen from one pass
+    over the same steps to the next, nothing else running). So the drift probe
+    (`tpuinfer.drift`; `probe`, a function of no arguments returning its seconds, replaces it
+    in tests) is timed between every two steps, each step's time is scaled to the probe's
+    median over the whole calibration (`probe_s`, which the profile keeps: a measurement
+    scales its prediction by the probe's time then against it), and each step is timed in
+    `STEP_PASSES` passes over all of them, the faster of its scaled medians kept."""
+    points = STEP_POINTS if points is None else points
+    probe = probe or (lambda: drift.probe_seconds(CALIBRATION_PROBE_RUNS))
+    steps = [[] for _ in points]  # each step's (measurement, probe beside it) in every pass
     for _ in range(STEP_PASSES):
-        for runs, point in zip(steps, STEP_POINTS):
-            runs.append(_step(*point))
+        before = probe()
+        for runs, point in zip(steps, points):
+            m = _step(*point)
+            after = probe()
+            runs.append((m, (before + after) / 2))
+            before = after
+    probes = [p for runs in steps for _, p in runs]
+    reference = statistics.median(probes)
     out = []
-    for runs, (shape, *_) in zip(steps, STEP_POINTS):
-        m = runs[-1]  # every pass has the same terms
+    for runs, (shape, *_) in zip(steps, points):
+        m = runs[-1][0]  # every pass has the same terms
         terms = on_backend(m.terms, shape, m.backend)  # priced as compiled here
         e = estimate(m.model, m.layout, shape, batch=m.batch, tokens=m.tokens,
                      context=m.context, weights=m.weights, hardware=micro, terms=terms)
@@ -477,14 +526,13 @@ def step_samples(micro: HardwareProfile) -> list[tuple[list[float], float, float
         out.append(([e.compute_s, multirow_s, e.activations_s, e.comm_s - call_s, layers,
                      relayout_s, call_s],
                     e.overhead_s + e.weights_s - multirow_s + e.kv_s,
-                    min(r.measured.time_s for r in runs)))
-    return out
+                    min(r.measured.time_s * reference / p for r, p in runs)))
+    return StepSamples(out, reference, max(probes) / min(probes) - 1)
 
 
-def _step(shape, batch, ffn, attention, phase):
-    tokens = STEP_TOKENS if phase == "prefill" else None
+def _step(shape, batch, ffn, attention, phase, tokens=None):
     return measure("tiny", shape, Layout(ffn, attention), phase=phase, batch=batch,
-                   tokens=tokens, context=STEP_CONTEXT, **STEP_TIMING)
+                   tokens=tokens, context=max(STEP_CONTEXT, tokens or 0), **STEP_TIMING)
 
 
 # the step fit's columns (`step_samples`) that a micro-benchmark measured, by name: the fit

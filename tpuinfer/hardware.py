@@ -115,6 +115,10 @@ class HardwareProfile:
     # are not priced on it (`require_fp8`). A host (the emulated mesh) runs fp8 weights
     # dequantized to its activations, at `peak_flops`.
     fp8_flops: float = 0.0
+    # host only: the drift probe's seconds when the profile was calibrated (`tpuinfer.drift`);
+    # a measurement scales its host prediction by the probe's time then against this. 0: no
+    # probe (a profile written before it existed), no scaling.
+    probe_s: float = 0.0
 
     def __post_init__(self):
         if self.interconnect not in INTERCONNECTS:

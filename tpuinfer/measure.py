@@ -57,7 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import caches, engine, hlo, placement
+from . import caches, drift, engine, hlo, placement
 from .config import ModelConfig, get_model
 from .cost import estimate
 from .errors import UsageError
@@ -86,7 +86,8 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
             batch: int, tokens: int | None = None, context: int | None = None,
             weights: str = "f32", params=None, seed: int = 0, repeats: int = 5,
             budget_s: float | None = None, progress=None, warmup_s: float = 0.0,
-            min_runs: int | None = None, kv: str | None = None) -> Measurement:
+            min_runs: int | None = None, kv: str | None = None,
+            drift_probe: bool = True) -> Measurement:
     """Compile (once per configuration), read and time one step, beside its prediction.
 
     `mesh`: a mesh from `make_mesh` (of replicas too: `batch` is then all replicas', and the
@@ -101,7 +102,10 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     untimed runs first (at least one), and `min_runs` timed runs must pass before the last
     ones agreeing may stop timing: `PRECISE` sets both for a prediction's error, where the
     first runs' slowness would count as the model's. `repeats=0` reads the compiled step
-    without running it (measured `time_s` is None). `progress(done, total, what)` is called
+    without running it (measured `time_s` is None). With a host profile, the drift probe
+    (`tpuinfer.drift`) is timed before and after the step, and the host prediction scaled by
+    how it compares with its time at calibration (`Measurement.drift`); `drift_probe=False`
+    leaves it out (the calibration, which times the probe itself). `progress(done, total, what)` is called
     before the compile and before each run; an exception it raises stops the measurement (a
     widget's cancel).
     """
@@ -132,8 +136,14 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     exe, compile_s = engine.compiled_step(cfg, layout, mesh, weights, placed, tokens_BL,
                                           cache, pos)
     drops = []  # a mixture of experts': each run's routes over capacity
+    host, host_flag = _host_profile()
+    probing = bool(repeats) and drift_probe and host is not None and host.probe_s > 0
+    probe_s = [drift.probe_seconds()] if probing else []  # beside the step: before and after
     times = _time(exe, placed, tokens_BL, cache, pos, repeats, budget_s, progress, warmup_s,
                   STABLE_RUNS if min_runs is None else min_runs, drops) if repeats else []
+    if probing:
+        probe_s.append(drift.probe_seconds())
+    machine = drift.factor(statistics.mean(probe_s), host.probe_s) if probing else None
 
     backend = mesh.devices.flat[0].platform
     act = jnp.dtype(activation_dtype(weights)).itemsize
@@ -154,12 +164,11 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
         weight_bytes_per_device=float(engine.local_bytes(placed)),
         time_s=statistics.median(times) if times else None,
         kv_bytes_per_device=float(cache_bytes_per_device(exe, cache)))
-    host, host_flag = _host_profile()
     kw = dict(batch=per_replica, tokens=tokens, context=context, weights=weights,
               replicas=replicas)
     host_time = None if host is None else estimate(
         cfg, layout, shape, **kw, kv=kv_name, hardware=host,
-        terms=on_backend(terms, shape, backend)).step_s
+        terms=on_backend(terms, shape, backend)).step_s * (machine or 1.0)
     # The chip's own step: bf16 activations, and the cache asked for (else bf16 too). TPU v4
     # has no fp8 matmul: no chip prediction for fp8 weights.
     tpu_time = None if weights == "fp8" else estimate(cfg, layout, shape, **kw, kv=kv,
@@ -170,7 +179,7 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     return Measurement(cfg.name, shape, layout, phase, batch, tokens, context, weights, backend,
                        predicted, measured, terms, compiled, memory, tuple(times), compile_s,
                        tpu_time, flags, compiler_flops, kv_name, replicas,
-                       int(np.sum(np.asarray(drops[-1]))) if drops else None)
+                       int(np.sum(np.asarray(drops[-1]))) if drops else None, machine)
 
 
 def cache_bytes_per_device(exe, cache) -> int:

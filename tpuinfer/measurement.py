@@ -112,6 +112,18 @@ class Measurement:
     # a mixture of experts: routes the last timed run dropped over capacity (None: dense, or
     # nothing ran)
     dropped: int | None = None
+    # how many times slower this machine ran the drift probe beside this step than when the
+    # host profile was calibrated (`tpuinfer.drift`); the host prediction (`predicted.time_s`)
+    # is the model's time times this. None: no probe ran (no host profile, one without a probe
+    # time, no timed run, or `drift_probe=False`)
+    drift: float | None = None
+
+    @property
+    def model_time_s(self) -> float | None:
+        """The host prediction before the drift factor: the model's time on the machine as it
+        was at calibration."""
+        t = self.predicted.time_s
+        return None if t is None else t / (self.drift or 1.0)
 
     @property
     def runs(self) -> int:
@@ -149,6 +161,7 @@ class Measurement:
                 "context": self.context, "weights": self.weights, "backend": self.backend,
                 "predicted": self.predicted.to_json() | {
                     "time_hardware": "host" if self.predicted.time_s is not None else None,
+                    "drift": self.drift, "model_time_s": self.model_time_s,
                     "tpu_v4_time_s": self.tpu_time_s},
                 "measured": self.measured.to_json() | {
                     "step_times_s": list(self.step_times_s), "runs": self.runs,

@@ -13,6 +13,7 @@ import io
 import statistics
 from typing import Callable, Iterator
 
+from .drift import words as drift_words
 from .measurement import Flag
 from .planner import Progress
 
@@ -112,12 +113,18 @@ def host_times(measured: dict) -> str:
     median, worst = host_error_summary(measured)
     if median is None:
         return NO_HOST_PROFILE
-    rows = [[label, seconds(m.predicted.time_s), seconds(m.measured.time_s),
+    rows = [[label, seconds(m.model_time_s), "-" if m.drift is None else f"x{m.drift:.2f}",
+             seconds(m.predicted.time_s), seconds(m.measured.time_s),
              "-" if m.host_error is None else f"{m.host_error:.0%}"]
             for label, m in measured.items()]
     n = sum(m.host_error is not None for m in measured.values())
-    return (table(["step", "predicted (host profile)", "measured (this CPU)", "error"], rows)
-            + f"\nmedian error {median:.0%}, worst {worst:.0%}, over {n} steps")
+    drifts = [m.drift for m in measured.values() if m.drift is not None]
+    machine = (f"; drift: {drift_words(statistics.median(drifts))} (median over the steps' "
+               "probes), a measurement of this machine, not of the model" if drifts else
+               f"; {drift_words(None)}")
+    return (table(["step", "model (host profile)", "x drift", "predicted", "measured (this CPU)",
+                   "error"], rows)
+            + f"\nmedian error {median:.0%}, worst {worst:.0%}, over {n} steps{machine}")
 
 
 # ---- progress ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import math
 
 from ..axes import parse_shape
 from ..config import get_model
+from ..drift import words as drift_words
 from ..layouts import ATTENTION_LAYOUTS, EXPERT_LAYOUTS, FFN_LAYOUTS, Layout
 from ..report import measurement_notes, mesh_text, nbytes, seconds, table
 from ..weight_formats import WEIGHT_FORMATS
@@ -77,6 +78,9 @@ def text(m) -> str:
         ["KV cache held", nbytes(p.kv_bytes_per_device), nbytes(q.kv_bytes_per_device)],
         ["time (this machine)", seconds(p.time_s), seconds(q.time_s) + (
             f" (median of {m.runs}, spread {m.spread:.0%})" if m.spread is not None else "")],
+        *([["  the model, on the machine as calibrated", seconds(m.model_time_s), ""],
+           [f"  x drift: {drift_words(m.drift)}", f"x{m.drift:.2f}", ""]]
+          if m.drift is not None else []),
         ["time (TPU v4, predicted)", seconds(m.tpu_time_s), ""],  # "-": fp8 weights
     ]
     if m.dropped is not None:  # a mixture of experts: what the capacity cost this step

@@ -1,0 +1,127 @@
+"""How fast this machine runs now against when it was calibrated: the drift factor.
+
+A host profile (`tpuinfer calibrate`) is a snapshot of a shared machine whose speed moves minute
+to minute: on this project's 2-core machine, idle, the calibration's own steps came out 15-57%
+slower in one run than in the next. So every measurement on the host also times a short fixed
+probe beside the step it measures, and its host prediction is the model's time scaled by
+
+    drift = probe's time now / probe's time at calibration
+
+reported as its own number ("machine 1.23x slower than at calibration"), so that the model's
+error and the machine's drift are shown apart (`Measurement.drift`).
+
+The probe is a real decode step of the tiny model (2D weight-stationary, attention by heads,
+batch 64 on a 4x4x4 mesh: about 50 ms on 2 idle cores), chosen from evidence
+(`benchmarks/bench_drift_probe.py`: five candidates timed beside five kinds of step the book
+and the benchmark run, four rounds idle, four with one core kept busy by another process, four
+with both). How far log(step / probe) moved over the twelve rounds (standard deviation, median
+over the five steps; the steps alone, unscaled, moved 0.158):
+
+    numpy matmul on one thread       0.166  (cannot see a busy core: 1.2-1.3 ms throughout)
+    a launch on 4x8x8                0.263  (slowed 2-3x where the steps slowed 1.2-1.9x)
+    decode 2x2x2, batch 8 (5 ms)     0.183  (slowed 1.5-2x: more than the larger steps)
+    a matmul chain on 2x2x2          0.141
+    decode 4x4x4, batch 64 (50 ms)   0.103  (slowed 1.33x with one core busy, 1.55x with two)
+
+No probe tracks every step exactly: with a core busy, a 10 ms step slowed 1.4-1.9x and a
+300 ms one 1.15-1.25x. The 4x4x4 decode sits between them, as its 64 device threads and its mix
+of matmuls and collectives sit between the book's small and large steps. Its time is the
+median of `RUNS` runs (a warm-up first, once per process): about 150 ms, timed before and
+after the step a measurement times, whose mean counts (a change of speed while the step ran
+counts by half).
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+RUNS = 3  # runs of the probe per timing (about 150 ms on 2 idle cores)
+# the probe: a decode of the tiny model, ws2d/heads, batch 64, on 4x4x4 (module docstring)
+MESH, FFN, ATTENTION, BATCH, CONTEXT = (4, 4, 4), "ws2d", "heads", 64, 16
+# A profile without a probe time (written before the probe existed) gets no drift factor:
+# its predictions are the model's alone, as before.
+NO_PROBE = 0.0
+
+
+def median_seconds(run: Callable[[], object], runs: int = RUNS,
+                   clock: Callable[[], float] = time.perf_counter, warm_up: bool = True) -> float:
+    """The median seconds of `runs` calls of `run` (each blocking on its result), after one
+    untimed call (with `warm_up`). `clock` is the time source (a test passes a fake one)."""
+    if runs < 1:
+        raise ValueError(f"runs must be at least 1, got {runs}")
+    if warm_up:
+        run()
+    times = []
+    for _ in range(runs):
+        t0 = clock()
+        run()
+        times.append(clock() - t0)
+    return statistics.median(times)
+
+
+def factor(now_s: float, calibrated_s: float) -> float | None:
+    """How many times slower the machine runs the probe now than at calibration (below 1:
+    faster); None when the profile has no probe time (`NO_PROBE`) or the probe took no time."""
+    if not calibrated_s > 0 or not now_s > 0:
+        return None
+    return now_s / calibrated_s
+
+
+def words(drift: float | None) -> str:
+    """A drift factor in words, for tables and the command line."""
+    if drift is None:
+        return "no drift probe (a host profile calibrated before it existed)"
+    if abs(drift - 1) < 0.005:
+        return "machine as fast as at calibration (1.00x)"
+    return (f"machine {drift:.2f}x slower than at calibration" if drift > 1 else
+            f"machine {1 / drift:.2f}x faster than at calibration")
+
+
+class Probe:
+    """The probe step, compiled once and ready to time (`seconds`). JAX is imported here, not
+    at the module's import: the cost path reads `factor` and `words` without it."""
+
+    def __init__(self, shape=MESH, layout=None, batch: int = BATCH, model: str = "tiny"):
+        # the engine's side (JAX, numpy), loaded when a probe is built: not on the cost path
+        import jax.numpy as jnp  # the engine's side
+        import numpy as np  # the engine's side
+
+        from . import engine  # the engine's side
+        from .config import get_model  # beside the engine's names it needs
+        from .layouts import Layout  # beside the engine's names it needs
+        from .measure import _placed  # the same placed parameters a measurement would use
+        from .mesh import make_mesh  # the engine's side
+        from .placement import global_array  # the engine's side
+        cfg, self.layout = get_model(model), layout or Layout(FFN, ATTENTION)
+        mesh = make_mesh(tuple(shape))
+        self.params = _placed(cfg, self.layout.ffn, mesh, "f32", 0)
+        self.tokens = global_array(np.zeros((batch, 1), np.int32), mesh,
+                                   engine.token_spec_on(self.layout, mesh))
+        self.cache = engine.init_cache(cfg, self.layout, mesh, batch, CONTEXT, "f32")
+        self.pos = jnp.int32(CONTEXT - 1)
+        self.exe, _ = engine.compiled_step(cfg, self.layout, mesh, "f32", self.params,
+                                           self.tokens, self.cache, self.pos)
+
+    def run_once(self) -> None:
+        import jax  # the engine's side (see __init__)
+        logits, self.cache, *_ = self.exe(self.params, self.tokens, self.cache, self.pos)
+        jax.block_until_ready((logits, self.cache))  # the step donates its cache: keep the new
+
+    warmed = False
+
+    def seconds(self, runs: int = RUNS, clock: Callable[[], float] = time.perf_counter) -> float:
+        """The probe's median time now (warmed up on the first call only)."""
+        t = median_seconds(self.run_once, runs, clock, warm_up=not self.warmed)
+        self.warmed = True
+        return t
+
+
+_PROBE: list[Probe] = []  # built on first use, once per process
+
+
+def probe_seconds(runs: int = RUNS) -> float:
+    """The probe's median seconds now (`Probe`, built and compiled on the first call)."""
+    if not _PROBE:
+        _PROBE.append(Probe())
+    return _PROBE[0].seconds(runs)
