@@ -199,11 +199,16 @@ def _one_sweep(passes: int, save: str | None, host: bool) -> dict:
 
 
 def _summary_table(summaries: list[dict], seconds: list[float] | None = None) -> None:
-    groups = [g for g in summaries[0] if g not in ("own steps off", "every group met")] \
-        if summaries and summaries[0] else []
+    swept = [s for s in summaries if "own steps off" in s]
+    groups = [g for g in swept[0] if g not in ("own steps off", "every group met")] \
+        if swept else []
     print(f"{'run':>3} " + " ".join(f"{g.split(' (')[0]:>16}" for g in groups)
           + f" {'own steps':>9} {'all met':>7}" + (" calibrate" if seconds else ""))
     for k, s in enumerate(summaries):
+        if "own steps off" not in s:
+            print(f"{k + 1:>3} calibration refused (nothing written, no sweep)"
+                  + (f" {seconds[k]:>7.0f} s" if seconds else ""))
+            continue
         cells = [f"{s[g]['median']:.0%} ({s[g]['worst']:.0%}) x{s[g]['drift'] or 0:.2f}"
                  for g in groups]
         print(f"{k + 1:>3} " + " ".join(f"{c:>16}" for c in cells)
@@ -222,10 +227,16 @@ def runs(n: int) -> None:
     for k in range(n):
         print(f"\n==== run {k + 1} of {n}: tpuinfer calibrate, then the sweep ====", flush=True)
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "tpuinfer", "calibrate"], check=True,
-                             capture_output=True, text=True).stdout
+        done = subprocess.run([sys.executable, "-m", "tpuinfer", "calibrate"],
+                              capture_output=True, text=True)
         seconds.append(time.perf_counter() - t0)
-        print(out.strip().splitlines()[-2] if out.strip() else "", flush=True)
+        lines = done.stdout.strip().splitlines()
+        if done.returncode:  # a refused calibration (`CalibrationError`) is a run that failed
+            print(f"calibration refused (exit {done.returncode}): "
+                  f"{(done.stderr.strip().splitlines() or lines or ['?'])[-1]}", flush=True)
+            summaries.append({"calibration refused": True, "every group met": False})
+            continue
+        print("\n".join(lines[-3:-1]), flush=True)
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
             subprocess.run([sys.executable, __file__, "sweep", "--summary", f.name], check=True)
             summaries.append(json.load(open(f.name))[0])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import math
 import re
+import statistics
 import textwrap
 
 import numpy as np
@@ -126,11 +127,15 @@ def time_figure(measured: dict, title: str) -> go.Figure:
     if median is None:
         sub = "no host prediction yet: run `tpuinfer calibrate` once, then this cell again"
     else:
-        fig.add_bar(name="predicted (host profile)", x=labels,
+        fig.add_bar(name="predicted (host profile x drift)", x=labels,
                     y=[(measured[k].predicted.time_s or 0) * 1e3 for k in labels],
                     text=[f"{measured[k].host_error:.0%} off" if measured[k].host_error
                           is not None else "" for k in labels], textposition="outside")
-        sub = f"host profile (`tpuinfer calibrate`): median error {median:.0%}, worst {worst:.0%}"
+        drifts = [m.drift for m in measured.values() if m.drift is not None]
+        machine = (f", machine running x{statistics.median(drifts):.2f} its calibrated time"
+                   if drifts else "")
+        sub = (f"host profile (`tpuinfer calibrate`): median error {median:.0%}, worst "
+               f"{worst:.0%}{machine}")
     fig.update_layout(title=f"{title}<br><sup>{sub}</sup>", barmode="group", height=380,
                       width=720, yaxis_title="step time (ms)", legend=dict(orientation="h",
                       y=-0.25), margin=dict(t=70, b=90, l=60, r=20))

@@ -244,14 +244,17 @@ def test_the_host_error_is_relative_to_the_measurement():
 def test_host_times_prints_each_steps_error_and_their_median():
     def step(predicted, measured):
         m = SimpleNamespace(predicted=SimpleNamespace(time_s=predicted),
-                            measured=SimpleNamespace(time_s=measured))
+                            measured=SimpleNamespace(time_s=measured), drift=None,
+                            model_time_s=predicted)
         m.host_error = measure_module.relative_error(predicted, measured)
         return m
     steps = {"a": step(1.1, 1.0), "b": step(0.5, 1.0), "c": step(2.6, 2.0)}
     assert report.host_error_summary(steps) == pytest.approx((0.3, 0.5))
     text = report.host_times(steps)
     assert [line.split()[-1] for line in text.splitlines()[1:4]] == ["10%", "50%", "30%"]
-    assert text.endswith("median error 30%, worst 50%, over 3 steps")
+    # no probe beside these steps (a profile from before it): said, not a factor of 1
+    assert text.endswith("median error 30%, worst 50%, over 3 steps; no drift probe (a host "
+                         "profile calibrated before it existed)")
     uncalibrated = {"a": step(None, 1.0)}
     assert report.host_error_summary(uncalibrated) == (None, None)
     assert report.host_times(uncalibrated) == report.NO_HOST_PROFILE

@@ -105,9 +105,9 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     without running it (measured `time_s` is None). With a host profile, the drift probe
     (`tpuinfer.drift`) is timed before and after the step, and the host prediction scaled by
     how it compares with its time at calibration (`Measurement.drift`); `drift_probe=False`
-    leaves it out (the calibration, which times the probe itself). `progress(done, total, what)` is called
-    before the compile and before each run; an exception it raises stops the measurement (a
-    widget's cancel).
+    leaves it out (the calibration, which times the probe itself). `progress(done, total,
+    what)` is called before the compile and before each run; an exception it raises stops the
+    measurement (a widget's cancel).
     """
     cfg = get_model(cfg)
     mesh = mesh if not isinstance(mesh, (tuple, list)) else make_mesh(tuple(mesh))

@@ -161,7 +161,8 @@ def _preference(p: PhaseEstimate, hw: HardwareProfile):
     collectives for the same time), then a slice with wraparound (ties between meshes arise
     where nothing crosses the links, as in an XYZ-weight-gathered step looped)."""
     return (_rounded(p.latency_s), _rounded(p.sum_s), _attention_rank(p.layout.attention),
-            p.layout.ffn == "ws1d", p.layout.looped, p.layout.bidirectional, not wraps(hw, p.mesh_shape), p.replicas)
+            p.layout.ffn == "ws1d", p.layout.looped, p.layout.bidirectional,
+            not wraps(hw, p.mesh_shape), p.replicas)
 
 
 def choose(cfg, hw, chips, phase, *, allow_unfit=False, **kw) -> PhasePlan:

@@ -276,8 +276,10 @@ for b, m in steps.items():
 # The same cost model prices this CPU once it has measured it: `tpuinfer calibrate` fits a
 # `host` profile (the emulated devices are threads sharing two cores, so its FLOP/s and
 # bytes/s are the machine's, divided among the mesh's devices; chapter 11 says more). Each
-# step measured after that carries the host profile's prediction of its own time. Both
-# numbers are this machine's, the first a prediction and the second a measurement. Eight
+# step measured after that carries the host profile's prediction of its own time, scaled by
+# how much slower or faster the machine runs now than when it was calibrated ("x drift",
+# chapter 11). Both numbers are this machine's, the first a prediction and the second a
+# measurement. Eight
 # times the FLOPs do not take eight times as long here either: the tiny model's collectives
 # and per-layer overheads do not grow with the batch.
 

@@ -320,11 +320,13 @@ print(bt.host_times(measured))
 bt.time_figure(measured, "Tiny model, prefill of 64×32 tokens on 2×2×2, by layout: this CPU")
 
 # %% [markdown]
-# These steps process 2,048 tokens each, four times the largest step the calibration timed
-# (64 sequences of 8 tokens; `tpuinfer/calibrate.py` lists them): here the host prediction is
-# an extrapolation, and the table says how far off it was for each layout in the stored run:
-# a test of how far the host model reaches, and no ranking of the layouts to trust where its
-# errors differ by more than the layouts do.
+# These steps process 2,048 tokens each, as many as the largest steps the calibration times:
+# it fits two prefills of 64 sequences of 32 tokens on 1×4×2 (`tpuinfer/calibrate.py` lists its
+# steps), the same size on as many devices, but not these 2×2×2 steps, which stay held out. The
+# table says how far off the prediction was for each layout in the stored run: a test of how
+# far the host model reaches, and no ranking of the layouts to trust where its errors differ
+# by more than the layouts do. The "x drift" column is this machine's speed beside each step
+# against its speed at calibration (chapter 11), by which the model's time is scaled.
 # Chapters 1, 7 and 8 time steps the size of the calibration's;
 # `benchmarks/bench_measure.py` prints the error to expect at that size, per mesh and phase,
 # and how much this machine drifts meanwhile.

@@ -147,6 +147,14 @@ for ph, m in measured.items():
 # measured). `benchmarks/bench_measure.py`
 # prints the error per mesh and phase over 36 steps, on a mesh the calibration never ran
 # among them.
+#
+# A shared machine's speed moves minute to minute, so a calibration is a snapshot. Each
+# measurement therefore also times a short probe, a 4×4×4 decode step of the tiny model, just
+# before and just after the step it measures (`tpuinfer.drift`), and the calibration keeps the
+# probe's time then. The prediction is the model's time on the machine as calibrated, times
+# how much slower the probe runs now ("x drift", `m.drift`): the model's error and the
+# machine's drift, shown apart. A drift factor is a measurement of this machine, not evidence
+# for the model.
 
 # %%
 print(bt.host_times(measured))

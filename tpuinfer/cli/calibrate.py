@@ -63,10 +63,10 @@ def summary(cal) -> list[str]:
               f"{hw.layer_overhead_s * 1e6:.1f} µs per layer per device, gathered weights "
               f"copied into place at {hw.relayout_bandwidth / 1e9:.1f} GB/s; worst residual "
               f"{cal.worst_residual:.0%} over {cal.steps} steps" + _unpinned(cal.unpinned),
-              f"drift probe (a 4x4x4 decode step): {hw.probe_s * 1e3:.2f} ms, the median beside the "
-              f"steps (its slowest {cal.probe_spread:.0%} above its fastest; each step's time "
-              "scaled by the probe beside it); every measurement times it again and scales its "
-              "prediction by the ratio",
+              f"drift probe (a 4x4x4 decode step): {hw.probe_s * 1e3:.2f} ms, the median beside "
+              f"the steps (its slowest {cal.probe_spread:.0%} above its fastest; each step's "
+              "time scaled by the probe beside it); every measurement times it again and "
+              "scales its prediction by the ratio",
               f"calibrated in {cal.seconds:.0f} s"]
     return lines
 
