@@ -253,8 +253,8 @@ def test_host_times_prints_each_steps_error_and_their_median():
     text = report.host_times(steps)
     assert [line.split()[-1] for line in text.splitlines()[1:4]] == ["10%", "50%", "30%"]
     # no probe beside these steps (a profile from before it): said, not a factor of 1
-    assert text.endswith("median error 30%, worst 50%, over 3 steps; no drift probe (a host "
-                         "profile calibrated before it existed)")
+    assert text.endswith("median error 30%, worst 50%, over 3 steps\ndrift: no drift probe (a "
+                         "host profile calibrated before it existed)")
     uncalibrated = {"a": step(None, 1.0)}
     assert report.host_error_summary(uncalibrated) == (None, None)
     assert report.host_times(uncalibrated) == report.NO_HOST_PROFILE

@@ -56,6 +56,7 @@ dimension, then transposes it into place). That rate has no micro-benchmark: a c
 depends on the weight's shape (a [2048, 1024] weight's went at 2-5 GB/s, run to run; the tiny
 model's, in its steps, at 6-11). One-row weight reads and the KV cache keep the
 micro-benchmark's rate: the steps have too few of them to fit it.
+
 Steps as large as the book's (chapter 5's 2,048-token prefills) are among the fitted steps, and
 every step's time is scaled by the drift probe timed beside it (`tpuinfer.drift`, `step_samples`):
 the profile keeps the probe's time, so a later measurement can say how much faster or slower
@@ -473,7 +474,7 @@ STEP_TIMING = PRECISE | {"budget_s": 0.25, "warmup_s": 0.1, "min_runs": 6,
                          "drift_probe": False}  # the calibration times the probe itself
 STEP_PASSES = 2
 # the drift probe's runs between two steps: two, not `drift.RUNS`, to keep the calibration
-# under a minute (it is timed 42 times)
+# under a minute (it is timed 40 times: before each pass and after each step)
 CALIBRATION_PROBE_RUNS = 2
 
 

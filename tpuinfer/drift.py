@@ -14,11 +14,13 @@ What it buys, measured: over ten runs of `benchmarks/bench_measure.py runs` (eac
 calibration and a sweep of 55 steps), the per-configuration median error was 8-13% per run
 with the factor and 9-23% without it. What it does not: the probe's speed depends on the
 process it runs in as well as on the machine. In a notebook kernel that had run little else,
-the probe ran 1.3-1.5x faster than during the calibration (drift x0.62-0.83), and so did the
-book's small steps (2x2x2, 4-20 ms: errors 4-41% with the factor, 18-105% without), but not
-its 2,048-token prefills, which ran at the calibrated speed (chapter 5: 17-42% off with the
-factor, 0-9% without). The factor is applied because it helps more steps than it hurts, and
-shown because it can do either.
+the probe ran 1.2-1.6x faster than during the calibration (drift x0.62-0.83), and so did the
+book's small steps (chapters 1, 7 and 8, 4-20 ms: errors 4-41% with the factor, 23-75%
+without, the same measurements), but not its 2,048-token prefills, which ran at the
+calibrated speed (chapter 5: 17-42% off with the factor, 0-9% without). Over the book's 14
+host-timed steps, three rebuilds gave a median error of 18%, 15% and 18% with the factor
+against 27%, 19% and 13% without. The factor is applied because the benchmark's runs and two
+rebuilds of three were better for it, and shown because it can mislead.
 
 The probe is a real decode step of the tiny model (2D weight-stationary, attention by heads,
 batch 64 on a 4x4x4 mesh: about 50 ms on 2 idle cores), chosen from evidence
