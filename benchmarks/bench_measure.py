@@ -237,9 +237,11 @@ def runs(n: int) -> None:
             summaries.append({"calibration refused": True, "every group met": False})
             continue
         print("\n".join(lines[-3:-1]), flush=True)
-        with tempfile.NamedTemporaryFile(suffix=".json") as f:
-            subprocess.run([sys.executable, __file__, "sweep", "--summary", f.name], check=True)
-            summaries.append(json.load(open(f.name))[0])
+        with tempfile.TemporaryDirectory() as tmp:
+            path = f"{tmp}/summary.json"
+            subprocess.run([sys.executable, __file__, "sweep", "--summary", path], check=True)
+            with open(path) as f:
+                summaries.append(json.load(f)[0])
         print(f"\nafter {k + 1} run(s):")
         _summary_table(summaries, seconds)
 

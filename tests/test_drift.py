@@ -1,5 +1,7 @@
 """The drift factor: how much slower the machine runs the probe now than at calibration, and the
 host prediction scaled by it (`tpuinfer.drift`), timed here with a fake clock."""
+from types import SimpleNamespace
+
 import pytest
 
 import tpuinfer as ti
@@ -75,19 +77,17 @@ def test_measure_scales_the_host_prediction_by_the_drift_and_reports_it(probed_h
 def test_the_calibration_scales_each_step_by_the_probe_beside_it(monkeypatch):
     """A step timed while the machine ran at half speed (the probe beside it twice as slow)
     enters the fit at the speed of the calibration's median probe."""
-    class Timed:  # what `_step` returns, as much of it as `step_samples` reads
-        def __init__(self, t):
-            self.measured = type("Side", (), {"time_s": t})()
-
     shape = (1, 4, 2)
     point = (shape, 8, "ws2d", "heads", "decode", None)
     real = measure("tiny", shape, ti.Layout("ws2d", "heads"), phase="decode", batch=8,
                    repeats=0)
     step_times = iter([0.010, 0.040, 0.010, 0.030])  # pass 1: two steps; pass 2: two steps
-    monkeypatch.setattr(calibrate_module, "_step", lambda *p: type(
-        "M", (), {**{k: getattr(real, k) for k in ("terms", "backend", "model", "layout",
-                                                   "batch", "tokens", "context", "weights")},
-                  "measured": Timed(next(step_times)).measured})())
+    # what `_step` returns, as much of it as `step_samples` reads: the real step's terms, a
+    # made-up time
+    monkeypatch.setattr(calibrate_module, "_step", lambda *p: SimpleNamespace(
+        **{k: getattr(real, k) for k in ("terms", "backend", "model", "layout", "batch",
+                                         "tokens", "context", "weights")},
+        measured=SimpleNamespace(time_s=next(step_times))))
     # probes: before step 1, after it, after step 2 (pass 1); the same in pass 2
     probes = iter([0.004, 0.004, 0.012, 0.004, 0.004, 0.004])
     out = calibrate_module.step_samples(HOST, [point, point], probe=lambda: next(probes))

@@ -96,6 +96,17 @@ def _browser():
     return sync_playwright
 
 
+def _watched_page(browser, local):
+    """A new page of `browser`, and the lists its console errors, page errors and requests
+    for URLs that `local(url)` rejects are gathered into as it runs."""
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    errors, remote = [], []
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("request", lambda r: not local(r.url) and remote.append(r.url))
+    return page, errors, remote
+
+
 @pytest.mark.browser
 def test_every_page_loads_offline_draws_and_links(site):
     sync_playwright = _browser()
@@ -103,12 +114,8 @@ def test_every_page_loads_offline_draws_and_links(site):
     pages = sorted(site.glob("*.html"))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1200, "height": 900})
-        errors, remote = [], []
-        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-        page.on("pageerror", lambda e: errors.append(str(e)))
-        page.on("request", lambda r: not r.url.startswith(("file:", "data:", "about:"))
-                and remote.append(r.url))
+        page, errors, remote = _watched_page(
+            browser, lambda url: url.startswith(("file:", "data:", "about:")))
         for path in pages:
             errors.clear()
             remote.clear()
@@ -222,11 +229,7 @@ def test_the_live_planner_plans_table_2_as_the_command_line_does(site, capsys):
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            errors, remote = [], []
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("request", lambda r: not r.url.startswith(base) and remote.append(r.url))
+            page, errors, remote = _watched_page(browser, lambda url: url.startswith(base))
             page.add_init_script(NOTES)
             page.goto(base + "plan.html")
             page.wait_for_function("document.body.dataset.planner === 'ready'", timeout=180000)

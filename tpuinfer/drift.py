@@ -33,7 +33,7 @@ over the five steps; the steps alone, unscaled, moved 0.158):
     a launch on 4x8x8                0.263  (slowed 2-3x where the steps slowed 1.2-1.9x)
     decode 2x2x2, batch 8 (5 ms)     0.183  (slowed 1.5-2x: more than the larger steps)
     a matmul chain on 2x2x2          0.141
-    decode 4x4x4, batch 64 (50 ms)   0.103  (slowed 1.33x with one core busy, 1.55x with two)
+    decode 4x4x4, batch 64 (50 ms)   0.103  (slowed 1.36x with one core busy, 1.56x with two)
 
 No probe tracks every step exactly: with a core busy, a 10 ms step slowed 1.4-1.9x and a
 300 ms one 1.15-1.25x. The 4x4x4 decode sits between them, as its 64 device threads and its mix
@@ -44,6 +44,7 @@ counts by half).
 """
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -129,11 +130,11 @@ class Probe:
         return t
 
 
-_PROBE: list[Probe] = []  # built on first use, once per process
+@functools.cache
+def _probe() -> Probe:
+    return Probe()  # built and compiled on first use, once per process
 
 
 def probe_seconds(runs: int = RUNS) -> float:
     """The probe's median seconds now (`Probe`, built and compiled on the first call)."""
-    if not _PROBE:
-        _PROBE.append(Probe())
-    return _PROBE[0].seconds(runs)
+    return _probe().seconds(runs)
