@@ -12,6 +12,16 @@ per target, then the median over targets) and the slope of log(target) against l
 
     python benchmarks/bench_drift_probe.py              # 4 rounds in each of 3 conditions
     python benchmarks/bench_drift_probe.py --rounds 6
+    python benchmarks/bench_drift_probe.py --history    # one process: fresh, after the
+                                                        # calibration's steps, after clearing
+
+`--history` asks another question: does a process's own past move its speed, on an idle
+machine? The calibration runs its 19 steps in one process and a notebook kernel has run
+little; if the probe and the steps slow together as a process ages, the drift factor follows
+it (a fresh process is then simply a faster machine); if only the probe does, the factor
+misleads. It times the probe (the one `tpuinfer.drift` uses) and three targets in a fresh
+process, again after running the calibration's steps (`tpuinfer.calibrate.STEP_POINTS`, as
+`tpuinfer calibrate` times them), and again after `tpuinfer.clear_caches()`.
 """
 import argparse
 import math
@@ -124,7 +134,47 @@ def main(rounds: int) -> None:
           f"{max(untracked):>13.3f}")
 
 
+HISTORY_TARGETS = [TARGETS[0], TARGETS[1],  # the book's and the benchmark's small steps, and
+                   # chapter 5's 2,048-token prefill
+                   ("2x2x2 prefill 2048 tok", (2, 2, 2), ti.Layout("ws1d", "heads"), "prefill",
+                    64, 32)]
+
+
+def history(rounds: int) -> None:
+    """The probe and `HISTORY_TARGETS` in one process: fresh, after the calibration's steps,
+    after clearing every cache (`--history`)."""
+    ti.emulate(256)
+    from tpuinfer import caches, drift
+    from tpuinfer.calibrate import STEP_POINTS, _step
+    from tpuinfer.measure import measure
+
+    def readings(stage: str) -> None:
+        for r in range(rounds):
+            probe_s = drift.probe_seconds(9)
+            target_s = [measure("tiny", shape, layout, phase=phase, batch=batch, tokens=tokens,
+                                context=16 if phase == "decode" else None, repeats=9,
+                                warmup_s=0.05, min_runs=5, drift_probe=False).measured.time_s
+                        for _, shape, layout, phase, batch, tokens in HISTORY_TARGETS]
+            probe_s = (probe_s + drift.probe_seconds(9)) / 2
+            print(f"{stage:<32} {r + 1:>5} {probe_s * 1e3:>9.1f} " +
+                  " ".join(f"{t * 1e3:>22.1f}" for t in target_s), flush=True)
+
+    print(f"{'stage':<32} {'round':>5} {'probe ms':>9} " +
+          " ".join(f"{t[0] + ' ms':>22}" for t in HISTORY_TARGETS))
+    readings("fresh process")
+    for point in STEP_POINTS:
+        _step(*point)
+    readings("after the calibration's steps")
+    caches.clear_caches()
+    readings("after clear_caches()")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=4, help="rounds per condition")
-    main(parser.parse_args().rounds)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds per condition (4), or per stage with --history (3)")
+    parser.add_argument("--history", action="store_true",
+                        help="one process, idle machine: fresh, after the calibration's steps, "
+                             "after clearing its caches")
+    a = parser.parse_args()
+    history(a.rounds or 3) if a.history else main(a.rounds or 4)
