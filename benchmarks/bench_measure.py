@@ -26,8 +26,11 @@
                                                   # table of all ten
     python benchmarks/bench_measure.py sweep --save sweep.json
                                                   # and keep every configuration's timings,
-                                                  # prediction and terms, with the profile,
-                                                  # to refit the host model offline
+                                                  # prediction, terms and probe readings, with
+                                                  # the profile, to refit the host model or
+                                                  # compare drift rules offline
+    python benchmarks/bench_measure.py runs 10 --save runs/
+                                                  # the same for each of ten runs
 """
 import dataclasses
 import json
@@ -115,6 +118,7 @@ def sweep(passes: int = PASSES, save: str | None = None, repeat: int = 1) -> lis
 
 
 def _one_sweep(passes: int, save: str | None, host: bool) -> dict:
+    from tpuinfer import drift
     from tpuinfer.hardware import host_profile_path
     from tpuinfer.measure import PRECISE, measure, relative_error
     runs: dict[int, list] = {}  # configuration -> each pass's (measured, predicted, drift)
@@ -125,18 +129,22 @@ def _one_sweep(passes: int, save: str | None, host: bool) -> dict:
             m = measure("tiny", shape, layout, phase=phase, batch=batch,
                         tokens=tokens if phase == "prefill" else None,
                         context=max(16, tokens) if phase == "prefill" else 16, **PRECISE)
-            runs.setdefault(i, []).append((m.measured.time_s, m.predicted.time_s, m.drift))
+            # the probe's two readings beside this step (when, seconds): with every other
+            # step's, the process's whole sequence, for `bench_drift_rules.py`
+            beside = [list(r) for r in list(drift.READINGS.seen)[-2:]] if m.drift else []
+            runs.setdefault(i, []).append((m.measured.time_s, m.predicted.time_s, m.drift,
+                                           beside))
             saved.setdefault(i, {"mesh": list(shape), "layout": str(layout), "phase": phase,
                                  "batch": batch, "tokens": m.tokens, "context": m.context,
                                  "terms": dataclasses.asdict(m.terms)})
-            saved[i]["passes"] = [{"measured_s": t, "predicted_s": q, "drift": d}
-                                  for t, q, d in runs[i]]
+            saved[i]["passes"] = [{"measured_s": t, "predicted_s": q, "drift": d,
+                                   "readings": r} for t, q, d, r in runs[i]]
     print(f"\n{'mesh':<6} {'layout':<13} {'phase':<8} {'batch':>5} {'measured':>10} "
           f"{'passes':>6} {'drift':>6} {'predicted':>10} {'error':>7}")
     errors, noise, drifts = {}, {}, {}  # group -> [(error, configuration)], [spread], [drift]
     for i, (group, shape, layout, phase, batch, _) in enumerate(SWEEP):
         # the fastest pass, with the prediction scaled by the drift probed beside it
-        got, want, machine = min(runs[i], key=lambda r: r[0])
+        got, want, machine, _ = min(runs[i], key=lambda r: r[0])
         error = relative_error(want, got)
         noise.setdefault(group, []).append((max(r[0] for r in runs[i]) - got) / got)
         if machine is not None:
@@ -219,10 +227,14 @@ def _summary_table(summaries: list[dict], seconds: list[float] | None = None) ->
           f"{TARGET_WORST:.0%})")
 
 
-def runs(n: int) -> None:
+def runs(n: int, save: str | None = None) -> None:
     """`n` consecutive runs of `tpuinfer calibrate` then a sweep, each in a fresh process as a
-    user runs them, and the table of all of them."""
+    user runs them, and the table of all of them; with `save` (a folder), each sweep's
+    timings are kept there as run1.json, run2.json, ... (`sweep --save`)."""
+    import os
     import tempfile
+    if save:
+        os.makedirs(save, exist_ok=True)
     summaries, seconds = [], []
     for k in range(n):
         print(f"\n==== run {k + 1} of {n}: tpuinfer calibrate, then the sweep ====", flush=True)
@@ -239,7 +251,9 @@ def runs(n: int) -> None:
         print("\n".join(lines[-3:-1]), flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             path = f"{tmp}/summary.json"
-            subprocess.run([sys.executable, __file__, "sweep", "--summary", path], check=True)
+            keep = ["--save", os.path.join(save, f"run{k + 1}.json")] if save else []
+            subprocess.run([sys.executable, __file__, "sweep", "--summary", path, *keep],
+                           check=True)
             with open(path) as f:
                 summaries.append(json.load(f)[0])
         print(f"\nafter {k + 1} run(s):")
@@ -259,7 +273,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", nargs="?", choices=("sweep", "latency", "runs"))
     parser.add_argument("args", nargs="*", help="latency: layout phase batch; runs: N")
-    parser.add_argument("--save", help="sweep: keep every configuration's timings here")
+    parser.add_argument("--save", help="sweep: keep every configuration's timings here (a "
+                        "JSON file); runs: in this folder, one file per run")
     parser.add_argument("--repeat", type=int, default=1,
                         help="sweep: sweep this many times on the one calibration")
     parser.add_argument("--summary", help="sweep: write each sweep's group errors here (JSON)")
@@ -267,7 +282,7 @@ if __name__ == "__main__":
     if a.part == "latency":
         latency(*a.args)
     elif a.part == "runs":
-        runs(int(a.args[0]) if a.args else 10)
+        runs(int(a.args[0]) if a.args else 10, a.save)
     elif a.part == "sweep":
         result = sweep(save=a.save, repeat=a.repeat)
         if a.summary:
