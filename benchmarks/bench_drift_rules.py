@@ -6,15 +6,16 @@ its measured time, the model's time and the probe's two readings beside it (when
 This script scores three rules on those same steps, so that the rules differ and nothing else
 (the machine moves from one run to the next by more than the rules differ):
 
-- beside: the mean of the step's own two readings (the rule before issue 37's second session);
-- window: the median of the process's last `drift.WINDOW` readings within `drift.WINDOW_S`
-  seconds of the step (`drift.Readings`, the rule `measure` uses);
+- beside: the mean of the step's own two readings (the rule `measure` uses);
+- window: the median of the process's last `WINDOW` readings, none taken more than `WINDOW_S`
+  seconds before the step began (tried in issue 37's second session, to average away one
+  reading's noise);
 - none: no factor, the model's time as calibrated.
 
 Each is scored as `bench_measure.py` scores a sweep: the fastest pass of each step, and per
 group the median and worst of |predicted - measured| / measured against 20% and 40%. The
-calibration behind each file scaled its own steps by the rule it ran with (`window` since
-that session); only the measurements' side differs here.
+calibration behind each file scaled its own steps by the rule it ran with; only the
+measurements' side differs here.
 
     python benchmarks/bench_drift_rules.py runs/*.json
 """
@@ -22,29 +23,25 @@ import json
 import statistics
 import sys
 
-from tpuinfer import drift
-
 from bench_measure import FITTED, TARGET_MEDIAN, TARGET_WORST
 
 RULES = ("beside", "window", "none")
+WINDOW, WINDOW_S = 5, 20.0  # the window rule: its last five readings, none older than 20 s
 
 
 def factors(configurations: list[dict]) -> dict[tuple[int, int], dict[str, float]]:
-    """(configuration, pass) -> each rule's probe time for that step, from the saved readings.
-    The readings of every step, in the order they were taken, replay the process's sequence
-    through `drift.Readings` on a clock that reads their own times."""
+    """(configuration, pass) -> each rule's probe time for that step, from the saved readings
+    (the readings of every step, in the order they were taken, are the process's sequence)."""
     steps = sorted(((p["readings"], i, k) for i, c in enumerate(configurations)
                     for k, p in enumerate(c["passes"]) if p.get("readings")),
                    key=lambda s: s[0][0][0])
-    clock = [0.0]
-    readings = drift.Readings(lambda: clock[0])
+    taken: list[tuple[float, float]] = []
     out = {}
     for (before, after), i, k in steps:
-        for when, seconds in (before, after):
-            clock[0] = when
-            readings.add(seconds)
+        taken += [tuple(before), tuple(after)]
+        recent = [s for t, s in taken[-WINDOW:] if t >= before[0] - WINDOW_S]
         out[(i, k)] = {"beside": (before[1] + after[1]) / 2,
-                       "window": readings.now_s(before[0] - drift.WINDOW_S)}
+                       "window": statistics.median(recent)}
     return out
 
 

@@ -131,7 +131,7 @@ def _one_sweep(passes: int, save: str | None, host: bool) -> dict:
                         context=max(16, tokens) if phase == "prefill" else 16, **PRECISE)
             # the probe's two readings beside this step (when, seconds): with every other
             # step's, the process's whole sequence, for `bench_drift_rules.py`
-            beside = [list(r) for r in list(drift.READINGS.seen)[-2:]] if m.drift else []
+            beside = [list(r) for r in list(drift.LOG)[-2:]] if m.drift else []
             runs.setdefault(i, []).append((m.measured.time_s, m.predicted.time_s, m.drift,
                                            beside))
             saved.setdefault(i, {"mesh": list(shape), "layout": str(layout), "phase": phase,

@@ -56,9 +56,7 @@ def probed_host(tmp_path, monkeypatch):
     """A host profile calibrated with a 4 ms probe, and a machine that runs it in 6 ms now."""
     monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
     save_host_profile(HOST.replace(probe_s=0.004))
-    monkeypatch.setattr(drift, "READINGS", drift.Readings())  # no other test's readings
-    monkeypatch.setattr(drift, "probe_seconds",
-                        lambda runs=drift.RUNS: drift.READINGS.add(0.006))
+    monkeypatch.setattr(drift, "probe_seconds", lambda runs=drift.RUNS: 0.006)
 
 
 def test_measure_scales_the_host_prediction_by_the_drift_and_reports_it(probed_host):
@@ -76,45 +74,9 @@ def test_measure_scales_the_host_prediction_by_the_drift_and_reports_it(probed_h
         assert unscaled.drift is None and unscaled.predicted.time_s == unscaled.model_time_s
 
 
-def test_the_machines_speed_is_the_median_of_the_last_readings_of_a_spell():
-    """One reading carries the second's noise; the median of the last `WINDOW` within
-    `WINDOW_S` of the step follows a slow spell and ignores a one-off."""
-    clock = FakeClock()
-    readings = drift.Readings(clock)
-    with pytest.raises(ValueError, match="no probe reading"):
-        readings.now_s(since=0.0)
-    for seconds in (0.004, 0.004, 0.012, 0.004):  # one slow reading among four
-        clock.now += 1.0
-        readings.add(seconds)
-    assert readings.now_s(since=0.0) == pytest.approx(0.004)
-    for _ in range(3):  # a spell at half speed: three of the last five readings
-        clock.now += 1.0
-        readings.add(0.008)
-    assert readings.now_s(since=0.0) == pytest.approx(0.008)
-    assert len(readings.seen) == drift.WINDOW  # older readings are gone
-    # readings taken more than `WINDOW_S` before the step began do not count
-    clock.now += drift.WINDOW_S + 1.0
-    readings.add(0.006)
-    assert readings.now_s(since=clock.now - drift.WINDOW_S) == pytest.approx(0.006)
-
-
-def test_measure_reads_the_machines_speed_from_the_steps_before_it_too(probed_host,
-                                                                      monkeypatch):
-    """Two measurements in a row: the second's factor counts the first's readings too."""
-    speeds = iter([0.004, 0.004, 0.012, 0.004])  # the second step's first reading is a one-off
-    monkeypatch.setattr(drift, "probe_seconds",
-                        lambda runs=drift.RUNS: drift.READINGS.add(next(speeds)))
-    layout = ti.Layout("ws2d", "heads")
-    first, second = (measure("tiny", (2, 2, 2), layout, phase="decode", batch=8, repeats=1)
-                     for _ in range(2))
-    assert first.drift == pytest.approx(1.0)
-    assert second.drift == pytest.approx(1.0)  # the median of 4, 4, 12, 4 ms: 4 ms
-
-
-def test_the_calibration_scales_each_step_by_the_probes_readings_beside_it(monkeypatch):
-    """The calibration reads the machine's speed at each step as a measurement does: a step
-    timed beside a one-off slow reading is not scaled by it, and every step enters the fit at
-    the speed of the median over the calibration."""
+def test_the_calibration_scales_each_step_by_the_probe_beside_it(monkeypatch):
+    """A step timed while the machine ran at half speed (the probe beside it twice as slow)
+    enters the fit at the speed of the calibration's median probe."""
     shape = (1, 4, 2)
     point = (shape, 8, "ws2d", "heads", "decode", None)
     real = measure("tiny", shape, ti.Layout("ws2d", "heads"), phase="decode", batch=8,
@@ -126,13 +88,20 @@ def test_the_calibration_scales_each_step_by_the_probes_readings_beside_it(monke
         **{k: getattr(real, k) for k in ("terms", "backend", "model", "layout", "batch",
                                          "tokens", "context", "weights")},
         measured=SimpleNamespace(time_s=next(step_times))))
-    # probes: before step 1, after it, after step 2 (pass 1); the same in pass 2. The 12 ms
-    # after pass 1's second step is one slow reading among 4 ms ones
+    # probes: before step 1, after it, after step 2 (pass 1); the same in pass 2
     probes = iter([0.004, 0.004, 0.012, 0.004, 0.004, 0.004])
     out = calibrate_module.step_samples(HOST, [point, point], probe=lambda: next(probes))
+    # beside pass 1's second step the probe averaged 8 ms against the median 4 ms: its 40 ms
+    # count as 20 ms, faster than pass 2's 30 ms at full speed (unscaled, 30 would be kept)
     assert out.probe_s == pytest.approx(0.004)
-    # pass 1's second step is not scaled by the one-off (the median of 4, 4, 12 ms is 4 ms):
-    # its 40 ms stay 40, and pass 2's 30 ms are kept (with the mean of the two readings beside
-    # it, 8 ms, the 40 would have counted as 20)
-    assert [row[2] for row in out.rows] == pytest.approx([0.010, 0.030])
-    assert out.probe_spread == pytest.approx(0.0)
+    assert [row[2] for row in out.rows] == pytest.approx([0.010, 0.020])
+    assert out.probe_spread == pytest.approx(1.0)  # 8 ms against 4 ms
+
+
+def test_each_probe_reading_is_kept_with_when_it_was_taken(monkeypatch):
+    """`drift.LOG` keeps the process's readings for a benchmark to compare rules offline."""
+    monkeypatch.setattr(drift, "_probe", lambda: SimpleNamespace(seconds=lambda runs: 0.005))
+    monkeypatch.setattr(drift, "LOG", drift.deque(maxlen=64))
+    assert drift.probe_seconds() == 0.005 and drift.probe_seconds() == 0.005
+    (t0, s0), (t1, s1) = drift.LOG
+    assert (s0, s1) == (0.005, 0.005) and t0 <= t1

@@ -58,9 +58,9 @@ model's, in its steps, at 6-11). One-row weight reads and the KV cache keep the
 micro-benchmark's rate: the steps have too few of them to fit it.
 
 Steps as large as the book's (chapter 5's 2,048-token prefills) are among the fitted steps, and
-every step's time is scaled by the drift probe's readings beside it (`tpuinfer.drift`,
-`step_samples`): the profile keeps the probe's time, so a later measurement can say how much
-faster or slower the machine runs than when it was calibrated.
+every step's time is scaled by the drift probe timed beside it (`tpuinfer.drift`, `step_samples`):
+the profile keeps the probe's time, so a later measurement can say how much faster or slower
+the machine runs than when it was calibrated.
 
 What a layer costs a device beyond its matmuls and collectives grows with the devices sharing
 the cores (2- against 6-layer ws1d/heads decodes: 28-96 µs per device on 8 devices, 80-151 on
@@ -482,7 +482,7 @@ class StepSamples(NamedTuple):
     """What `step_samples` timed: the fit's rows, and the drift probe's time beside them."""
     rows: list  # per step: (columns, seconds taken as measured, measured seconds): see below
     probe_s: float  # the drift probe's median time over the whole calibration
-    probe_spread: float  # the machine's speed at its slowest step over its fastest, less one
+    probe_spread: float  # its slowest time beside a step over its fastest, less one
 
 
 def step_samples(micro: HardwareProfile, points=None, probe=None) -> StepSamples:
@@ -496,23 +496,20 @@ def step_samples(micro: HardwareProfile, points=None, probe=None) -> StepSamples
     This machine's speed moves by up to 40% for tens of seconds at a time (seen from one pass
     over the same steps to the next, nothing else running). So the drift probe
     (`tpuinfer.drift`; `probe`, a function of no arguments returning its seconds, replaces it
-    in tests) is timed between every two steps, the machine's speed at each step read from
-    the probe as a measurement reads it (`drift.Readings`: the median of the last few
-    readings), each step's time is scaled to the median of those speeds over the whole
-    calibration (`probe_s`, which the profile keeps: a measurement scales its prediction by
-    the probe's speed then against it), and each step is timed in
+    in tests) is timed between every two steps, each step's time is scaled to the probe's
+    median over the whole calibration (`probe_s`, which the profile keeps: a measurement
+    scales its prediction by the probe's time then against it), and each step is timed in
     `STEP_PASSES` passes over all of them, the faster of its scaled medians kept."""
     points = STEP_POINTS if points is None else points
     probe = probe or (lambda: drift.probe_seconds(CALIBRATION_PROBE_RUNS))
-    readings = drift.Readings()  # this calibration's, the rule a measurement uses
-    steps = [[] for _ in points]  # each step's (measurement, the probe's speed at it) per pass
+    steps = [[] for _ in points]  # each step's (measurement, probe beside it) in every pass
     for _ in range(STEP_PASSES):
-        readings.add(probe())
+        before = probe()
         for runs, point in zip(steps, points):
-            began = readings.clock()
             m = _step(*point)
-            readings.add(probe())
-            runs.append((m, readings.now_s(began - drift.WINDOW_S)))
+            after = probe()
+            runs.append((m, (before + after) / 2))
+            before = after
     probes = [p for runs in steps for _, p in runs]
     reference = statistics.median(probes)
     out = []

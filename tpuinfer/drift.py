@@ -48,11 +48,19 @@ over the five steps; the steps alone, unscaled, moved 0.158):
 
 No probe tracks every step exactly: with a core busy, a 10 ms step slowed 1.4-1.9x and a
 300 ms one 1.15-1.25x. The 4x4x4 decode sits between them, as its 64 device threads and its mix
-of matmuls and collectives sit between the book's small and large steps. Each reading is the
-median of `RUNS` runs (a warm-up first, once per process): about 150 ms, taken before and
-after the step a measurement times. What counts is the median of the last `WINDOW` readings
-of the process within `WINDOW_S` seconds of the step (`Readings`): one reading carries the
-second's noise, five a spell's speed.
+of matmuls and collectives sit between the book's small and large steps. Its time is the
+median of `RUNS` runs (a warm-up first, once per process): about 150 ms, timed before and
+after the step a measurement times, whose mean counts (a change of speed while the step ran
+counts by half).
+
+Why the step's own two readings and not a smoother estimate, measured: a rule that averages
+one reading's noise away, the median of the process's last five readings within 20 s, was run
+live in ten consecutive runs of `bench_measure.py runs 10 --save` (6 of 10 met every group),
+and scored beside this rule and no factor on the same saved steps
+(`benchmarks/bench_drift_rules.py`): every group met in 7 of ten runs with the step's own two
+readings, 6 with the window, 3 with no factor. One run in ten is no strong preference; the
+simpler rule stays (a likely reason it does no worse: a step's own speed moves with the second
+its readings are taken in, which a window averages away with the noise).
 """
 from __future__ import annotations
 
@@ -63,18 +71,11 @@ from collections import deque
 from collections.abc import Callable
 
 RUNS = 3  # runs of the probe per timing (about 150 ms on 2 idle cores)
-# The machine's speed at a step: the median of the probe's last `WINDOW` readings (each the
-# median of its runs), none older than `WINDOW_S` seconds before the step began. One reading
-# moves by 10-30% from one second to the next on an idle machine (module docstring), as much
-# as the drift it is there to see, while the machine's own slow spells last tens of seconds:
-# so a step is scaled by its two readings (before and after) and up to three from the steps
-# just before it, no older than the spells. Five readings, from a retrospective look at the
-# ten benchmark runs made with two (the median of the last five would have met 9 of 10 where
-# two met 5, three 8 and nine 7); the ten runs in the closing note of issue 37 were made with
-# this rule, none of them among those five.
-WINDOW, WINDOW_S = 5, 20.0
 # the probe: a decode of the tiny model, ws2d/heads, batch 64, on 4x4x4 (module docstring)
 MESH, FFN, ATTENTION, BATCH, CONTEXT = (4, 4, 4), "ws2d", "heads", 64, 16
+# this process's last readings, (when on `time.monotonic`, seconds), newest last: what a
+# benchmark keeps beside each step to compare rules offline (`benchmarks/bench_drift_rules.py`)
+LOG: deque[tuple[float, float]] = deque(maxlen=64)
 # A profile without a probe time (written before the probe existed) gets no drift factor:
 # its predictions are the model's alone, as before.
 NO_PROBE = 0.0
@@ -94,32 +95,6 @@ def median_seconds(run: Callable[[], object], runs: int = RUNS,
         run()
         times.append(clock() - t0)
     return statistics.median(times)
-
-
-class Readings:
-    """The probe's readings in one process, each with when it was taken (`clock`: seconds,
-    `time.monotonic` unless a test passes a fake one), and the machine's speed they say."""
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self.clock = clock
-        self.seen: deque[tuple[float, float]] = deque(maxlen=WINDOW)
-
-    def add(self, seconds: float) -> float:
-        """Keep one reading (the probe's median seconds); returns it."""
-        self.seen.append((self.clock(), seconds))
-        return seconds
-
-    def now_s(self, since: float) -> float:
-        """The median of the last `WINDOW` readings taken at or after `since` (on `clock`):
-        pass the time the step began less `WINDOW_S`. Raises ValueError when there is none."""
-        recent = [s for t, s in self.seen if t >= since]
-        if not recent:
-            raise ValueError("no probe reading since the given time: time the probe first")
-        return statistics.median(recent)
-
-
-# this process's readings: every `probe_seconds` call adds one
-READINGS = Readings()
 
 
 def factor(now_s: float, calibrated_s: float) -> float | None:
@@ -185,6 +160,8 @@ def _probe() -> Probe:
 
 
 def probe_seconds(runs: int = RUNS) -> float:
-    """The probe's median seconds now (`Probe`, built and compiled on the first call), kept in
-    this process's `READINGS`."""
-    return READINGS.add(_probe().seconds(runs))
+    """The probe's median seconds now (`Probe`, built and compiled on the first call), kept
+    in `LOG`."""
+    seconds = _probe().seconds(runs)
+    LOG.append((time.monotonic(), seconds))
+    return seconds

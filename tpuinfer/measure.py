@@ -104,8 +104,7 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     first runs' slowness would count as the model's. `repeats=0` reads the compiled step
     without running it (measured `time_s` is None). With a host profile, the drift probe
     (`tpuinfer.drift`) is timed before and after the step, and the host prediction scaled by
-    how its recent readings (these two and up to three from the steps just before,
-    `drift.Readings`) compare with its time at calibration (`Measurement.drift`); `drift_probe=False`
+    how it compares with its time at calibration (`Measurement.drift`); `drift_probe=False`
     leaves it out (the calibration, which times the probe itself). `progress(done, total,
     what)` is called before the compile and before each run; an exception it raises stops the
     measurement (a widget's cancel).
@@ -139,16 +138,12 @@ def measure(cfg: ModelConfig | str, mesh, layout: Layout, *, phase: str = "prefi
     drops = []  # a mixture of experts': each run's routes over capacity
     host, host_flag = _host_profile()
     probing = bool(repeats) and drift_probe and host is not None and host.probe_s > 0
-    began = drift.READINGS.clock()
-    if probing:
-        drift.probe_seconds()  # beside the step: before and after it
+    probe_s = [drift.probe_seconds()] if probing else []  # beside the step: before and after
     times = _time(exe, placed, tokens_BL, cache, pos, repeats, budget_s, progress, warmup_s,
                   STABLE_RUNS if min_runs is None else min_runs, drops) if repeats else []
     if probing:
-        drift.probe_seconds()
-    # the machine's speed: these two readings and the last few before them (`drift.Readings`)
-    machine = drift.factor(drift.READINGS.now_s(began - drift.WINDOW_S),
-                           host.probe_s) if probing else None
+        probe_s.append(drift.probe_seconds())
+    machine = drift.factor(statistics.mean(probe_s), host.probe_s) if probing else None
 
     backend = mesh.devices.flat[0].platform
     act = jnp.dtype(activation_dtype(weights)).itemsize

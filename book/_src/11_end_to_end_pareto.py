@@ -153,10 +153,8 @@ for ph, m in measured.items():
 # before and just after the step it measures (`tpuinfer.drift`), and the calibration keeps the
 # probe's time then. The prediction is the model's time on the machine as calibrated, times
 # how much slower the probe runs now ("x drift", `m.drift`): the model's error and the
-# machine's drift, shown apart. "Now" is the median of the probe's last five readings, these
-# two and those beside the steps just before (within 20 s): one reading moves by 10-30% from
-# one second to the next, as much as the drift it is there to see. A drift factor is a
-# measurement of this machine, not evidence for the model.
+# machine's drift, shown apart. A drift factor is a measurement of this machine, not evidence
+# for the model.
 
 # %%
 print(bt.host_times(measured))

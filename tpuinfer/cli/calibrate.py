@@ -64,9 +64,9 @@ def summary(cal) -> list[str]:
               f"copied into place at {hw.relayout_bandwidth / 1e9:.1f} GB/s; worst residual "
               f"{cal.worst_residual:.0%} over {cal.steps} steps" + _unpinned(cal.unpinned),
               f"drift probe (a 4x4x4 decode step): {hw.probe_s * 1e3:.2f} ms, the median beside "
-              f"the steps (the slowest step's {cal.probe_spread:.0%} above the fastest's; each "
-              "step's time scaled by the probe's last readings beside it); every measurement "
-              "reads it again and scales its prediction by the ratio",
+              f"the steps (its slowest {cal.probe_spread:.0%} above its fastest; each step's "
+              "time scaled by the probe beside it); every measurement times it again and "
+              "scales its prediction by the ratio",
               f"calibrated in {cal.seconds:.0f} s"]
     return lines
 
