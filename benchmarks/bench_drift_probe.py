@@ -177,4 +177,7 @@ if __name__ == "__main__":
                         help="one process, idle machine: fresh, after the calibration's steps, "
                              "after clearing its caches")
     a = parser.parse_args()
-    history(a.rounds or 3) if a.history else main(a.rounds or 4)
+    if a.history:
+        history(a.rounds or 3)
+    else:
+        main(a.rounds or 4)

@@ -11,27 +11,27 @@ reported as its own number ("machine 1.23x slower than at calibration"), so that
 error and the machine's drift are shown apart (`Measurement.drift`).
 
 What it buys, measured: over ten runs of `benchmarks/bench_measure.py runs` (each a fresh
-calibration and a sweep of 55 steps), the per-configuration median error was 8-13% per run
-with the factor and 9-23% without it. What it does not: the factor carries the probe's own
-noise. On an idle machine this machine's speed moves from one second to the next: the probe's
-median of nine runs read 49-63 ms over three rounds a few seconds apart in one fresh process,
-and a 2,048-token prefill beside it 299-341 ms (`benchmarks/bench_drift_probe.py --history`).
-A factor from two readings of three runs scales a step by its probe's luck as well as by the
+calibration and a sweep of 55 steps), the per-configuration median error was 8-13% per run with
+the factor and 9-23% without it. What it does not: the factor carries the probe's own noise. On
+an idle machine this machine's speed moves from one second to the next: the probe's median of
+nine runs read 49-63 ms over three rounds a few seconds apart in one fresh process, and a
+2,048-token prefill beside it 299-341 ms (`benchmarks/bench_drift_probe.py --history`). A
+factor from two readings of three runs scales a step by its probe's luck as well as by the
 machine: in those ten runs, the misses sat on steps whose own factor was an outlier beside its
 neighbours'. Whether a process's own past slows it (the calibration runs its 19 steps in one
-process; a chapter's kernel has run few) is not settled: in two of four tries a process ran the
-probe and chapter 5's 2,048-token prefill about 1.35x slower after the calibration's steps than
-fresh, the two together (which the factor follows); in the other two neither moved beyond the
-rounds' own spread. In the book, the factor has helped and hurt: in a notebook kernel the probe
-ran 1.2-1.6x faster than during the calibration (drift x0.62-0.83), and so did the book's small
-steps (chapters 1, 7 and 8, 4-20 ms: errors 4-41% with the factor, 23-75% without, the same
-measurements), but not its 2,048-token prefills (chapter 5: 17-42% off with the factor, 0-9%
-without; in a script, on another calibration, 13-41% with it and 2-33% without; where the
-probe read as at calibration, 60-66 ms, the model priced them 5-30% short: a miss of the model,
-not only of the factor). Over the book's 14 host-timed steps, three rebuilds gave a median
-error of 18%, 15% and 18% with the factor against 27%, 19% and 13% without. The factor is
-applied because the benchmark's runs and two rebuilds of three were better for it, and shown
-because it can mislead.
+process; a chapter's kernel has run few) is not settled: in two of four tries (two ad hoc
+scripts) a process ran the probe and chapter 5's 2,048-token prefill about 1.35x slower after
+the calibration's steps than fresh, the two together (which the factor follows); in the other
+two (`bench_drift_probe.py --history`) neither moved beyond the rounds' own spread. In the
+book, the factor has helped and hurt: in a notebook kernel the probe ran 1.2-1.6x faster than
+during the calibration (drift x0.62-0.83), and so did the book's small steps (chapters 1, 7 and
+8, 4-20 ms: errors 4-41% with the factor, 23-75% without, the same measurements), but not its
+2,048-token prefills (chapter 5: 17-42% off with the factor, 0-9% without; in a script, on
+another calibration, 13-41% with it and 2-33% without; where the probe read as at calibration,
+60-66 ms, the model priced them 5-30% short: a miss of the model, not only of the factor). Over
+the book's 14 host-timed steps, three rebuilds gave a median error of 18%, 15% and 18% with the
+factor against 27%, 19% and 13% without. The factor is applied because the benchmark's runs and
+two rebuilds of three were better for it, and shown because it can mislead.
 
 The probe is a real decode step of the tiny model (2D weight-stationary, attention by heads,
 batch 64 on a 4x4x4 mesh: about 50 ms on 2 idle cores), chosen from evidence
