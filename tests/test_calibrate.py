@@ -69,6 +69,11 @@ def test_a_host_prices_activations_and_multi_row_weights_at_their_own_rates():
                      terms=terms)
     assert plain.weights_s == pytest.approx(8 * 3e6 / 1e10) and plain.activations_s == 0.0
     assert "activations_s" not in plain.times()
+    scored = estimate("tiny", ti.Layout("ws2d", "heads"), (2, 2, 2), batch=8, tokens=1,
+                      context=16, hardware=HOST.replace(score_bandwidth=1e9),
+                      terms=dataclasses.replace(terms, score_bytes=3e5))
+    # attention's scores: activations of their own rate, every device's
+    assert scored.activations_s == pytest.approx(e.activations_s + 8 * 3e5 / 1e9)
 
 
 def test_a_host_profile_written_before_the_shape_terms_still_loads(tmp_path, monkeypatch):

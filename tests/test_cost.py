@@ -331,3 +331,22 @@ def test_matmul_shape_terms_follow_the_partition_specs_hand_worked():
     e = estimate(cfg, Layout("ws1d", "heads"), (4, 8, 8), batch=256, tokens=8, context=8,
                  hardware=V4, terms=t)
     assert e.activations_s == 0.0 and e.weights_s == pytest.approx(t.weight_bytes / 1.2e12)
+
+
+@pytest.mark.parametrize("layout, mesh", [(Layout("ws2d", "heads"), (2, 2, 2)),
+                                          (Layout("wg-xy", "batch"), (1, 4, 2)),
+                                          (Layout("ws1d", "batch"), (4, 8, 8))])
+def test_attention_scores_are_one_f32_per_query_head_and_cached_position(layout, mesh):
+    """`score_bytes`: each chip's f32 scores for the (sequences, heads) its attention holds,
+    every layer, whatever the layout: over the mesh, 4·layers·B·H·tokens·context. tiny's
+    prefill of 64 x 32 tokens against 32 positions: 2·64·256·32·32 scores, 128 MiB. Each chip's
+    scores are its attention FLOPs over 4·D (QK^T and PV, 2 FLOPs each per score and
+    dimension). Only a profile with `score_bandwidth` prices them, as activations."""
+    from tpuinfer.layouts import step_terms
+    cfg, chips = MODELS["tiny"], math.prod(mesh)
+    t = step_terms(cfg, layout, mesh, batch=64, tokens=32, context=32, weights="f32",
+                   act_bytes=4)
+    assert t.score_bytes * chips == 4 * 2 * 64 * 256 * 32 * 32 == 128 * 2**20
+    assert t.score_bytes == t.attention_flops / cfg.D
+    assert estimate(cfg, layout, mesh, batch=64, tokens=32, context=32, hardware=V4,
+                    terms=t).activations_s == 0.0

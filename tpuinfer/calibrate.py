@@ -14,7 +14,7 @@ a fixed part, a rendezvous part per device taking part, a part per message (each
 exchanges one with every member of its group in an all-to-all), and the copy of every device's
 `bytes` (per device, under `tpuinfer.terms`' convention) through the one shared memory.
 
-What a chip's model leaves out, a host cannot: how a matmul's shape sets its speed. Two
+What a chip's model leaves out, a host cannot: how an operation's shape sets its speed. Three
 effects, each measured by its own micro-benchmark:
 - the activations a matmul reads and writes (`StepTerms.activation_traffic_bytes`). On 256
   emulated devices a thin per-device slice of a matmul (ws1d gives each device 4 columns of
@@ -23,7 +23,14 @@ effects, each measured by its own micro-benchmark:
   15-25 GFLOP/s, a sixth of the host's matmul rate. Priced at `activation_bandwidth`;
 - the weights of a matmul of more than one row (`StepTerms.multirow_weight_bytes`): XLA:CPU
   packs them into panels before multiplying, and read them at 3-12 GB/s where a one-row
-  product streams them at 35. Priced at `multirow_weight_bandwidth`.
+  product streams them at 35. Priced at `multirow_weight_bandwidth`;
+- attention's f32 scores (`StepTerms.score_bytes`): with tiny's 8-dimensional heads, QK^T and
+  PV are thin matmuls around a softmax, and XLA:CPU went through the scores at 1.3-2.0 GB/s,
+  their FLOPs at the matmul rate a tenth of the time. A 2,048-token prefill writes 128 MiB
+  of them: left out, the model priced those prefills 7-18% short in the step fit, and the
+  fit made up for them by slowing every matmul (fitted with a column of their own, the step
+  fit put them at 1.3 GB/s, where the micro-benchmark measured 1.3-2.0). Priced at
+  `score_bandwidth`, kept as the micro-benchmark measured it.
 
 Each constant is fitted (non-negative least squares on relative error) to programs that do only
 that one thing, timed after a warm-up as the fastest of five runs, each blocking on its output
@@ -35,14 +42,18 @@ that one thing, timed after a warm-up as the fastest of five runs, each blocking
 4. multi-row weights: eight rows times the same matrix: bytes/s once its FLOPs are taken out;
 5. activations: a thin matmul pair ([2048, 256]·[256, 4]·[4, 256]) on every device of a 4x4x4
    mesh, 270 MB of activations, past any cache: bytes/s once its FLOPs are taken out;
-6. collectives: each kind over groups of 2 to 256 devices, at two sizes, each call on its own
+6. attention scores: the engine's attention (`model.attend`) of 32 sequences of 32 queries on
+   32 heads against 32 positions on every device of a 2x2x2 mesh, 32 MiB of scores: bytes/s
+   once its FLOPs are taken out;
+7. collectives: each kind over groups of 2 to 256 devices, at two sizes, each call on its own
    input and into its own output, one after another, as a step calls them (`per_step_call`).
 Programs that do one thing at a time run faster than a step, where 8 to 256 device threads
 interleave small matmuls, copies and rendezvous on the same cores. So, as `tpu-v4-calibrated`
-fits efficiencies to the paper's measured steps, the last stage times 17 real steps of the
+fits efficiencies to the paper's measured steps, the last stage times 19 real steps of the
 engine (`STEP_POINTS`: ws2d/heads, ws1d/heads and wg-xy/batch, prefill and decode, on 1x4x2
 and 4x4x4 at batch 64; wg-xyz/heads on 1x4x2 at batch 8; ws2d/batch decode, ws1d/batch
-prefill and wg-xy/heads decode on 4x8x8 at batch 64. None is a configuration
+prefill and wg-xy/heads decode on 4x8x8 at batch 64; ws1d/heads and wg-xy/batch prefills of
+64 x 32 tokens on 1x4x2. None is a configuration
 `benchmarks/bench_measure.py` checks against, though the 1x4x2 wg-xyz steps share their 8
 devices and batch with its 2x2x2 wg-xyz steps and the 4x8x8 ones their mesh with its batch-256
 steps; 2x4x8 is a mesh it never runs) and fits seven numbers to them: the efficiencies of the
@@ -99,7 +110,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import drift
+from . import drift, model  # model: the engine's attention, for its micro-benchmark
 from .config import get_model
 from .cost import estimate
 from .errors import TpuinferError, UsageError
@@ -242,6 +253,27 @@ def activation_bytes_per_s(flops_per_s: float) -> float:
                  _per_device(mesh, m * k), what)
     flops_s = 4 * m * k * n * mesh.size / flops_per_s
     return 2 * m * (k + n) * 4 * mesh.size / without_flops(t, flops_s, what)
+
+
+# sequences, queries, heads, cached positions of a chip's attention: a quarter of the 2,048-token
+# prefill's on 8 devices by heads (64 sequences of 32 queries, 32 of tiny's 256 heads): 32 MB of
+# scores over 2x2x2, past the caches, timed in about a second
+SCORE_SHAPE = (32, 32, 32, 32)
+
+
+def score_bytes_per_s(flops_per_s: float) -> float:
+    """The host's bytes/s through attention's f32 scores (`StepTerms.score_bytes`): the
+    engine's own attention (`model.attend`, multiquery, tiny's 8-dimensional heads) on every
+    device of a 2x2x2 mesh, its QK^T and PV FLOPs' time (at `flops_per_s`) taken out."""
+    mesh, (b, l, h, s), d = make_mesh((2, 2, 2)), SCORE_SHAPE, get_model("tiny").D
+    cache = {"k": jnp.full((b, s, 1, d), 0.1, jnp.float32),
+             "v": jnp.full((b, s, 1, d), 0.1, jnp.float32)}
+    what = "attention score bytes/s"
+    t = per_call(mesh, lambda q: model.attend(q.reshape(b, l, h, d), cache,
+                                              jnp.int32(s - l)).reshape(-1),
+                 _per_device(mesh, b * l * h * d), what)
+    scores = b * l * h * s * mesh.size
+    return 4 * scores / without_flops(t, 4 * scores * d / flops_per_s, what)
 
 
 def multirow_weight_bytes_per_s(flops_per_s: float) -> float:
@@ -387,8 +419,8 @@ class Calibration:
     probe_spread: float = 0.0  # the drift probe's slowest time beside a step over its fastest
 
 
-STAGES = ("launch", "matmul", "memory", "multi-row weights", "activations", *HOST_KINDS,
-          "steps")
+STAGES = ("launch", "matmul", "memory", "multi-row weights", "activations",
+          "attention scores", *HOST_KINDS, "steps")
 
 
 def calibrate(progress: Progress | None = None) -> Calibration:
@@ -416,9 +448,11 @@ def calibrate(progress: Progress | None = None) -> Calibration:
     multirow = multirow_weight_bytes_per_s(flops)
     step(4, len(STAGES), "activations")
     activations = activation_bytes_per_s(flops)
+    step(5, len(STAGES), "attention scores")
+    scores = score_bytes_per_s(flops)
     collectives = []
     for i, kind in enumerate(HOST_KINDS):
-        step(5 + i, len(STAGES), kind)
+        step(6 + i, len(STAGES), kind)
         collectives.append((kind, *fit_collective(collective_samples(kind), kind)))
     micro = HardwareProfile(
         name="host",
@@ -428,7 +462,7 @@ def calibrate(progress: Progress | None = None) -> Calibration:
         hbm_bandwidth=memory, interconnect="host", link_bandwidth=0.0, hop_latency_s=0.0,
         max_chips=jax.device_count(), device_overhead_s=per_device,
         host_collectives=tuple(collectives), rule="sum", activation_bandwidth=activations,
-        multirow_weight_bandwidth=multirow)
+        multirow_weight_bandwidth=multirow, score_bandwidth=scores)
     step(len(STAGES) - 1, len(STAGES), "steps")
     samples = step_samples(micro)
     fit = fit_steps(micro, samples.rows)
@@ -524,9 +558,12 @@ def step_samples(micro: HardwareProfile, points=None, probe=None) -> StepSamples
         relayout_s = chips * terms.relayout_bytes / RELAYOUT_NOMINAL
         call_s = sum(t.rounds * micro.host_collective(t.collective.kind)[0]
                      for t in e.collectives)
-        out.append(([e.compute_s, multirow_s, e.activations_s, e.comm_s - call_s, layers,
-                     relayout_s, call_s],
-                    e.overhead_s + e.weights_s - multirow_s + e.kv_s,
+        # attention's scores at their micro-benchmark's rate, as measured: the fit's column of
+        # activations is the matmuls' alone
+        scores_s = chips * terms.score_bytes / micro.score_bandwidth if micro.score_bandwidth else 0
+        out.append(([e.compute_s, multirow_s, e.activations_s - scores_s, e.comm_s - call_s,
+                     layers, relayout_s, call_s],
+                    e.overhead_s + e.weights_s - multirow_s + e.kv_s + scores_s,
                     min(r.measured.time_s * reference / p for r, p in runs)))
     return StepSamples(out, reference, max(probes) / min(probes) - 1)
 

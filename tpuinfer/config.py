@@ -168,6 +168,13 @@ class ModelConfig:
         heads = self.H if heads is None else heads
         return 2.0 * 2.0 * self.n_layers * batch * tokens * context * heads * self.D
 
+    def score_bytes(self, batch: int, tokens: int, context: int,
+                    heads: int | None = None) -> float:
+        """The f32 attention scores of `tokens` queries per sequence against `context`
+        positions, on `heads` query heads (all H by default), every layer: 4 bytes each."""
+        heads = self.H if heads is None else heads
+        return 4.0 * self.n_layers * batch * tokens * context * heads
+
     # ---- KV cache -----------------------------------------------------------------------
     def kv_bytes(self, batch: int, context: int, bytes_per_elem: float = 2,
                  kv: str | None = None) -> float:

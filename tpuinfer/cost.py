@@ -14,8 +14,9 @@ code they predict; this module only prices them on a chip. Formulas follow Pope 
   (`multirow_weight_bytes`) at that rate instead, and with a `relayout_bandwidth` (a host),
   the copy that puts gathered weights in place (`relayout_bytes`) at that rate on top
 - activations_s = the bytes the weight matmuls read and write (`activation_traffic_bytes`)
-  / the profile's `activation_bandwidth`; 0 where a profile leaves them out, as the paper
-  does and every chip profile here does (a host prices them; see below)
+  / the profile's `activation_bandwidth`, plus attention's f32 scores (`score_bytes`) / its
+  `score_bandwidth`; 0 where a profile leaves them out, as the paper does and every chip
+  profile here does (a host prices them; see below)
 - each collective (V = its bytes per chip, K its group, W the rate its group's links give it
   and h the latency of one hop, both from `slices.group_links`: the physical axes of the slice
   under the group's mesh axes, run one after another), per call:
@@ -209,7 +210,8 @@ class Estimate:
     mfu: float
     memory_per_chip_bytes: float
     hbm_bytes: float
-    activations_s: float = 0.0  # the matmuls' activation traffic (0 unless the profile prices it)
+    activations_s: float = 0.0  # the matmuls' activation traffic and attention's scores (0
+    #                             unless the profile prices them)
     kv: str = "bf16"  # the KV cache's format (`tpuinfer.kv_formats`)
     replicas: int = 1  # data-parallel replicas; every term above is one replica's
 
@@ -284,6 +286,8 @@ def estimate(cfg: ModelConfig | str, layout: Layout, mesh_shape, *, batch: int, 
     kv_s = terms.kv_bytes / hbm_per_s
     activations_s = (share * terms.activation_traffic_bytes / hw.activation_bandwidth
                      if hw.activation_bandwidth else 0.0)
+    if hw.score_bandwidth:  # a host: attention's scores, activations of its own
+        activations_s += share * terms.score_bytes / hw.score_bandwidth
     overhead_s = share * (hw.device_overhead_s + cfg.n_layers * hw.layer_overhead_s)
     step_s = float(combine(rule, compute_s, weights_s + kv_s + activations_s, comm_s, hidden_s,
                            overhead_s))

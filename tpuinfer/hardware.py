@@ -111,6 +111,11 @@ class HardwareProfile:
     # weight along a new first dimension, and the copy that moves the gathered dimensions into
     # place took about half of a 2x2x2 wg-xyz decode step on XLA:CPU.
     relayout_bandwidth: float = 0.0
+    # bytes/s at which attention writes, softmaxes and reads back its f32 scores
+    # (`StepTerms.score_bytes`); 0: not priced, as the paper's model leaves them out (on a chip
+    # they stay on-chip, fused). A host sets it: on XLA:CPU a head of 8 dimensions makes
+    # attention a pass over its scores, whose QK^T and PV FLOPs take a tenth of its time.
+    score_bandwidth: float = 0.0
     # dense fp8 (e4m3) matmul FLOP/s per chip; 0: the chip has no fp8 matmul, and fp8 weights
     # are not priced on it (`require_fp8`). A host (the emulated mesh) runs fp8 weights
     # dequantized to its activations, at `peak_flops`.

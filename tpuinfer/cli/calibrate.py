@@ -46,7 +46,9 @@ def summary(cal) -> list[str]:
              f"{hw.multirow_weight_bandwidth / cal.multirow_efficiency / 1e9:.2f} GB/s "
              "(whole host)",
              f"activations: {hw.activation_bandwidth / cal.activation_efficiency / 1e9:.2f} GB/s "
-             "through thin matmuls (whole host)"]
+             "through thin matmuls (whole host)",
+             f"attention scores: {hw.score_bandwidth / 1e9:.2f} GB/s written, softmaxed and "
+             "read (whole host)"]
     benchmarked = cal.micro_collectives or tuple(  # as benchmarked, before the step fit
         (kind, call_s / (cal.call_factor or 1), *(x / cal.collective_factor for x in c))
         for kind, call_s, *c in hw.host_collectives)

@@ -138,6 +138,7 @@ def step_terms(cfg: ModelConfig, layout: Layout, mesh_shape, *, batch: int, toke
         # score and value matmuls over the whole cache of `context` positions, for the
         # (sequences, heads) the attention layout gives each chip
         attention_flops=cfg.attention_flops(att_b, tokens, context, heads=att_h),
+        score_bytes=cfg.score_bytes(att_b, tokens, context, heads=att_h),
         kv_bytes=kv_bytes, stored_kv_bytes=kv_bytes,
         activation_bytes=max(_largest_activation(step, att_b, att_h, context),
                              _experts.buffer_bytes(step) if cfg.n_experts else 0.0),
