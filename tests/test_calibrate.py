@@ -77,15 +77,18 @@ def test_a_host_prices_activations_and_multi_row_weights_at_their_own_rates():
 
 
 def test_a_host_profile_written_before_the_shape_terms_still_loads(tmp_path, monkeypatch):
-    """A `host.json` from before `activation_bandwidth` and `multirow_weight_bandwidth`
-    loads, and prices neither (as it did), until `tpuinfer calibrate` runs again."""
+    """A `host.json` from before `activation_bandwidth`, `multirow_weight_bandwidth` and
+    `score_bandwidth` loads, and prices none of them (as it did), until `tpuinfer calibrate`
+    runs again."""
     monkeypatch.setenv("TPUINFER_CACHE", str(tmp_path))
-    save_host_profile(HOST)
+    save_host_profile(HOST.replace(score_bandwidth=1e9))
     fields = json.loads((tmp_path / "host.json").read_text())
     del fields["activation_bandwidth"], fields["multirow_weight_bandwidth"]
+    del fields["score_bandwidth"]
     (tmp_path / "host.json").write_text(json.dumps(fields))
     old = get_hardware("host")
     assert old.activation_bandwidth == old.multirow_weight_bandwidth == 0.0
+    assert old.score_bandwidth == 0.0
 
 
 def test_the_planner_carries_dispatch_through_a_phase():
@@ -309,6 +312,7 @@ def test_calibrate_writes_the_host_profile_and_measure_predicts_wall_time(
     assert host.peak_flops > 1e9 and host.hbm_bandwidth > 1e8  # a CPU, not a zero
     assert 0 < host.flops_efficiency and host.hbm_efficiency == 1.0  # one-row reads: measured
     assert host.activation_bandwidth > 1e8 and host.multirow_weight_bandwidth > 1e8
+    assert host.score_bandwidth > 1e8  # attention's scores: a rate of their own, measured
     for kind, *coef in host.host_collectives:
         assert all(x >= 0 for x in coef) and any(coef), kind
     assert EFFICIENCY_BOUNDS[0] <= host.flops_efficiency <= EFFICIENCY_BOUNDS[1]  # or it fails
@@ -341,3 +345,20 @@ def test_an_unreadable_host_profile_leaves_measure_without_a_host_time(tmp_path,
     assert m.predicted.time_s is None
     assert Flag.HOST_PROFILE_UNREADABLE in m.flags
     assert "cannot be read: run `tpuinfer calibrate`" in flag_text(Flag.HOST_PROFILE_UNREADABLE)
+
+
+def test_a_micro_benchmark_lost_in_noise_is_timed_again_before_the_calibration_gives_up():
+    """One noisy reading does not refuse a whole calibration: the stage is timed again, up to
+    `MICRO_TRIES` times, and only then fails, saying how many times it tried."""
+    readings = iter([[(8, 1e-4), (64, 1e-5), (256, 1e-3)],  # a negative part: noise
+                     [(8, 2e-4), (64, 1e-3), (256, 4e-3)]])
+    fixed, per_device = calibrate_module.again(lambda: fit_launch(next(readings)))
+    assert fixed > 0 and per_device > 0
+    calls = []
+
+    def always_noisy():
+        calls.append(1)
+        return fit_launch([(8, 1e-4), (64, 1e-5), (256, 1e-3)])
+    with pytest.raises(CalibrationError, match=r"calibration failed \(3 tries\): launch"):
+        calibrate_module.again(always_noisy)
+    assert len(calls) == calibrate_module.MICRO_TRIES == 3

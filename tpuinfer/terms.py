@@ -81,8 +81,8 @@ class StepTerms:
     # the f32 attention scores each chip writes, softmaxes and reads back: one per query, head
     # and cached position, every layer (`model.attend` scores the whole cache, masking what a
     # query may not see). Priced only where a profile has `score_bandwidth` (a host: XLA:CPU
-    # ran a [64, 32, 32, 32] block of them at 1.4-2.6 GB/s, where their QK^T and PV FLOPs at
-    # its matmul rate take a tenth of the time)
+    # went through them at 1.3-2.6 GB/s, where their QK^T and PV FLOPs at its matmul rate
+    # take about a tenth of the time)
     score_bytes: float = 0.0
 
     @property

@@ -142,11 +142,12 @@ for ph, m in measured.items():
 # is of its own kind: the host's FLOP/s and bytes/s are divided among all the devices of the
 # mesh, each collective costs so much per call, per device, per group member and per byte,
 # and what a chip's model leaves out a host cannot: the activations a matmul moves, which on
-# 256 devices outweigh its weights, the packing of a multi-row matmul's weights, and the copy
-# that puts a gathered weight in place (`tpuinfer/calibrate.py` says how each number is
-# measured). `benchmarks/bench_measure.py`
-# prints the error per mesh and phase over 36 steps, on a mesh the calibration never ran
-# among them.
+# 256 devices outweigh its weights, the packing of a multi-row matmul's weights, the copy
+# that puts a gathered weight in place, and attention's f32 scores, which with the tiny
+# model's 8-dimensional heads take about eight times as long as their FLOPs would at the
+# host's matmul rate (`tpuinfer/calibrate.py` says how each number is measured).
+# `benchmarks/bench_measure.py` prints the error per mesh and phase over 36 steps, on a mesh
+# the calibration never ran among them.
 #
 # A shared machine's speed moves minute to minute, so a calibration is a snapshot. Each
 # measurement therefore also times a short probe, a 4×4×4 decode step of the tiny model, just
