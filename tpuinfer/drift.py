@@ -28,7 +28,10 @@ during the calibration (drift x0.62-0.83), and so did the book's small steps (ch
 8, 4-20 ms: errors 4-41% with the factor, 23-75% without, the same measurements), but not its
 2,048-token prefills (chapter 5: 17-42% off with the factor, 0-9% without; in a script, on
 another calibration, 13-41% with it and 2-33% without; where the probe read as at calibration,
-60-66 ms, the model priced them 5-30% short: a miss of the model, not only of the factor). Over
+60-66 ms, the model priced them 5-30% short: a miss of the model, not only of the factor; with
+attention's scores priced (`HardwareProfile.score_bandwidth`), four rebuilds of chapter 5 on
+one calibration gave 23%, 25%, 24% and 14% median with the factor, its steps' drift x0.80-1.28
+and the same step measured 271-450 ms from one rebuild to the next). Over
 the book's 14 host-timed steps, three rebuilds gave a median error of 18%, 15% and 18% with the
 factor against 27%, 19% and 13% without. The factor is applied because the benchmark's runs and
 two rebuilds of three were better for it, and shown because it can mislead.
