@@ -25,11 +25,11 @@ effects, each measured by its own micro-benchmark:
   packs them into panels before multiplying, and read them at 3-12 GB/s where a one-row
   product streams them at 35. Priced at `multirow_weight_bandwidth`;
 - attention's f32 scores (`StepTerms.score_bytes`): with tiny's 8-dimensional heads, QK^T and
-  PV are thin matmuls around a softmax, and XLA:CPU went through the scores at 1.3-2.0 GB/s,
+  PV are thin matmuls around a softmax, and XLA:CPU went through the scores at 1.3-2.3 GB/s,
   their FLOPs at the matmul rate a tenth of the time. A 2,048-token prefill writes 128 MiB
   of them: left out, the model priced those prefills 7-18% short in the step fit, and the
   fit made up for them by slowing every matmul (fitted with a column of their own, one
-  calibration's steps put them at 1.3 GB/s, where the micro-benchmark measured 1.3-2.0).
+  calibration's steps put them at 1.3 GB/s, where the micro-benchmark measured 1.3-2.3).
   Priced at `score_bandwidth`, kept as the micro-benchmark measured it.
 
 Each constant is fitted (non-negative least squares on relative error) to programs that do only
