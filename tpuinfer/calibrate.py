@@ -257,8 +257,8 @@ def activation_bytes_per_s(flops_per_s: float) -> float:
     return 2 * m * (k + n) * 4 * mesh.size / without_flops(t, flops_s, what)
 
 
-# sequences, queries, heads, cached positions of a chip's attention: a quarter of the 2,048-token
-# prefill's on 8 devices by heads (64 sequences of 32 queries, 32 of tiny's 256 heads): 32 MB of
+# sequences, queries, heads, cached positions of a chip's attention: half the 2,048-token
+# prefill's on 8 devices by heads (64 sequences of 32 queries, 32 of tiny's 256 heads): 32 MiB of
 # scores over 2x2x2, past the caches, timed in about a second
 SCORE_SHAPE = (32, 32, 32, 32)
 
@@ -423,6 +423,8 @@ def again(stage: Callable[[], T], tries: int = MICRO_TRIES) -> T:
     except CalibrationError as e:
         raise CalibrationError(str(e).replace("calibration failed: ",
                                               f"calibration failed ({tries} tries): ", 1)) from e
+
+
 @dataclasses.dataclass(frozen=True)
 class Calibration:
     """The fitted `host` profile (not yet saved: `save_host_profile` writes it) and the fit's
