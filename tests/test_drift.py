@@ -84,7 +84,9 @@ def test_the_calibration_scales_each_step_by_the_probe_beside_it(monkeypatch):
     step_times = iter([0.010, 0.040, 0.010, 0.030])  # pass 1: two steps; pass 2: two steps
     # what `_step` returns, as much of it as `step_samples` reads: the real step's terms, a
     # made-up time
-    monkeypatch.setattr(calibrate_module, "_step", lambda *p: SimpleNamespace(
+    warmups = []  # each step's warm-up: the first pass's only (the step ran seconds before)
+    monkeypatch.setattr(calibrate_module, "_step", lambda *p, warmup_s: warmups.append(
+        warmup_s) or SimpleNamespace(
         **{k: getattr(real, k) for k in ("terms", "backend", "model", "layout", "batch",
                                          "tokens", "context", "weights")},
         measured=SimpleNamespace(time_s=next(step_times))))
@@ -96,6 +98,7 @@ def test_the_calibration_scales_each_step_by_the_probe_beside_it(monkeypatch):
     assert out.probe_s == pytest.approx(0.004)
     assert [row[2] for row in out.rows] == pytest.approx([0.010, 0.020])
     assert out.probe_spread == pytest.approx(1.0)  # 8 ms against 4 ms
+    assert warmups == [calibrate_module.STEP_TIMING["warmup_s"]] * 2 + [0.0] * 2
 
 
 def test_each_probe_reading_is_kept_with_when_it_was_taken(monkeypatch):

@@ -33,8 +33,9 @@ effects, each measured by its own micro-benchmark:
   Priced at `score_bandwidth`, kept as the micro-benchmark measured it.
 
 Each constant is fitted (non-negative least squares on relative error) to programs that do only
-that one thing, timed after a warm-up as the fastest of five runs, each blocking on its output
-(what the machine can do: on a shared machine interference only adds):
+that one thing, timed after a warm-up as the fastest of five runs (a collective's chains: of
+three, `COLLECTIVE_REPEATS`), each blocking on its output (what the machine can do: on a shared
+machine interference only adds):
 1. launch: an elementwise op on meshes of 8, 64 and 256 devices: a fixed part and per device;
 2. matmul: a chain of f32 matmuls on every device of a 2x2x2 mesh: the host's FLOP/s;
 3. memory: a vector times a matrix far larger than the caches: the host's bytes/s, at which
@@ -123,6 +124,13 @@ from .planner import Progress
 
 T = TypeVar("T")
 REPEATS = 5
+# The collectives' chains, timed 2 x 41 times, most on 256 devices (a 256-member all-to-all
+# runs about 0.2 s a call here): three runs each, not five, to keep the calibration under a
+# minute.
+# Four fits of every kind on one idle machine, two with each count, moved as much between two
+# fits with five runs (one all-gather's fixed part 44 and 479 µs) as between five and three;
+# the step fit scales every collective by its own factor after them. 20-23 s -> 16-17 s.
+COLLECTIVE_REPEATS = 3
 # Physical bounds of a fit to real steps: a step's matmuls or weight reads can run at most 4x the
 # rate of the one-thing-at-a-time micro-benchmark (whose bytes come from DRAM; a small step's
 # weights can sit in the last-level cache) and at least 1/100 of it; its collectives and
@@ -182,13 +190,13 @@ PERMUTE_POINTS = [((2, 2, 2), ("z",), SMALL), ((2, 2, 2), ("z",), LARGE),
                   (FULL, ("z",), SMALL), (FULL, ("z",), LARGE), (FULL, ("x",), SMALL)]
 
 
-def timed(fn, *args, fastest: bool = False) -> float:
-    """Seconds per call: compile and one warm-up, then the median of REPEATS runs, or with
+def timed(fn, *args, fastest: bool = False, repeats: int = REPEATS) -> float:
+    """Seconds per call: compile and one warm-up, then the median of `repeats` runs, or with
     `fastest` the fastest of them (the micro-benchmarks: what the machine can do; on a shared
     machine interference only adds, and a difference of two medians was noise-bound)."""
     jax.block_until_ready(fn(*args))
     times = []
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         t0 = time.perf_counter()
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
@@ -351,7 +359,7 @@ def per_step_call(mesh, one, elems: int) -> float:
             return jnp.full((1,), first)
         program = jax.jit(jax.shard_map(body, mesh=mesh, in_specs=(spec,) * CHAIN,
                                         out_specs=spec, check_vma=False))
-        return timed(program, *xs, fastest=True)
+        return timed(program, *xs, fastest=True, repeats=COLLECTIVE_REPEATS)
     return (chain(CHAIN) - chain(1)) / (CHAIN - 1)
 
 
@@ -532,6 +540,12 @@ RELAYOUT_BOUNDS = (0.2e9, 200e9)  # bytes/s, the whole host's
 STEP_TIMING = PRECISE | {"budget_s": 0.25, "warmup_s": 0.1, "min_runs": 6,
                          "drift_probe": False}  # the calibration times the probe itself
 STEP_PASSES = 2
+# A pass after the first runs each step without a warm-up (`measure` warms up only an
+# executable this process has not run): it ran seconds before. Measured over three rounds of
+# the 19 steps, each timed both ways back to back in alternating order: unwarmed / warmed
+# 0.997 (geometric mean; 0.64-1.43, the spread of any two back-to-back timings here), and a
+# pass 11.3 s -> 7.5 s.
+LATER_PASS_WARMUP_S = 0.0
 # the drift probe's runs between two steps: two, not `drift.RUNS`, to keep the calibration
 # under a minute (it is timed 40 times: before each pass and after each step)
 CALIBRATION_PROBE_RUNS = 2
@@ -558,14 +572,16 @@ def step_samples(micro: HardwareProfile, points=None, probe=None) -> StepSamples
     in tests) is timed between every two steps, each step's time is scaled to the probe's
     median over the whole calibration (`probe_s`, which the profile keeps: a measurement
     scales its prediction by the probe's time then against it), and each step is timed in
-    `STEP_PASSES` passes over all of them, the faster of its scaled medians kept."""
+    `STEP_PASSES` passes over all of them (warmed up in the first only), the faster of its
+    scaled medians kept."""
     points = STEP_POINTS if points is None else points
     probe = probe or (lambda: drift.probe_seconds(CALIBRATION_PROBE_RUNS))
     steps = [[] for _ in points]  # each step's (measurement, probe beside it) in every pass
-    for _ in range(STEP_PASSES):
+    for k in range(STEP_PASSES):
         before = probe()
+        warmup_s = STEP_TIMING["warmup_s"] if k == 0 else LATER_PASS_WARMUP_S
         for runs, point in zip(steps, points):
-            m = _step(*point)
+            m = _step(*point, warmup_s=warmup_s)
             after = probe()
             runs.append((m, (before + after) / 2))
             before = after
@@ -593,9 +609,10 @@ def step_samples(micro: HardwareProfile, points=None, probe=None) -> StepSamples
     return StepSamples(out, reference, max(probes) / min(probes) - 1)
 
 
-def _step(shape, batch, ffn, attention, phase, tokens=None):
+def _step(shape, batch, ffn, attention, phase, tokens=None, warmup_s=STEP_TIMING["warmup_s"]):
     return measure("tiny", shape, Layout(ffn, attention), phase=phase, batch=batch,
-                   tokens=tokens, context=max(STEP_CONTEXT, tokens or 0), **STEP_TIMING)
+                   tokens=tokens, context=max(STEP_CONTEXT, tokens or 0),
+                   **STEP_TIMING | {"warmup_s": warmup_s})
 
 
 # the step fit's columns (`step_samples`) that a micro-benchmark measured, by name: the fit
