@@ -126,10 +126,9 @@ T = TypeVar("T")
 REPEATS = 5
 # The collectives' chains, timed 2 x 41 times, most on 256 devices (a 256-member all-to-all
 # runs about 0.2 s a call here): three runs each, not five, to keep the calibration under a
-# minute.
-# Four fits of every kind on one idle machine, two with each count, moved as much between two
-# fits with five runs (one all-gather's fixed part 44 and 479 µs) as between five and three;
-# the step fit scales every collective by its own factor after them. 20-23 s -> 16-17 s.
+# minute (20-23 s -> 16-17 s). Four fits of every kind on one idle machine, two with each
+# count, moved as much between the two with five runs (one all-gather's fixed part 44 and
+# 479 µs) as between five and three; the step fit scales every collective by its own factor.
 COLLECTIVE_REPEATS = 3
 # Physical bounds of a fit to real steps: a step's matmuls or weight reads can run at most 4x the
 # rate of the one-thing-at-a-time micro-benchmark (whose bytes come from DRAM; a small step's
